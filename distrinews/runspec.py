@@ -1,0 +1,243 @@
+"""RunSpec: everything that defines one training run (one sweep *point*), as a frozen dataclass.
+
+The harness expands a sweep file into RunSpecs and writes each to ``run.json``; the worker
+(``python -m distrinews.worker --spec run.json --out DIR``) reads exactly one. The spec is the
+contract between the two packages, so it lives here, in the workload package, which the harness
+imports (never the reverse). It is JSON-serialisable, validated on construction (a bad value
+raises :class:`~distrinews.errors.UserError` naming the field and what is allowed), and hashed
+into a stable ``run_id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import UserError
+
+SPEC_SCHEMA_VERSION = 1
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+SEQ_POLICIES = ("fixed", "dynamic")
+COMM_HOOKS = ("none", "fp16", "bf16", "powersgd")
+DEVICES = ("cuda", "cpu")
+BACKENDS = ("auto", "nccl", "gloo")
+INITS = ("random", "pretrained")
+#: Deliberate failures, so tests can drive every failure class through a real launch.
+FAULTS = ("none", "crash", "hang", "oom", "nan", "rank_exit")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{name} = {value!r} is not allowed; allowed: {', '.join(allowed)}")
+
+
+def _int_at_least(name: str, value: Any, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise UserError(f"{name} = {value!r} is not allowed; expected an integer >= {low}")
+
+
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise UserError(f"{name} = {value!r} is not allowed; expected true or false")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DDPKnobs:
+    """DistributedDataParallel settings (see torch.nn.parallel.DistributedDataParallel)."""
+
+    bucket_cap_mb: float = 25.0
+    """Gradients are all-reduced in buckets of about this size, overlapping with backward."""
+    gradient_as_bucket_view: bool = False
+    """Let gradients alias the communication buckets: saves one gradient-sized copy."""
+    static_graph: bool = False
+    """Promise the set of used parameters never changes, enabling extra DDP optimisations."""
+    broadcast_buffers: bool = True
+    """Broadcast module buffers from rank 0 before each forward."""
+    comm_hook: str = "none"
+    """Gradient compression before all-reduce: none, fp16, bf16 or powersgd."""
+    powersgd_rank: int = 1
+    """Rank of the low-rank approximation when comm_hook = powersgd."""
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.bucket_cap_mb, (int, float))
+            or isinstance(self.bucket_cap_mb, bool)
+            or self.bucket_cap_mb <= 0
+        ):
+            raise UserError(f"ddp.bucket_cap_mb = {self.bucket_cap_mb!r} must be a number > 0")
+        for name in ("gradient_as_bucket_view", "static_graph", "broadcast_buffers"):
+            _bool(f"ddp.{name}", getattr(self, name))
+        _choice("ddp.comm_hook", self.comm_hook, COMM_HOOKS)
+        _int_at_least("ddp.powersgd_rank", self.powersgd_rank, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    """One training run. Every field takes part in ``run_id``."""
+
+    nodes: int = 1
+    """Number of machines."""
+    nproc_per_node: int = 1
+    """Processes (ranks) per machine: one per GPU on CUDA."""
+    device: str = "cuda"
+    """cuda or cpu."""
+    backend: str = "auto"
+    """Process-group backend: auto (nccl on cuda, gloo on cpu), nccl or gloo."""
+    model: str = "base"
+    """A random-init shape (base, tiny) or, with init = pretrained, a hub name or local dir."""
+    init: str = "random"
+    """random (same compute, no download) or pretrained."""
+    data: str = "synthetic"
+    """A load_agnews source: hub, synthetic[:N], or a .csv/.parquet/.jsonl path."""
+    tokenizer: str = "distilbert-base-uncased"
+    """Hub name, tokenizer dir or vocab.txt (unused for synthetic data)."""
+    max_length: int = 128
+    """Tokens per sequence at most (truncation); the fixed policy pads every batch to it."""
+    seq_policy: str = "fixed"
+    """fixed: pad to max_length; dynamic: pad to the longest in the batch, length-grouped."""
+    per_device_batch: int = 32
+    """Sequences per rank per micro-step."""
+    grad_accum: int = 1
+    """Micro-steps per optimizer step (gradient accumulation through DDP's no_sync)."""
+    precision: str = "bf16"
+    """fp32, tf32 (fp32 storage, TF32 matmuls), fp16 (autocast + GradScaler) or bf16 autocast."""
+    compile: bool = False
+    """Run the model through torch.compile."""
+    ddp: DDPKnobs = field(default_factory=DDPKnobs)
+    """DistributedDataParallel knobs."""
+    nccl_env: tuple[tuple[str, str], ...] = ()
+    """NCCL_* (and other) environment variables for the ranks, as sorted (name, value) pairs."""
+    warmup_steps: int = 5
+    """Optimizer steps run and discarded before the measured window (compilation, caches)."""
+    measured_steps: int = 20
+    """Optimizer steps in the measured window."""
+    lr: float = 5e-5
+    """AdamW learning rate."""
+    seed: int = 0
+    """Seeds model init, data order and synthetic data."""
+    repeat: int = 0
+    """Repeat index: identical configurations measured several times for noise estimates."""
+    fault: str = "none"
+    """Deliberate failure for tests: none, crash, hang, oom, nan, rank_exit."""
+
+    KEY_EXCLUDE: ClassVar[frozenset[str]] = frozenset({"repeat"})
+
+    def __post_init__(self) -> None:
+        _int_at_least("nodes", self.nodes, 1)
+        _int_at_least("nproc_per_node", self.nproc_per_node, 1)
+        _choice("device", self.device, DEVICES)
+        _choice("backend", self.backend, BACKENDS)
+        if self.device == "cpu" and self.backend == "nccl":
+            raise UserError("backend = 'nccl' needs device = 'cuda'; use gloo on cpu")
+        _choice("init", self.init, INITS)
+        if not isinstance(self.model, str) or not self.model:
+            raise UserError(f"model = {self.model!r} must be a non-empty string")
+        if not isinstance(self.data, str) or not self.data:
+            raise UserError(f"data = {self.data!r} must be a non-empty string")
+        _int_at_least("max_length", self.max_length, 8)
+        _choice("seq_policy", self.seq_policy, SEQ_POLICIES)
+        _int_at_least("per_device_batch", self.per_device_batch, 1)
+        _int_at_least("grad_accum", self.grad_accum, 1)
+        _choice("precision", self.precision, PRECISIONS)
+        _bool("compile", self.compile)
+        if isinstance(self.ddp, dict):  # from JSON / TOML
+            object.__setattr__(self, "ddp", ddp_from_dict(self.ddp))
+        if not isinstance(self.ddp, DDPKnobs):
+            raise UserError(f"ddp = {self.ddp!r} must be a table of DDP knobs")
+        env = self.nccl_env.items() if isinstance(self.nccl_env, dict) else self.nccl_env
+        pairs = tuple(sorted((str(k), str(v)) for k, v in env))
+        object.__setattr__(self, "nccl_env", pairs)
+        _int_at_least("warmup_steps", self.warmup_steps, 0)
+        _int_at_least("measured_steps", self.measured_steps, 1)
+        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or self.lr <= 0:
+            raise UserError(f"lr = {self.lr!r} must be a number > 0")
+        _int_at_least("seed", self.seed, 0)
+        _int_at_least("repeat", self.repeat, 0)
+        _choice("fault", self.fault, FAULTS)
+
+    # -- derived ---------------------------------------------------------------------------
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.nproc_per_node
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step across all ranks."""
+        return self.world_size * self.per_device_batch * self.grad_accum
+
+    @property
+    def resolved_backend(self) -> str:
+        if self.backend != "auto":
+            return self.backend
+        return "nccl" if self.device == "cuda" else "gloo"
+
+    @property
+    def run_id(self) -> str:
+        """Stable id of this exact point (repeat included): 12 hex chars of a SHA-256."""
+        return _digest(self.to_dict())
+
+    @property
+    def config_key(self) -> str:
+        """Stable id of the configuration without the repeat index: repeats share it."""
+        body = {k: v for k, v in self.to_dict().items() if k not in self.KEY_EXCLUDE}
+        return _digest(body)
+
+    # -- (de)serialisation -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["nccl_env"] = dict(self.nccl_env)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"schema_version": SPEC_SCHEMA_VERSION, **self.to_dict()}, indent=2, sort_keys=True
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "spec") -> RunSpec:
+        data = dict(data)
+        version = data.pop("schema_version", SPEC_SCHEMA_VERSION)
+        if version != SPEC_SCHEMA_VERSION:
+            raise UserError(
+                f"{where}: schema_version {version!r} is not supported; "
+                f"this distrinews reads {SPEC_SCHEMA_VERSION}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(
+                f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(known))}"
+            )
+        try:
+            return cls(**data)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str = "spec") -> RunSpec:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{where}: expected a JSON object")
+        return cls.from_dict(data, where=where)
+
+
+def ddp_from_dict(data: dict[str, Any]) -> DDPKnobs:
+    known = {f.name for f in dataclasses.fields(DDPKnobs)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"unknown DDP knob {unknown[0]!r}; allowed: {', '.join(sorted(known))}")
+    return DDPKnobs(**data)
+
+
+def _digest(body: dict[str, Any]) -> str:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
