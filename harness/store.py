@@ -1,0 +1,283 @@
+"""results/<sweep>/: the per-point folders and the append-only ledger (see notes/contracts.md).
+
+A sweep folder looks like::
+
+    results/<sweep>/
+      ledger.jsonl        one JSON object per line, one line per finished point (append-only)
+      env.json            the environment the sweep ran in (harness.envinfo), with a fingerprint
+      sweep.json          the expanded sweep as written at start
+      .lock               held (fcntl.flock) by the one sweep writing here
+      points/<run_id>/    run.json, record.json, error.json, status.json, telemetry.jsonl, logs/
+
+The ledger is the source of truth. A line is *committed* once it ends with a newline: each row
+is written with one ``write`` of ``json + "\\n"`` and fsynced, so a kill can at worst leave an
+unterminated last line, which readers ignore and the next append cuts off. A point's folder
+without a ledger row is an unfinished point: resume runs it again from scratch.
+
+Rows are never edited. Re-running a point (``--retry-failed``) appends a new row; readers take
+the **latest row per run_id** (:func:`latest_by_run_id`), which is how a retry supersedes a
+failure without rewriting history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from distrinews.errors import UserError
+
+LEDGER_SCHEMA_VERSION = 1
+LEDGER_NAME = "ledger.jsonl"
+LOCK_NAME = ".lock"
+POINTS_DIR = "points"
+
+#: Every status a ledger row can carry; all but "ok" have a reason.
+STATUSES = ("ok", "oom", "timeout", "nccl_error", "crashed", "invalid", "skipped")
+#: Statuses that mean the point ran and failed (re-run only with --retry-failed).
+FAILED_STATUSES = ("oom", "timeout", "nccl_error", "crashed", "invalid")
+
+
+# -- atomic files ----------------------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a mix.
+
+    A temp file in the same directory (so the rename stays on one filesystem), fsynced, then
+    ``os.replace`` -- which is atomic on POSIX.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file is missing or not a whole object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# -- the ledger ------------------------------------------------------------------------------
+
+
+def ledger_path(sweep_dir: Path) -> Path:
+    return Path(sweep_dir) / LEDGER_NAME
+
+
+def point_dir(sweep_dir: Path, run_id: str) -> Path:
+    return Path(sweep_dir) / POINTS_DIR / run_id
+
+
+def read_ledger(sweep_dir: Path) -> list[dict[str, Any]]:
+    """All committed rows of ``sweep_dir/ledger.jsonl`` in append order (raw dicts).
+
+    A missing ledger is an empty one. An unterminated last line (a write cut short by a kill)
+    is ignored. Any other line that is not a JSON object raises :class:`UserError` naming the
+    file and the line: that is corruption, and guessing past it could silently drop results.
+    """
+    path = ledger_path(sweep_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = raw.split(b"\n")
+    # split() leaves the text after the last newline as the final element: b"" when the file
+    # ends cleanly, else a torn row that was never committed.
+    body = lines[:-1]
+    rows: list[dict[str, Any]] = []
+    for lineno, line in enumerate(body, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(
+                f"{path}: line {lineno} is not valid JSON ({exc}); the ledger is corrupt -- "
+                "fix or remove that line"
+            ) from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: line {lineno} is not a JSON object; the ledger is corrupt")
+        rows.append(row)
+    return rows
+
+
+def append_row(sweep_dir: Path, row: dict[str, Any]) -> None:
+    """Append one row to the ledger durably: one write, then fsync.
+
+    A torn last line left by an earlier kill is cut off first, so the new row starts on a line
+    of its own. Rows must be flat JSON objects with a ``run_id`` and a known ``status``; NaN and
+    infinity are refused (they are not JSON, and a reader would choke on them).
+    """
+    _check_row(row)
+    line = json.dumps(row, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n"
+    path = ledger_path(sweep_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        _repair_torn_tail(fd)
+        data = line.encode("utf-8")
+        written = os.write(fd, data)
+        if written != len(data):  # a regular file only writes short when the disk is full
+            raise OSError(errno.ENOSPC, f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _repair_torn_tail(fd: int) -> None:
+    """Truncate the file back to its last newline (drops an uncommitted, torn row)."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    if os.pread(fd, 1, size - 1) == b"\n":
+        return
+    # Scan backwards in blocks for the last newline; rows are small, so this is one read.
+    pos = size
+    block = 4096
+    while pos > 0:
+        start = max(0, pos - block)
+        chunk = os.pread(fd, pos - start, start)
+        idx = chunk.rfind(b"\n")
+        if idx >= 0:
+            os.ftruncate(fd, start + idx + 1)
+            return
+        pos = start
+    os.ftruncate(fd, 0)
+
+
+def _check_row(row: dict[str, Any]) -> None:
+    if not isinstance(row, dict):
+        raise TypeError(f"a ledger row must be a dict, got {type(row).__name__}")
+    if not isinstance(row.get("run_id"), str) or not row["run_id"]:
+        raise ValueError("a ledger row needs a non-empty string run_id")
+    if row.get("status") not in STATUSES:
+        raise ValueError(f"ledger status {row.get('status')!r} is not one of {STATUSES}")
+    for key, value in row.items():
+        if isinstance(value, (dict, list, tuple)):
+            raise ValueError(f"ledger rows are flat; {key!r} holds a {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"ledger value {key!r} = {value} is not finite; store null instead")
+
+
+def latest_by_run_id(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last row per run_id (later rows supersede earlier ones: a retry replaces a failure)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        latest[row["run_id"]] = row
+    return latest
+
+
+# -- one writer per sweep folder -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on ``sweep_dir`` for the life of a sweep.
+
+    ``fcntl.flock`` on ``.lock``: the kernel drops it when the process dies, even by SIGKILL, so
+    there is no stale lock to clean up. A second sweep into the same folder gets a UserError.
+    """
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise UserError(
+                f"{sweep_dir} is in use by another sweep (pid {holder}); wait for it or use "
+                "another --name/--results"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+# -- export ----------------------------------------------------------------------------------
+
+
+def sweep_dirs(results: Path) -> list[Path]:
+    """``results`` itself if it is a sweep folder, else its sweep subfolders (sorted)."""
+    results = Path(results)
+    if not results.is_dir():
+        raise UserError(f"{results}: no such results folder")
+    if ledger_path(results).is_file():
+        return [results]
+    found = sorted(p for p in results.iterdir() if ledger_path(p).is_file())
+    if not found:
+        raise UserError(f"{results}: no {LEDGER_NAME} here or in its subfolders; run a sweep first")
+    return found
+
+
+def export_ledger(results: Path, out: Path) -> int:
+    """Write the latest row per point of every sweep under ``results`` to .parquet or .csv.
+
+    Rows of different schema versions mix: the columns are the union, a key a row lacks is
+    null. Returns the number of rows written.
+    """
+    import pandas as pd
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise UserError(f"{out}: export writes .parquet or .csv, not {out.suffix or 'no suffix'!r}")
+    rows: list[dict[str, Any]] = []
+    for sweep in sweep_dirs(results):
+        for row in latest_by_run_id(read_ledger(sweep)).values():
+            rows.append({"sweep": sweep.name, **row} if "sweep" not in row else row)
+    frame = pd.DataFrame.from_records(rows)
+    # Columns first seen in later rows are appended by pandas in order of appearance; sort the
+    # tail so two exports of the same data are byte-identical.
+    frame = frame.reindex(columns=sorted(frame.columns, key=_column_order))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return len(frame)
+
+
+_LEAD_COLUMNS = ("sweep", "run_id", "config_key", "repeat", "status", "reason")
+
+
+def _column_order(name: str) -> tuple[int, str]:
+    if name in _LEAD_COLUMNS:
+        return (_LEAD_COLUMNS.index(name), "")
+    return (len(_LEAD_COLUMNS), name)
