@@ -1,0 +1,392 @@
+"""Checkpoints: atomic save, exact resume, and loading a trained model for inference.
+
+A checkpoint is a *directory* (``OUT/checkpoints/step-00000120/``) holding:
+
+* ``checkpoint.pt`` — model weights, optimizer and GradScaler state, and the training position
+  (optimizer step, epoch, batch within the epoch) plus every rank's random-number-generator
+  state. Together these make a resumed run continue *exactly*: the same batches in the same
+  order, the same dropout masks, the same optimizer moments — so the losses after a resume equal
+  the uninterrupted run's bit for bit (on CPU; CUDA kernels may be non-deterministic);
+* ``config.json`` — the model config, ``max_length``, label names, tokenizer info, the step, and
+  the size and SHA-256 of ``checkpoint.pt`` (a truncated or corrupt file is caught before
+  ``torch.load`` sees it);
+* ``tokenizer/`` — ``tokenizer.save_pretrained`` output, so serving works offline.
+
+Writes are atomic: everything goes into a hidden temp directory next to the target, each file is
+fsynced, then one ``rename`` makes the checkpoint appear complete or not at all. A kill during a
+save leaves the previous checkpoints untouched and, at worst, a ``.tmp-*`` folder that is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .model import LABELS, NewsClassifier
+
+FORMAT_VERSION = 1
+CHECKPOINTS_DIR = "checkpoints"
+WEIGHTS_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.json"
+TOKENIZER_DIR = "tokenizer"
+_PREFIX = "step-"
+#: Config fields that fix the shape of every weight: a checkpoint only fits a model that agrees.
+SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings")
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: missing, truncated, corrupt, or for another model."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceBundle:
+    """Everything serving needs, loaded from one checkpoint."""
+
+    model: NewsClassifier
+    """The classifier in eval mode, on ``map_location``."""
+    tokenizer: Any
+    """The tokenizer saved with the checkpoint, or None when the run had none (synthetic data)."""
+    max_length: int
+    """Tokens per sequence the model was trained with (truncate inputs to it)."""
+    labels: tuple[str, ...]
+    """Class names in logit order."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """config.json as written (step, epoch, source data, accuracy, ...), plus ``path``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingState:
+    """Where a run stood when its checkpoint was written (:func:`load_training_state`)."""
+
+    step: int
+    """Optimizer steps completed."""
+    epoch: int
+    """Epoch the next batch comes from."""
+    batch_in_epoch: int
+    """Micro-batches of that epoch already consumed."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form JSON-able state the trainer stored (e.g. the last accuracy)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """This process's torch RNG states (CPU and, on CUDA, the current device's)."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: Mapping[str, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    *,
+    model: NewsClassifier,
+    optimizer: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler | None,
+    state: TrainingState,
+    rank_rng: list[dict[str, torch.Tensor | None]],
+    max_length: int,
+    tokenizer: Any = None,
+    meta: Mapping[str, Any] | None = None,
+    keep_last: int = 2,
+) -> Path:
+    """Write ``out_dir/checkpoints/step-<step>/`` atomically; return its path.
+
+    ``rank_rng`` holds every rank's :func:`rng_state` (index = rank), gathered by the caller:
+    dropout draws differ per rank, and an exact resume must restore each one. Only rank 0
+    calls this. ``keep_last`` older checkpoints are kept (0 keeps all).
+    """
+    root = Path(out_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{_PREFIX}{state.step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
+    try:
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "model": model.state_dict(),
+            "optimizer": None if optimizer is None else optimizer.state_dict(),
+            "scaler": None if scaler is None or not scaler.is_enabled() else scaler.state_dict(),
+            "rank_rng": rank_rng,
+        }
+        weights = tmp / WEIGHTS_FILE
+        with weights.open("wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tok_saved = False
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+            for path in (tmp / TOKENIZER_DIR).iterdir():
+                _fsync_file(path)
+            tok_saved = True
+        config = {
+            "format_version": FORMAT_VERSION,
+            "model_config": model.config.to_dict(),
+            "max_length": int(max_length),
+            "labels": list(LABELS),
+            "tokenizer": {"saved": tok_saved, "class": type(tokenizer).__name__},
+            "step": state.step,
+            "epoch": state.epoch,
+            "batch_in_epoch": state.batch_in_epoch,
+            "world_size": len(rank_rng),
+            "extra": dict(state.extra),
+            "meta": dict(meta or {}),
+            "checkpoint_bytes": weights.stat().st_size,
+            "checkpoint_sha256": _sha256_file(weights),
+        }
+        # config.json last: its presence (with the checksum) marks a complete checkpoint.
+        _write_json_durable(tmp / CONFIG_FILE, config)
+        _fsync_dir(tmp)
+        if final.exists():  # re-saving the same step: swap, never delete before the new one is in
+            old = root / f".old-{final.name}-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep_last > 0:
+        for stale in list_checkpoints(out_dir)[:-keep_last]:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and verifying
+# --------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(out_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under ``out_dir/checkpoints``, oldest first."""
+    root = Path(out_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        suffix = path.name[len(_PREFIX) :]
+        if path.name.startswith(_PREFIX) and suffix.isdigit() and (path / CONFIG_FILE).is_file():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    found = list_checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from itself, its checkpoint.pt, or a training output directory."""
+    path = Path(path)
+    if path.is_file() and path.name in (WEIGHTS_FILE, CONFIG_FILE):
+        path = path.parent
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if (path / WEIGHTS_FILE).exists() or (path / CONFIG_FILE).exists():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(
+            f"{path}: not a checkpoint (no {CONFIG_FILE} + {WEIGHTS_FILE}) and no complete "
+            f"checkpoint under {path / CHECKPOINTS_DIR}"
+        )
+    return latest
+
+
+def read_config(ckpt: Path) -> dict[str, Any]:
+    """config.json of a checkpoint directory, with the weights file checked against it."""
+    cfg_path = ckpt / CONFIG_FILE
+    try:
+        config = json.loads(cfg_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{cfg_path}: missing (incomplete checkpoint)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path}: unreadable ({type(exc).__name__})") from None
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path}: format_version {version!r} is not supported; "
+            f"this distrinews reads {FORMAT_VERSION}"
+        )
+    weights = ckpt / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing")
+    size = weights.stat().st_size
+    if size != config.get("checkpoint_bytes"):
+        expected = config.get("checkpoint_bytes")
+        raise CheckpointError(
+            f"{weights}: truncated or corrupt ({size} bytes, expected {expected})"
+        )
+    if _sha256_file(weights) != config.get("checkpoint_sha256"):
+        raise CheckpointError(f"{weights}: corrupt (SHA-256 does not match {CONFIG_FILE})")
+    return config
+
+
+def check_shape(config: Mapping[str, Any], model: NewsClassifier, *, where: Path) -> None:
+    """Raise CheckpointError if the checkpoint's weights cannot fit ``model``."""
+    theirs = config.get("model_config", {})
+    ours = model.config.to_dict()
+    diffs = [
+        f"{name} {theirs.get(name)!r} vs {ours.get(name)!r}"
+        for name in SHAPE_FIELDS
+        if theirs.get(name) != ours.get(name)
+    ]
+    if len(theirs.get("id2label", {})) != len(ours.get("id2label", {})):
+        diffs.append(f"labels {len(theirs.get('id2label', {}))} vs {len(ours.get('id2label', {}))}")
+    if diffs:
+        raise CheckpointError(
+            f"{where}: checkpoint is for another model shape (checkpoint vs this run: "
+            f"{', '.join(diffs)})"
+        )
+
+
+def _load_payload(ckpt: Path, map_location: Any) -> dict[str, Any]:
+    try:
+        # weights_only: a checkpoint is data; never execute pickled code from a file on disk.
+        return torch.load(ckpt / WEIGHTS_FILE, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: cannot load ({first})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_training_state(
+    path: str | Path,
+    *,
+    model: NewsClassifier,
+    optimizer: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler | None,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> TrainingState:
+    """Restore model, optimizer, scaler and this rank's RNG from a checkpoint (exact resume).
+
+    Everything is verified (checksum, shape, world size) before anything is modified.
+    """
+    ckpt = resolve_checkpoint(path)
+    config = read_config(ckpt)
+    check_shape(config, model, where=ckpt)
+    if config.get("world_size") != world_size:
+        raise CheckpointError(
+            f"{ckpt}: written by {config.get('world_size')} rank(s); an exact resume needs the "
+            f"same world size, this run has {world_size}"
+        )
+    payload = _load_payload(ckpt, "cpu")
+    rank_rng = payload.get("rank_rng") or []
+    if len(rank_rng) != world_size:
+        raise CheckpointError(f"{ckpt}: holds {len(rank_rng)} RNG states for {world_size} ranks")
+    if (payload.get("scaler") is None) != (scaler is None or not scaler.is_enabled()):
+        raise CheckpointError(f"{ckpt}: precision differs (GradScaler state present vs not)")
+    model.load_state_dict(payload["model"])
+    if optimizer is not None:
+        if payload.get("optimizer") is None:
+            raise CheckpointError(f"{ckpt}: holds no optimizer state; cannot resume training")
+        optimizer.load_state_dict(payload["optimizer"])
+    if scaler is not None and payload.get("scaler") is not None:
+        scaler.load_state_dict(payload["scaler"])
+    set_rng_state(rank_rng[rank], device)
+    return TrainingState(
+        step=int(config["step"]),
+        epoch=int(config["epoch"]),
+        batch_in_epoch=int(config["batch_in_epoch"]),
+        extra=dict(config.get("extra", {})),
+    )
+
+
+def load_for_inference(path: str | Path, *, map_location: Any = "cpu") -> InferenceBundle:
+    """The trained classifier (eval mode), its tokenizer and settings, from a checkpoint.
+
+    ``path`` is a checkpoint directory or a training output directory (the latest checkpoint in
+    it is used). Raises :class:`CheckpointError` with a one-line message when it cannot.
+    """
+    from transformers import AutoTokenizer, DistilBertConfig
+
+    ckpt = resolve_checkpoint(path)
+    config = read_config(ckpt)
+    try:
+        hf_config = DistilBertConfig.from_dict(config["model_config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt / CONFIG_FILE}: bad model_config ({exc})") from None
+    model = NewsClassifier.from_config(hf_config)
+    payload = _load_payload(ckpt, map_location)
+    try:
+        model.load_state_dict(payload["model"])
+    except (KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: weights do not fit ({first})") from None
+    model.to(map_location).eval()
+    tokenizer = None
+    if config.get("tokenizer", {}).get("saved"):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(ckpt / TOKENIZER_DIR))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"{ckpt / TOKENIZER_DIR}: cannot load tokenizer ({type(exc).__name__})"
+            ) from None
+    return InferenceBundle(
+        model=model,
+        tokenizer=tokenizer,
+        max_length=int(config["max_length"]),
+        labels=tuple(config.get("labels", LABELS)),
+        meta={**config, "path": str(ckpt)},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Durable file helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _write_json_durable(path: Path, obj: Any) -> None:
+    with path.open("w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    if path.is_file():
+        with path.open("rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename is durable only once the directory entry itself is on disk.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
