@@ -32,6 +32,7 @@ throughput runs only; everything built from it says ``synthetic`` in its source 
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -39,6 +40,7 @@ import math
 import os
 import re
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -543,15 +545,24 @@ def pretokenize(
     texts: Sequence[str], tokenizer, *, max_length: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """One batched tokenizer call over all texts -> (dense id matrix, lengths)."""
-    enc = tokenizer(
-        list(texts),
-        truncation=True,
-        max_length=max_length,
-        padding=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )
-    return _pack(enc["input_ids"], max_length)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        # The Rust tokenizer directly, without offsets and Python BatchEncoding conversion:
+        # ~15% faster. Copied because truncation is mutable state of the backend object.
+        backend = copy.deepcopy(backend)
+        backend.enable_truncation(max_length)
+        backend.no_padding()
+        ids = [enc.ids for enc in backend.encode_batch_fast(list(texts))]
+    else:
+        ids = tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+    return _pack(ids, max_length)
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,7 +681,7 @@ def _read_cache(path: Path, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(path) as npz:
             ids, lengths = npz["ids"], npz["lengths"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # a damaged cache is rebuilt, never trusted
     if len(ids) != rows or len(lengths) != rows:
         return None
