@@ -1,0 +1,522 @@
+"""Launching one sweep point: pure argv/env builders, the one subprocess call, the failure class.
+
+Every point gets a fresh ``torchrun`` (``python -m torch.distributed.run``), so no state (CUDA
+context, NCCL communicators, allocator caches, a crashed rank) leaks from one point into the
+next. torchrun starts ``nproc_per_node`` copies of the worker per node::
+
+    python -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 \\
+        --log-dir=POINT/logs --redirects=3 --tee=3 -m distrinews.worker --spec POINT/run.json \\
+        --out POINT
+
+``--standalone`` is a c10d rendezvous on ``localhost:0``: the OS picks a free port, so two
+points (or two sweeps) never clash. Across nodes the agents meet in a c10d rendezvous on the
+first node instead (:class:`Rendezvous`), and under SLURM ``srun`` starts one agent per node.
+
+The builders are pure (tested without processes); :func:`run_process` is the only place that
+starts one; :func:`classify` turns what the run left behind into a ledger status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distrinews.runspec import RunSpec
+
+from .store import read_json
+
+WORKER_MODULE = "distrinews.worker"
+RUN_JSON = "run.json"
+RECORD_JSON = "record.json"
+ERROR_JSON = "error.json"
+LOGS_DIR = "logs"
+LAUNCHER_LOG = "launcher.log"
+
+#: Worker exit codes (notes/contracts.md) -> ledger status.
+EXIT_STATUS = {2: "invalid", 3: "oom", 4: "crashed", 5: "nccl_error"}
+#: Worker error.json "failure" -> ledger status. NaN loss and a dead rank are crashes with
+#: the failure named in the reason (the ledger has no separate status for them).
+FAILURE_STATUS = {
+    "oom": "oom",
+    "nccl_error": "nccl_error",
+    "invalid_spec": "invalid",
+    "nan_loss": "crashed",
+    "rank_died": "crashed",
+    "crashed": "crashed",
+}
+#: Log patterns, checked only when the worker could not write error.json (killed, segfault,
+#: torchrun itself failing). The first match wins, so the more specific patterns come first.
+LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "oom",
+        re.compile(
+            r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|"
+            r"std::bad_alloc|Cannot allocate memory|MemoryError"
+        ),
+    ),
+    (
+        "nccl_error",
+        re.compile(
+            r"NCCL error|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|"
+            r"ProcessGroupNCCL|Watchdog caught collective operation timeout|"
+            r"Connection closed by peer|Connection reset by peer|DistNetworkError"
+        ),
+    ),
+)
+_EXITCODE = re.compile(r"exitcode\s*:\s*(-?\d+)")
+
+
+# -- pure builders ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rendezvous:
+    """Where the torchrun agents of one multi-node point meet (c10d store on one host)."""
+
+    endpoint: str
+    """host:port of the c10d store, on the first node."""
+    run_id: str
+    """Rendezvous id shared by all agents of the point (the point's run_id)."""
+
+
+def build_torchrun_argv(
+    spec: RunSpec,
+    point_dir: Path,
+    *,
+    python: str = sys.executable,
+    rdzv: Rendezvous | None = None,
+) -> list[str]:
+    """The torchrun command line for one point on one node (pure).
+
+    Single node without ``rdzv``: ``--standalone``. Otherwise a c10d rendezvous at
+    ``rdzv.endpoint``; every node runs the same argv and the rendezvous assigns node ranks.
+    """
+    point_dir = Path(point_dir)
+    argv = [python, "-m", "torch.distributed.run"]
+    if rdzv is None:
+        if spec.nodes != 1:
+            raise ValueError(f"a {spec.nodes}-node point needs a Rendezvous")
+        argv.append("--standalone")
+    else:
+        argv += [
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={rdzv.endpoint}",
+            f"--rdzv-id={rdzv.run_id}",
+        ]
+    argv += [
+        f"--nnodes={spec.nodes}",
+        f"--nproc-per-node={spec.nproc_per_node}",
+        # A benchmark point is measured once: a restarted rank would time a different run.
+        "--max-restarts=0",
+        # Per-rank stdout/stderr into POINT/logs/<rdzv>_*/attempt_0/<local_rank>/, and teed to
+        # the agent's own output (launcher.log) so one file shows the whole story.
+        f"--log-dir={point_dir / LOGS_DIR}",
+        "--redirects=3",
+        "--tee=3",
+        "-m",
+        WORKER_MODULE,
+        "--spec",
+        str(point_dir / RUN_JSON),
+        "--out",
+        str(point_dir),
+    ]
+    return argv
+
+
+def build_env(spec: RunSpec, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for the point's processes (pure): ``base`` plus the point's settings.
+
+    The spec's NCCL settings override inherited ones; :func:`effective_nccl_env` then records
+    what the ranks really got, inherited values included.
+    """
+    env = dict(os.environ if base is None else base)
+    env.update(dict(spec.nccl_env))
+    # Python buffers stdout when it is not a terminal: a killed rank would lose its last lines.
+    env["PYTHONUNBUFFERED"] = "1"
+    # CUDA's default order (fastest first) can differ from NVML's (PCI bus); matching them
+    # lets telemetry sample exactly the GPUs the ranks use.
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    # One intra-op thread per rank unless the user says otherwise: ranks share the cores.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    # Surface NCCL failures as exceptions (-> error.json) instead of hanging until timeout.
+    env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    return env
+
+
+def effective_nccl_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Every NCCL_* / TORCH_NCCL_* variable the ranks will see, for the point's status.json."""
+    return {k: env[k] for k in sorted(env) if k.startswith(("NCCL_", "TORCH_NCCL_"))}
+
+
+def build_srun_argv(
+    spec: RunSpec, point_dir: Path, *, hosts: list[str], port: int, python: str = "python"
+) -> list[str]:
+    """``srun`` starting one torchrun agent on each of the first ``spec.nodes`` hosts (pure).
+
+    Run inside an allocation (sbatch/salloc). The c10d store lives on the first host, which is
+    where the sweep process runs (the batch step), so ``port`` is one it found free there.
+    """
+    if len(hosts) < spec.nodes:
+        raise ValueError(f"{spec.nodes} nodes needed, {len(hosts)} hosts given")
+    used = hosts[: spec.nodes]
+    rdzv = Rendezvous(endpoint=f"{used[0]}:{port}", run_id=spec.run_id)
+    return [
+        "srun",
+        f"--nodes={spec.nodes}",
+        "--ntasks-per-node=1",
+        f"--nodelist={','.join(used)}",
+        # One failed agent ends the step instead of leaving the others waiting.
+        "--kill-on-bad-exit=1",
+        *build_torchrun_argv(spec, point_dir, python=python, rdzv=rdzv),
+    ]
+
+
+def build_sbatch_script(
+    sweep_file: str,
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    results: str = "results",
+    partition: str | None = None,
+    account: str | None = None,
+    time_limit: str = "04:00:00",
+    job_name: str = "distrinews",
+    cpus_per_task: int | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> str:
+    """The text of an sbatch script that runs a sweep in its allocation (pure).
+
+    The batch step (the sweep process) runs on the first node; for each point it calls srun,
+    which starts one torchrun agent per node. ``--exclusive`` keeps other jobs off the nodes
+    so their traffic does not pollute the measurement.
+    """
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --nodes={nodes}",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --gpus-per-node={gpus_per_node}",
+        "#SBATCH --exclusive",
+        f"#SBATCH --time={time_limit}",
+        "#SBATCH --output=%x-%j.out",
+    ]
+    if cpus_per_task:
+        lines.append(f"#SBATCH --cpus-per-task={cpus_per_task}")
+    if partition:
+        lines.append(f"#SBATCH --partition={partition}")
+    if account:
+        lines.append(f"#SBATCH --account={account}")
+    args = [
+        "distrinews-bench",
+        "sweep",
+        _sh(sweep_file),
+        "--launcher",
+        "slurm",
+        "--nodes",
+        str(nodes),
+        "--results",
+        _sh(results),
+        *(_sh(a) for a in extra_args),
+    ]
+    lines += [
+        "",
+        "set -euo pipefail",
+        "# The sweep runs here, on the first node; each point is one srun step of torchrun",
+        "# agents (one per node) meeting in a c10d rendezvous on this node.",
+        " ".join(args),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _sh(text: str) -> str:
+    import shlex
+
+    return shlex.quote(str(text))
+
+
+# -- SLURM allocation ------------------------------------------------------------------------
+
+
+def slurm_gpus_per_node(env: Mapping[str, str]) -> int:
+    """GPUs per node in the current allocation: SLURM_GPUS_ON_NODE, SLURM_GPUS_PER_NODE
+    (may read "h100:8"), else the count in CUDA_VISIBLE_DEVICES; 0 when none says."""
+    for key in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
+        value = env.get(key, "").strip()
+        if value:
+            match = re.search(r"(\d+)\s*$", value.split("(")[0])
+            if match:
+                return int(match.group(1))
+    visible = env.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return len([v for v in visible.split(",") if v]) if visible else 0
+
+
+def slurm_hosts(env: Mapping[str, str]) -> list[str]:
+    """Hostnames of the allocation, in order (``scontrol show hostnames``)."""
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        from distrinews.errors import UserError
+
+        raise UserError(
+            "--launcher slurm runs inside an allocation (sbatch/salloc); no SLURM_JOB_NODELIST"
+        )
+    out = subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return out.stdout.split()
+
+
+def free_port(host: str = "") -> int:
+    """A TCP port free right now on this host (the OS picks it; racy but short-lived)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+# -- the one subprocess ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessResult:
+    """How the launched process ended."""
+
+    returncode: int | None
+    """The agent's exit status (negative: killed by that signal); None when it was killed."""
+    timed_out: bool
+    """True when the point ran past its timeout and its process tree was killed."""
+    duration_s: float
+    """Wall-clock seconds from start to exit."""
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Any:
+    """A preexec_fn making the child get SIGTERM when the sweep dies (even by SIGKILL).
+
+    torchrun handles SIGTERM by tearing down its workers, so no orphan run keeps the GPUs busy.
+    libc is loaded here, in the parent: between fork and exec the child should only make the
+    one system call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return preexec
+
+
+def run_process(
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    timeout_s: float,
+    cwd: Path | None = None,
+    grace_s: float = 10.0,
+) -> ProcessResult:
+    """Run ``argv`` to completion or ``timeout_s``; on timeout or interrupt kill its whole tree.
+
+    The process starts a new session (its own process group), so the kill reaches torchrun
+    and its workers but never the sweep itself. Output (stdout and stderr) goes to
+    ``log_path``.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
+        )
+        try:
+            returncode = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc, grace_s=grace_s)
+            log.write(f"\n[distrinews] killed after timeout of {timeout_s:g} s\n".encode())
+            return ProcessResult(
+                returncode=None, timed_out=True, duration_s=time.monotonic() - start
+            )
+        except BaseException:  # KeyboardInterrupt, SystemExit: leave nothing running
+            kill_tree(proc, grace_s=min(grace_s, 5.0))
+            raise
+    return ProcessResult(
+        returncode=returncode, timed_out=False, duration_s=time.monotonic() - start
+    )
+
+
+def kill_tree(proc: subprocess.Popen[Any], *, grace_s: float) -> None:
+    """SIGTERM the process group, wait ``grace_s``, then SIGKILL everything left.
+
+    torchrun puts each worker in a session of its own, so killing the agent's group alone
+    could orphan workers; their groups are collected first and killed too.
+    """
+    groups = {proc.pid} | {_pgid(pid) for pid in _descendants(proc.pid)}
+    groups.discard(None)
+    groups.discard(os.getpgid(0))  # never ourselves
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+def _descendants(root: int) -> list[int]:
+    """All live descendants of ``root`` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 is the parent pid; the command name (field 2) may hold spaces, so split
+        # after its closing parenthesis.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+# -- what happened ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """A point's ledger status and its one-line reason (None when ok)."""
+
+    status: str
+    reason: str | None
+
+
+def read_errors(point_dir: Path) -> list[dict[str, Any]]:
+    """The worker's error.json (first failing rank) then any error.rank<N>.json."""
+    point_dir = Path(point_dir)
+    first = read_json(point_dir / ERROR_JSON)
+    others = [read_json(p) for p in sorted(point_dir.glob("error.rank*.json"))]
+    return [e for e in [first, *others] if e]
+
+
+def read_logs(point_dir: Path, *, tail_bytes: int = 200_000) -> str:
+    """The launcher log and every per-rank log of a point (tails), for pattern matching."""
+    texts = []
+    logs = Path(point_dir) / LOGS_DIR
+    for path in sorted(logs.rglob("*.log")) if logs.is_dir() else ():
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - tail_bytes))
+            texts.append(fh.read().decode("utf-8", "replace"))
+    return "\n".join(texts)
+
+
+def classify(
+    result: ProcessResult,
+    *,
+    has_record: bool,
+    errors: list[dict[str, Any]],
+    log_text: str,
+    timeout_s: float,
+) -> Outcome:
+    """The ledger status of a finished point (pure).
+
+    Order of evidence: the timeout (we killed it); the worker's own error.json (it knows best);
+    success (exit 0 and a record); the worker's exit code as torchrun reports it; log patterns;
+    else crashed with the last error-looking log line.
+    """
+    if result.timed_out:
+        return Outcome(
+            status="timeout",
+            reason=f"no result within {timeout_s:g} s; the process tree was killed",
+        )
+    if errors:
+        err = errors[0]
+        failure = str(err.get("failure", "crashed"))
+        status = FAILURE_STATUS.get(failure, "crashed")
+        message = _one_line(str(err.get("message", "")))
+        rank = err.get("rank")
+        where = f" (rank {rank})" if rank is not None else ""
+        return Outcome(status=status, reason=_one_line(f"{failure}{where}: {message}"))
+    if result.returncode == 0:
+        if has_record:
+            return Outcome(status="ok", reason=None)
+        return Outcome(status="crashed", reason="exited 0 but wrote no record.json")
+    codes = [int(c) for c in _EXITCODE.findall(log_text)]
+    worker_code = next((c for c in codes if c != 0), None)
+    if worker_code in EXIT_STATUS:
+        status = EXIT_STATUS[worker_code]
+        reason = f"worker exit code {worker_code}; {_last_error(log_text)}"
+        return Outcome(status=status, reason=_one_line(reason))
+    for status, pattern in LOG_PATTERNS:
+        match = pattern.search(log_text)
+        if match:
+            reason = f"log: {_line_of(log_text, match.start())}"
+            return Outcome(status=status, reason=_one_line(reason))
+    if worker_code is not None and worker_code < 0:
+        try:
+            name = signal.Signals(-worker_code).name
+        except ValueError:
+            name = f"signal {-worker_code}"
+        return Outcome(status="crashed", reason=f"a rank was killed by {name}")
+    code = worker_code if worker_code is not None else result.returncode
+    return Outcome(status="crashed", reason=_one_line(f"exit code {code}; {_last_error(log_text)}"))
+
+
+_ERRORISH = re.compile(r"Error|Exception|error:|Traceback|Killed|failed", re.IGNORECASE)
+
+
+def _last_error(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if _ERRORISH.search(line) and not line.startswith(("File ", "Traceback")):
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def _line_of(text: str, pos: int) -> str:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return text[start : end if end >= 0 else len(text)].strip()
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,270 @@
+"""GPU telemetry during a sweep point: an NVML sampler on a background thread, or nothing.
+
+NVML (the NVIDIA Management Library, ``nvidia-ml-py`` / ``import pynvml``) reports what the
+driver sees: utilisation (share of time a kernel was running), memory used, board power, SM
+clock, temperature and *throttle reasons* (why the clock is below its maximum: power cap,
+thermal, idle, ...). The harness samples the GPUs a point uses every ``interval_s`` from the
+sweep process -- outside the ranks, so training code pays nothing -- keeps every raw sample
+(``telemetry.jsonl``) and summarises the ones inside the worker's measured window.
+
+Where NVML is missing (no driver, no nvidia-ml-py, a CPU box) :func:`make_sampler` returns a
+:class:`NullSampler`: the point runs on and its row says ``telemetry_available = false``.
+
+The NVML module is injected (``nvml=``), so tests drive the real sampler with a fake module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+#: NVML clock-event (throttle) reason bits -> short names (nvmlClocksEventReason*).
+THROTTLE_BITS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+    0x100: "display_clock",
+}
+
+#: The telemetry columns of a ledger row (notes/contracts.md), all None when unavailable.
+SUMMARY_KEYS = (
+    "gpu_util_pct_mean",
+    "gpu_mem_used_gib_max",
+    "gpu_power_w_mean",
+    "gpu_sm_clock_mhz_mean",
+    "gpu_temp_c_max",
+    "gpu_throttle_reasons",
+)
+
+Sample = dict[str, Any]
+
+
+class Sampler(Protocol):
+    """Something that samples GPUs between :meth:`start` and :meth:`stop`."""
+
+    available: bool
+    """False when no telemetry can be had (then :meth:`stop` returns no samples)."""
+    unavailable_reason: str | None
+    """Why telemetry is unavailable, one line; None when available."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> list[Sample]:
+        """Stop sampling; return every raw sample taken, in time order."""
+        ...
+
+
+class NullSampler:
+    """The sampler where there is no NVML: records nothing, costs nothing."""
+
+    available = False
+
+    def __init__(self, reason: str) -> None:
+        self.unavailable_reason = reason
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> list[Sample]:
+        return []
+
+
+class NvmlSampler:
+    """Samples chosen GPUs through NVML on a daemon thread.
+
+    ``devices`` are NVML indices. Each sample is one GPU at one moment; a metric the device
+    does not support (power on some boards, say) is None in that sample, not a made-up 0.
+    """
+
+    available = True
+    unavailable_reason = None
+
+    def __init__(
+        self,
+        nvml: Any,
+        devices: Sequence[int],
+        *,
+        interval_s: float = 0.2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._nvml = nvml
+        self._interval_s = interval_s
+        self._clock = clock
+        self._devices = [
+            (index, handle, _text(nvml.nvmlDeviceGetUUID(handle)))
+            for index in devices
+            for handle in [nvml.nvmlDeviceGetHandleByIndex(index)]
+        ]
+        self._samples: list[Sample] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Newer drivers call them clock-event reasons; older bindings only have "throttle".
+        self._reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+        )
+
+    @property
+    def uuids(self) -> list[str]:
+        return [uuid for _, _, uuid in self._devices]
+
+    def sample_once(self) -> list[Sample]:
+        """One sample of every device (also used by the overhead benchmark)."""
+        nvml = self._nvml
+        out = []
+        for index, handle, uuid in self._devices:
+            t = self._clock()
+            util = self._read(lambda h=handle: nvml.nvmlDeviceGetUtilizationRates(h).gpu)
+            mem = self._read(lambda h=handle: nvml.nvmlDeviceGetMemoryInfo(h).used / 2**30)
+            power = self._read(lambda h=handle: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)
+            clock = self._read(lambda h=handle: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
+            temp = self._read(
+                lambda h=handle: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)
+            )
+            mask = self._read(lambda h=handle: self._reasons(h)) if self._reasons else None
+            out.append(
+                {
+                    "t_unix": t,
+                    "gpu_uuid": uuid,
+                    "gpu_index": index,
+                    "util_pct": util,
+                    "mem_used_gib": mem,
+                    "power_w": power,
+                    "sm_clock_mhz": clock,
+                    "temp_c": temp,
+                    "throttle_reasons": throttle_names(mask) if mask is not None else None,
+                }
+            )
+        return out
+
+    def _read(self, getter: Callable[[], Any]) -> Any:
+        try:
+            return getter()
+        except self._nvml.NVMLError:  # not supported on this board, or a transient failure
+            return None
+
+    def _loop(self) -> None:
+        # Event.wait doubles as the sleep, so stop() wakes the thread at once.
+        while not self._stop.is_set():
+            self._samples.extend(self.sample_once())
+            self._stop.wait(self._interval_s)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="nvml-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._samples.extend(self.sample_once())  # one last look at the end state
+        with_shutdown = getattr(self._nvml, "nvmlShutdown", None)
+        if with_shutdown is not None:
+            with contextlib.suppress(self._nvml.NVMLError):
+                with_shutdown()
+        samples, self._samples = self._samples, []
+        return samples
+
+
+def throttle_names(mask: int) -> list[str]:
+    """The names of the set bits of an NVML clock-event reason mask (unknown bits as hex)."""
+    names = [name for bit, name in THROTTLE_BITS.items() if mask & bit]
+    rest = mask & ~sum(THROTTLE_BITS)
+    if rest:
+        names.append(f"0x{rest:x}")
+    return names
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def select_devices(nvml: Any, visible: str | None, count: int) -> list[int]:
+    """NVML indices of the GPUs a point's ranks use (local rank i -> the i-th visible GPU).
+
+    ``visible`` is CUDA_VISIBLE_DEVICES: indices (in PCI bus order, which build_env asks CUDA
+    to use) or UUIDs (``GPU-...``, prefixes allowed, as CUDA accepts them). Unset means all.
+    """
+    total = nvml.nvmlDeviceGetCount()
+    uuids = [
+        _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(total)
+    ]
+    if visible is None or not visible.strip():
+        chosen = list(range(total))
+    else:
+        chosen = []
+        for entry in (e.strip() for e in visible.split(",")):
+            if entry.isdigit() and int(entry) < total:
+                chosen.append(int(entry))
+            elif entry.startswith("GPU-"):
+                matches = [i for i, u in enumerate(uuids) if u.startswith(entry)]
+                chosen.extend(matches[:1])
+            else:
+                break  # CUDA stops at the first invalid entry, so do we
+    return chosen[:count]
+
+
+def make_sampler(
+    *, visible: str | None, count: int, interval_s: float = 0.2, nvml: Any = None
+) -> NvmlSampler | NullSampler:
+    """An NVML sampler for the point's GPUs, or a NullSampler saying why there is none."""
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return NullSampler("nvidia-ml-py is not installed")
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        return NullSampler(f"NVML unavailable: {exc}")
+    devices = select_devices(nvml, visible, count)
+    if not devices:
+        nvml.nvmlShutdown()
+        return NullSampler("no GPU visible to NVML for this point")
+    return NvmlSampler(nvml, devices, interval_s=interval_s)
+
+
+def summarise(
+    samples: Sequence[Sample], window: tuple[float, float] | None, *, available: bool = True
+) -> dict[str, Any]:
+    """Ledger telemetry columns over the samples inside ``window`` (start, end unix seconds).
+
+    Means are over all samples of all GPUs (per-GPU figures, not sums); maxima likewise.
+    Without a window (the point failed) every sample counts. Unavailable -> every value None.
+    """
+    out: dict[str, Any] = {"telemetry_available": available, "telemetry_samples": 0}
+    out.update(dict.fromkeys(SUMMARY_KEYS))
+    if not available:
+        out["telemetry_samples"] = None
+        return out
+    inside = [s for s in samples if window is None or window[0] <= s["t_unix"] <= window[1]]
+    out["telemetry_samples"] = len(inside)
+
+    def values(key: str) -> list[float]:
+        return [float(s[key]) for s in inside if s.get(key) is not None]
+
+    def mean(key: str) -> float | None:
+        vals = values(key)
+        return statistics.fmean(vals) if vals else None
+
+    def peak(key: str) -> float | None:
+        vals = values(key)
+        return max(vals) if vals else None
+
+    out["gpu_util_pct_mean"] = mean("util_pct")
+    out["gpu_mem_used_gib_max"] = peak("mem_used_gib")
+    out["gpu_power_w_mean"] = mean("power_w")
+    out["gpu_sm_clock_mhz_mean"] = mean("sm_clock_mhz")
+    out["gpu_temp_c_max"] = peak("temp_c")
+    reasons = sorted({r for s in inside for r in (s.get("throttle_reasons") or [])})
+    out["gpu_throttle_reasons"] = ",".join(reasons) if inside else None
+    return out

@@ -1,0 +1,153 @@
+"""The NVML sampler against a fake pynvml module (injected), and the no-NVML path."""
+
+from __future__ import annotations
+
+import time
+import types
+
+import pytest
+
+from harness import telemetry as T
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+def fake_nvml(
+    n_gpus: int = 2, *, power_supported: bool = True, init_fails: bool = False
+) -> types.ModuleType:
+    """A module object with the slice of the pynvml API the sampler uses.
+
+    Readings depend on the device and a call counter, so tests can tell samples apart.
+    """
+    mod = types.ModuleType("pynvml")
+    mod.NVMLError = FakeNVMLError
+    mod.NVML_CLOCK_SM = 1
+    mod.NVML_TEMPERATURE_GPU = 0
+    mod.calls = {"init": 0, "shutdown": 0, "util": 0}
+
+    def init():
+        if init_fails:
+            raise FakeNVMLError("Driver Not Loaded")
+        mod.calls["init"] += 1
+
+    def shutdown():
+        mod.calls["shutdown"] += 1
+
+    def util(handle):
+        mod.calls["util"] += 1
+        return types.SimpleNamespace(gpu=50 + handle, memory=10)
+
+    def power(handle):
+        if not power_supported:
+            raise FakeNVMLError("Not Supported")
+        return 300_000 + 1000 * handle  # milliwatts
+
+    mod.nvmlInit = init
+    mod.nvmlShutdown = shutdown
+    mod.nvmlDeviceGetCount = lambda: n_gpus
+    mod.nvmlDeviceGetHandleByIndex = lambda i: i
+    mod.nvmlDeviceGetUUID = lambda h: f"GPU-0000{h}-aaaa"
+    mod.nvmlDeviceGetUtilizationRates = util
+    mod.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(used=(h + 1) * 2**30)
+    mod.nvmlDeviceGetPowerUsage = power
+    mod.nvmlDeviceGetClockInfo = lambda h, kind: 1980 if kind == mod.NVML_CLOCK_SM else 0
+    mod.nvmlDeviceGetTemperature = lambda h, kind: 40 + h
+    mod.nvmlDeviceGetCurrentClocksEventReasons = lambda h: 0x4 | 0x20 if h else 0x0
+    return mod
+
+
+def test_sampler_records_every_metric_for_the_chosen_gpus_by_uuid():
+    nvml = fake_nvml(4)
+    sampler = T.make_sampler(visible="GPU-00002,3", count=2, interval_s=0.01, nvml=nvml)
+    assert isinstance(sampler, T.NvmlSampler) and sampler.available
+    assert sampler.uuids == ["GPU-00002-aaaa", "GPU-00003-aaaa"]
+    sampler.start()
+    time.sleep(0.1)
+    samples = sampler.stop()
+    assert nvml.calls["init"] == 1 and nvml.calls["shutdown"] == 1
+    assert len(samples) >= 4  # several rounds of 2 GPUs
+    assert {s["gpu_uuid"] for s in samples} == {"GPU-00002-aaaa", "GPU-00003-aaaa"}
+    s3 = next(s for s in samples if s["gpu_index"] == 3)
+    assert s3["util_pct"] == 53
+    assert s3["mem_used_gib"] == pytest.approx(4.0)
+    assert s3["power_w"] == pytest.approx(303.0)
+    assert s3["sm_clock_mhz"] == 1980
+    assert s3["temp_c"] == 43
+    assert s3["throttle_reasons"] == ["sw_power_cap", "sw_thermal"]
+    times = [s["t_unix"] for s in samples]
+    assert times == sorted(times)
+    # The thread is gone: no more reads after stop().
+    reads = nvml.calls["util"]
+    time.sleep(0.05)
+    assert nvml.calls["util"] == reads
+
+
+def test_unsupported_metric_is_none_not_zero():
+    sampler = T.make_sampler(
+        visible=None, count=1, interval_s=1, nvml=fake_nvml(1, power_supported=False)
+    )
+    (sample,) = sampler.sample_once()
+    assert sample["power_w"] is None and sample["util_pct"] == 50
+    summary = T.summarise([sample], None)
+    assert summary["gpu_power_w_mean"] is None and summary["gpu_util_pct_mean"] == 50
+
+
+def test_no_nvml_gives_a_null_sampler_with_a_reason():
+    sampler = T.make_sampler(visible=None, count=1, nvml=fake_nvml(init_fails=True))
+    assert isinstance(sampler, T.NullSampler) and not sampler.available
+    assert "Driver Not Loaded" in sampler.unavailable_reason
+    sampler.start()
+    assert sampler.stop() == []
+    none_visible = T.make_sampler(visible="7", count=1, nvml=fake_nvml(2))
+    assert isinstance(none_visible, T.NullSampler)
+    summary = T.summarise([], None, available=False)
+    assert summary["telemetry_available"] is False
+    assert all(summary[k] is None for k in T.SUMMARY_KEYS)
+
+
+def test_real_pynvml_on_this_machine_is_unavailable_or_real():
+    """On a box without a driver the real module must fail over to the NullSampler."""
+    sampler = T.make_sampler(visible=None, count=1)
+    if isinstance(sampler, T.NvmlSampler):  # a GPU machine: real readings
+        sampler.start()
+        samples = sampler.stop()
+        assert samples and samples[0]["gpu_uuid"].startswith(("GPU-", "MIG-"))
+    else:
+        assert sampler.unavailable_reason
+
+
+def test_summary_covers_only_the_measured_window():
+    samples = [
+        {
+            "t_unix": t,
+            "util_pct": u,
+            "mem_used_gib": m,
+            "power_w": 100.0,
+            "sm_clock_mhz": 1000,
+            "temp_c": 30 + t,
+            "throttle_reasons": r,
+        }
+        for t, u, m, r in [
+            (0.0, 0, 1.0, ["gpu_idle"]),  # warmup: outside
+            (1.0, 90, 5.0, []),
+            (2.0, 100, 6.0, ["sw_power_cap"]),
+            (3.0, 0, 9.0, ["gpu_idle"]),  # teardown: outside
+        ]
+    ]
+    summary = T.summarise(samples, (0.5, 2.5))
+    assert summary["telemetry_samples"] == 2
+    assert summary["gpu_util_pct_mean"] == 95
+    assert summary["gpu_mem_used_gib_max"] == 6.0
+    assert summary["gpu_temp_c_max"] == 32
+    assert summary["gpu_throttle_reasons"] == "sw_power_cap"
+    empty = T.summarise(samples, (10, 11))
+    assert empty["telemetry_available"] is True and empty["telemetry_samples"] == 0
+    assert empty["gpu_util_pct_mean"] is None and empty["gpu_throttle_reasons"] is None
+
+
+def test_throttle_names_decode_bits():
+    assert T.throttle_names(0) == []
+    assert T.throttle_names(0x1 | 0x40) == ["gpu_idle", "hw_thermal"]
+    assert T.throttle_names(0x1000) == ["0x1000"]
