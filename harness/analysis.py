@@ -1,0 +1,592 @@
+"""Turn a sweep's ledger into the numbers a report or a regression gate shows. Pure pandas/numpy.
+
+Vocabulary:
+
+- a *run* is one ledger row (one launch); a *point* (``config_key``) is a configuration, which a
+  sweep may run several times (``repeat`` 0, 1, ...) to measure noise;
+- a point's number is the **median** over its ok repeats, with a **bootstrap 95% interval**:
+  resample the repeats with replacement many times, take each resample's median, and keep the
+  2.5th and 97.5th percentiles. A single run has no interval (NaN), never a made-up one;
+- a *scaling curve* is a set of points that differ only in the GPU count. Under **weak**
+  scaling the per-device batch is fixed (the global batch grows with N); under **strong**
+  scaling the global batch is fixed (the per-device batch or accumulation shrinks). For both,
+  speedup(N) = X(N)/X(N0) and efficiency(N) = X(N)·N0/(N·X(N0)), with X the global samples/s
+  and N0 the smallest GPU count on the curve (normally 1: then efficiency = X(N)/(N·X(1))).
+
+The only I/O here is reading the sweep folder (:func:`load_frame`, :func:`load_env`,
+:func:`load_telemetry`, :func:`load_rank_step_times`); everything else takes and returns frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from distrinews.errors import UserError
+from harness import store
+
+#: The ledger schema version this code reads.
+SCHEMA_VERSION = 1
+#: Columns that define a configuration (RunSpec fields flattened into the ledger).
+CONFIG_COLUMNS = (
+    "nodes",
+    "nproc_per_node",
+    "world_size",
+    "device",
+    "backend",
+    "model",
+    "init",
+    "data",
+    "max_length",
+    "seq_policy",
+    "per_device_batch",
+    "grad_accum",
+    "global_batch",
+    "precision",
+    "compile",
+    "ddp_bucket_cap_mb",
+    "ddp_gradient_as_bucket_view",
+    "ddp_static_graph",
+    "ddp_broadcast_buffers",
+    "ddp_comm_hook",
+    "nccl_env",
+    "warmup_steps",
+    "measured_steps",
+)
+#: Config columns that say how many GPUs, i.e. the x axis of a scaling curve.
+SIZE_COLUMNS = ("nodes", "nproc_per_node", "world_size")
+DDP_COLUMNS = (
+    "ddp_bucket_cap_mb",
+    "ddp_gradient_as_bucket_view",
+    "ddp_static_graph",
+    "ddp_broadcast_buffers",
+    "ddp_comm_hook",
+)
+NUMERIC_COLUMNS = (
+    "schema_version",
+    "repeat",
+    "duration_s",
+    "samples_per_s",
+    "samples_per_s_per_device",
+    "real_tokens_per_s",
+    "padded_tokens_per_s",
+    "step_time_s_p50",
+    "step_time_s_p90",
+    "step_time_s_p99",
+    "step_time_s_mean",
+    "data_wait_share",
+    "mem_peak_gib",
+    "mfu",
+    "hfu",
+    "flops_per_step",
+    "measured_time_s",
+    "loss_first",
+    "loss_last",
+    "step_time_s_rank_spread",
+    "gpu_util_pct_mean",
+    "gpu_mem_used_gib_max",
+    "gpu_power_w_mean",
+    "gpu_sm_clock_mhz_mean",
+    "gpu_temp_c_max",
+)
+TEXT_COLUMNS = (
+    "sweep",
+    "run_id",
+    "config_key",
+    "status",
+    "reason",
+    "started_at",
+    "finished_at",
+    "scaling_mode",
+    "point_dir",
+    "gpu_throttle_reasons",
+    "env_fingerprint",
+)
+#: The throughput every scaling figure and the gate use by default.
+THROUGHPUT = "samples_per_s"
+N_BOOT = 2000
+LEVEL = 0.95
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_frame(sweep_dir: Path) -> pd.DataFrame:
+    """The sweep's ledger as a DataFrame: one row per run, latest row per run_id.
+
+    Every contract column is present (null where a row lacks it), numbers are float, and
+    ``frame.attrs["notes"]`` lists anything a reader should be told (mixed schema versions,
+    non-numeric values found in a number column). A missing folder is a UserError; a corrupt
+    ledger raises store's UserError naming the line.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir}: no such results folder")
+    rows = list(store.latest_by_run_id(store.read_ledger(sweep_dir)).values())
+    return frame_from_rows(rows, source=str(sweep_dir))
+
+
+def frame_from_rows(rows: Sequence[dict[str, Any]], *, source: str = "ledger") -> pd.DataFrame:
+    """Normalise raw ledger rows (or an exported table's records) into the analysis frame."""
+    frame = pd.DataFrame.from_records(list(rows)) if rows else pd.DataFrame()
+    return normalize_frame(frame, source=source)
+
+
+def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFrame:
+    """Add missing contract columns, coerce number columns, and collect notes for the reader."""
+    frame = frame.copy()
+    notes: list[str] = []
+    for col in (*TEXT_COLUMNS, *CONFIG_COLUMNS, *NUMERIC_COLUMNS, "telemetry_available"):
+        if col not in frame.columns:
+            frame[col] = None
+    for col in NUMERIC_COLUMNS:
+        before = frame[col].notna()
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+        bad = int((before & frame[col].isna()).sum())
+        if bad:
+            notes.append(f"{source}: column {col} held non-numbers in {bad} row(s); shown blank")
+    for col in ("world_size", "nodes", "nproc_per_node", "per_device_batch", "global_batch"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    if len(frame):
+        frame["status"] = frame["status"].fillna("unknown").astype(str)
+        mode = frame["scaling_mode"]
+        frame["scaling_mode"] = mode.where(mode.isin(["weak", "strong"]), "weak")
+        # The nccl_env column is "" when unset; a CSV round-trip turns that into NaN.
+        frame["nccl_env"] = frame["nccl_env"].fillna("").astype(str)
+        versions = sorted({int(v) for v in frame["schema_version"].dropna()})
+        if len(versions) > 1 or (versions and versions != [SCHEMA_VERSION]):
+            notes.append(
+                f"{source}: ledger schema versions {', '.join(map(str, versions))} are mixed "
+                f"or unknown; this report reads version {SCHEMA_VERSION} (columns a row lacks "
+                "are blank)"
+            )
+        missing_key = frame["config_key"].isna()
+        if missing_key.any():
+            frame.loc[missing_key, "config_key"] = [
+                config_digest(r)
+                for r in frame.loc[missing_key, list(CONFIG_COLUMNS)].to_dict("records")
+            ]
+    frame.attrs["notes"] = notes
+    return frame
+
+
+def config_digest(values: dict[str, Any]) -> str:
+    """A stable id for a dict of config values (used when a table has no config_key)."""
+    clean = {k: _plain(v) for k, v in sorted(values.items())}
+    return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able, with equal values spelled equally (2 == 2.0, NaN/None -> None)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        f = float(value)
+        return int(f) if f.is_integer() else f
+    return str(value)
+
+
+def load_env(sweep_dir: Path) -> dict[str, Any] | None:
+    """``env.json`` of a sweep, or None when it is missing or unreadable."""
+    return store.read_json(Path(sweep_dir) / "env.json")
+
+
+def load_telemetry(sweep_dir: Path, point_dirs: Iterable[str]) -> pd.DataFrame:
+    """Raw GPU samples of the given points: one row per sample, with a ``point_dir`` column.
+
+    Points without a telemetry.jsonl simply contribute nothing; an unreadable line is skipped
+    (a sampler killed mid-write leaves a torn last line).
+    """
+    frames = []
+    for rel in point_dirs:
+        path = Path(sweep_dir) / rel / "telemetry.jsonl"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+            continue
+        records = []
+        for line in text.splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
+        if records:
+            part = pd.DataFrame.from_records(records)
+            part["point_dir"] = rel
+            frames.append(part)
+    if not frames:
+        return pd.DataFrame(
+            columns=["point_dir", "t_unix", "gpu_index", "util_pct", "mem_used_gib", "power_w"]
+        )
+    out = pd.concat(frames, ignore_index=True)
+    for col in ("t_unix", "gpu_index", "util_pct", "mem_used_gib", "power_w"):
+        if col not in out.columns:
+            out[col] = np.nan
+        out[col] = pd.to_numeric(out[col], errors="coerce")
+    return out
+
+
+def load_rank_step_times(
+    sweep_dir: Path, point_dirs: Iterable[str]
+) -> dict[str, list[list[float]]]:
+    """Per-rank measured step times from each point's record.json (points lacking one: absent)."""
+    out: dict[str, list[list[float]]] = {}
+    for rel in point_dirs:
+        record = store.read_json(Path(sweep_dir) / rel / "record.json")
+        times = record.get("step_times_s") if record else None
+        if isinstance(times, list) and times and all(isinstance(t, list) for t in times):
+            out[rel] = times
+    return out
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def bootstrap_medians(
+    samples: Sequence[np.ndarray], *, n_boot: int = N_BOOT, seed: int = 0
+) -> np.ndarray:
+    """Bootstrap distribution of the median of each sample: shape (len(samples), n_boot).
+
+    Samples of equal length are resampled together in one vectorised draw from a Generator
+    seeded with ``(seed, length)``, so the result depends only on the data and the seed. Rows of
+    samples with fewer than two values are the value itself (no spread) or NaN when empty.
+    """
+    out = np.full((len(samples), n_boot), np.nan)
+    by_len: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_len.setdefault(len(s), []).append(i)
+    for n, idx in by_len.items():
+        if n == 0:
+            continue
+        values = np.stack([np.asarray(samples[i], dtype=float) for i in idx])  # (G, n)
+        if n == 1:
+            out[idx] = values
+            continue
+        rng = np.random.default_rng([seed, n])
+        draw = rng.integers(0, n, size=(len(idx), n_boot, n))
+        resampled = np.take_along_axis(values[:, None, :], draw, axis=2)
+        out[idx] = np.median(resampled, axis=2)
+    return out
+
+
+def interval(boot: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of each bootstrap row; rows holding any NaN give NaN."""
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo = np.full(boot.shape[:-1], np.nan)
+    hi = np.full(boot.shape[:-1], np.nan)
+    good = np.isfinite(boot).all(axis=-1)
+    if good.any():
+        lo[good], hi[good] = np.percentile(boot[good], [tail, 100.0 - tail], axis=-1)
+    return lo, hi
+
+
+def median_ci(
+    values: Sequence[float], *, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> tuple[float, float, float]:
+    """(median, low, high) of one sample; low/high are NaN for fewer than two values."""
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return (np.nan, np.nan, np.nan)
+    if arr.size == 1:
+        return (float(arr[0]), np.nan, np.nan)
+    boot = bootstrap_medians([arr], n_boot=n_boot, seed=seed)
+    lo, hi = interval(boot, level)
+    return (float(np.median(arr)), float(lo[0]), float(hi[0]))
+
+
+# -- points ----------------------------------------------------------------------------------
+
+
+def summarize(
+    frame: pd.DataFrame,
+    metrics: Sequence[str] = (THROUGHPUT, "mfu"),
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per point (config_key): config columns, repeat counts, median and interval.
+
+    For each metric ``m``: ``m`` (median over ok repeats), ``m_lo``/``m_hi`` (bootstrap 95%
+    interval, NaN with fewer than two ok repeats). Other numeric columns get their median.
+    ``n_runs``/``n_ok`` count repeats; ``failed`` lists the statuses of failed repeats.
+    Points whose repeats all failed are kept (their metrics are NaN): they never vanish.
+    """
+    columns = [
+        "config_key",
+        "scaling_mode",
+        *CONFIG_COLUMNS,
+        "n_runs",
+        "n_ok",
+        "failed",
+        "point_dirs",
+        *[c for m in metrics for c in (m, f"{m}_lo", f"{m}_hi")],
+    ]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame = frame.sort_values(["config_key", "repeat"], kind="stable")
+    groups = frame.groupby("config_key", sort=True, dropna=False)
+    first = groups.first()
+    ok = frame[frame["status"] == "ok"]
+    out = first[["scaling_mode", *CONFIG_COLUMNS]].copy()
+    out["n_runs"] = groups.size()
+    out["n_ok"] = ok.groupby("config_key").size().reindex(out.index, fill_value=0)
+    failed = frame[frame["status"] != "ok"].groupby("config_key")["status"]
+    out["failed"] = failed.agg(lambda s: ", ".join(sorted(set(s)))).reindex(out.index).fillna("")
+    out["point_dirs"] = groups["point_dir"].agg(list)
+    numeric = [c for c in NUMERIC_COLUMNS if c not in ("schema_version", "repeat")]
+    medians = ok.groupby("config_key")[numeric].median().reindex(out.index)
+    for col in numeric:
+        out[col] = medians[col]
+    for metric in metrics:
+        samples = _samples(ok, metric, out.index)
+        boot = bootstrap_medians(samples, n_boot=n_boot, seed=seed)
+        lo, hi = interval(boot)
+        single = np.array([len(s) < 2 for s in samples])
+        out[f"{metric}_lo"] = np.where(single, np.nan, lo)
+        out[f"{metric}_hi"] = np.where(single, np.nan, hi)
+    out = out.reset_index()
+    return out[[*columns, *[c for c in out.columns if c not in columns]]]
+
+
+def _samples(ok: pd.DataFrame, metric: str, keys: pd.Index) -> list[np.ndarray]:
+    grouped = ok.groupby("config_key")[metric].agg(lambda s: s.dropna().to_numpy(float))
+    empty = np.empty(0)
+    return [grouped.get(k, empty) for k in keys]
+
+
+def point_samples(frame: pd.DataFrame, metric: str = THROUGHPUT) -> dict[str, np.ndarray]:
+    """The ok values of ``metric`` per config_key (the raw repeats)."""
+    ok = frame[(frame["status"] == "ok") & frame[metric].notna()]
+    return {k: g.to_numpy(float) for k, g in ok.groupby("config_key")[metric]}
+
+
+def varying(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) -> list[str]:
+    """Config columns that take more than one value in ``frame`` (what a sweep varied)."""
+    return [c for c in columns if c in frame.columns and frame[c].astype(str).nunique() > 1]
+
+
+def label_columns(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) -> list[str]:
+    """The varying columns worth naming a point by: derived ones (ranks per node, global
+    batch) are left out when the columns they follow from already say it."""
+    cols = varying(frame, columns)
+    if "world_size" in cols or "nodes" in cols:
+        cols = [c for c in cols if c != "nproc_per_node"]
+    if "global_batch" in cols and ({"world_size", "per_device_batch"} & set(cols)):
+        cols.remove("global_batch")
+    return cols
+
+
+def point_label(row: pd.Series | dict[str, Any], columns: Sequence[str]) -> str:
+    """A short human name for a point: ``precision=bf16 per_device_batch=32``."""
+    parts = [f"{c}={_fmt_value(row[c])}" for c in columns]
+    return " ".join(parts) if parts else "all points"
+
+
+def _fmt_value(value: Any) -> str:
+    v = _plain(value)
+    if v is None:
+        return "-"
+    if v == "":
+        return "none"
+    return str(v)
+
+
+# -- scaling ---------------------------------------------------------------------------------
+
+
+def curve_columns(mode: str) -> tuple[str, ...]:
+    """Config columns that must be equal along a scaling curve of the given mode."""
+    if mode == "strong":
+        free = {*SIZE_COLUMNS, "per_device_batch", "grad_accum"}
+    else:
+        free = {*SIZE_COLUMNS, "global_batch"}
+    return tuple(c for c in CONFIG_COLUMNS if c not in free)
+
+
+def scaling(
+    frame: pd.DataFrame,
+    metric: str = THROUGHPUT,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Speedup and efficiency along every scaling curve, with bootstrap intervals.
+
+    One row per (curve, GPU count): ``curve_id`` (stable across sweeps), ``curve`` (a label of
+    what is held fixed and varies across curves), ``scaling_mode``, ``world_size``,
+    ``base_world_size`` (N0), the point's median ``metric`` and interval, ``ideal`` (N/N0·X(N0)),
+    ``speedup``/``efficiency`` with ``_lo``/``_hi``. The efficiency interval comes from
+    resampling the repeats at N and at N0 independently (ratio of bootstrap medians). Points
+    with no ok run are left out of curves (the failures table shows them). Curves need at least
+    two GPU counts.
+    """
+    cols = [
+        "curve_id",
+        "curve",
+        "scaling_mode",
+        "world_size",
+        "base_world_size",
+        "config_key",
+        metric,
+        f"{metric}_lo",
+        f"{metric}_hi",
+        "n_ok",
+        "ideal",
+        "speedup",
+        "speedup_lo",
+        "speedup_hi",
+        "efficiency",
+        "efficiency_lo",
+        "efficiency_hi",
+    ]
+    summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
+    summary = summary[summary[metric].notna()]
+    if summary.empty:
+        return pd.DataFrame(columns=cols)
+    samples = point_samples(frame, metric)
+    label_cols_by_mode = {
+        mode: label_columns(part, curve_columns(mode))
+        for mode, part in summary.groupby("scaling_mode")
+    }
+    parts = []
+    for mode, part in summary.groupby("scaling_mode"):
+        keys = list(curve_columns(mode))
+        for _, curve in part.groupby([part[c].astype(str) for c in keys], sort=True):
+            if curve["world_size"].duplicated().any():
+                # Same GPU count twice on one curve (1x8 and 2x4): split by node count.
+                for _, sub in curve.groupby("nodes"):
+                    parts.append(_one_curve(sub, mode, [*keys, "nodes"], label_cols_by_mode[mode]))
+            else:
+                parts.append(_one_curve(curve, mode, keys, label_cols_by_mode[mode]))
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    table = pd.concat(parts, ignore_index=True)
+    this = [samples[k] for k in table["config_key"]]
+    base = [samples[k] for k in table["base_key"]]
+    base_median = np.array([np.median(s) for s in base])
+    scale = table["base_world_size"].to_numpy(float) / table["world_size"].to_numpy(float)
+    table["ideal"] = base_median / scale
+    table["speedup"] = table[metric].to_numpy(float) / base_median
+    table["efficiency"] = table["speedup"] * scale
+    lo, hi = ratio_interval(this, base, n_boot=n_boot, seed=seed)
+    # The base point is its own reference: speedup and efficiency are exactly 1 there.
+    is_base = (table["config_key"] == table["base_key"]).to_numpy()
+    lo = np.where(is_base & ~np.isnan(lo), 1.0, lo)
+    hi = np.where(is_base & ~np.isnan(hi), 1.0, hi)
+    table["speedup_lo"], table["speedup_hi"] = lo, hi
+    table["efficiency_lo"], table["efficiency_hi"] = lo * scale, hi * scale
+    return table[cols]
+
+
+def _one_curve(
+    curve: pd.DataFrame, mode: str, keys: list[str], label_cols: list[str]
+) -> pd.DataFrame | None:
+    curve = curve.sort_values("world_size")
+    if len(curve) < 2:
+        return None
+    first = curve.iloc[0]  # the smallest GPU count is the reference N0
+    ident = {k: first[k] for k in keys}
+    out = curve.copy()
+    out["curve_id"] = config_digest({"scaling_mode": mode, **ident})
+    label = point_label(first, label_cols)
+    out["curve"] = f"{mode}: {label}" if label_cols else mode
+    out["base_world_size"] = first["world_size"]
+    out["base_key"] = first["config_key"]
+    return out
+
+
+# -- factor comparisons ----------------------------------------------------------------------
+
+
+def factor_effect(
+    frame: pd.DataFrame,
+    factor: str,
+    *,
+    reference: Any = None,
+    metric: str = THROUGHPUT,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Speedup of each level of ``factor`` over a reference level, all else equal.
+
+    Points are grouped by every other config column; inside a group each level's median is
+    divided by the reference level's (``reference``, else the first level in sorted order), with
+    a bootstrap interval of the ratio. Empty when the factor never varies inside a group.
+    """
+    cols = ["group", "world_size", "level", "reference", "speedup", "speedup_lo", "speedup_hi"]
+    summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
+    summary = summary[summary[metric].notna()]
+    if summary.empty or factor not in summary.columns:
+        return pd.DataFrame(columns=cols)
+    others = [c for c in CONFIG_COLUMNS if c != factor]
+    if factor in ("per_device_batch", "grad_accum"):
+        others.remove("global_batch")
+    label_cols = [c for c in label_columns(summary, others) if c != "world_size"]
+    samples = point_samples(frame, metric)
+    rows = []
+    for _, group in summary.groupby([summary[c].astype(str) for c in others], sort=True):
+        if group[factor].astype(str).nunique() < 2:
+            continue
+        levels = group.set_index(group[factor].map(_fmt_value))
+        ref = _fmt_value(reference) if reference is not None else None
+        if ref not in levels.index:
+            ref = sorted(levels.index, key=_sort_key)[0]
+        base = levels.loc[ref]
+        for level, row in levels.iterrows():
+            if level == ref:
+                continue
+            rows.append(
+                {
+                    "group": point_label(row, label_cols),
+                    "world_size": row["world_size"],
+                    "level": level,
+                    "reference": ref,
+                    "speedup": row[metric] / base[metric],
+                    "_a": row["config_key"],
+                    "_b": base["config_key"],
+                }
+            )
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    out = pd.DataFrame(rows)
+    lo, hi = ratio_interval(
+        [samples[k] for k in out["_a"]], [samples[k] for k in out["_b"]], n_boot=n_boot, seed=seed
+    )
+    out["speedup_lo"], out["speedup_hi"] = lo, hi
+    return out[cols]
+
+
+def ratio_interval(
+    a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap interval of median(a_i)/median(b_i) per pair; NaN when either has < 2 values."""
+    if not len(a):
+        return np.empty(0), np.empty(0)
+    boot_a = bootstrap_medians(a, n_boot=n_boot, seed=seed)
+    boot_b = bootstrap_medians(b, n_boot=n_boot, seed=seed + 1)  # independent draws
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = boot_a / boot_b
+    lo, hi = interval(ratio)
+    single = np.array([min(len(x), len(y)) < 2 for x, y in zip(a, b, strict=True)])
+    return np.where(single, np.nan, lo), np.where(single, np.nan, hi)
+
+
+def _sort_key(value: str) -> tuple[int, float | str]:
+    order = {"fp32": 0, "tf32": 1, "fp16": 2, "bf16": 3, "False": 0, "True": 1, "none": -1}
+    if value in order:
+        return (0, order[value])
+    try:
+        return (1, float(value))
+    except ValueError:
+        return (2, value)

@@ -1,0 +1,1264 @@
+"""The scaling report: pure plotly figure builders, one self-contained HTML page, a text digest.
+
+Layers, from pure to I/O:
+
+- ``fig_*`` builders take analysis frames and return a ``plotly.graph_objects.Figure`` or None
+  when the data cannot support that chart (one GPU count, nothing varied, no telemetry, ...);
+- :func:`build_report` assembles headline, notes, sections and tables into a :class:`Report`;
+- :func:`render_html` / :func:`render_text` turn a Report into a string;
+- :func:`render_report` is the only function that touches disk: it reads the sweep folder and
+  writes the HTML atomically. ``distrinews-bench report RESULTS_DIR`` and the end of a sweep
+  call it.
+
+The page embeds plotly.js once (about 4.8 MB), so it opens on an air-gapped cluster or from an
+e-mail attachment; it loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from harness import analysis, store
+from harness.analysis import THROUGHPUT
+
+#: Curves drawn per chart at most (the table lists every point); one colour each.
+MAX_CURVES = 10
+#: Points whose GPU telemetry is plotted over time at most.
+MAX_TELEMETRY_POINTS = 6
+#: Samples per telemetry line at most (decimated evenly): keeps the page small.
+MAX_SAMPLES = 400
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+TEMPLATE = "plotly_white"
+
+#: DESIGN.md §3, as printed at the end of every report.
+DEFINITIONS: tuple[tuple[str, str], ...] = (
+    (
+        "Measured window",
+        "After warmup_steps optimizer steps (discarded), over measured_steps steps; bounded by a "
+        "device synchronize on every rank, with no host syncs inside. Per-step times come from "
+        "CUDA events on GPU and perf_counter on CPU; every rank's step times are gathered.",
+    ),
+    (
+        "samples/s",
+        "Training sequences per second over the measured window: global (all ranks) and per "
+        "device (global / GPU count).",
+    ),
+    (
+        "tokens/s",
+        "Counted twice: real tokens/s (non-pad tokens, the useful work) and padded tokens/s "
+        "(what the hardware computed, pads included).",
+    ),
+    (
+        "Weak scaling",
+        "Per-device batch fixed, so the global batch grows with the GPU count N. "
+        "speedup(N) = X(N)/X(1); efficiency(N) = X(N)/(N·X(1)), X = global samples/s.",
+    ),
+    (
+        "Strong scaling",
+        "Global batch fixed (per-device batch or accumulation shrinks as N grows). "
+        "efficiency(N) = X(N)/(N·X(1)) with X measured at the same global batch.",
+    ),
+    (
+        "Reference GPU count",
+        "When a curve has no 1-GPU point, its smallest GPU count N0 is the reference: "
+        "efficiency(N) = X(N)·N0/(N·X(N0)). Each curve's N0 is shown in the scaling table.",
+    ),
+    (
+        "FLOPs per token",
+        "Training FLOPs per token = 6·N_matmul + 12·L·d·T, with N_matmul = 42,467,328 for "
+        "DistilBERT-base (6 layers × 7,077,888), L = 6, d = 768, T = tokens per sequence.",
+    ),
+    (
+        "MFU / HFU",
+        "Model FLOPs utilisation: training FLOPs on real tokens per second divided by the "
+        "device's peak dense tensor FLOP/s for the precision used (H100/H200 SXM bf16/fp16 "
+        "989.4 TF, tf32 494.7; A100 312/156). Hardware FLOPs utilisation counts padded tokens. "
+        "Unknown device: blank, never a guess.",
+    ),
+    (
+        "All-reduce bus bandwidth",
+        "busbw = algbw · 2(N−1)/N (the nccl-tests convention).",
+    ),
+    (
+        "Repeats and intervals",
+        "Every number is the median over a point's ok repeats; [low, high] is a bootstrap 95% "
+        "interval (resample the repeats with replacement, 2,000 times, seeded; percentiles "
+        "2.5 and 97.5). A single run has no interval: shown as a bare number.",
+    ),
+    (
+        "Rank spread",
+        "step_time_s_rank_spread = slowest rank's median step time / fastest rank's: 1.00 means "
+        "no straggler.",
+    ),
+)
+
+
+# -- the report model ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Table:
+    """A titled table: column names and rows of already formatted cells."""
+
+    columns: tuple[str, ...]
+    """Header cells."""
+    rows: tuple[tuple[str, ...], ...]
+    """Formatted cells; an empty string is a blank."""
+    sort_values: tuple[tuple[Any, ...], ...] = ()
+    """Raw values per cell for sorting (numbers sort as numbers); empty: sort on the text."""
+    sortable: bool = False
+    """Render with click-to-sort headers."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """One part of the page: a title, a sentence of explanation, figures and tables."""
+
+    id: str
+    """HTML anchor; also names the figures' divs."""
+    title: str
+    """Heading."""
+    intro: str = ""
+    """What the reader is looking at, in plain words."""
+    figures: tuple[go.Figure, ...] = ()
+    """Charts, in order."""
+    tables: tuple[Table, ...] = ()
+    """Tables after the charts."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    """Everything a rendered report shows, independent of the output format."""
+
+    title: str
+    """Page title (the sweep name)."""
+    generated_at: str
+    """When the report was built (ISO-8601 UTC)."""
+    notes: tuple[str, ...]
+    """Things the reader must be told first: empty sweep, failures, mixed schemas, gaps."""
+    headline: Table
+    """Best configuration and the figures at the largest GPU count."""
+    sections: tuple[Section, ...] = field(default_factory=tuple)
+    """Charts and tables, in page order."""
+
+
+# -- formatting helpers ----------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        v = float(value)
+        if v.is_integer() and digits <= 1 and abs(v) < 1e15:
+            return f"{int(v):,}"
+        return f"{v:,.{digits}f}"
+    return str(value)
+
+
+def _ci(median: float, lo: float, hi: float, digits: int = 1, scale: float = 1.0) -> str:
+    """``1,234.5 [1,200.1, 1,250.0]``; a bare number when there is no interval."""
+    if median is None or not np.isfinite(median):
+        return ""
+    text = f"{median * scale:,.{digits}f}"
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        text += f" [{lo * scale:,.{digits}f}, {hi * scale:,.{digits}f}]"
+    return text
+
+
+def _pct(median: float, lo: float = np.nan, hi: float = np.nan) -> str:
+    text = _ci(median, lo, hi, digits=1, scale=100.0)
+    return text.replace(" [", "% [").replace("]", "%]") + ("%" if "[" not in text and text else "")
+
+
+def _nz(value: Any) -> float:
+    return float(value) if value is not None and np.isfinite(value) else np.nan
+
+
+def _err(med: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any] | None:
+    """Asymmetric error bars from an interval (None when no point has one)."""
+    if not np.isfinite(lo).any():
+        return None
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": np.nan_to_num(hi - med).tolist(),
+        "arrayminus": np.nan_to_num(med - lo).tolist(),
+        "thickness": 1,
+        "width": 3,
+    }
+
+
+def _layout(fig: go.Figure, title: str, **kwargs: Any) -> go.Figure:
+    fig.update_layout(
+        template=TEMPLATE,
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        height=kwargs.pop("height", 520),
+        margin={"l": 60, "r": 20, "t": 60, "b": 40},
+        # Legends below the plot: curve names are long, and the plot keeps the full width.
+        legend={"font": {"size": 11}, "orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+        **kwargs,
+    )
+    return fig
+
+
+def _top_curves(curves: pd.DataFrame, metric: str) -> list[str]:
+    """The curve ids to draw: the best MAX_CURVES by throughput at their largest GPU count."""
+    last = curves.sort_values("world_size").groupby("curve_id").tail(1)
+    return list(last.sort_values(metric, ascending=False)["curve_id"][:MAX_CURVES])
+
+
+def _ws_axis(values: Sequence[float]) -> dict[str, Any]:
+    ticks = sorted({int(v) for v in values if np.isfinite(v)})
+    return {"title": "GPU count (world size)", "tickvals": ticks, "type": "log"}
+
+
+# -- figures (pure) --------------------------------------------------------------------------
+
+
+def fig_throughput(curves: pd.DataFrame, metric: str = THROUGHPUT) -> go.Figure | None:
+    """Global throughput against GPU count per scaling curve, each with its ideal line."""
+    if curves.empty:
+        return None
+    fig = go.Figure()
+    for i, cid in enumerate(_top_curves(curves, metric)):
+        c = curves[curves["curve_id"] == cid].sort_values("world_size")
+        color = PALETTE[i % len(PALETTE)]
+        name = c["curve"].iloc[0]
+        med = c[metric].to_numpy(float)
+        fig.add_trace(
+            go.Scatter(
+                x=c["world_size"],
+                y=med,
+                mode="lines+markers",
+                name=name,
+                legendgroup=cid,
+                line={"color": color},
+                error_y=_err(
+                    med, c[f"{metric}_lo"].to_numpy(float), c[f"{metric}_hi"].to_numpy(float)
+                ),
+                hovertemplate="N=%{x}<br>%{y:,.1f} samples/s<extra>%{fullData.name}</extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=c["world_size"],
+                y=c["ideal"],
+                mode="lines",
+                name=f"ideal ({name})",
+                legendgroup=cid,
+                showlegend=False,
+                line={"color": color, "dash": "dot", "width": 1},
+                hovertemplate="ideal linear: %{y:,.1f}<extra></extra>",
+            )
+        )
+    return _layout(
+        fig,
+        "Throughput vs GPU count (dotted: ideal linear scaling from the reference point)",
+        xaxis=_ws_axis(curves["world_size"]),
+        yaxis={"title": "samples/s (global, median)", "type": "log"},
+    )
+
+
+def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
+    """Scaling efficiency per curve with its bootstrap 95% band; 100% is perfect scaling."""
+    if curves.empty:
+        return None
+    fig = go.Figure()
+    for i, cid in enumerate(_top_curves(curves, THROUGHPUT)):
+        c = curves[curves["curve_id"] == cid].sort_values("world_size")
+        color = PALETTE[i % len(PALETTE)]
+        x = c["world_size"].to_numpy(float)
+        lo, hi = c["efficiency_lo"].to_numpy(float), c["efficiency_hi"].to_numpy(float)
+        if np.isfinite(lo).all():
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([x, x[::-1]]),
+                    y=np.concatenate([hi, lo[::-1]]) * 100,
+                    fill="toself",
+                    fillcolor=_rgba(color, 0.15),
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    legendgroup=cid,
+                    showlegend=False,
+                    name="95% interval",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=c["efficiency"] * 100,
+                mode="lines+markers",
+                name=c["curve"].iloc[0],
+                legendgroup=cid,
+                line={"color": color},
+                hovertemplate="N=%{x}<br>efficiency %{y:.1f}%<extra>%{fullData.name}</extra>",
+            )
+        )
+    fig.add_hline(y=100, line={"color": "#888", "dash": "dash", "width": 1})
+    return _layout(
+        fig,
+        "Scaling efficiency vs GPU count (band: bootstrap 95% interval)",
+        xaxis=_ws_axis(curves["world_size"]),
+        yaxis={"title": "efficiency (%)"},
+    )
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def fig_factor(effect: pd.DataFrame, factor: str, title: str) -> go.Figure | None:
+    """Speedup of each level of a factor over its reference, per group of equal settings."""
+    if effect.empty:
+        return None
+    fig = go.Figure()
+    pairs = zip(effect["world_size"], effect["group"], strict=True)
+    groups = [f"N={int(ws)} {g}".strip() for ws, g in pairs]
+    # A bar per group while that stays readable; beyond, one box per GPU count and level
+    # (each dot a group of otherwise equal settings, hover names it).
+    as_bars = len(set(groups)) <= 16
+    effect = effect.assign(_x=groups, _n=[f"N={int(ws)}" for ws in effect["world_size"]])
+    for i, (level, part) in enumerate(effect.groupby("level", sort=False)):
+        name = f"{factor}={level} vs {part['reference'].iloc[0]}"
+        color = PALETTE[i % len(PALETTE)]
+        med = part["speedup"].to_numpy(float)
+        if as_bars:
+            lo, hi = part["speedup_lo"].to_numpy(float), part["speedup_hi"].to_numpy(float)
+            fig.add_trace(
+                go.Bar(
+                    x=part["_x"],
+                    y=med,
+                    name=name,
+                    marker={"color": color},
+                    error_y=_err(med, lo, hi),
+                    hovertemplate="%{x}<br>speedup %{y:.3f}×<extra>%{fullData.name}</extra>",
+                )
+            )
+        else:
+            fig.add_trace(
+                go.Box(
+                    x=part["_n"],
+                    y=med,
+                    name=name,
+                    marker={"color": color},
+                    boxpoints="all",
+                    jitter=0.4,
+                    pointpos=0,
+                    text=part["group"],
+                    hovertemplate="%{text}<br>speedup %{y:.3f}×<extra>%{fullData.name}</extra>",
+                )
+            )
+    fig.add_hline(y=1.0, line={"color": "#888", "dash": "dash", "width": 1})
+    return _layout(
+        fig,
+        title,
+        barmode="group",
+        boxmode="group",
+        yaxis={"title": "speedup (×, median)"},
+        xaxis={"title": "", "automargin": True},
+    )
+
+
+def fig_batch(summary: pd.DataFrame) -> go.Figure | None:
+    """Throughput and peak memory against per-device batch size, one line per setting."""
+    ok = summary[summary[THROUGHPUT].notna()]
+    if ok.empty or ok["per_device_batch"].nunique() < 2:
+        return None
+    mem_col = "mem_peak_gib" if ok["mem_peak_gib"].notna().any() else "gpu_mem_used_gib_max"
+    has_mem = ok[mem_col].notna().any()
+    others = [
+        c
+        for c in analysis.label_columns(ok)
+        if c not in ("per_device_batch", "global_batch", "grad_accum")
+    ]
+    fig = make_subplots(
+        rows=1,
+        cols=2 if has_mem else 1,
+        subplot_titles=("throughput", "peak memory per GPU") if has_mem else ("throughput",),
+    )
+    lines = (
+        list(ok.groupby([ok[c].astype(str) for c in others], sort=True)) if others else [("", ok)]
+    )
+    lines.sort(key=lambda kv: -kv[1][THROUGHPUT].max())
+    for i, (_, line) in enumerate(lines[:MAX_CURVES]):
+        line = line.sort_values("per_device_batch")
+        name = analysis.point_label(line.iloc[0], others)
+        color = PALETTE[i % len(PALETTE)]
+        med = line[THROUGHPUT].to_numpy(float)
+        fig.add_trace(
+            go.Scatter(
+                x=line["per_device_batch"],
+                y=med,
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                line={"color": color},
+                error_y=_err(
+                    med,
+                    line[f"{THROUGHPUT}_lo"].to_numpy(float),
+                    line[f"{THROUGHPUT}_hi"].to_numpy(float),
+                ),
+            ),
+            row=1,
+            col=1,
+        )
+        if has_mem:
+            fig.add_trace(
+                go.Scatter(
+                    x=line["per_device_batch"],
+                    y=line[mem_col],
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=False,
+                    line={"color": color},
+                ),
+                row=1,
+                col=2,
+            )
+    fig.update_xaxes(title_text="per-device batch", type="log")
+    fig.update_yaxes(title_text="samples/s (global, median)", row=1, col=1)
+    if has_mem:
+        fig.update_yaxes(title_text=f"{mem_col} (GiB)", row=1, col=2)
+    return _layout(fig, "Batch size: throughput and memory")
+
+
+def fig_knobs(summary: pd.DataFrame, knobs: Sequence[str]) -> go.Figure | None:
+    """DDP-knob / NCCL-setting comparison at the largest GPU count.
+
+    One knob varying: bars of median throughput per level. Two or more: a heatmap over the two
+    knobs with the most levels (cell = median over the other settings' medians).
+    """
+    ok = summary[summary[THROUGHPUT].notna()]
+    knobs = [k for k in knobs if ok[k].astype(str).nunique() > 1]
+    if ok.empty or not knobs:
+        return None
+    top = ok[ok["world_size"] == ok["world_size"].max()]
+    n = int(top["world_size"].iloc[0])
+    if len(knobs) == 1:
+        k = knobs[0]
+        by = top.groupby(top[k].map(analysis._fmt_value))
+        med = by[THROUGHPUT].median()
+        fig = go.Figure(
+            go.Bar(
+                x=[f"{k}={v}" for v in med.index],
+                y=med.to_numpy(float),
+                marker={"color": PALETTE[0]},
+                hovertemplate="%{x}<br>%{y:,.1f} samples/s<extra></extra>",
+            )
+        )
+        return _layout(
+            fig,
+            f"{k} at N={n}: median samples/s",
+            yaxis={"title": "samples/s (global, median)"},
+        )
+    knobs = sorted(knobs, key=lambda c: -top[c].astype(str).nunique())[:2]
+    a, b = knobs
+    grid = top.assign(
+        _a=top[a].map(analysis._fmt_value), _b=top[b].map(analysis._fmt_value)
+    ).pivot_table(index="_b", columns="_a", values=THROUGHPUT, aggfunc="median")
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(float),
+            x=[str(v) for v in grid.columns],
+            y=[str(v) for v in grid.index],
+            colorscale="Viridis",
+            colorbar={"title": "samples/s"},
+            texttemplate="%{z:,.0f}",
+            hovertemplate=f"{a}=%{{x}}<br>{b}=%{{y}}<br>%{{z:,.1f}} samples/s<extra></extra>",
+        )
+    )
+    return _layout(
+        fig,
+        f"{a} × {b} at N={n}: median samples/s",
+        xaxis={"title": a, "type": "category"},
+        yaxis={"title": b, "type": "category"},
+    )
+
+
+def fig_stragglers(
+    summary: pd.DataFrame, rank_times: dict[str, list[list[float]]], labels: dict[str, str]
+) -> go.Figure | None:
+    """Per-rank step-time spread: the spread per point, and per-rank step times of a few points."""
+    multi = summary[(summary["world_size"] > 1) & summary["step_time_s_rank_spread"].notna()]
+    if multi.empty and not rank_times:
+        return None
+    cols = 2 if rank_times else 1
+    fig = make_subplots(
+        rows=1,
+        cols=cols,
+        subplot_titles=(
+            "slowest / fastest rank median step time",
+            "step times per rank (worst points)",
+        )[:cols],
+    )
+    if not multi.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=multi["world_size"],
+                y=multi["step_time_s_rank_spread"],
+                mode="markers",
+                name="rank spread",
+                text=[labels.get(k, k) for k in multi["config_key"]],
+                marker={"color": PALETTE[3], "size": 7, "opacity": 0.7},
+                hovertemplate="N=%{x}<br>spread %{y:.3f}<br>%{text}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.update_xaxes(title_text="GPU count", type="log", row=1, col=1)
+        fig.update_yaxes(title_text="spread (×)", row=1, col=1)
+    for i, (label, times) in enumerate(rank_times.items()):
+        for rank, steps in enumerate(times):
+            fig.add_trace(
+                go.Box(
+                    y=steps,
+                    x=[f"{label} r{rank}"] * len(steps),
+                    name=label,
+                    legendgroup=label,
+                    showlegend=rank == 0,
+                    marker={"color": PALETTE[i % len(PALETTE)]},
+                    boxpoints=False,
+                ),
+                row=1,
+                col=cols,
+            )
+    if rank_times:
+        fig.update_yaxes(title_text="step time (s)", row=1, col=cols)
+        fig.update_xaxes(showticklabels=False, row=1, col=cols)
+    return _layout(fig, "Stragglers: per-rank step-time spread")
+
+
+def fig_telemetry(telemetry: pd.DataFrame, labels: dict[str, str]) -> go.Figure | None:
+    """GPU utilisation, power and memory over time for a few points (mean over GPUs; memory max)."""
+    if telemetry.empty:
+        return None
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=("GPU utilisation (%)", "power (W)", "memory used (GiB)"),
+    )
+    for i, (rel, part) in enumerate(telemetry.groupby("point_dir", sort=False)):
+        part = part.assign(t=part["t_unix"] - part["t_unix"].min())
+        per_t = part.groupby("t").agg(
+            util_pct=("util_pct", "mean"), power_w=("power_w", "mean"), mem=("mem_used_gib", "max")
+        )
+        step = max(1, len(per_t) // MAX_SAMPLES)
+        per_t = per_t.iloc[::step]
+        color = PALETTE[i % len(PALETTE)]
+        name = labels.get(rel, rel)
+        for row, col in enumerate(("util_pct", "power_w", "mem"), start=1):
+            fig.add_trace(
+                go.Scatter(
+                    x=per_t.index,
+                    y=per_t[col],
+                    mode="lines",
+                    name=name,
+                    legendgroup=rel,
+                    showlegend=row == 1,
+                    line={"color": color, "width": 1.5},
+                ),
+                row=row,
+                col=1,
+            )
+    fig.update_xaxes(title_text="seconds since the point started", row=3, col=1)
+    return _layout(fig, "GPU telemetry over time", height=640)
+
+
+def fig_mfu_tokens(summary: pd.DataFrame, labels: dict[str, str]) -> go.Figure | None:
+    """MFU against GPU count, and real vs padded tokens/s of the fastest points."""
+    ok = summary[summary[THROUGHPUT].notna()]
+    has_mfu = ok["mfu"].notna().any()
+    has_tok = ok["padded_tokens_per_s"].notna().any() and ok["real_tokens_per_s"].notna().any()
+    if ok.empty or not (has_mfu or has_tok):
+        return None
+    titles = [t for t, on in (("MFU (real tokens)", has_mfu), ("tokens/s", has_tok)) if on]
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+    col = 1
+    if has_mfu:
+        m = ok[ok["mfu"].notna()]
+        med = m["mfu"].to_numpy(float) * 100
+        fig.add_trace(
+            go.Scatter(
+                x=m["world_size"],
+                y=med,
+                mode="markers",
+                name="MFU",
+                text=[labels.get(k, k) for k in m["config_key"]],
+                marker={"color": PALETTE[2], "size": 7, "opacity": 0.75},
+                error_y=_err(
+                    med, m["mfu_lo"].to_numpy(float) * 100, m["mfu_hi"].to_numpy(float) * 100
+                )
+                if "mfu_lo" in m
+                else None,
+                hovertemplate="N=%{x}<br>MFU %{y:.1f}%<br>%{text}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="GPU count", type="log", row=1, col=col)
+        fig.update_yaxes(title_text="MFU (%)", rangemode="tozero", row=1, col=col)
+        col += 1
+    if has_tok:
+        best = ok.sort_values(THROUGHPUT, ascending=False).head(8)
+        names = [labels.get(k, k) for k in best["config_key"]]
+        for name, column, color in (
+            ("real tokens/s", "real_tokens_per_s", PALETTE[0]),
+            ("padded tokens/s", "padded_tokens_per_s", PALETTE[7]),
+        ):
+            fig.add_trace(
+                go.Bar(x=names, y=best[column], name=name, marker={"color": color}),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(showticklabels=False, title_text="fastest points (hover)", row=1, col=col)
+        fig.update_yaxes(title_text="tokens/s", row=1, col=col)
+    return _layout(fig, "Model FLOPs utilisation and padding", barmode="group")
+
+
+# -- assembling the report (pure) ------------------------------------------------------------
+
+
+def telemetry_points(frame: pd.DataFrame) -> list[str]:
+    """Which points' telemetry to plot: the fastest ok run of each GPU count, largest first."""
+    ok = frame[(frame["status"] == "ok") & frame[THROUGHPUT].notna()]
+    sampled = ok["telemetry_available"].astype("boolean").fillna(False).astype(bool)
+    if sampled.any():  # prefer runs the sampler says it recorded
+        ok = ok[sampled]
+    if ok.empty:
+        return []
+    best = ok.sort_values(THROUGHPUT, ascending=False).groupby("world_size").head(1)
+    best = best.sort_values("world_size", ascending=False)
+    return list(best["point_dir"].dropna())[:MAX_TELEMETRY_POINTS]
+
+
+def straggler_points(frame: pd.DataFrame, limit: int = 3) -> list[str]:
+    """The multi-rank runs with the worst rank spread (their per-rank times are drawn)."""
+    ok = frame[(frame["status"] == "ok") & (frame["world_size"] > 1)]
+    ok = ok[ok["step_time_s_rank_spread"].notna()]
+    worst = ok.sort_values("step_time_s_rank_spread", ascending=False)
+    return list(worst["point_dir"].dropna())[:limit]
+
+
+def build_report(
+    frame: pd.DataFrame,
+    *,
+    env: dict[str, Any] | None,
+    telemetry: pd.DataFrame | None = None,
+    rank_times: dict[str, list[list[float]]] | None = None,
+    title: str = "sweep",
+    generated_at: str | None = None,
+) -> Report:
+    """Assemble the whole report from the ledger frame and the side files (all already read)."""
+    telemetry = telemetry if telemetry is not None else pd.DataFrame()
+    rank_times = rank_times or {}
+    generated_at = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    notes = list(frame.attrs.get("notes", []))
+    summary = analysis.summarize(frame, (THROUGHPUT, "mfu"))
+    curves = analysis.scaling(frame)
+    label_cols = analysis.label_columns(summary)
+    labels = {r["config_key"]: analysis.point_label(r, label_cols) for _, r in summary.iterrows()}
+    run_labels = {
+        r["point_dir"]: f"{labels.get(r['config_key'], r['config_key'])} #{_num(r['repeat'])}"
+        for _, r in frame.iterrows()
+    }
+    n_runs, n_ok = len(frame), int((frame["status"] == "ok").sum()) if len(frame) else 0
+    if n_runs == 0:
+        notes.insert(0, "This sweep has no finished points yet: the ledger is empty.")
+    elif n_ok == 0:
+        notes.insert(0, f"All {n_runs} runs failed: no throughput to show. See the failures table.")
+    elif n_ok < n_runs:
+        notes.append(f"{n_runs - n_ok} of {n_runs} runs failed; they are listed under Failures.")
+    if n_ok and (summary["n_ok"] == 1).all():
+        notes.append("Every point ran once: no repeats, so no confidence intervals.")
+    if env is None:
+        notes.append("env.json is missing: the environment of this sweep is unknown.")
+    notes.extend(_telemetry_notes(frame, telemetry))
+
+    sections: list[Section] = []
+    if n_ok:
+        sections.extend(_scaling_sections(frame, summary, curves))
+        sections.extend(_settings_sections(frame, summary))
+        sections.extend(_hardware_sections(summary, telemetry, rank_times, labels, run_labels))
+    failures = _failures_table(frame, labels)
+    if failures is not None:
+        sections.append(
+            Section(
+                id="failures",
+                title="Failures",
+                intro="Every run that did not finish ok, with the reason and where its logs are.",
+                tables=(failures,),
+            )
+        )
+    if len(summary):
+        sections.append(
+            Section(
+                id="points",
+                title="All points",
+                intro="One row per configuration (median over ok repeats). Click a header to sort.",
+                tables=(_points_table(summary, curves, label_cols),),
+            )
+        )
+    sections.append(
+        Section(id="environment", title="Environment", tables=(_env_table(env, frame),))
+    )
+    sections.append(
+        Section(
+            id="definitions",
+            title="What the numbers mean",
+            tables=(Table(columns=("term", "definition"), rows=DEFINITIONS),),
+        )
+    )
+    return Report(
+        title=title,
+        generated_at=generated_at,
+        notes=tuple(notes),
+        headline=_headline(frame, summary, curves, labels),
+        sections=tuple(sections),
+    )
+
+
+def _telemetry_notes(frame: pd.DataFrame, telemetry: pd.DataFrame) -> list[str]:
+    if not len(frame):
+        return []
+    claimed = frame["telemetry_available"].astype("boolean").fillna(False).astype(bool)
+    if telemetry.empty and not claimed.any():
+        return ["No GPU telemetry in this sweep (CPU run, or NVML unavailable)."]
+    if telemetry.empty and claimed.any():
+        return ["GPU telemetry was recorded but no telemetry.jsonl file could be read."]
+    return []
+
+
+def _headline(
+    frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame, labels: dict[str, str]
+) -> Table:
+    n_points = len(summary)
+    n_runs = len(frame)
+    statuses = frame["status"].value_counts().to_dict() if n_runs else {}
+    rows = [
+        ("points / runs", f"{n_points} / {n_runs}"),
+        ("runs by status", ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none"),
+    ]
+    ok = summary[summary[THROUGHPUT].notna()]
+    if not ok.empty:
+        n_max = ok["world_size"].max()
+        top = ok[ok["world_size"] == n_max].sort_values(THROUGHPUT, ascending=False).iloc[0]
+        rows.append(("largest GPU count", _num(n_max)))
+        rows.append((f"best configuration at N={_num(n_max)}", labels.get(top["config_key"], "")))
+        rows.append(
+            (
+                "its throughput (samples/s)",
+                _ci(top[THROUGHPUT], top[f"{THROUGHPUT}_lo"], top[f"{THROUGHPUT}_hi"]),
+            )
+        )
+        rows.append(("its samples/s per GPU", _num(top["samples_per_s_per_device"], 1)))
+        eff = curves[curves["config_key"] == top["config_key"]]
+        if not eff.empty:
+            e = eff.iloc[0]
+            ref = _num(e["base_world_size"])
+            rows.append(
+                (
+                    f"its scaling efficiency ({e['scaling_mode']}, vs N={ref})",
+                    _pct(e["efficiency"], e["efficiency_lo"], e["efficiency_hi"]),
+                )
+            )
+        else:
+            rows.append(("its scaling efficiency", "no smaller GPU count on its curve"))
+        rows.append(
+            ("its MFU", _pct(top["mfu"], top["mfu_lo"], top["mfu_hi"]) or "unknown (no peak)")
+        )
+        fastest = ok.sort_values(THROUGHPUT, ascending=False).iloc[0]
+        if fastest["config_key"] != top["config_key"]:
+            rows.append(("fastest overall", labels.get(fastest["config_key"], "")))
+    return Table(columns=("", ""), rows=tuple(rows))
+
+
+def _scaling_sections(
+    frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame
+) -> list[Section]:
+    if curves.empty:
+        return [
+            Section(
+                id="scaling",
+                title="Scaling",
+                intro="Only one GPU count has ok results, so there is no scaling curve to draw.",
+            )
+        ]
+    modes = sorted(set(curves["scaling_mode"]))
+    described = {
+        "weak": "weak scaling (per-device batch fixed, global batch grows with N)",
+        "strong": "strong scaling (global batch fixed, per-device batch shrinks)",
+    }
+    n_curves = curves["curve_id"].nunique()
+    more = (
+        f" Showing the {MAX_CURVES} fastest of {n_curves} curves." if n_curves > MAX_CURVES else ""
+    )
+    intro = (
+        "Curves use " + " and ".join(described[m] for m in modes) + "; each curve's name starts "
+        "with its mode. Efficiency = X(N)·N0/(N·X(N0)) against the curve's smallest GPU count N0."
+        + more
+    )
+    table = scaling_table(curves)
+    figs = tuple(f for f in (fig_throughput(curves), fig_efficiency(curves)) if f is not None)
+    return [Section(id="scaling", title="Scaling", intro=intro, figures=figs, tables=(table,))]
+
+
+def scaling_table(curves: pd.DataFrame) -> Table:
+    """One row per curve: its mode, reference N0, efficiency at each GPU count, top throughput."""
+    # The reference count is 100% by definition: only GPU counts above some curve's N0 get a column.
+    above = curves[curves["world_size"] > curves["base_world_size"]]
+    sizes = sorted({int(n) for n in above["world_size"]})
+    rows, sort_values = [], []
+    for _, c in curves.groupby("curve_id", sort=False):
+        c = c.sort_values("world_size")
+        by_n = {int(r["world_size"]): r for _, r in c.iterrows()}
+        last = c.iloc[-1]
+        cells = [
+            _pct(by_n[n]["efficiency"], by_n[n]["efficiency_lo"], by_n[n]["efficiency_hi"])
+            if n in by_n
+            else ""
+            for n in sizes
+        ]
+        rows.append(
+            (
+                c["curve"].iloc[0],
+                _num(c["base_world_size"].iloc[0]),
+                *cells,
+                _ci(last[THROUGHPUT], last[f"{THROUGHPUT}_lo"], last[f"{THROUGHPUT}_hi"]),
+            )
+        )
+        sort_values.append(
+            (
+                c["curve"].iloc[0],
+                c["base_world_size"].iloc[0],
+                *(by_n[n]["efficiency"] if n in by_n else None for n in sizes),
+                last[THROUGHPUT],
+            )
+        )
+    order = np.argsort([-(v[-1] or 0) for v in sort_values], kind="stable")
+    return Table(
+        columns=("curve", "N0", *(f"eff. N={n}" for n in sizes), "samples/s at largest N"),
+        rows=tuple(rows[i] for i in order),
+        sort_values=tuple(sort_values[i] for i in order),
+        sortable=True,
+    )
+
+
+def _settings_sections(frame: pd.DataFrame, summary: pd.DataFrame) -> list[Section]:
+    out = []
+    figs = []
+    for factor, ref, title in (
+        ("precision", "fp32", "Precision speedup (vs fp32, or the slowest precision present)"),
+        ("compile", False, "torch.compile speedup (vs eager)"),
+    ):
+        effect = analysis.factor_effect(frame, factor, reference=ref)
+        fig = fig_factor(effect, factor, title)
+        if fig is not None:
+            figs.append(fig)
+    if figs:
+        out.append(
+            Section(
+                id="precision",
+                title="Precision and compile",
+                intro="Speedup of each setting over its reference with all else equal "
+                "(bars: median ratio; whiskers: bootstrap 95% interval).",
+                figures=tuple(figs),
+            )
+        )
+    batch = fig_batch(summary)
+    if batch is not None:
+        out.append(
+            Section(
+                id="batch",
+                title="Batch size",
+                intro="Throughput and peak memory per GPU as the per-device batch grows.",
+                figures=(batch,),
+            )
+        )
+    knobs = analysis.varying(
+        summary[summary[THROUGHPUT].notna()], (*analysis.DDP_COLUMNS, "nccl_env")
+    )
+    fig = fig_knobs(summary, knobs)
+    if fig is not None:
+        out.append(
+            Section(
+                id="knobs",
+                title="DDP knobs and NCCL settings",
+                intro=f"Varied: {', '.join(knobs)}. Compared at the largest GPU count.",
+                figures=(fig,),
+            )
+        )
+    return out
+
+
+def _hardware_sections(
+    summary: pd.DataFrame,
+    telemetry: pd.DataFrame,
+    rank_times: dict[str, list[list[float]]],
+    labels: dict[str, str],
+    run_labels: dict[str, str],
+) -> list[Section]:
+    out = []
+    named_times = {run_labels.get(k, k): v for k, v in rank_times.items()}
+    fig = fig_stragglers(summary, named_times, labels)
+    if fig is not None:
+        out.append(
+            Section(
+                id="stragglers",
+                title="Stragglers",
+                intro="A spread near 1.00 means all ranks step at the same pace; a slow rank "
+                "holds every all-reduce back.",
+                figures=(fig,),
+            )
+        )
+    fig = fig_telemetry(telemetry, run_labels)
+    if fig is not None:
+        out.append(
+            Section(
+                id="telemetry",
+                title="GPU telemetry",
+                intro="NVML samples of the fastest run at each GPU count (utilisation and power: "
+                "mean over GPUs; memory: max over GPUs).",
+                figures=(fig,),
+            )
+        )
+    fig = fig_mfu_tokens(summary, labels)
+    if fig is not None:
+        out.append(
+            Section(
+                id="mfu",
+                title="MFU and padding",
+                intro="MFU counts real tokens only; the gap between padded and real tokens/s is "
+                "compute spent on padding.",
+                figures=(fig,),
+            )
+        )
+    return out
+
+
+def _failures_table(frame: pd.DataFrame, labels: dict[str, str]) -> Table | None:
+    bad = frame[frame["status"] != "ok"] if len(frame) else frame
+    if bad.empty:
+        return None
+    bad = bad.sort_values(["status", "world_size", "config_key", "repeat"], kind="stable")
+    rows = tuple(
+        (
+            r["status"],
+            labels.get(r["config_key"], r["config_key"]),
+            _num(r["repeat"]),
+            "" if r["reason"] is None or r["reason"] != r["reason"] else str(r["reason"]),
+            f"{r['point_dir']}/logs/" if isinstance(r["point_dir"], str) else "",
+        )
+        for _, r in bad.iterrows()
+    )
+    return Table(columns=("status", "point", "repeat", "reason", "logs"), rows=rows, sortable=True)
+
+
+POINT_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("world_size", "N", 0),
+    ("per_device_batch", "batch/GPU", 0),
+    ("global_batch", "global batch", 0),
+    ("precision", "precision", 0),
+    ("compile", "compile", 0),
+    ("scaling_mode", "mode", 0),
+)
+
+
+def _points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[str]) -> Table:
+    eff = curves.set_index("config_key")["efficiency"] if len(curves) else pd.Series(dtype=float)
+    extra = [c for c in label_cols if c not in {c for c, _, _ in POINT_COLUMNS}]
+    columns = (
+        *(h for _, h, _ in POINT_COLUMNS),
+        *extra,
+        "ok/runs",
+        "samples/s [95% CI]",
+        "samples/s/GPU",
+        "efficiency",
+        "MFU",
+        "mem GiB",
+        "rank spread",
+        "failed",
+    )
+    rows, sort_values = [], []
+    order = summary.sort_values([THROUGHPUT], ascending=False, na_position="last")
+    for _, r in order.iterrows():
+        e = eff.get(r["config_key"], np.nan)
+        e = float(e.iloc[0]) if isinstance(e, pd.Series) else float(e)
+        raw = (
+            *(r[c] for c, _, _ in POINT_COLUMNS),
+            *(r[c] for c in extra),
+            r["n_ok"],
+            r[THROUGHPUT],
+            r["samples_per_s_per_device"],
+            e,
+            r["mfu"],
+            r["mem_peak_gib"],
+            r["step_time_s_rank_spread"],
+            r["failed"],
+        )
+        text = (
+            *(analysis._fmt_value(r[c]) for c, _, _ in POINT_COLUMNS),
+            *(analysis._fmt_value(r[c]) for c in extra),
+            f"{int(r['n_ok'])}/{int(r['n_runs'])}",
+            _ci(r[THROUGHPUT], r[f"{THROUGHPUT}_lo"], r[f"{THROUGHPUT}_hi"]),
+            _num(r["samples_per_s_per_device"], 1),
+            _pct(e),
+            _pct(r["mfu"]),
+            _num(r["mem_peak_gib"], 2),
+            _num(r["step_time_s_rank_spread"], 3),
+            r["failed"],
+        )
+        rows.append(text)
+        sort_values.append(raw)
+    return Table(
+        columns=tuple(columns), rows=tuple(rows), sort_values=tuple(sort_values), sortable=True
+    )
+
+
+def _env_table(env: dict[str, Any] | None, frame: pd.DataFrame) -> Table:
+    rows: list[tuple[str, str]] = []
+    if env is None:
+        rows.append(("env.json", "missing"))
+    else:
+        fields = env.get("fingerprint_fields") or {}
+        rows.append(("fingerprint", str(env.get("fingerprint", ""))))
+        for key, value in fields.items():
+            rows.append((key, _env_value(value)))
+        for key, value in env.items():
+            if key not in ("fingerprint", "fingerprint_fields"):
+                rows.append((key, _env_value(value)))
+    if len(frame):
+        prints = sorted({str(p) for p in frame["env_fingerprint"].dropna()})
+        if len(prints) > 1:
+            rows.append(("ledger fingerprints", "MIXED: " + ", ".join(prints)))
+    return Table(columns=("field", "value"), rows=tuple(rows))
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        counts = pd.Series(value).value_counts()
+        return ", ".join(f"{n} × {name}" for name, n in counts.items())
+    if isinstance(value, (dict, list)):
+        import json
+
+        text = json.dumps(value, indent=1)
+        return text if len(text) < 4000 else text[:4000] + " ..."
+    return str(value)
+
+
+# -- rendering (pure) ------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;
+background:#f6f7f9}
+main{max-width:1200px;margin:0 auto;padding:24px}
+h1{margin:0 0 4px;font-size:26px}
+h2{margin:36px 0 8px;font-size:20px;border-bottom:1px solid #dde;padding-bottom:4px}
+.meta{color:#667;font-size:13px}
+.notes{background:#fff7e0;border:1px solid #f0d48a;border-radius:6px;padding:8px 16px;margin:16px 0}
+.notes li{margin:4px 0}
+.card{background:#fff;border:1px solid #dde;border-radius:8px;padding:12px 16px;margin:12px 0}
+.plot{background:#fff;border:1px solid #dde;border-radius:8px;margin:12px 0;padding:4px}
+table{border-collapse:collapse;font-size:13px;background:#fff;width:100%}
+th,td{border:1px solid #e2e4ea;padding:4px 8px;text-align:left;vertical-align:top}
+td{white-space:pre-wrap}
+th{background:#eef0f5}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" ▲"}
+table.sortable th[aria-sort=descending]::after{content:" ▼"}
+.headline td:first-child{color:#556;width:34%}
+.headline td:last-child{font-weight:600}
+.scroll{max-height:640px;overflow:auto;border:1px solid #dde;border-radius:8px}
+nav a{margin-right:12px;font-size:13px}
+"""
+
+# Sorting: numbers by their raw value (data-v), text by locale order; blanks always last.
+_SORT_JS = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var asc = th.getAttribute("aria-sort") !== "ascending";
+      table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      function key(row) {
+        var cell = row.cells[col];
+        var v = cell.getAttribute("data-v");
+        if (v === null || v === "") { return null; }
+        var n = Number(v);
+        return isNaN(n) ? v : n;
+      }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null) { return y === null ? 0 : 1; }
+        if (y === null) { return -1; }
+        var c = (typeof x === "number" && typeof y === "number") ? x - y
+              : String(x).localeCompare(String(y));
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def render_html(report: Report) -> str:
+    """The whole page as one string: inline CSS, plotly.js once, figures, tables, sort script."""
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>distrinews scaling report: {esc(report.title)}</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        f"<h1>Scaling report: {esc(report.title)}</h1>",
+        f'<div class="meta">generated {esc(report.generated_at)} by distrinews-bench</div>',
+    ]
+    nav = " ".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in report.sections)
+    parts.append(f"<nav>{nav}</nav>")
+    if report.notes:
+        items = "".join(f"<li>{esc(n)}</li>" for n in report.notes)
+        parts.append(f'<div class="notes" id="notes"><ul>{items}</ul></div>')
+    parts.append('<h2 id="headline">Headline</h2>')
+    parts.append(_table_html(report.headline, css="headline"))
+    plotly_included = False
+    for section in report.sections:
+        parts.append(f'<h2 id="{esc(section.id)}">{esc(section.title)}</h2>')
+        if section.intro:
+            parts.append(f"<p>{esc(section.intro)}</p>")
+        for i, fig in enumerate(section.figures):
+            div = pio.to_html(
+                fig,
+                full_html=False,
+                include_plotlyjs=not plotly_included,  # the library once, inline
+                div_id=f"fig-{section.id}-{i}",
+                config={"displaylogo": False, "responsive": True},
+                validate=False,
+            )
+            plotly_included = True
+            parts.append(f'<div class="plot" data-figure="{esc(section.id)}">{div}</div>')
+        for table in section.tables:
+            parts.append(_table_html(table))
+    parts.append(f"</main><script>{_SORT_JS}</script></body></html>")
+    return "\n".join(parts)
+
+
+def _table_html(table: Table, css: str = "") -> str:
+    esc = html.escape
+    classes = " ".join(c for c in (css, "sortable" if table.sortable else "") if c)
+    head = "".join(f'<th scope="col">{esc(c)}</th>' for c in table.columns)
+    body = []
+    for i, row in enumerate(table.rows):
+        raw = table.sort_values[i] if table.sort_values else row
+        cells = "".join(
+            f'<td data-v="{esc(_sort_attr(v))}">{esc(t)}</td>'
+            if table.sortable
+            else f"<td>{esc(t)}</td>"
+            for t, v in zip(row, raw, strict=True)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    head_html = f"<thead><tr>{head}</tr></thead>" if any(table.columns) else ""
+    out = f'<table class="{classes}">{head_html}<tbody>{"".join(body)}</tbody></table>'
+    return f'<div class="scroll">{out}</div>' if len(table.rows) > 25 else out
+
+
+def _sort_attr(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def render_text(report: Report) -> str:
+    """The headline, notes, scaling and failures tables as plain text for a terminal."""
+    out = [f"Scaling report: {report.title}  (generated {report.generated_at})", ""]
+    for note in report.notes:
+        out.append(f"! {note}")
+    if report.notes:
+        out.append("")
+    out.append(_table_text(report.headline, "Headline"))
+    for section in report.sections:
+        if section.id in ("scaling", "failures"):
+            for table in section.tables:
+                out.append(_table_text(table, section.title))
+            if not section.tables and section.intro:
+                out.append(f"{section.title}: {section.intro}\n")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _table_text(table: Table, title: str) -> str:
+    columns = table.columns if any(table.columns) else ("",) * len(table.columns)
+    widths = [len(c) for c in columns]
+    for row in table.rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [title, "-" * len(title)]
+    if any(table.columns):
+        lines.append(line(columns))
+    lines.extend(line(r) for r in table.rows)
+    return "\n".join(lines) + "\n"
+
+
+# -- the I/O ---------------------------------------------------------------------------------
+
+
+def load_report(sweep_dir: Path) -> Report:
+    """Read a sweep folder (ledger, env.json, a few telemetry and record files) into a Report."""
+    sweep_dir = Path(sweep_dir)
+    frame = analysis.load_frame(sweep_dir)
+    env = analysis.load_env(sweep_dir)
+    telemetry = analysis.load_telemetry(sweep_dir, telemetry_points(frame)) if len(frame) else None
+    rank_times = (
+        analysis.load_rank_step_times(sweep_dir, straggler_points(frame)) if len(frame) else {}
+    )
+    return build_report(
+        frame, env=env, telemetry=telemetry, rank_times=rank_times, title=sweep_dir.name
+    )
+
+
+def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
+    """Render ``sweep_dir`` to one self-contained HTML file (atomically); return its path.
+
+    ``out_path`` defaults to ``sweep_dir/report.html``. Bad input (missing folder, corrupt
+    ledger) raises UserError with a one-line reason.
+    """
+    sweep_dir = Path(sweep_dir)
+    out = Path(out_path) if out_path is not None else sweep_dir / "report.html"
+    store.atomic_write_text(out, render_html(load_report(sweep_dir)))
+    return out
