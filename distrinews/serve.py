@@ -1,0 +1,394 @@
+"""The inference service: a trained NewsClassifier behind a small HTTP API (FastAPI + uvicorn).
+
+Start it on a checkpoint written by training, then query it::
+
+    distrinews-bench serve --checkpoint runs/tiny --port 8000
+    curl -s localhost:8000/predict -H 'content-type: application/json' \\
+         -d '{"texts": ["Stocks rallied after the central bank held rates."]}'
+
+Endpoints:
+  * ``POST /predict`` -- ``{"texts": [...]}`` -> per text the label name, its index and the
+    four class probabilities (softmax of the logits, in label order);
+  * ``GET /healthz`` -- the process is alive (200 as soon as the server answers);
+  * ``GET /readyz`` -- the model is loaded (503 until then; 200 with model facts after);
+  * ``GET /docs`` and ``GET /openapi.json`` -- the generated API description.
+
+How a request flows. pydantic checks the body against the limits (:class:`ServeLimits`): an
+empty list, too many texts, an empty or over-long text, or a wrong type is a 422 naming the
+field. The texts of one request are tokenized with the checkpoint's own tokenizer, truncated to
+the ``max_length`` the model was trained with, padded to the longest of them, and go through the
+model as ONE batch: a batch costs little more than a single text on any device, so clients
+should send texts together. The forward pass runs in a worker thread, one batch at a time
+(PyTorch already uses every core for one batch; two at once would only fight over them), so the
+event loop keeps answering health checks while the model computes. A failure inside the model
+is a 500 with a one-line ``{"detail": ...}`` and is logged with its traceback; the server keeps
+serving the next request.
+
+The model is loaded once, in a background thread started by the app's lifespan (never at
+import): ``/healthz`` answers at once, ``/readyz`` turns 200 when the weights are in. The
+predictor lives in ``app.state.service`` and reaches the route through the FastAPI dependency
+:func:`get_predictor`, so tests can swap in another predictor with ``app.dependency_overrides``.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads route signatures at runtime, and
+# the request body type is a class local to create_app (its limits are per app).
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import torch
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from .checkpoint import InferenceBundle, load_for_inference, read_config, resolve_checkpoint
+from .errors import UserError
+
+log = logging.getLogger("distrinews.serve")
+
+DEFAULT_MAX_TEXTS = 64
+DEFAULT_MAX_CHARS = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeLimits:
+    """What one ``POST /predict`` may ask for; anything beyond is a 422 before the model runs."""
+
+    max_texts: int = DEFAULT_MAX_TEXTS
+    """Most texts in one request (they become one batch, so this bounds its memory)."""
+    max_chars: int = DEFAULT_MAX_CHARS
+    """Most characters in one text. The model reads only the first ``max_length`` tokens, so a
+    longer text buys nothing and only costs tokenization time."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "max_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"serve limit {name} must be a positive integer, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# The predictor: texts -> probabilities (torch only, no HTTP)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    """The model's answer for one text."""
+
+    label: str
+    """Most probable class name."""
+    label_index: int
+    """Its index in the label order (0..3)."""
+    probabilities: dict[str, float]
+    """Softmax of the logits, per class name, in label order."""
+    tokens: int
+    """Tokens the model read, with [CLS] and [SEP], after truncation."""
+    truncated: bool
+    """True when the text was cut to the model's max_length."""
+
+
+class Predictor:
+    """A loaded classifier that turns a list of texts into :class:`Prediction` objects.
+
+    One call is one padded batch through the model. Calls are serialised by a lock: the
+    tokenizer's truncation settings are mutable state of its Rust backend, and one batch at a
+    time already keeps every core busy.
+    """
+
+    def __init__(self, bundle: InferenceBundle, *, tokenizer: Any = None) -> None:
+        self.model = bundle.model.eval()
+        self.tokenizer = tokenizer if tokenizer is not None else bundle.tokenizer
+        if self.tokenizer is None:
+            raise UserError(
+                f"{bundle.meta.get('path', 'checkpoint')}: has no tokenizer (trained on synthetic "
+                "data?); pass one explicitly (--tokenizer DIR or vocab.txt)"
+            )
+        self.max_length = bundle.max_length
+        self.labels = bundle.labels
+        self.meta = bundle.meta
+        self.device = next(self.model.parameters()).device
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str = "cpu", tokenizer: str | Path | None = None
+    ) -> "Predictor":
+        """Load a checkpoint (directory or training output directory) onto ``device``."""
+        tok = None
+        if tokenizer is not None:
+            from .dataset import get_tokenizer
+
+            tok = get_tokenizer(tokenizer)
+        return cls(load_for_inference(path, map_location=device), tokenizer=tok)
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        """The padded batch for ``texts``: truncated to max_length, padded to the longest."""
+        return self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+            return_attention_mask=True,
+            return_token_type_ids=False,
+            return_tensors="pt",
+        )
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        if not texts:
+            return []
+        with self._lock, torch.inference_mode():
+            enc = self.encode(texts)
+            mask = enc["attention_mask"]
+            logits = self.model(enc["input_ids"].to(self.device), mask.to(self.device))
+            # float32 softmax even under a half-precision model, then one device->host copy.
+            probs = torch.softmax(logits.float(), dim=-1).cpu()
+        lengths = mask.sum(dim=1).tolist()
+        encodings = getattr(enc, "encodings", None)  # Rust-backed tokenizers record overflow
+        out = []
+        for i, row in enumerate(probs.tolist()):
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append(
+                Prediction(
+                    label=self.labels[best],
+                    label_index=best,
+                    probabilities=dict(zip(self.labels, row, strict=True)),
+                    tokens=int(lengths[i]),
+                    truncated=bool(encodings[i].overflowing) if encodings else False,
+                )
+            )
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP schema
+# --------------------------------------------------------------------------------------------
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text is empty or only whitespace")
+    return text
+
+
+def request_model(limits: ServeLimits) -> type[BaseModel]:
+    """The ``POST /predict`` body schema with ``limits`` built in (they appear in /docs too)."""
+    Text = Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=limits.max_chars),
+        AfterValidator(_not_blank),
+    ]
+
+    class PredictRequest(BaseModel):
+        """Texts to classify; they are answered in the same order."""
+
+        # strict: a number is not a text; forbid: a typo such as "text" is an error, not ignored.
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        texts: list[Text] = Field(
+            min_length=1,
+            max_length=limits.max_texts,
+            description=f"1..{limits.max_texts} texts of 1..{limits.max_chars} characters",
+            examples=[["Stocks rallied after the central bank held rates."]],
+        )
+
+    return PredictRequest
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="Most probable class name")
+    label_index: int = Field(description="Its index in the label order")
+    probabilities: dict[str, float] = Field(description="Class probabilities, in label order")
+    tokens: int = Field(description="Tokens read after truncation, with [CLS] and [SEP]")
+    truncated: bool = Field(description="True when the text was cut to max_length tokens")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut]
+
+
+class ReadyOut(BaseModel):
+    status: str
+    checkpoint: str
+    device: str
+    max_length: int
+    labels: list[str]
+    parameters: int
+    load_time_s: float
+
+
+# --------------------------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------------------------
+
+
+class ServiceState:
+    """What the app knows about its model: loading, loaded (with a predictor) or failed."""
+
+    def __init__(self, load: Callable[[], Predictor]) -> None:
+        self._load = load
+        self.predictor: Predictor | None = None
+        self.error: str | None = None
+        self.load_time_s: float | None = None
+        #: Set when loading has finished, either way (tests and callers can wait on it).
+        self.done = threading.Event()
+
+    def load(self) -> None:
+        start = time.perf_counter()
+        try:
+            self.predictor = self._load()
+        except Exception as exc:  # any load failure: report it on /readyz instead of dying
+            log.exception("model failed to load")
+            self.error = f"{type(exc).__name__}: {_first_line(exc)}"
+        else:
+            self.load_time_s = time.perf_counter() - start
+            log.info("model ready in %.1f s on %s", self.load_time_s, self.predictor.device)
+        finally:
+            self.done.set()
+
+
+def get_predictor(request: Request) -> Predictor:
+    """FastAPI dependency: the loaded predictor, or 503 while there is none."""
+    service: ServiceState = request.app.state.service
+    if service.predictor is None:
+        detail = f"model failed to load: {service.error}" if service.error else "model loading"
+        raise HTTPException(status_code=503, detail=detail)
+    return service.predictor
+
+
+def preflight(checkpoint: str | Path, *, tokenizer: str | Path | None = None) -> Path:
+    """Check a checkpoint is usable for serving without loading the model; return its folder.
+
+    Catches the common mistakes (wrong path, truncated file, no tokenizer) up front, as a
+    :class:`UserError`, so ``serve`` fails with one line instead of a server that never gets
+    ready.
+    """
+    ckpt = resolve_checkpoint(checkpoint)
+    config = read_config(ckpt)
+    if tokenizer is None and not config.get("tokenizer", {}).get("saved"):
+        raise UserError(
+            f"{ckpt}: holds no tokenizer (trained on synthetic data?); pass --tokenizer "
+            "(a tokenizer directory or a vocab.txt)"
+        )
+    if tokenizer is not None and not Path(tokenizer).exists():
+        raise UserError(f"{tokenizer}: tokenizer not found")
+    return ckpt
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu; an unavailable cuda is a UserError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but CUDA is not available; use cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise UserError(f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N")
+    return device
+
+
+def create_app(
+    checkpoint: str | Path,
+    *,
+    device: str = "auto",
+    tokenizer: str | Path | None = None,
+    limits: ServeLimits | None = None,
+) -> FastAPI:
+    """The inference service for ``checkpoint`` (a checkpoint or training output directory).
+
+    Cheap checks (path, checksum, tokenizer, device) run here and raise :class:`UserError`;
+    the model itself loads in the app's lifespan.
+    """
+    limits = limits or ServeLimits()
+    ckpt = preflight(checkpoint, tokenizer=tokenizer)
+    device = resolve_device(device)
+    PredictRequest = request_model(limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = ServiceState(
+            lambda: Predictor.from_checkpoint(ckpt, device=device, tokenizer=tokenizer)
+        )
+        app.state.service = service
+        # One inference at a time; waiting requests queue here as cheap coroutines rather than
+        # as parked threads in the shared thread pool.
+        app.state.inference_limiter = anyio.CapacityLimiter(1)
+        # A plain daemon thread: the server answers /healthz (and 503 on /readyz) meanwhile.
+        threading.Thread(target=service.load, name="model-loader", daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="distrinews classifier",
+        summary="AG News topic classification (World, Sports, Business, Sci/Tech)",
+        version="1",
+        lifespan=lifespan,
+    )
+    # Requests that arrive before the lifespan ran (or without one) see "not ready", not a 500.
+    app.state.service = ServiceState(lambda: None)  # type: ignore[arg-type,return-value]
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness: the server process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=ReadyOut, responses={503: {"description": "Not ready"}})
+    async def readyz(request: Request) -> Any:
+        """Readiness: 200 once the model is loaded, 503 (with the reason) until then."""
+        service: ServiceState = request.app.state.service
+        predictor = get_predictor(request)
+        return ReadyOut(
+            status="ready",
+            checkpoint=str(predictor.meta.get("path", ckpt)),
+            device=str(predictor.device),
+            max_length=predictor.max_length,
+            labels=list(predictor.labels),
+            parameters=predictor.model.num_parameters(),
+            load_time_s=service.load_time_s or 0.0,
+        )
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses={
+            422: {"description": "Invalid input (limits, types, empty texts)"},
+            500: {"description": "Inference failed"},
+            503: {"description": "Model not loaded yet"},
+        },
+    )
+    async def predict(
+        body: PredictRequest,  # type: ignore[valid-type]
+        request: Request,
+        predictor: Annotated[Predictor, Depends(get_predictor)],
+    ) -> Any:
+        """Classify texts: one padded batch through the model, answers in input order."""
+        texts = body.texts
+        limiter = request.app.state.inference_limiter
+        try:
+            preds = await anyio.to_thread.run_sync(predictor.predict, texts, limiter=limiter)
+        except Exception as exc:  # a model failure answers 500 and the server keeps serving
+            log.exception("inference failed on a batch of %d texts", len(texts))
+            raise HTTPException(
+                status_code=500,
+                detail=f"inference failed: {type(exc).__name__}: {_first_line(exc)}",
+            ) from exc
+        return {"predictions": [p.__dict__ for p in preds]}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default 422 echoes every offending input back (up to 64 x 2,000 characters);
+        # where the error is (loc), what it is (type) and why (msg) say enough.
+        errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    return app
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
