@@ -31,6 +31,7 @@ import os
 import platform
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +57,7 @@ from .metrics import WindowCounts, matmul_params, peak_flops, summarize
 from .runspec import RunSpec
 from .train import (
     BatchStream,
+    FitResult,
     FitSpec,
     NonFiniteLossError,
     StepTimer,
@@ -305,6 +307,70 @@ def write_error(out: Path, exc: BaseException, rank: int) -> int:
     except FileExistsError:
         os.replace(tmp, out / f"error.rank{rank}.json")
     return EXIT_CODES[failure]
+
+
+# --------------------------------------------------------------------------------------------
+# Local fine-tuning launcher (what `distrinews-bench train` calls)
+# --------------------------------------------------------------------------------------------
+
+
+def run_fit_local(
+    spec: FitSpec,
+    out: Path,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_log: Callable[[str], None] = log,
+) -> FitResult:
+    """Fine-tune on this machine: in this process for one rank, under torchrun for more.
+
+    Raises UserError for bad input (also when a torchrun rank reports invalid_spec) and
+    RuntimeError naming the failure class when a multi-rank run fails.
+    """
+    run = spec.run
+    if run.nodes != 1:
+        raise UserError("a local fine-tuning run has nodes = 1; use torchrun per node for more")
+    if run.world_size == 1:
+        with process_group(
+            device=run.device, backend=run.resolved_backend, timeout_s=timeout_s
+        ) as ctx:
+            return fit(spec, ctx, out, log=on_log)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_path = out / "fit.json"
+    spec_path.write_text(spec.to_json())
+    for stale in out.glob("error*.json"):
+        stale.unlink()  # errors of an earlier attempt must not be read as this one's
+    argv = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nproc-per-node", str(run.nproc_per_node),
+        # c10d rendezvous on port 0: the OS picks a free port, so parallel runs never collide.
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
+        "-m", "distrinews.worker", "--fit", str(spec_path), "--out", str(out),
+        "--timeout-s", str(timeout_s),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, check=False)
+    if proc.returncode != 0:
+        error = _read_json(out / "error.json")
+        if error is None:
+            raise RuntimeError(f"torchrun exited with {proc.returncode} and no error.json")
+        if error.get("failure") == "invalid_spec":
+            raise UserError(error["message"].split(": ", 1)[-1])
+        raise RuntimeError(f"{error['failure']} on rank {error['rank']}: {error['message']}")
+    result = _read_json(out / "fit_result.json")
+    if result is None:
+        raise RuntimeError(f"{out / 'fit_result.json'}: missing after a successful run")
+    return FitResult(
+        **{
+            k: tuple(map(tuple, v)) if k in ("losses", "accuracies") else v
+            for k, v in result.items()
+        }
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,24 +55,83 @@ def cli() -> None:
 )
 @click.option(
     "--model",
-    "shape",
-    type=click.Choice(["tiny", "base"]),
     default="tiny",
     show_default=True,
-    help="Random-init model shape.",
+    help="Random-init shape (tiny, base) or, with --init pretrained, a hub name or local dir.",
 )
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option(
+    "--init",
+    type=click.Choice(["random", "pretrained"]),
+    default="random",
+    show_default=True,
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many optimizer steps in total (default: run all epochs).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Per rank."
+)
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="AdamW learning rate [default: 5e-5 pretrained, 1e-3 random init].",
+)
 @click.option("--max-length", type=click.IntRange(min=8, max=512), default=128, show_default=True)
+@click.option(
+    "--seq-policy", type=click.Choice(["dynamic", "fixed"]), default="dynamic", show_default=True
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "tf32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+)
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+)
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Ranks on this machine; more than 1 launches them through torchrun.",
+)
 @click.option(
     "--eval-fraction",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.1,
     show_default=True,
-    help="Held-out share for the accuracy check.",
+    help="Held-out share for the accuracy check after each epoch.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also checkpoint every N steps (0: at each epoch end only).",
+)
+@click.option("--keep-checkpoints", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Continue from the latest checkpoint in --out.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results/train"),
+    show_default=True,
+    help="Checkpoints, history.jsonl and fit_result.json go here.",
+)
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -83,48 +142,251 @@ def cli() -> None:
 def train(
     data: str,
     tokenizer: str,
-    shape: str,
-    steps: int,
+    model: str,
+    init: str,
+    epochs: int,
+    steps: int | None,
     batch_size: int,
-    lr: float,
+    grad_accum: int,
+    lr: float | None,
     max_length: int,
+    seq_policy: str,
+    precision: str,
+    compile_: bool,
+    device: str,
+    nproc_per_node: int,
     eval_fraction: float,
+    checkpoint_every: int,
+    keep_checkpoints: int,
+    resume: bool,
     seed: int,
+    out: Path,
     cache_dir: Path | None,
 ) -> None:
-    """A short single-process fine-tuning run with a held-out accuracy check."""
-    from distrinews.dataset import AGNewsDataset, get_tokenizer, load_agnews
-    from distrinews.model import NewsClassifier
-    from distrinews.train import fit
+    """Fine-tune with held-out accuracy each epoch and atomic, exactly resumable checkpoints.
 
-    news = load_agnews(data, seed=seed)
-    tok = None if news.synthetic else get_tokenizer(tokenizer)
-    train_part, heldout_part = news.split(eval_fraction, seed=seed)
-    train_ds = AGNewsDataset.from_data(train_part, tok, max_length=max_length, cache_dir=cache_dir)
-    heldout_ds = AGNewsDataset.from_data(
-        heldout_part, tok, max_length=max_length, cache_dir=cache_dir
+    \b
+    Offline example (real AG News test split, tiny random-init model, 2 gloo ranks):
+      distrinews-bench train --data ../shared/data/ag_news_test.csv \\
+        --tokenizer ../shared/data/distilbert-base-uncased-vocab.txt \\
+        --model tiny --epochs 2 --nproc-per-node 2 --out results/train-tiny
+    """
+    import os
+
+    from distrinews.runspec import RunSpec
+    from distrinews.train import FitSpec
+    from distrinews.worker import run_fit_local
+
+    if cache_dir is not None:
+        os.environ["DISTRINEWS_CACHE"] = str(cache_dir)  # read by every rank's dataset cache
+    run = RunSpec(
+        nproc_per_node=nproc_per_node,
+        device=device,
+        model=model,
+        init=init,
+        data=data,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        seq_policy=seq_policy,
+        per_device_batch=batch_size,
+        grad_accum=grad_accum,
+        precision=precision,
+        compile=compile_,
+        lr=lr if lr is not None else (5e-5 if init == "pretrained" else 1e-3),
+        seed=seed,
     )
-    kind = "SYNTHETIC data (throughput only, accuracy meaningless)" if news.synthetic else "data"
-    click.echo(f"{kind}: {news.source}: {len(train_ds)} train / {len(heldout_ds)} held-out")
-    model = NewsClassifier.from_config(shape, seed=seed)
-    with click.progressbar(length=steps, label="training", file=sys.stderr) as bar:
-        result = fit(
-            model,
-            train_ds,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            heldout=heldout_ds,
-            on_step=lambda _s, _l: bar.update(1),
+    spec = FitSpec(
+        run=run,
+        epochs=epochs,
+        eval_fraction=eval_fraction,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        resume=resume,
+        stop_after_steps=steps,
+    )
+    try:
+        result = run_fit_local(spec, out, on_log=lambda m: click.echo(m, err=True))
+    except RuntimeError as exc:  # a multi-rank run failed; its error.json is in --out
+        click.echo(f"error: training failed: {exc}", err=True)
+        sys.exit(1)
+    if result.losses:
+        head = [v for _, v in result.losses[:10]]
+        tail = [v for _, v in result.losses[-10:]]
+        click.echo(
+            f"loss {sum(head) / len(head):.4f} -> {sum(tail) / len(tail):.4f} over "
+            f"{len(result.losses)} steps in {result.seconds:.1f} s "
+            f"({result.samples_per_s:.0f} samples/s, {nproc_per_node} rank(s))"
         )
-    head = sum(result.losses[:10]) / min(10, len(result.losses))
-    tail = sum(result.losses[-10:]) / min(10, len(result.losses))
-    click.echo(
-        f"loss {head:.4f} -> {tail:.4f} over {steps} steps in {result.seconds:.1f} s "
-        f"({steps * batch_size / result.seconds:.0f} samples/s)"
+    for epoch, acc in result.accuracies:
+        click.echo(f"epoch {epoch}: held-out accuracy {acc:.3f} (chance 0.250)")
+    click.echo(f"checkpoints: {out / 'checkpoints'}")
+
+
+# -- sweep, sbatch, export (harness helper) --------------------------------------------------
+
+
+def _after_sweep(sweep_dir: Path) -> None:
+    """Hook run after `sweep` finishes: the report helper renders the HTML report here.
+
+    It receives the sweep folder (results/<name>/) and should print the report's path.
+    """
+
+
+@cli.command()
+@click.argument("sweep_file", required=False)
+@click.option(
+    "--results",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Root folder; the sweep writes RESULTS/<name>/.",
+)
+@click.option("--name", default=None, help="Folder name under --results (default: the sweep's).")
+@click.option("--data", default=None, help="Override every point's data source.")
+@click.option("--tokenizer", default=None, help="Override every point's tokenizer.")
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Per-point limit in seconds (default: the sweep file's timeout_s).",
+)
+@click.option("--retry-failed", is_flag=True, help="Re-run points whose last attempt failed.")
+@click.option("--dry-run", is_flag=True, help="Print the points and what would happen; exit.")
+@click.option(
+    "--launcher",
+    type=click.Choice(["local", "slurm"]),
+    default="local",
+    show_default=True,
+    help="local: torchrun here; slurm: srun + torchrun per point inside an allocation.",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Nodes available to --launcher slurm (default: the allocation's).",
+)
+@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@user_errors
+def sweep(
+    sweep_file: str | None,
+    results: Path,
+    name: str | None,
+    data: str | None,
+    tokenizer: str | None,
+    timeout_s: float | None,
+    retry_failed: bool,
+    dry_run: bool,
+    launcher: str,
+    nodes: int | None,
+    progress: bool,
+) -> None:
+    """Run a sweep (a TOML file, or a built-in name) and record every point.
+
+    With no SWEEP_FILE, a default fitted to this machine: every local GPU count 1..N with
+    distilbert-base bf16, or a small gloo sweep of the tiny model on CPU. Re-running resumes.
+    """
+    import torch
+
+    from harness import sweep as sweeps
+    from harness.spec import resolve_sweep
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    spec = resolve_sweep(sweep_file, gpu_count=gpus)
+    overrides = {k: v for k, v in (("data", data), ("tokenizer", tokenizer)) if v is not None}
+    if overrides:
+        spec = spec.with_run(**overrides)
+    options = sweeps.SweepOptions(
+        results=results,
+        name=name,
+        timeout_s=timeout_s,
+        retry_failed=retry_failed,
+        launcher=launcher,
+        nodes=nodes,
+        progress=progress,
     )
-    click.echo(f"held-out accuracy {result.accuracy:.3f} (chance 0.250)")
+    if dry_run:
+        sweep_dir, planned = sweeps.prepare(spec, options)
+        click.echo(f"sweep {spec.source} -> {sweep_dir}")
+        click.echo(sweeps.format_plan(planned))
+        return
+    try:
+        result = sweeps.run_sweep(spec, options, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished points are in the ledger; run again to resume", err=True)
+        sys.exit(130)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
+    click.echo(f"ran {result.ran} point(s); sweep now: {counts or 'no points'}")
+    click.echo(f"results: {result.sweep_dir} (ledger: {result.sweep_dir / 'ledger.jsonl'})")
+    _after_sweep(result.sweep_dir)
+
+
+@cli.command()
+@click.argument("sweep_file")
+@click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes to allocate.")
+@click.option("--gpus-per-node", type=click.IntRange(min=1), required=True)
+@click.option("--partition", default=None, help="SLURM partition.")
+@click.option("--account", default=None, help="SLURM account.")
+@click.option("--time", "time_limit", default="04:00:00", show_default=True, help="Time limit.")
+@click.option("--results", default="results", show_default=True, help="Results root folder.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the sbatch script ('-' for stdout).",
+)
+@user_errors
+def sbatch(
+    sweep_file: str,
+    nodes: int,
+    gpus_per_node: int,
+    partition: str | None,
+    account: str | None,
+    time_limit: str,
+    results: str,
+    output: Path,
+) -> None:
+    """Write an sbatch script that runs SWEEP_FILE across an allocation of N nodes."""
+    from harness.launch import build_sbatch_script
+    from harness.spec import Resources, resolve_sweep
+    from harness.store import atomic_write_text
+
+    spec = resolve_sweep(sweep_file, gpu_count=gpus_per_node)  # a bad file fails now, not queued
+    points = spec.expand(Resources(nodes=nodes, gpus_per_node=gpus_per_node, launcher="slurm"))
+    script = build_sbatch_script(
+        sweep_file,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        results=results,
+        partition=partition,
+        account=account,
+        time_limit=time_limit,
+        job_name=f"distrinews-{spec.name}",
+    )
+    if str(output) == "-":
+        click.echo(script, nl=False)
+        return
+    atomic_write_text(output, script)
+    runnable = sum(p.skip_reason is None for p in points)
+    click.echo(f"wrote {output}: {runnable}/{len(points)} points fit; submit with: sbatch {output}")
+
+
+@cli.command()
+@click.argument("results_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="A .parquet or .csv file.",
+)
+@user_errors
+def export(results_dir: Path, output: Path) -> None:
+    """Export the latest row per point of one sweep folder (or all under a root) to a table."""
+    from harness.store import export_ledger
+
+    n = export_ledger(results_dir, output)
+    click.echo(f"wrote {n} rows to {output}")
 
 
 def main() -> None:
