@@ -167,12 +167,16 @@ def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFr
                 "are blank)"
             )
         missing_key = frame["config_key"].isna()
+        # A table without config keys (hand-made CSV): derive them from the config columns;
+        # compare then joins on the config columns instead (see harness.compare).
+        frame.attrs["derived_keys"] = bool(missing_key.any())
         if missing_key.any():
             frame.loc[missing_key, "config_key"] = [
                 config_digest(r)
                 for r in frame.loc[missing_key, list(CONFIG_COLUMNS)].to_dict("records")
             ]
     frame.attrs["notes"] = notes
+    frame.attrs.setdefault("derived_keys", False)
     return frame
 
 
@@ -437,6 +441,7 @@ def scaling(
         "world_size",
         "base_world_size",
         "config_key",
+        "base_key",
         metric,
         f"{metric}_lo",
         f"{metric}_hi",

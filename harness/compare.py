@@ -1,0 +1,674 @@
+"""The regression gate: compare a current sweep against a baseline, point by point, noise-aware.
+
+``distrinews-bench compare BASELINE CURRENT`` (each a results folder or an exported
+.parquet/.csv table) joins points on their configuration key -- never on list position -- and
+gives every point and every scaling-efficiency step a verdict:
+
+- **regressed** / **improved**: the change is larger than the threshold (``rtol``, relative,
+  default 5%; ``efficiency_tol_pp``, percentage points, for scaling efficiency) AND, when both
+  sides have enough repeats, statistically clear: a one-sided Mann-Whitney U test on the repeats
+  (exact null distribution, p <= ``alpha``) for throughput, a bootstrap 95% interval of the
+  change that excludes zero for efficiency. Both conditions, so a change inside the run-to-run
+  noise is "unchanged" and a statistically clear but tiny change (1%) does not fail CI;
+- **unchanged**: neither;
+- **missing** (in the baseline only) / **new** (in the current only).
+
+With too few repeats for the test to ever reach ``alpha`` (single runs; 2 vs 2), the gate falls
+back to the threshold alone and says so in the point's ``method``. A point that ran ok in the
+baseline but failed in every current repeat is a regression.
+
+Exit codes (the CLI): 0 no regression, 1 regression, 2 unusable input (missing folder, corrupt
+ledger, no common points, environment changed without ``--allow-env-change``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from distrinews.errors import UserError
+from harness import analysis, store
+from harness.analysis import THROUGHPUT
+
+VERDICTS = ("regressed", "improved", "unchanged", "missing", "new")
+#: Fingerprint fields whose change makes two sweeps incomparable (harness.envinfo writes them).
+ENV_FIELDS = ("gpu_names", "gpu_count", "driver", "cuda", "nccl", "torch")
+#: Above this many values in total, the Mann-Whitney null uses the normal approximation.
+EXACT_LIMIT = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateSettings:
+    """How strict the gate is."""
+
+    rtol: float = 0.05
+    """Relative throughput change that counts (0.05: a 5% drop can fail, a 4% one cannot)."""
+    efficiency_tol_pp: float = 5.0
+    """Scaling-efficiency change that counts, in percentage points (90% -> 84% is 6 pp)."""
+    alpha: float = 0.05
+    """Significance level of the one-sided tests (per point and direction)."""
+    metric: str = THROUGHPUT
+    """The higher-is-better ledger column compared per point."""
+    n_boot: int = analysis.N_BOOT
+    """Bootstrap resamples for the intervals."""
+    seed: int = 0
+    """Seeds the bootstrap, so a comparison prints the same intervals every time."""
+    allow_env_change: bool = False
+    """Compare even when the environment fingerprints differ (the differences are reported)."""
+    fail_on_missing: bool = False
+    """Count baseline points absent from the current results as a regression."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.rtol, (int, float)) and 0 <= self.rtol < 1):
+            raise UserError(f"--rtol {self.rtol!r} must be a fraction in [0, 1), e.g. 0.05")
+        if not (isinstance(self.efficiency_tol_pp, (int, float)) and self.efficiency_tol_pp >= 0):
+            raise UserError(f"--efficiency-tol-pp {self.efficiency_tol_pp!r} must be >= 0")
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
+            raise UserError(f"--alpha {self.alpha!r} must be in (0, 1), e.g. 0.05")
+        if self.metric not in analysis.NUMERIC_COLUMNS:
+            allowed = ", ".join(c for c in analysis.NUMERIC_COLUMNS if c.endswith("_per_s"))
+            raise UserError(f"--metric {self.metric!r} is not a ledger number; try: {allowed}")
+        if not (isinstance(self.n_boot, int) and self.n_boot >= 100):
+            raise UserError(f"n_boot = {self.n_boot!r} must be an integer >= 100")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Side:
+    """One side of a comparison: the ledger frame, its env.json (None for a table), its path."""
+
+    frame: pd.DataFrame
+    """Runs as analysis.normalize_frame returns them."""
+    env: dict[str, Any] | None
+    """env.json of a results folder; None for an exported table."""
+    source: str
+    """Where it came from, for messages."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """The gate's answer."""
+
+    baseline: str
+    """Baseline source."""
+    current: str
+    """Current source."""
+    settings: GateSettings
+    """Thresholds used."""
+    points: pd.DataFrame
+    """One row per point in either side: verdict, medians, change and its interval, p, method."""
+    curves: pd.DataFrame
+    """One row per (scaling curve, GPU count) in both: efficiency change in pp and interval."""
+    verdict: str
+    """Overall: regressed, improved or unchanged."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    """Env differences allowed, fallbacks, join mode: what a reader must know."""
+
+    @property
+    def regressed(self) -> bool:
+        return self.verdict == "regressed"
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_side(path: Path) -> Side:
+    """A results folder (ledger.jsonl + env.json) or an exported .parquet/.csv table."""
+    path = Path(path)
+    if path.is_dir():
+        if not store.ledger_path(path).is_file():
+            raise UserError(f"{path}: no {store.LEDGER_NAME} here; not a results folder")
+        frame = analysis.load_frame(path)
+        return Side(frame=frame, env=analysis.load_env(path), source=str(path))
+    if not path.exists():
+        raise UserError(f"{path}: no such results folder or table")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            raw = pd.read_parquet(path)
+        elif suffix == ".csv":
+            raw = pd.read_csv(path)
+        else:
+            raise UserError(f"{path}: expected a results folder, .parquet or .csv table")
+    except UserError:
+        raise
+    except Exception as exc:  # pyarrow/pandas parse errors have many types; all mean "corrupt"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: cannot read this table ({reason})") from None
+    for col in ("run_id", "status"):
+        if col not in raw.columns:
+            raise UserError(f"{path}: table has no {col!r} column; export it with the harness")
+    frame = analysis.normalize_frame(raw, source=str(path))
+    return Side(frame=frame, env=None, source=str(path))
+
+
+# -- environment -----------------------------------------------------------------------------
+
+
+def env_differences(baseline: Side, current: Side) -> dict[str, tuple[Any, Any]]:
+    """Fingerprint fields that differ, as {field: (baseline, current)}; empty when equal."""
+    b_fields = (baseline.env or {}).get("fingerprint_fields")
+    c_fields = (current.env or {}).get("fingerprint_fields")
+    if isinstance(b_fields, dict) and isinstance(c_fields, dict):
+        keys = [k for k in ENV_FIELDS if k in b_fields or k in c_fields]
+        keys += sorted(k for k in set(b_fields) | set(c_fields) if k not in keys)
+        return {
+            k: (b_fields.get(k), c_fields.get(k))
+            for k in keys
+            if b_fields.get(k) != c_fields.get(k)
+        }
+    b_print = _fingerprints(baseline)
+    c_print = _fingerprints(current)
+    if b_print and c_print and b_print != c_print:
+        return {"env_fingerprint": (", ".join(sorted(b_print)), ", ".join(sorted(c_print)))}
+    return {}
+
+
+def _fingerprints(side: Side) -> set[str]:
+    if side.env and side.env.get("fingerprint"):
+        return {str(side.env["fingerprint"])}
+    return {str(v) for v in side.frame["env_fingerprint"].dropna()}
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def mann_whitney_u(x: np.ndarray, y: np.ndarray) -> float:
+    """U = number of pairs (x_i, y_j) with x_i > y_j, ties counting one half."""
+    x = np.asarray(x, float)[:, None]
+    y = np.asarray(y, float)[None, :]
+    return float((x > y).sum() + 0.5 * (x == y).sum())
+
+
+def _null_counts(m: int, n: int) -> np.ndarray:
+    """How many of the C(m+n, m) orderings give U = 0..m*n (no ties), by the classic recursion:
+    the largest value is an x (adding n to U) or a y (adding nothing)."""
+    table: list[list[np.ndarray]] = [[np.ones(1)] * (n + 1) for _ in range(m + 1)]
+    for i in range(1, m + 1):
+        for j in range(1, n + 1):
+            out = np.zeros(i * j + 1)
+            a, b = table[i - 1][j], table[i][j - 1]
+            out[j : j + len(a)] += a
+            out[: len(b)] += b
+            table[i][j] = out
+    return table[m][n]
+
+
+def mann_whitney_p(x: np.ndarray, y: np.ndarray, alternative: str) -> float:
+    """One-sided Mann-Whitney p-value: "less" tests x stochastically smaller than y.
+
+    Exact null distribution for small samples without ties; the normal approximation with tie
+    correction and continuity correction otherwise.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    m, n = len(x), len(y)
+    if m == 0 or n == 0:
+        return float("nan")
+    u = mann_whitney_u(x, y)
+    both = np.concatenate([x, y])
+    ties = len(np.unique(both)) < len(both)
+    if not ties and m + n <= EXACT_LIMIT:
+        counts = _null_counts(m, n)
+        total = counts.sum()
+        k = round(u)
+        if alternative == "less":  # few x above y: small U
+            return float(counts[: k + 1].sum() / total)
+        return float(counts[k:].sum() / total)
+    mean = m * n / 2.0
+    _, tie_counts = np.unique(both, return_counts=True)
+    nn = m + n
+    var = m * n / 12.0 * ((nn + 1) - ((tie_counts**3 - tie_counts).sum()) / (nn * (nn - 1)))
+    if var <= 0:
+        return 1.0
+    z = (
+        (u - mean + 0.5) / math.sqrt(var)
+        if alternative == "less"
+        else (u - mean - 0.5) / math.sqrt(var)
+    )
+    cdf = 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+    return float(cdf if alternative == "less" else 1.0 - cdf)
+
+
+def min_p_value(m: int, n: int) -> float:
+    """The smallest one-sided p the exact test can give for these sizes: 1 / C(m+n, m)."""
+    if m == 0 or n == 0:
+        return 1.0
+    return 1.0 / math.comb(m + n, m)
+
+
+# -- the comparison --------------------------------------------------------------------------
+
+
+def compare(baseline: Side, current: Side, settings: GateSettings | None = None) -> Comparison:
+    """Join on configuration keys and give each point and curve step a verdict."""
+    settings = settings or GateSettings()
+    notes: list[str] = []
+    diffs = env_differences(baseline, current)
+    if diffs:
+        text = "; ".join(f"{k}: {b!r} -> {c!r}" for k, (b, c) in diffs.items())
+        if not settings.allow_env_change:
+            raise UserError(
+                f"environments differ ({text}); results are not comparable -- pass "
+                "--allow-env-change to compare anyway"
+            )
+        notes.append(f"Environment changed (allowed): {text}.")
+    b_frame, c_frame, how = _joinable(baseline.frame, current.frame)
+    notes.append(f"Points joined on {how}.")
+    points = _compare_points(b_frame, c_frame, settings)
+    common = points["verdict"].isin(("regressed", "improved", "unchanged")).sum()
+    if common == 0:
+        raise UserError(
+            f"no common points between {baseline.source} ({b_frame['key'].nunique()} points) and "
+            f"{current.source} ({c_frame['key'].nunique()} points); did the sweep change?"
+        )
+    curves = _compare_curves(b_frame, c_frame, settings)
+    methods = set(points["method"].dropna())
+    if any(m.startswith("threshold only") for m in methods):
+        notes.append(
+            "Some points have too few repeats for a significance test: for them the gate uses "
+            f"the {settings.rtol:.0%} threshold alone (see each point's method)."
+        )
+    bad = {
+        "points": int((points["verdict"] == "regressed").sum()),
+        "curves": int((curves["verdict"] == "regressed").sum()) if len(curves) else 0,
+    }
+    missing = int((points["verdict"] == "missing").sum())
+    if missing:
+        notes.append(
+            f"{missing} baseline point(s) are missing from the current results"
+            + (
+                " (counted as a regression: --fail-on-missing)."
+                if settings.fail_on_missing
+                else "."
+            )
+        )
+    if bad["points"] or bad["curves"] or (missing and settings.fail_on_missing):
+        verdict = "regressed"
+    elif (points["verdict"] == "improved").any() or (
+        len(curves) and (curves["verdict"] == "improved").any()
+    ):
+        verdict = "improved"
+    else:
+        verdict = "unchanged"
+    return Comparison(
+        baseline=baseline.source,
+        current=current.source,
+        settings=settings,
+        points=points,
+        curves=curves,
+        verdict=verdict,
+        notes=tuple(notes),
+    )
+
+
+def _joinable(b: pd.DataFrame, c: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Give both frames a ``key`` column: config_key, or a digest of the shared config columns."""
+    if not b.attrs.get("derived_keys") and not c.attrs.get("derived_keys"):
+        return b.assign(key=b["config_key"]), c.assign(key=c["config_key"]), "config_key"
+    shared = [
+        col for col in analysis.CONFIG_COLUMNS if b[col].notna().any() and c[col].notna().any()
+    ]
+    if not shared:
+        raise UserError("neither config_key nor config columns are shared by the two inputs")
+
+    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
+        records = frame[shared].to_dict("records")
+        return frame.assign(key=[analysis.config_digest(r) for r in records])
+
+    return keyed(b), keyed(c), f"the config columns ({len(shared)} shared; no config_key)"
+
+
+def _compare_points(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.DataFrame:
+    label_cols = analysis.label_columns(pd.concat([b, c], ignore_index=True))
+    first = pd.concat([c, b], ignore_index=True).drop_duplicates("key").set_index("key")
+    b_ok = _ok_samples(b, s.metric)
+    c_ok = _ok_samples(c, s.metric)
+    b_status = b.groupby("key")["status"].agg(lambda x: ", ".join(sorted(set(x))))
+    c_status = c.groupby("key")["status"].agg(lambda x: ", ".join(sorted(set(x))))
+    rows = []
+    for key in sorted(set(b["key"]) | set(c["key"])):
+        bv, cv = b_ok.get(key, np.empty(0)), c_ok.get(key, np.empty(0))
+        row: dict[str, Any] = {
+            "key": key,
+            "point": analysis.point_label(first.loc[key], label_cols),
+            "world_size": first.loc[key, "world_size"],
+            "baseline": float(np.median(bv)) if len(bv) else np.nan,
+            "n_baseline": len(bv),
+            "current": float(np.median(cv)) if len(cv) else np.nan,
+            "n_current": len(cv),
+            "change": np.nan,
+            "change_lo": np.nan,
+            "change_hi": np.nan,
+            "p_value": np.nan,
+            "method": None,
+            "note": "",
+        }
+        in_b, in_c = key in b_status.index, key in c_status.index
+        if not in_c:
+            row.update(verdict="missing", note="not in the current results")
+        elif not in_b:
+            row.update(verdict="new", note="not in the baseline")
+        elif len(bv) and not len(cv):
+            row.update(verdict="regressed", note=f"every current run failed ({c_status[key]})")
+        elif len(cv) and not len(bv):
+            row.update(verdict="improved", note=f"every baseline run failed ({b_status[key]})")
+        elif not len(bv):
+            row.update(verdict="unchanged", note=f"failed in both ({c_status[key]})")
+        else:
+            row.update(_judge(bv, cv, s))
+        rows.append(row)
+    points = pd.DataFrame(rows)
+    both = points[(points["n_baseline"] > 0) & (points["n_current"] > 0)]
+    if len(both):
+        lo, hi = analysis.ratio_interval(
+            [c_ok[k] for k in both["key"]],
+            [b_ok[k] for k in both["key"]],
+            n_boot=s.n_boot,
+            seed=s.seed,
+        )
+        points.loc[both.index, "change_lo"] = lo - 1.0
+        points.loc[both.index, "change_hi"] = hi - 1.0
+    order = {v: i for i, v in enumerate(VERDICTS)}
+    points["_o"] = points["verdict"].map(order)
+    return points.sort_values(["_o", "change", "point"]).drop(columns="_o").reset_index(drop=True)
+
+
+def _ok_samples(frame: pd.DataFrame, metric: str) -> dict[str, np.ndarray]:
+    ok = frame[(frame["status"] == "ok") & frame[metric].notna()]
+    return {k: g.to_numpy(float) for k, g in ok.groupby("key")[metric]}
+
+
+def _judge(bv: np.ndarray, cv: np.ndarray, s: GateSettings) -> dict[str, Any]:
+    """Verdict for one point measured on both sides."""
+    change = float(np.median(cv) / np.median(bv) - 1.0)
+    testable = min_p_value(len(cv), len(bv)) <= s.alpha
+    if testable:
+        p_less = mann_whitney_p(cv, bv, "less")
+        p_greater = mann_whitney_p(cv, bv, "greater")
+        p = p_less if change < 0 else p_greater
+        method = f"Mann-Whitney U ({len(cv)} vs {len(bv)} runs) + {s.rtol:.0%} threshold"
+        if change < -s.rtol and p_less <= s.alpha:
+            verdict = "regressed"
+        elif change > s.rtol and p_greater <= s.alpha:
+            verdict = "improved"
+        else:
+            verdict = "unchanged"
+        return {"change": change, "p_value": p, "method": method, "verdict": verdict}
+    why = "single run" if min(len(cv), len(bv)) == 1 else f"{len(cv)} vs {len(bv)} runs"
+    if change < -s.rtol:
+        verdict = "regressed"
+    elif change > s.rtol:
+        verdict = "improved"
+    else:
+        verdict = "unchanged"
+    return {
+        "change": change,
+        "method": f"threshold only ({why}: too few repeats for a test)",
+        "verdict": verdict,
+    }
+
+
+def _compare_curves(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.DataFrame:
+    cols = [
+        "curve",
+        "world_size",
+        "base_world_size",
+        "baseline",
+        "current",
+        "change_pp",
+        "change_pp_lo",
+        "change_pp_hi",
+        "method",
+        "verdict",
+    ]
+    # Scaling curves are built from config_key; with derived join keys use those instead.
+    b_keyed = b.assign(config_key=b["key"])
+    c_keyed = c.assign(config_key=c["key"])
+    bc = analysis.scaling(b_keyed, s.metric, n_boot=s.n_boot, seed=s.seed)
+    cc = analysis.scaling(c_keyed, s.metric, n_boot=s.n_boot, seed=s.seed)
+    if bc.empty or cc.empty:
+        return pd.DataFrame(columns=cols)
+    bc = bc[bc["world_size"] > bc["base_world_size"]]
+    cc = cc[cc["world_size"] > cc["base_world_size"]]
+    joined = bc.merge(
+        cc, on=["curve_id", "world_size", "base_world_size"], suffixes=("_b", "_c"), how="inner"
+    )
+    if joined.empty:
+        return pd.DataFrame(columns=cols)
+    b_boot = _efficiency_boot(b_keyed, joined, "_b", s, seed=s.seed)
+    c_boot = _efficiency_boot(c_keyed, joined, "_c", s, seed=s.seed + 7919)
+    delta = (c_boot - b_boot) * 100.0
+    lo, hi = analysis.interval(delta)
+    n_min = np.minimum(
+        _sizes(b_keyed, joined, "_b", s.metric), _sizes(c_keyed, joined, "_c", s.metric)
+    )
+    testable = n_min >= 3
+    out = pd.DataFrame(
+        {
+            "curve": joined["curve_c"],
+            "world_size": joined["world_size"],
+            "base_world_size": joined["base_world_size"],
+            "baseline": joined["efficiency_b"] * 100.0,
+            "current": joined["efficiency_c"] * 100.0,
+        }
+    )
+    out["change_pp"] = out["current"] - out["baseline"]
+    out["change_pp_lo"] = np.where(testable, lo, np.nan)
+    out["change_pp_hi"] = np.where(testable, hi, np.nan)
+    tol = s.efficiency_tol_pp
+    regressed = (out["change_pp"] < -tol) & (~testable | (out["change_pp_hi"] < 0))
+    improved = (out["change_pp"] > tol) & (~testable | (out["change_pp_lo"] > 0))
+    out["verdict"] = np.select([regressed, improved], ["regressed", "improved"], "unchanged")
+    out["method"] = np.where(
+        testable,
+        f"bootstrap 95% interval + {tol:g} pp threshold",
+        f"threshold only (fewer than 3 runs at N or N0): {tol:g} pp",
+    )
+    return out[cols].sort_values(["verdict", "curve", "world_size"]).reset_index(drop=True)
+
+
+def _sizes(frame: pd.DataFrame, joined: pd.DataFrame, suffix: str, metric: str) -> list[int]:
+    samples = analysis.point_samples(frame, metric)
+    return [
+        min(len(samples.get(k, ())), len(samples.get(b, ())))
+        for k, b in zip(joined[f"config_key{suffix}"], joined[f"base_key{suffix}"], strict=True)
+    ]
+
+
+def _efficiency_boot(
+    frame: pd.DataFrame, joined: pd.DataFrame, suffix: str, s: GateSettings, *, seed: int
+) -> np.ndarray:
+    """Bootstrap distribution of each joined step's efficiency on one side: (rows, n_boot)."""
+    samples = analysis.point_samples(frame, s.metric)
+    keys = sorted(set(joined[f"config_key{suffix}"]) | set(joined[f"base_key{suffix}"]))
+    boot = analysis.bootstrap_medians([samples[k] for k in keys], n_boot=s.n_boot, seed=seed)
+    at = {k: i for i, k in enumerate(keys)}
+    this = boot[[at[k] for k in joined[f"config_key{suffix}"]]]
+    base = boot[[at[k] for k in joined[f"base_key{suffix}"]]]
+    scale = (joined["base_world_size"] / joined["world_size"]).to_numpy(float)[:, None]
+    return this / base * scale
+
+
+# -- rendering (pure) ------------------------------------------------------------------------
+
+
+def _pct(v: float) -> str:
+    return "" if v is None or not np.isfinite(v) else f"{v * 100:+.1f}%"
+
+
+def _pp(v: float) -> str:
+    return "" if v is None or not np.isfinite(v) else f"{v:+.1f} pp"
+
+
+def _rate(v: float, n: int) -> str:
+    return "" if not np.isfinite(v) else f"{v:,.1f} (n={n})"
+
+
+def _interval(lo: float, hi: float, fmt) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return ""
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def _point_rows(cmp: Comparison) -> list[list[str]]:
+    rows = []
+    for _, r in cmp.points.iterrows():
+        rows.append(
+            [
+                r["verdict"],
+                r["point"],
+                _rate(r["baseline"], r["n_baseline"]),
+                _rate(r["current"], r["n_current"]),
+                _pct(r["change"]),
+                _interval(r["change_lo"], r["change_hi"], _pct),
+                "" if not np.isfinite(r["p_value"]) else f"{r['p_value']:.3f}",
+                r["note"] or (r["method"] or ""),
+            ]
+        )
+    return rows
+
+
+def _curve_rows(cmp: Comparison) -> list[list[str]]:
+    return [
+        [
+            r["verdict"],
+            r["curve"],
+            f"{int(r['world_size'])} (vs {int(r['base_world_size'])})",
+            f"{r['baseline']:.1f}%",
+            f"{r['current']:.1f}%",
+            _pp(r["change_pp"]),
+            _interval(r["change_pp_lo"], r["change_pp_hi"], _pp),
+        ]
+        for _, r in cmp.curves.iterrows()
+    ]
+
+
+POINT_HEADER = ["verdict", "point", "baseline", "current", "change", "95% CI", "p", "note"]
+CURVE_HEADER = ["verdict", "curve", "N", "baseline eff.", "current eff.", "change", "95% CI"]
+
+
+def _summary_line(cmp: Comparison) -> str:
+    counts = cmp.points["verdict"].value_counts()
+    parts = [f"{counts.get(v, 0)} {v}" for v in VERDICTS if counts.get(v, 0)]
+    line = f"points: {', '.join(parts)}"
+    if len(cmp.curves):
+        cc = cmp.curves["verdict"].value_counts()
+        line += "; efficiency steps: " + ", ".join(f"{n} {v}" for v, n in cc.items())
+    return line
+
+
+def _settings_line(cmp: Comparison) -> str:
+    s = cmp.settings
+    return (
+        f"metric {s.metric}, rtol {s.rtol:.0%}, efficiency tolerance {s.efficiency_tol_pp:g} pp, "
+        f"alpha {s.alpha:g}"
+    )
+
+
+def render_text(cmp: Comparison) -> str:
+    out = [
+        f"compare: {cmp.baseline} (baseline) vs {cmp.current} (current)",
+        _settings_line(cmp),
+        f"VERDICT: {cmp.verdict.upper()}  ({_summary_line(cmp)})",
+        "",
+    ]
+    out.extend(f"! {n}" for n in cmp.notes)
+    out.append("")
+    out.append(_text_table("Points", POINT_HEADER, _point_rows(cmp)))
+    if len(cmp.curves):
+        out.append(_text_table("Scaling efficiency", CURVE_HEADER, _curve_rows(cmp)))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _text_table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    widths = [len(h) for h in header]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([title, "-" * len(title), fmt(header), *(fmt(r) for r in rows)]) + "\n"
+
+
+def render_markdown(cmp: Comparison) -> str:
+    icon = {"regressed": "❌", "improved": "✅", "unchanged": "✔️"}[cmp.verdict]
+    out = [
+        f"### distrinews compare: {icon} **{cmp.verdict}**",
+        "",
+        f"`{cmp.baseline}` (baseline) vs `{cmp.current}` (current) — {_settings_line(cmp)}",
+        "",
+        _summary_line(cmp),
+        "",
+    ]
+    out.extend(f"> {n}" for n in cmp.notes)
+    out.append("")
+    out.append(_md_table(POINT_HEADER, _point_rows(cmp)))
+    if len(cmp.curves):
+        out.extend(["", "#### Scaling efficiency", "", _md_table(CURVE_HEADER, _curve_rows(cmp))])
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_dict(cmp: Comparison) -> dict[str, Any]:
+    def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        return [
+            {
+                k: (None if isinstance(v, float) and not np.isfinite(v) else _py(v))
+                for k, v in r.items()
+            }
+            for r in frame.to_dict("records")
+        ]
+
+    s = cmp.settings
+    return {
+        "verdict": cmp.verdict,
+        "regressed": cmp.regressed,
+        "baseline": cmp.baseline,
+        "current": cmp.current,
+        "settings": {
+            "metric": s.metric,
+            "rtol": s.rtol,
+            "efficiency_tol_pp": s.efficiency_tol_pp,
+            "alpha": s.alpha,
+            "allow_env_change": s.allow_env_change,
+            "fail_on_missing": s.fail_on_missing,
+        },
+        "notes": list(cmp.notes),
+        "points": records(cmp.points),
+        "curves": records(cmp.curves),
+    }
+
+
+def _py(v: Any) -> Any:
+    """Plain JSON values: numpy scalars unwrapped, NaN as null."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def render_json(cmp: Comparison) -> str:
+    return json.dumps(to_dict(cmp), indent=2, sort_keys=False) + "\n"
+
+
+RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}
+
+
+def run_compare(
+    baseline: Path, current: Path, settings: GateSettings, fmt: str = "text"
+) -> tuple[str, Comparison]:
+    """Load both sides, compare, render: what the CLI calls."""
+    cmp = compare(load_side(baseline), load_side(current), settings)
+    return RENDERERS[fmt](cmp), cmp

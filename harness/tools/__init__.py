@@ -1,0 +1,1 @@
+"""Small maintenance tools for results folders (``python -m harness.tools.<name>``)."""

@@ -1,0 +1,105 @@
+"""Copy a results folder with throughput scaled: plants a known slowdown to test the gate.
+
+    python -m harness.tools.perturb results/cpu-smoke /tmp/slow --throughput-scale 0.8
+
+Every ok ledger row gets its throughput-like metrics (samples/s, tokens/s, MFU, HFU) multiplied
+by the scale and its time metrics (step times, measured time) divided by it, so the row stays
+self-consistent. ``--min-world-size N`` touches only points with at least N ranks, which plants
+a *scaling-efficiency* regression instead of a uniform one. The copy gets everything else
+unchanged (env.json, sweep.json, points/); record.json files keep the original numbers -- the
+ledger is what report and compare read.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from distrinews.errors import UserError
+from harness import store
+
+#: Higher-is-better rates: multiplied by the scale.
+RATE_KEYS = (
+    "samples_per_s",
+    "samples_per_s_per_device",
+    "real_tokens_per_s",
+    "padded_tokens_per_s",
+    "mfu",
+    "hfu",
+)
+#: Durations of the measured work: divided by the scale.
+TIME_KEYS = (
+    "step_time_s_p50",
+    "step_time_s_p90",
+    "step_time_s_p99",
+    "step_time_s_mean",
+    "measured_time_s",
+)
+
+
+def perturb_row(row: dict[str, Any], scale: float, min_world_size: int = 1) -> dict[str, Any]:
+    """The row with its rates times ``scale`` and its times over it (non-ok rows unchanged)."""
+    if row.get("status") != "ok" or (row.get("world_size") or 1) < min_world_size:
+        return dict(row)
+    out = dict(row)
+    for key in RATE_KEYS:
+        if isinstance(out.get(key), (int, float)) and not isinstance(out[key], bool):
+            out[key] = out[key] * scale
+    for key in TIME_KEYS:
+        if isinstance(out.get(key), (int, float)) and not isinstance(out[key], bool):
+            out[key] = out[key] / scale
+    return out
+
+
+def perturb(src: Path, dst: Path, *, scale: float, min_world_size: int = 1) -> int:
+    """Copy ``src`` to ``dst`` (which must not exist) with a scaled ledger; return rows scaled."""
+    src, dst = Path(src), Path(dst)
+    if not store.ledger_path(src).is_file():
+        raise UserError(f"{src}: no {store.LEDGER_NAME} here; not a results folder")
+    if dst.exists():
+        raise UserError(f"{dst}: already exists; pick a new destination")
+    if not scale > 0:
+        raise UserError(f"--throughput-scale {scale!r} must be > 0")
+    rows = store.read_ledger(src)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(store.LOCK_NAME))
+    new = [perturb_row(r, scale, min_world_size) for r in rows]
+    text = "".join(
+        json.dumps(r, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n" for r in new
+    )
+    store.atomic_write_text(store.ledger_path(dst), text)
+    return sum(a != b for a, b in zip(rows, new, strict=True))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "--throughput-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Multiply throughput by this (0.8 plants a 20% slowdown).",
+)
+@click.option(
+    "--min-world-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Only scale points with at least this many ranks (plants an efficiency regression).",
+)
+def main(src: Path, dst: Path, throughput_scale: float, min_world_size: int) -> None:
+    """Copy results folder SRC to DST with a planted throughput change."""
+    try:
+        n = perturb(src, dst, scale=throughput_scale, min_world_size=min_world_size)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"{dst}: {n} ok row(s) scaled by {throughput_scale:g}")
+
+
+if __name__ == "__main__":
+    main()
