@@ -389,6 +389,99 @@ def export(results_dir: Path, output: Path) -> None:
     click.echo(f"wrote {n} rows to {output}")
 
 
+@cli.command()
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="HTML file to write (default: RESULTS_DIR/report.html).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "text"]),
+    default="html",
+    show_default=True,
+    help="html: write one self-contained file; text: print the headline tables.",
+)
+@user_errors
+def report(results_dir: Path, output: Path | None, fmt: str) -> None:
+    """Render the scaling report of one sweep folder."""
+    from harness.report import load_report, render_report, render_text
+
+    if fmt == "text":
+        click.echo(render_text(load_report(results_dir)), nl=False)
+        return
+    click.echo(f"report: {render_report(results_dir, output)}")
+
+
+@cli.command("compare")
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("current", type=click.Path(path_type=Path))
+@click.option(
+    "--rtol",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Relative throughput change that counts as a regression.",
+)
+@click.option(
+    "--efficiency-tol-pp",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Scaling-efficiency drop (percentage points) that counts as a regression.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Significance level of the one-sided tests on repeats.",
+)
+@click.option("--metric", default="samples_per_s", show_default=True, help="Ledger column.")
+@click.option("--allow-env-change", is_flag=True, help="Compare across environment changes.")
+@click.option("--fail-on-missing", is_flag=True, help="Missing baseline points fail the gate.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown", "json"]),
+    default="text",
+    show_default=True,
+)
+@user_errors
+def compare_cmd(
+    baseline: Path,
+    current: Path,
+    rtol: float,
+    efficiency_tol_pp: float,
+    alpha: float,
+    metric: str,
+    allow_env_change: bool,
+    fail_on_missing: bool,
+    fmt: str,
+) -> None:
+    """Gate CURRENT against BASELINE (results folders or exported tables).
+
+    Exit 0: no regression; 1: regression; 2: unusable input.
+    """
+    from harness.compare import GateSettings, run_compare
+
+    settings = GateSettings(
+        rtol=rtol,
+        efficiency_tol_pp=efficiency_tol_pp,
+        alpha=alpha,
+        metric=metric,
+        allow_env_change=allow_env_change,
+        fail_on_missing=fail_on_missing,
+    )
+    text, result = run_compare(baseline, current, settings, fmt)
+    click.echo(text, nl=False)
+    sys.exit(1 if result.regressed else 0)
+
+
 def main() -> None:
     cli()
 
