@@ -390,6 +390,180 @@ def export(results_dir: Path, output: Path) -> None:
 
 
 @cli.command()
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A checkpoint directory, or a train --out directory (its latest checkpoint is used).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on; 0.0.0.0 exposes the service to the network.",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Tokenizer directory or vocab.txt, for a checkpoint saved without one.",
+)
+@click.option(
+    "--max-texts", type=click.IntRange(min=1), default=64, show_default=True, help="Per request."
+)
+@click.option(
+    "--max-chars", type=click.IntRange(min=1), default=2000, show_default=True, help="Per text."
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+@user_errors
+def serve(
+    checkpoint: Path,
+    host: str,
+    port: int,
+    device: str,
+    tokenizer: Path | None,
+    max_texts: int,
+    max_chars: int,
+    log_level: str,
+) -> None:
+    """Serve a trained checkpoint over HTTP: POST /predict, GET /healthz, /readyz, /docs.
+
+    \b
+    Query it with curl:
+      curl -s http://127.0.0.1:8000/predict -H 'content-type: application/json' \\
+        -d '{"texts": ["Stocks rallied after the central bank held rates."]}'
+    """
+    try:
+        import uvicorn
+
+        from distrinews.serve import ServeLimits, create_app
+    except ImportError as exc:
+        raise UserError(
+            f"serve needs the 'serve' extra ({exc.name} is missing): "
+            "pip install 'distrinews[serve]'"
+        ) from None
+    limits = ServeLimits(max_texts=max_texts, max_chars=max_chars)
+    app = create_app(checkpoint, device=device, tokenizer=tokenizer, limits=limits)
+    click.echo(f"serving {checkpoint} at http://{host}:{port} (API docs: /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+@cli.command("bench-serve")
+@click.option("--url", required=True, help="Base URL of a running server (loopback only).")
+@click.option(
+    "--concurrency",
+    default="1,4,16",
+    show_default=True,
+    help="Comma-separated concurrency levels (requests in flight at once).",
+)
+@click.option(
+    "--requests",
+    "n_requests",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Most requests per level.",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Most wall time per level.",
+)
+@click.option("--texts-per-request", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Unrecorded requests before the first level.",
+)
+@click.option(
+    "--data",
+    default=None,
+    help="Texts from a .csv/.jsonl/.parquet AG News file (default: built-in sample sentences).",
+)
+@click.option(
+    "--results",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+)
+@click.option(
+    "--name",
+    default="serving",
+    show_default=True,
+    help="Rows go to RESULTS/NAME/serving.jsonl (appended).",
+)
+@click.option("--allow-remote", is_flag=True, help="Permit a non-loopback --url.")
+@user_errors
+def bench_serve(
+    url: str,
+    concurrency: str,
+    n_requests: int,
+    max_seconds: float,
+    texts_per_request: int,
+    warmup: int,
+    data: str | None,
+    results: Path,
+    name: str,
+    allow_remote: bool,
+) -> None:
+    """Requests/s and latency p50/p95/p99 of a running server over a concurrency sweep.
+
+    \b
+      distrinews-bench serve --checkpoint results/train-tiny --port 8000 &
+      distrinews-bench bench-serve --url http://127.0.0.1:8000 --concurrency 1,4,16
+    """
+    import re
+
+    from harness.bench_serve import (
+        BenchServeSpec,
+        bench_serve,
+        format_table,
+        load_texts,
+        parse_concurrency,
+    )
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    spec = BenchServeSpec(
+        url=url,
+        concurrency=parse_concurrency(concurrency),
+        requests=n_requests,
+        max_seconds=max_seconds,
+        texts_per_request=texts_per_request,
+        warmup_requests=warmup,
+        allow_remote=allow_remote,
+    )
+    texts = load_texts(data)
+    out = results / name
+
+    def progress(row: dict[str, Any], level: Any) -> None:
+        click.echo(
+            f"concurrency {row['concurrency']}: {row['requests']} requests, "
+            f"{row['errors']} errors in {row['duration_s']:.1f} s",
+            err=True,
+        )
+        for sample in level.error_samples:
+            click.echo(f"  error: {sample}", err=True)
+
+    rows = bench_serve(spec, texts, results_dir=out, on_level=progress)
+    click.echo(format_table(rows))
+    click.echo(f"rows appended to {out / 'serving.jsonl'}")
+    if any(row["errors"] for row in rows):
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option(
     "-o",
