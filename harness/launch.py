@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,12 +332,13 @@ def run_process(
     timeout_s: float,
     cwd: Path | None = None,
     grace_s: float = 10.0,
+    on_start: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to completion or ``timeout_s``; on timeout or interrupt kill its whole tree.
 
     The process starts a new session (its own process group), so the kill reaches torchrun
     and its workers but never the sweep itself. Output (stdout and stderr) goes to
-    ``log_path``.
+    ``log_path``. ``on_start`` runs once the process exists (e.g. starting telemetry).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -353,6 +354,8 @@ def run_process(
             preexec_fn=_die_with_parent(),
         )
         try:
+            if on_start is not None:
+                on_start()
             returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             kill_tree(proc, grace_s=grace_s)

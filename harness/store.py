@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.runspec import RunSpec
 
 LEDGER_SCHEMA_VERSION = 1
 LEDGER_NAME = "ledger.jsonl"
@@ -281,3 +282,128 @@ def _column_order(name: str) -> tuple[int, str]:
     if name in _LEAD_COLUMNS:
         return (_LEAD_COLUMNS.index(name), "")
     return (len(_LEAD_COLUMNS), name)
+
+
+# -- building a row --------------------------------------------------------------------------
+
+#: record.json "metrics" keys (notes/contracts.md): ledger columns, null unless status is ok.
+#: (metrics.measured_steps equals the spec's measured_steps, already a config column.)
+METRIC_KEYS = (
+    "samples_per_s",
+    "samples_per_s_per_device",
+    "real_tokens_per_s",
+    "padded_tokens_per_s",
+    "step_time_s_p50",
+    "step_time_s_p90",
+    "step_time_s_p99",
+    "step_time_s_mean",
+    "data_wait_share",
+    "mem_peak_gib",
+    "mfu",
+    "hfu",
+    "flops_per_step",
+    "measured_time_s",
+    "loss_first",
+    "loss_last",
+)
+
+
+def config_columns(spec: RunSpec) -> dict[str, Any]:
+    """The flat configuration columns of a ledger row, from the point's RunSpec."""
+    return {
+        "nodes": spec.nodes,
+        "nproc_per_node": spec.nproc_per_node,
+        "world_size": spec.world_size,
+        "device": spec.device,
+        "backend": spec.resolved_backend,
+        "model": spec.model,
+        "init": spec.init,
+        "data": spec.data,
+        "max_length": spec.max_length,
+        "seq_policy": spec.seq_policy,
+        "per_device_batch": spec.per_device_batch,
+        "grad_accum": spec.grad_accum,
+        "global_batch": spec.global_batch,
+        "precision": spec.precision,
+        "compile": spec.compile,
+        "ddp_bucket_cap_mb": float(spec.ddp.bucket_cap_mb),
+        "ddp_gradient_as_bucket_view": spec.ddp.gradient_as_bucket_view,
+        "ddp_static_graph": spec.ddp.static_graph,
+        "ddp_broadcast_buffers": spec.ddp.broadcast_buffers,
+        "ddp_comm_hook": spec.ddp.comm_hook,
+        "nccl_env": ",".join(f"{k}={v}" for k, v in sorted(spec.nccl_env)),
+        "warmup_steps": spec.warmup_steps,
+        "measured_steps": spec.measured_steps,
+        "fault": spec.fault,
+    }
+
+
+def make_row(
+    *,
+    sweep: str,
+    spec: RunSpec,
+    status: str,
+    reason: str | None,
+    started_at: str,
+    finished_at: str,
+    duration_s: float,
+    scaling_mode: str,
+    point_dir: str,
+    record: dict[str, Any] | None,
+    telemetry: dict[str, Any],
+    env_fingerprint: str | None,
+) -> dict[str, Any]:
+    """One ledger row (notes/contracts.md): identity, status, config, metrics, telemetry.
+
+    Metrics are copied only for ok points and only when they are finite numbers: a failed
+    point's row has nulls there, never text or NaN.
+    """
+    metrics = (record or {}).get("metrics") or {}
+    ok = status == "ok"
+    row: dict[str, Any] = {
+        "schema_version": LEDGER_SCHEMA_VERSION,
+        "sweep": sweep,
+        "run_id": spec.run_id,
+        "config_key": spec.config_key,
+        "repeat": spec.repeat,
+        "status": status,
+        "reason": reason,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration_s": round(float(duration_s), 3),
+        "scaling_mode": scaling_mode,
+        "point_dir": point_dir,
+        **config_columns(spec),
+    }
+    for key in METRIC_KEYS:
+        row[key] = _number(metrics.get(key)) if ok else None
+    if ok:  # metrics the worker added later (schema growth): kept, same rules
+        for key, value in metrics.items():
+            if key not in row and key != "measured_steps":
+                row[key] = _number(value)
+    row["step_time_s_rank_spread"] = _rank_spread(record) if ok else None
+    row.update(telemetry)
+    row["env_fingerprint"] = env_fingerprint
+    return row
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _rank_spread(record: dict[str, Any] | None) -> float | None:
+    """Slowest rank's median step time over the fastest's (1.0 = no straggler)."""
+    times = (record or {}).get("step_times_s")
+    if not isinstance(times, list) or not times:
+        return None
+    medians = []
+    for per_rank in times:
+        vals = sorted(v for v in per_rank if isinstance(v, (int, float)) and math.isfinite(v))
+        if not vals:
+            return None
+        mid = len(vals) // 2
+        medians.append(vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2)
+    low = min(medians)
+    return max(medians) / low if low > 0 else None

@@ -1,0 +1,439 @@
+"""Sweep orchestration: spec -> points -> launch -> collect -> store, with resume.
+
+``distrinews-bench sweep FILE`` calls :func:`run_sweep`, which
+
+1. expands the sweep for this machine (:mod:`harness.spec`),
+2. takes the sweep folder's lock, writes ``env.json`` and ``sweep.json``,
+3. reads the ledger and plans each point (:func:`plan`): already ok -> done; failed before ->
+   kept unless ``retry_failed``; cannot run here -> a "skipped" row with the reason;
+   otherwise run,
+4. runs the points in ascending GPU count, each with a fresh torchrun (:mod:`harness.launch`)
+   while NVML is sampled (:mod:`harness.telemetry`), and appends ONE ledger row per finished
+   point -- the last thing a point does, so an interrupted point leaves no row and runs again
+   on the next invocation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distrinews.errors import UserError
+from distrinews.runspec import RunSpec
+
+from . import envinfo, store, telemetry
+from .launch import (
+    LAUNCHER_LOG,
+    LOGS_DIR,
+    RECORD_JSON,
+    RUN_JSON,
+    Outcome,
+    build_env,
+    build_srun_argv,
+    build_torchrun_argv,
+    classify,
+    effective_nccl_env,
+    free_port,
+    read_errors,
+    read_logs,
+    run_process,
+    slurm_gpus_per_node,
+    slurm_hosts,
+)
+from .spec import LAUNCHERS, Point, Resources, SweepSpec
+
+#: What the sweep does with a point, decided before anything runs.
+ACTIONS = ("run", "done", "kept_failed", "skip", "skip_recorded")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    """How to run a sweep (the CLI's options)."""
+
+    results: Path = Path("results")
+    """Root folder; the sweep writes results/<name>/."""
+    name: str | None = None
+    """Folder name under results (default: the sweep file's name)."""
+    timeout_s: float | None = None
+    """Per-point limit; None takes the sweep file's timeout_s."""
+    retry_failed: bool = False
+    """Re-run points whose latest row is a failure (oom, timeout, crashed, ...)."""
+    launcher: str = "local"
+    """local (torchrun on this machine) or slurm (srun torchrun inside an allocation)."""
+    nodes: int | None = None
+    """Nodes available to the slurm launcher (default: the allocation's size)."""
+    progress: bool = True
+    """Show a tqdm progress bar on stderr."""
+    python: str = field(default_factory=lambda: sys.executable)
+    """Interpreter that runs torchrun and the worker."""
+
+    def __post_init__(self) -> None:
+        if self.launcher not in LAUNCHERS:
+            raise UserError(f"launcher = {self.launcher!r}; allowed: {', '.join(LAUNCHERS)}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise UserError(f"timeout_s = {self.timeout_s!r}; expected a number > 0")
+        if self.nodes is not None and self.nodes < 1:
+            raise UserError(f"nodes = {self.nodes!r}; expected an integer >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedPoint:
+    """A point and what this invocation does with it."""
+
+    point: Point
+    action: str
+    """One of ACTIONS."""
+    note: str | None = None
+    """The skip reason or the earlier failure, for --dry-run."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    """Where the results are and how the points stand after this invocation."""
+
+    sweep_dir: Path
+    ran: int
+    """Points launched by this invocation."""
+    statuses: dict[str, int]
+    """Latest status per point of this sweep -> number of points."""
+
+
+def detect_resources(options: SweepOptions, env: dict[str, str] | None = None) -> Resources:
+    """GPUs per node and nodes available, from torch locally or the SLURM allocation."""
+    env = dict(os.environ if env is None else env)
+    import torch
+
+    local_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if options.launcher == "local":
+        return Resources(nodes=1, gpus_per_node=local_gpus, launcher="local")
+    nodes = options.nodes or int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+    gpus = slurm_gpus_per_node(env) or local_gpus
+    return Resources(nodes=nodes, gpus_per_node=gpus, launcher="slurm")
+
+
+def plan(
+    points: Sequence[Point], rows: Sequence[dict[str, Any]], *, retry_failed: bool
+) -> list[PlannedPoint]:
+    """What to do with each point given the ledger so far (pure; latest row per run_id wins)."""
+    latest = store.latest_by_run_id(rows)
+    out = []
+    for point in points:
+        prev = latest.get(point.run_id)
+        prev_status = prev.get("status") if prev else None
+        if point.skip_reason is not None:
+            same = prev_status == "skipped" and prev.get("reason") == point.skip_reason
+            action = "skip_recorded" if same else "skip"
+            out.append(PlannedPoint(point=point, action=action, note=point.skip_reason))
+        elif prev_status == "ok":
+            out.append(PlannedPoint(point=point, action="done"))
+        elif prev_status in store.FAILED_STATUSES and not retry_failed:
+            note = f"{prev_status}: {prev.get('reason')}"
+            out.append(PlannedPoint(point=point, action="kept_failed", note=note))
+        else:
+            out.append(PlannedPoint(point=point, action="run"))
+    return out
+
+
+def describe(point: Point) -> str:
+    """A short human label of a point's configuration."""
+    s = point.spec
+    parts = [
+        f"{s.nodes}x{s.nproc_per_node} {s.device}",
+        f"b{s.per_device_batch}" + (f"x{s.grad_accum}" if s.grad_accum > 1 else ""),
+        s.precision,
+        s.seq_policy,
+    ]
+    if s.compile:
+        parts.append("compile")
+    if s.ddp != type(s.ddp)():
+        parts.append("ddp(" + ",".join(_ddp_diff(s)) + ")")
+    if s.nccl_env:
+        parts.append(",".join(f"{k}={v}" for k, v in s.nccl_env))
+    if s.fault != "none":
+        parts.append(f"fault={s.fault}")
+    parts.append(f"r{s.repeat}")
+    return " ".join(parts)
+
+
+def _ddp_diff(spec: RunSpec) -> list[str]:
+    default = type(spec.ddp)()
+    return [
+        f"{f.name}={getattr(spec.ddp, f.name)}"
+        for f in dataclasses.fields(spec.ddp)
+        if getattr(spec.ddp, f.name) != getattr(default, f.name)
+    ]
+
+
+def format_plan(planned: Sequence[PlannedPoint]) -> str:
+    """The --dry-run listing: one line per point."""
+    lines = []
+    for i, p in enumerate(planned, start=1):
+        tail = f"  ({p.note})" if p.note else ""
+        lines.append(f"{i:>3}  {p.point.run_id}  {p.action:<13} {describe(p.point)}{tail}")
+    counts = Counter(p.action for p in planned)
+    lines.append(f"{len(planned)} points: " + ", ".join(f"{n} {a}" for a, n in counts.items()))
+    return "\n".join(lines)
+
+
+def prepare(spec: SweepSpec, options: SweepOptions) -> tuple[Path, list[PlannedPoint]]:
+    """The sweep folder and the plan, without writing anything (used by --dry-run too)."""
+    spec = _named(spec, options)
+    sweep_dir = Path(options.results) / spec.name
+    points = spec.expand(detect_resources(options))
+    return sweep_dir, plan(points, store.read_ledger(sweep_dir), retry_failed=options.retry_failed)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    options: SweepOptions,
+    *,
+    echo: Callable[[str], None] = print,
+) -> SweepResult:
+    """Run (or resume) a sweep; see the module docstring. Returns where the results are."""
+    spec = _named(spec, options)
+    name = spec.name
+    sweep_dir, _ = prepare(spec, options)
+    timeout_s = options.timeout_s or spec.timeout_s
+    with store.sweep_lock(sweep_dir):
+        env_info = envinfo.collect()
+        _write_env(sweep_dir, env_info)
+        # Plan again under the lock: another sweep may have finished points meanwhile.
+        points = spec.expand(detect_resources(options))
+        planned = plan(points, store.read_ledger(sweep_dir), retry_failed=options.retry_failed)
+        store.atomic_write_json(
+            sweep_dir / "sweep.json",
+            {
+                "name": name,
+                "spec": spec.to_dict(),
+                "points": [
+                    {
+                        "run_id": p.point.run_id,
+                        "skip_reason": p.point.skip_reason,
+                        "spec": p.point.spec.to_dict(),
+                    }
+                    for p in planned
+                ],
+            },
+        )
+        for p in planned:
+            if p.action == "skip":
+                now = _now()
+                store.append_row(
+                    sweep_dir,
+                    store.make_row(
+                        sweep=name,
+                        spec=p.point.spec,
+                        status="skipped",
+                        reason=p.note,
+                        started_at=now,
+                        finished_at=now,
+                        duration_s=0.0,
+                        scaling_mode=spec.scaling,
+                        point_dir=_rel(p.point.run_id),
+                        record=None,
+                        telemetry=telemetry.summarise([], None, available=False),
+                        env_fingerprint=env_info["fingerprint"],
+                    ),
+                )
+        to_run = [p.point for p in planned if p.action == "run"]
+        done = sum(p.action == "done" for p in planned)
+        kept = sum(p.action == "kept_failed" for p in planned)
+        if done or kept:
+            echo(
+                f"resuming {sweep_dir}: {done} point(s) already ok"
+                + (f", {kept} failed kept (--retry-failed re-runs them)" if kept else "")
+            )
+        bar = _progress(len(to_run), enabled=options.progress)
+        try:
+            for point in to_run:
+                bar.set_description_str(f"{point.run_id} {describe(point)}")
+                row = run_point(
+                    point.spec,
+                    sweep_dir,
+                    sweep=name,
+                    scaling_mode=spec.scaling,
+                    timeout_s=timeout_s,
+                    options=options,
+                    env_info=env_info,
+                )
+                bar.set_postfix_str(f"last: {row['status']}")
+                bar.update(1)
+        finally:
+            bar.close()
+    latest = store.latest_by_run_id(store.read_ledger(sweep_dir))
+    statuses = Counter(
+        latest[p.point.run_id]["status"] for p in planned if p.point.run_id in latest
+    )
+    return SweepResult(sweep_dir=sweep_dir, ran=len(to_run), statuses=dict(statuses))
+
+
+def _named(spec: SweepSpec, options: SweepOptions) -> SweepSpec:
+    """The spec under --name (validated like a name in the file)."""
+    return dataclasses.replace(spec, name=options.name) if options.name else spec
+
+
+def _write_env(sweep_dir: Path, env_info: dict[str, Any]) -> None:
+    """env.json once per sweep folder; a different machine resuming it is refused."""
+    path = sweep_dir / "env.json"
+    previous = store.read_json(path)
+    if previous and previous.get("fingerprint") != env_info["fingerprint"]:
+        raise UserError(
+            f"{sweep_dir} holds results from another environment (fingerprint "
+            f"{previous.get('fingerprint')}, this one {env_info['fingerprint']}); mixing them "
+            "would make comparisons meaningless -- use another --name"
+        )
+    if previous is None:
+        store.atomic_write_json(path, env_info)
+
+
+def run_point(
+    spec: RunSpec,
+    sweep_dir: Path,
+    *,
+    sweep: str,
+    scaling_mode: str,
+    timeout_s: float,
+    options: SweepOptions,
+    env_info: dict[str, Any],
+) -> dict[str, Any]:
+    """Launch one point, collect what it left, append its ledger row; returns the row."""
+    pdir = store.point_dir(sweep_dir, spec.run_id)
+    # Whatever is here is an unfinished attempt (no row) or a failure being retried: start
+    # clean, so no stale record.json or error.json can be mistaken for this run's.
+    if pdir.exists():
+        shutil.rmtree(pdir)
+    pdir.mkdir(parents=True)
+    store.atomic_write_text(pdir / RUN_JSON, spec.to_json() + "\n")
+    env = build_env(spec)
+    argv = _argv(spec, pdir, options)
+    nccl = effective_nccl_env(env)
+    sampler = (
+        telemetry.make_sampler(visible=env.get("CUDA_VISIBLE_DEVICES"), count=spec.nproc_per_node)
+        if spec.device == "cuda"
+        else telemetry.NullSampler("cpu point: no GPU to sample")
+    )
+    started_at = _now()
+    try:
+        result = run_process(
+            argv,
+            env=env,
+            log_path=pdir / LOGS_DIR / LAUNCHER_LOG,
+            timeout_s=timeout_s,
+            on_start=sampler.start,  # after the fork, so no sampler thread exists during it
+        )
+    finally:
+        samples = sampler.stop()
+    finished_at = _now()
+    store.atomic_write_text(
+        pdir / "telemetry.jsonl",
+        "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples),
+    )
+    record = store.read_json(pdir / RECORD_JSON)
+    outcome = classify(
+        result,
+        has_record=record is not None,
+        errors=read_errors(pdir),
+        log_text=read_logs(pdir),
+        timeout_s=timeout_s,
+    )
+    outcome = _check_record(outcome, record)
+    window = _window(record) if outcome.status == "ok" else None
+    summary = telemetry.summarise(samples, window, available=sampler.available)
+    row = store.make_row(
+        sweep=sweep,
+        spec=spec,
+        status=outcome.status,
+        reason=outcome.reason,
+        started_at=started_at,
+        finished_at=finished_at,
+        duration_s=result.duration_s,
+        scaling_mode=scaling_mode,
+        point_dir=_rel(spec.run_id),
+        record=record if outcome.status == "ok" else None,
+        telemetry=summary,
+        env_fingerprint=env_info["fingerprint"],
+    )
+    store.atomic_write_json(
+        pdir / "status.json",
+        {
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "returncode": result.returncode,
+            "timed_out": result.timed_out,
+            "duration_s": result.duration_s,
+            "argv": argv,
+            "telemetry_unavailable_reason": sampler.unavailable_reason,
+            "env": envinfo.point_env(env_info, nccl_env=nccl),
+        },
+    )
+    # The commit point: once this line is in the ledger the point is finished.
+    store.append_row(sweep_dir, row)
+    return row
+
+
+def _argv(spec: RunSpec, pdir: Path, options: SweepOptions) -> list[str]:
+    if options.launcher == "slurm":
+        hosts = slurm_hosts(os.environ)
+        return build_srun_argv(spec, pdir, hosts=hosts, port=free_port(), python=options.python)
+    return build_torchrun_argv(spec, pdir, python=options.python)
+
+
+def _check_record(outcome: Outcome, record: dict[str, Any] | None) -> Outcome:
+    """An "ok" needs a record this harness can read (schema 1 with metrics)."""
+    if outcome.status != "ok":
+        return outcome
+    if record is None or record.get("schema_version") != 1 or not record.get("metrics"):
+        version = record.get("schema_version") if record else None
+        return Outcome(
+            status="crashed",
+            reason=f"record.json unreadable or schema_version {version!r} (expected 1)",
+        )
+    return outcome
+
+
+def _window(record: dict[str, Any] | None) -> tuple[float, float] | None:
+    win = (record or {}).get("measured_window") or {}
+    start, end = win.get("start_unix"), win.get("end_unix")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end >= start:
+        return (float(start), float(end))
+    return None
+
+
+def _rel(run_id: str) -> str:
+    return f"{store.POINTS_DIR}/{run_id}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class _NoBar:
+    def set_description_str(self, *_: Any) -> None: ...
+    def set_postfix_str(self, *_: Any) -> None: ...
+    def update(self, *_: Any) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, *, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="point",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        # tqdm's monitor thread would run during fork/exec of each launch; not needed here.
+        mininterval=1.0,
+        bar_format="{desc} | {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
+    )
