@@ -46,14 +46,15 @@ LAUNCHER_LOG = "launcher.log"
 
 #: Worker exit codes (notes/contracts.md) -> ledger status.
 EXIT_STATUS = {2: "invalid", 3: "oom", 4: "crashed", 5: "nccl_error"}
-#: Worker error.json "failure" -> ledger status. NaN loss and a dead rank are crashes with
-#: the failure named in the reason (the ledger has no separate status for them).
+#: Worker error.json "failure" -> ledger status. A NaN loss is a crash, and a dead peer a
+#: collective failure (the worker's exit codes 4 and 5 say the same); the reason keeps the
+#: worker's own failure name, so nothing is lost by the coarser status.
 FAILURE_STATUS = {
     "oom": "oom",
     "nccl_error": "nccl_error",
+    "rank_died": "nccl_error",
     "invalid_spec": "invalid",
     "nan_loss": "crashed",
-    "rank_died": "crashed",
     "crashed": "crashed",
 }
 #: Log patterns, checked only when the worker could not write error.json (killed, segfault,
@@ -76,6 +77,11 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 _EXITCODE = re.compile(r"exitcode\s*:\s*(-?\d+)")
+#: torchrun's summary names the first rank that failed and its exit code.
+_ROOT_CAUSE = re.compile(
+    r"Root Cause \(first observed failure\):.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)",
+    re.DOTALL,
+)
 
 
 # -- pure builders ---------------------------------------------------------------------------
@@ -474,16 +480,21 @@ def classify(
         err = errors[0]
         failure = str(err.get("failure", "crashed"))
         status = FAILURE_STATUS.get(failure, "crashed")
-        message = _one_line(str(err.get("message", "")))
+        message = _one_line(str(err.get("message", "")), limit=200)
         rank = err.get("rank")
         where = f" (rank {rank})" if rank is not None else ""
+        root = _ROOT_CAUSE.search(log_text)
+        if root and rank is not None and int(root.group(1)) != rank:
+            # The rank that wrote error.json saw a symptom (a peer vanished); say who went first.
+            message += f"; first failure: rank {root.group(1)} exit code {root.group(2)}"
         return Outcome(status=status, reason=_one_line(f"{failure}{where}: {message}"))
     if result.returncode == 0:
         if has_record:
             return Outcome(status="ok", reason=None)
         return Outcome(status="crashed", reason="exited 0 but wrote no record.json")
+    root = _ROOT_CAUSE.search(log_text)
     codes = [int(c) for c in _EXITCODE.findall(log_text)]
-    worker_code = next((c for c in codes if c != 0), None)
+    worker_code = int(root.group(2)) if root else next((c for c in codes if c != 0), None)
     if worker_code in EXIT_STATUS:
         status = EXIT_STATUS[worker_code]
         reason = f"worker exit code {worker_code}; {_last_error(log_text)}"
@@ -503,7 +514,10 @@ def classify(
     return Outcome(status="crashed", reason=_one_line(f"exit code {code}; {_last_error(log_text)}"))
 
 
-_ERRORISH = re.compile(r"Error|Exception|error:|Traceback|Killed|failed", re.IGNORECASE)
+_ERRORISH = re.compile(
+    r"Error|Exception|error:|Killed|failed|Segmentation fault|Aborted|core dumped|Fatal",
+    re.IGNORECASE,
+)
 
 
 def _last_error(text: str) -> str:

@@ -1,0 +1,232 @@
+"""Pure launch builders (torchrun/srun argv, env, sbatch text) and the failure classifier."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distrinews.runspec import RunSpec
+from harness import launch as L
+
+SPEC = RunSpec(device="cpu", model="tiny", nproc_per_node=2, nccl_env={"NCCL_ALGO": "Ring"})
+
+
+def test_single_node_argv_is_standalone_torchrun_of_the_worker(tmp_path):
+    argv = L.build_torchrun_argv(SPEC, tmp_path, python="/py")
+    assert argv[:3] == ["/py", "-m", "torch.distributed.run"]
+    assert "--standalone" in argv  # c10d on localhost:0: the OS picks a free port
+    assert not any(a.startswith("--rdzv-endpoint") for a in argv)
+    assert "--nnodes=1" in argv and "--nproc-per-node=2" in argv
+    assert "--max-restarts=0" in argv
+    assert f"--log-dir={tmp_path / 'logs'}" in argv
+    assert "--redirects=3" in argv and "--tee=3" in argv
+    tail = argv[argv.index("-m", 3) :]
+    assert tail == [
+        "-m", "distrinews.worker", "--spec", str(tmp_path / "run.json"), "--out", str(tmp_path)
+    ]  # fmt: skip
+
+
+def test_multi_node_argv_uses_c10d_rendezvous(tmp_path):
+    spec = RunSpec(nodes=2, nproc_per_node=8)
+    with pytest.raises(ValueError, match="needs a Rendezvous"):
+        L.build_torchrun_argv(spec, tmp_path)
+    rdzv = L.Rendezvous(endpoint="node1:29400", run_id=spec.run_id)
+    argv = L.build_torchrun_argv(spec, tmp_path, rdzv=rdzv)
+    assert "--standalone" not in argv
+    assert "--rdzv-backend=c10d" in argv
+    assert "--rdzv-endpoint=node1:29400" in argv
+    assert f"--rdzv-id={spec.run_id}" in argv
+    assert "--nnodes=2" in argv and "--nproc-per-node=8" in argv
+
+
+def test_srun_argv_runs_one_agent_per_node_on_the_first_hosts(tmp_path):
+    spec = RunSpec(nodes=2, nproc_per_node=4)
+    argv = L.build_srun_argv(spec, tmp_path, hosts=["gpu7", "gpu8", "gpu9"], port=29555)
+    assert argv[0] == "srun"
+    assert "--nodes=2" in argv and "--ntasks-per-node=1" in argv
+    assert "--nodelist=gpu7,gpu8" in argv
+    assert "--rdzv-endpoint=gpu7:29555" in argv
+    assert argv[argv.index("torch.distributed.run") - 2] == "python"
+    with pytest.raises(ValueError):
+        L.build_srun_argv(RunSpec(nodes=4), tmp_path, hosts=["a"], port=1)
+
+
+def test_env_sets_nccl_settings_over_inherited_and_records_them():
+    base = {"PATH": "/bin", "NCCL_ALGO": "Tree", "NCCL_DEBUG": "INFO", "OMP_NUM_THREADS": "4"}
+    env = L.build_env(SPEC, base)
+    assert env["NCCL_ALGO"] == "Ring"  # the spec wins
+    assert env["PATH"] == "/bin" and env["OMP_NUM_THREADS"] == "4"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert base["NCCL_ALGO"] == "Tree"  # pure: the input is untouched
+    assert L.effective_nccl_env(env) == {
+        "NCCL_ALGO": "Ring",
+        "NCCL_DEBUG": "INFO",  # inherited settings are recorded too: they shape the run
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    }
+    assert L.build_env(RunSpec(), {})["OMP_NUM_THREADS"] == "1"
+
+
+def test_sbatch_script_text():
+    script = L.build_sbatch_script(
+        "harness/sweeps/h100-2node-scaling.toml",
+        nodes=2,
+        gpus_per_node=8,
+        partition="gpu",
+        account="proj 1",
+        time_limit="02:00:00",
+        job_name="distrinews-x",
+    )
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for expected in (
+        "#SBATCH --job-name=distrinews-x",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --exclusive",
+        "#SBATCH --time=02:00:00",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj 1",
+        "set -euo pipefail",
+        "distrinews-bench sweep harness/sweeps/h100-2node-scaling.toml --launcher slurm "
+        "--nodes 2 --results results",
+    ):
+        assert expected in lines, expected
+    # Every #SBATCH line precedes the first command (sbatch stops reading them there).
+    first_cmd = next(i for i, ln in enumerate(lines) if ln and not ln.startswith("#"))
+    assert all(i < first_cmd for i, ln in enumerate(lines) if ln.startswith("#SBATCH"))
+    assert "--partition" not in L.build_sbatch_script("x.toml", nodes=1, gpus_per_node=1)
+
+
+@pytest.mark.parametrize(
+    "env, gpus",
+    [
+        ({"SLURM_GPUS_ON_NODE": "8"}, 8),
+        ({"SLURM_GPUS_PER_NODE": "h100:4"}, 4),
+        ({"CUDA_VISIBLE_DEVICES": "0,1,2"}, 3),
+        ({}, 0),
+    ],
+)
+def test_gpus_per_node_from_the_allocation(env, gpus):
+    assert L.slurm_gpus_per_node(env) == gpus
+
+
+def _result(rc=1, timed_out=False):
+    return L.ProcessResult(returncode=rc, timed_out=timed_out, duration_s=1.0)
+
+
+ROOT_CAUSE_LOG = """
+Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : 5 (pid: 11332)
+Root Cause (first observed failure):
+[0]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : {code} (pid: 11333)
+"""
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, reason",
+    [
+        (dict(result=_result(timed_out=True)), "timeout", "no result within 30 s"),
+        (dict(result=_result(0), has_record=True), "ok", None),
+        (dict(result=_result(0)), "crashed", "no record.json"),
+        (
+            dict(errors=[{"failure": "oom", "message": "CUDA out of memory", "rank": 3}]),
+            "oom",
+            "oom (rank 3): CUDA out of memory",
+        ),
+        (dict(errors=[{"failure": "invalid_spec", "message": "bad"}]), "invalid", "invalid_spec"),
+        (dict(errors=[{"failure": "nan_loss", "message": "NaN"}]), "crashed", "nan_loss"),
+        (
+            dict(
+                errors=[{"failure": "rank_died", "message": "reset by peer", "rank": 0}],
+                log_text=ROOT_CAUSE_LOG.format(code=1),
+            ),
+            "nccl_error",
+            "rank_died (rank 0): reset by peer; first failure: rank 1 exit code 1",
+        ),
+        (dict(log_text=ROOT_CAUSE_LOG.format(code=3)), "oom", "worker exit code 3"),
+        (dict(log_text=ROOT_CAUSE_LOG.format(code=2)), "invalid", "worker exit code 2"),
+        (dict(log_text=ROOT_CAUSE_LOG.format(code=-9)), "crashed", "killed by SIGKILL"),
+        (
+            dict(log_text="torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB"),
+            "oom",
+            "log: torch.OutOfMemoryError",
+        ),
+        (
+            dict(log_text="RuntimeError: NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled"),
+            "nccl_error",
+            "log: RuntimeError: NCCL error",
+        ),
+        (dict(log_text="Segmentation fault\nbye"), "crashed", "exit code 1; Segmentation fault"),
+    ],
+)
+def test_classify(kwargs, status, reason):
+    args = dict(result=_result(), has_record=False, errors=[], log_text="", timeout_s=30)
+    outcome = L.classify(**{**args, **kwargs})
+    assert outcome.status == status
+    if reason is None:
+        assert outcome.reason is None
+    else:
+        assert reason in outcome.reason, outcome.reason
+        assert "\n" not in outcome.reason
+
+
+@pytest.mark.slow
+def test_run_process_timeout_kills_the_whole_tree(tmp_path):
+    """A child that spawns a grandchild in a session of its own (as torchrun does) and hangs."""
+    marker = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " start_new_session=True)\n"
+        f"open({str(marker)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(600)\n"
+    )
+    start = time.monotonic()
+    result = L.run_process(
+        [sys.executable, "-c", code],
+        env={"PATH": "/usr/bin:/bin"},
+        log_path=tmp_path / "log.txt",
+        timeout_s=3,
+        grace_s=1,
+    )
+    assert result.timed_out and result.returncode is None
+    assert time.monotonic() - start < 30
+    grandchild = int(marker.read_text())
+    assert not _alive(grandchild)
+    assert "killed after timeout" in (tmp_path / "log.txt").read_text()
+
+
+def test_run_process_returns_the_exit_code_and_keeps_output(tmp_path):
+    result = L.run_process(
+        [sys.executable, "-c", "import sys; print('hello'); sys.exit(3)"],
+        env={"PATH": "/usr/bin:/bin"},
+        log_path=tmp_path / "logs" / "x.log",
+        timeout_s=60,
+    )
+    assert result.returncode == 3 and not result.timed_out
+    assert "hello" in (tmp_path / "logs" / "x.log").read_text()
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_free_port_is_bindable():
+    import socket
+
+    port = L.free_port("127.0.0.1")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
