@@ -332,7 +332,6 @@ def summarize(
         "n_runs",
         "n_ok",
         "failed",
-        "point_dirs",
         *[c for m in metrics for c in (m, f"{m}_lo", f"{m}_hi")],
     ]
     if frame.empty:
@@ -344,15 +343,17 @@ def summarize(
     out = first[["scaling_mode", *CONFIG_COLUMNS]].copy()
     out["n_runs"] = groups.size()
     out["n_ok"] = ok.groupby("config_key").size().reindex(out.index, fill_value=0)
-    failed = frame[frame["status"] != "ok"].groupby("config_key")["status"]
-    out["failed"] = failed.agg(lambda s: ", ".join(sorted(set(s)))).reindex(out.index).fillna("")
-    out["point_dirs"] = groups["point_dir"].agg(list)
+    bad = frame.loc[frame["status"] != "ok", ["config_key", "status"]].drop_duplicates()
+    failed = bad.sort_values("status").groupby("config_key")["status"].agg(", ".join)
+    out["failed"] = failed.reindex(out.index).fillna("")
     numeric = [c for c in NUMERIC_COLUMNS if c not in ("schema_version", "repeat")]
     medians = ok.groupby("config_key")[numeric].median().reindex(out.index)
     for col in numeric:
         out[col] = medians[col]
     for metric in metrics:
-        samples = _samples(ok, metric, out.index)
+        by_key = point_samples(ok, metric)
+        empty = np.empty(0)
+        samples = [by_key.get(k, empty) for k in out.index]
         boot = bootstrap_medians(samples, n_boot=n_boot, seed=seed)
         lo, hi = interval(boot)
         single = np.array([len(s) < 2 for s in samples])
@@ -362,16 +363,16 @@ def summarize(
     return out[[*columns, *[c for c in out.columns if c not in columns]]]
 
 
-def _samples(ok: pd.DataFrame, metric: str, keys: pd.Index) -> list[np.ndarray]:
-    grouped = ok.groupby("config_key")[metric].agg(lambda s: s.dropna().to_numpy(float))
-    empty = np.empty(0)
-    return [grouped.get(k, empty) for k in keys]
-
-
 def point_samples(frame: pd.DataFrame, metric: str = THROUGHPUT) -> dict[str, np.ndarray]:
     """The ok values of ``metric`` per config_key (the raw repeats)."""
-    ok = frame[(frame["status"] == "ok") & frame[metric].notna()]
-    return {k: g.to_numpy(float) for k, g in ok.groupby("config_key")[metric]}
+    ok = frame.loc[(frame["status"] == "ok") & frame[metric].notna(), ["config_key", metric]]
+    if ok.empty:
+        return {}
+    # One sort and one split instead of a Python-level groupby: this runs on every report.
+    ok = ok.sort_values("config_key", kind="stable")
+    keys, starts = np.unique(ok["config_key"].to_numpy(str), return_index=True)
+    parts = np.split(ok[metric].to_numpy(float), starts[1:])
+    return dict(zip(keys.tolist(), parts, strict=True))
 
 
 def varying(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) -> list[str]:
@@ -423,16 +424,17 @@ def scaling(
     *,
     n_boot: int = N_BOOT,
     seed: int = 0,
+    summary: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Speedup and efficiency along every scaling curve, with bootstrap intervals.
 
-    One row per (curve, GPU count): ``curve_id`` (stable across sweeps), ``curve`` (a label of
-    what is held fixed and varies across curves), ``scaling_mode``, ``world_size``,
-    ``base_world_size`` (N0), the point's median ``metric`` and interval, ``ideal`` (N/N0·X(N0)),
-    ``speedup``/``efficiency`` with ``_lo``/``_hi``. The efficiency interval comes from
-    resampling the repeats at N and at N0 independently (ratio of bootstrap medians). Points
-    with no ok run are left out of curves (the failures table shows them). Curves need at least
-    two GPU counts.
+    One row per (curve, GPU count): ``curve_id`` (stable across sweeps), ``curve`` (a label:
+    the mode, then the settings that tell curves apart), ``scaling_mode``, ``world_size``,
+    ``base_world_size`` (N0) and ``base_key``, the point's median ``metric`` and interval,
+    ``ideal`` (N/N0·X(N0)), ``speedup``/``efficiency`` with ``_lo``/``_hi``. The efficiency
+    interval comes from resampling the repeats at N and at N0 independently (ratio of bootstrap
+    medians). Points with no ok run are left out (the failures table shows them). A curve needs
+    at least two GPU counts. ``summary`` may pass an already computed :func:`summarize`.
     """
     cols = [
         "curve_id",
@@ -454,29 +456,45 @@ def scaling(
         "efficiency_lo",
         "efficiency_hi",
     ]
-    summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
+    if summary is None or metric not in summary.columns:
+        summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
     summary = summary[summary[metric].notna()]
     if summary.empty:
         return pd.DataFrame(columns=cols)
-    samples = point_samples(frame, metric)
-    label_cols_by_mode = {
-        mode: label_columns(part, curve_columns(mode))
-        for mode, part in summary.groupby("scaling_mode")
-    }
     parts = []
     for mode, part in summary.groupby("scaling_mode"):
         keys = list(curve_columns(mode))
-        for _, curve in part.groupby([part[c].astype(str) for c in keys], sort=True):
-            if curve["world_size"].duplicated().any():
-                # Same GPU count twice on one curve (1x8 and 2x4): split by node count.
-                for _, sub in curve.groupby("nodes"):
-                    parts.append(_one_curve(sub, mode, [*keys, "nodes"], label_cols_by_mode[mode]))
-            else:
-                parts.append(_one_curve(curve, mode, keys, label_cols_by_mode[mode]))
-    parts = [p for p in parts if p is not None]
+        part = part.assign(_curve=_row_keys(part, keys))
+        # Same GPU count twice on one curve (1x8 and 2x4): tell them apart by node count.
+        clash = part.duplicated(["_curve", "world_size"], keep=False)
+        clashing = part["_curve"].isin(part.loc[clash, "_curve"])
+        part.loc[clashing, "_curve"] += "|nodes=" + part.loc[clashing, "nodes"].astype(str)
+        part = part.sort_values(["_curve", "world_size"], kind="stable")
+        size = part.groupby("_curve")["world_size"].transform("size")
+        part = part[size >= 2]
+        if part.empty:
+            continue
+        grouped = part.groupby("_curve", sort=False)
+        part["base_world_size"] = grouped["world_size"].transform("first")
+        part["base_key"] = grouped["config_key"].transform("first")
+        label_cols = label_columns(part, keys)
+        firsts = grouped.head(1).to_dict("records")
+        ids = {
+            r["_curve"]: config_digest({"scaling_mode": mode, **{k: r[k] for k in keys}})
+            + ("" if "|nodes=" not in r["_curve"] else f"-n{int(r['nodes'])}")
+            for r in firsts
+        }
+        names = {
+            r["_curve"]: f"{mode}: {point_label(r, label_cols)}" if label_cols else mode
+            for r in firsts
+        }
+        part["curve_id"] = part["_curve"].map(ids)
+        part["curve"] = part["_curve"].map(names)
+        parts.append(part)
     if not parts:
         return pd.DataFrame(columns=cols)
     table = pd.concat(parts, ignore_index=True)
+    samples = point_samples(frame, metric)
     this = [samples[k] for k in table["config_key"]]
     base = [samples[k] for k in table["base_key"]]
     base_median = np.array([np.median(s) for s in base])
@@ -494,20 +512,14 @@ def scaling(
     return table[cols]
 
 
-def _one_curve(
-    curve: pd.DataFrame, mode: str, keys: list[str], label_cols: list[str]
-) -> pd.DataFrame | None:
-    curve = curve.sort_values("world_size")
-    if len(curve) < 2:
-        return None
-    first = curve.iloc[0]  # the smallest GPU count is the reference N0
-    ident = {k: first[k] for k in keys}
-    out = curve.copy()
-    out["curve_id"] = config_digest({"scaling_mode": mode, **ident})
-    label = point_label(first, label_cols)
-    out["curve"] = f"{mode}: {label}" if label_cols else mode
-    out["base_world_size"] = first["world_size"]
-    out["base_key"] = first["config_key"]
+def _row_keys(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """One string per row joining the values of ``columns``: a fast multi-column group key."""
+    if not columns:
+        return pd.Series("", index=frame.index)
+    text = frame[list(columns)].astype(str)
+    out = text.iloc[:, 0]
+    for col in text.columns[1:]:
+        out = out + "\x1f" + text[col]
     return out
 
 
@@ -522,54 +534,54 @@ def factor_effect(
     metric: str = THROUGHPUT,
     n_boot: int = N_BOOT,
     seed: int = 0,
+    summary: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Speedup of each level of ``factor`` over a reference level, all else equal.
 
     Points are grouped by every other config column; inside a group each level's median is
-    divided by the reference level's (``reference``, else the first level in sorted order), with
-    a bootstrap interval of the ratio. Empty when the factor never varies inside a group.
+    divided by the reference level's (``reference`` when the group has it, else the first level
+    in natural order: fp32 < tf32 < fp16 < bf16, False < True, numbers ascending), with a
+    bootstrap interval of the ratio. Empty when the factor never varies inside a group.
     """
     cols = ["group", "world_size", "level", "reference", "speedup", "speedup_lo", "speedup_hi"]
-    summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
+    if summary is None or metric not in summary.columns:
+        summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
     summary = summary[summary[metric].notna()]
     if summary.empty or factor not in summary.columns:
         return pd.DataFrame(columns=cols)
     others = [c for c in CONFIG_COLUMNS if c != factor]
     if factor in ("per_device_batch", "grad_accum"):
         others.remove("global_batch")
+    s = summary.assign(_g=_row_keys(summary, others), _lvl=summary[factor].map(_fmt_value))
+    s = s[s.groupby("_g")["_lvl"].transform("nunique") > 1]
+    if s.empty:
+        return pd.DataFrame(columns=cols)
+    ref = _fmt_value(reference) if reference is not None else None
+    levels = sorted(set(s["_lvl"]), key=_sort_key)
+    rank = {v: (-1 if v == ref else i) for i, v in enumerate(levels)}
+    s = s.assign(_rank=s["_lvl"].map(rank)).sort_values(["_g", "_rank"], kind="stable")
+    refs = s.groupby("_g").head(1)[["_g", "config_key", metric, "_lvl"]]
+    out = s.merge(refs, on="_g", suffixes=("", "_ref"))
+    out = out[out["config_key"] != out["config_key_ref"]]
     label_cols = [c for c in label_columns(summary, others) if c != "world_size"]
     samples = point_samples(frame, metric)
-    rows = []
-    for _, group in summary.groupby([summary[c].astype(str) for c in others], sort=True):
-        if group[factor].astype(str).nunique() < 2:
-            continue
-        levels = group.set_index(group[factor].map(_fmt_value))
-        ref = _fmt_value(reference) if reference is not None else None
-        if ref not in levels.index:
-            ref = sorted(levels.index, key=_sort_key)[0]
-        base = levels.loc[ref]
-        for level, row in levels.iterrows():
-            if level == ref:
-                continue
-            rows.append(
-                {
-                    "group": point_label(row, label_cols),
-                    "world_size": row["world_size"],
-                    "level": level,
-                    "reference": ref,
-                    "speedup": row[metric] / base[metric],
-                    "_a": row["config_key"],
-                    "_b": base["config_key"],
-                }
-            )
-    if not rows:
-        return pd.DataFrame(columns=cols)
-    out = pd.DataFrame(rows)
     lo, hi = ratio_interval(
-        [samples[k] for k in out["_a"]], [samples[k] for k in out["_b"]], n_boot=n_boot, seed=seed
+        [samples[k] for k in out["config_key"]],
+        [samples[k] for k in out["config_key_ref"]],
+        n_boot=n_boot,
+        seed=seed,
     )
-    out["speedup_lo"], out["speedup_hi"] = lo, hi
-    return out[cols]
+    return pd.DataFrame(
+        {
+            "group": [point_label(r, label_cols) for r in out.to_dict("records")],
+            "world_size": out["world_size"].to_numpy(),
+            "level": out["_lvl"].to_numpy(),
+            "reference": out["_lvl_ref"].to_numpy(),
+            "speedup": (out[metric] / out[f"{metric}_ref"]).to_numpy(),
+            "speedup_lo": lo,
+            "speedup_hi": hi,
+        }
+    )[cols]
 
 
 def ratio_interval(

@@ -50,7 +50,9 @@ PALETTE = (
     "#bcbd22",
     "#17becf",
 )
-TEMPLATE = "plotly_white"
+#: No plotly template: resolving one deep-copies it per figure (slow on big sweeps); the few
+#: styles that matter are set in _layout.
+TEMPLATE = "none"
 
 #: DESIGN.md §3, as printed at the end of every report.
 DEFINITIONS: tuple[tuple[str, str], ...] = (
@@ -221,8 +223,16 @@ def _layout(fig: go.Figure, title: str, **kwargs: Any) -> go.Figure:
         margin={"l": 60, "r": 20, "t": 60, "b": 40},
         # Legends below the plot: curve names are long, and the plot keeps the full width.
         legend={"font": {"size": 11}, "orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+        font={"family": "system-ui, sans-serif", "size": 12, "color": "#2a3f5f"},
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        colorway=list(PALETTE),
+        hovermode="closest",
         **kwargs,
     )
+    axis = {"showgrid": True, "gridcolor": "#e5e8ee", "zeroline": False, "linecolor": "#aab"}
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
     return fig
 
 
@@ -683,12 +693,15 @@ def build_report(
     generated_at = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     notes = list(frame.attrs.get("notes", []))
     summary = analysis.summarize(frame, (THROUGHPUT, "mfu"))
-    curves = analysis.scaling(frame)
+    curves = analysis.scaling(frame, summary=summary)
     label_cols = analysis.label_columns(summary)
-    labels = {r["config_key"]: analysis.point_label(r, label_cols) for _, r in summary.iterrows()}
+    labels = {
+        r["config_key"]: analysis.point_label(r, label_cols)
+        for r in summary[["config_key", *label_cols]].to_dict("records")
+    }
     run_labels = {
-        r["point_dir"]: f"{labels.get(r['config_key'], r['config_key'])} #{_num(r['repeat'])}"
-        for _, r in frame.iterrows()
+        d: f"{labels.get(k, k)} #{_num(rep)}"
+        for d, k, rep in zip(frame["point_dir"], frame["config_key"], frame["repeat"], strict=True)
     }
     n_runs, n_ok = len(frame), int((frame["status"] == "ok").sum()) if len(frame) else 0
     if n_runs == 0:
@@ -837,10 +850,12 @@ def scaling_table(curves: pd.DataFrame) -> Table:
     above = curves[curves["world_size"] > curves["base_world_size"]]
     sizes = sorted({int(n) for n in above["world_size"]})
     rows, sort_values = [], []
-    for _, c in curves.groupby("curve_id", sort=False):
-        c = c.sort_values("world_size")
-        by_n = {int(r["world_size"]): r for _, r in c.iterrows()}
-        last = c.iloc[-1]
+    by_curve: dict[str, list[dict[str, Any]]] = {}
+    for r in curves.sort_values("world_size").to_dict("records"):
+        by_curve.setdefault(r["curve_id"], []).append(r)
+    for recs in by_curve.values():
+        by_n = {int(r["world_size"]): r for r in recs}
+        first, last = recs[0], recs[-1]
         cells = [
             _pct(by_n[n]["efficiency"], by_n[n]["efficiency_lo"], by_n[n]["efficiency_hi"])
             if n in by_n
@@ -849,16 +864,16 @@ def scaling_table(curves: pd.DataFrame) -> Table:
         ]
         rows.append(
             (
-                c["curve"].iloc[0],
-                _num(c["base_world_size"].iloc[0]),
+                first["curve"],
+                _num(first["base_world_size"]),
                 *cells,
                 _ci(last[THROUGHPUT], last[f"{THROUGHPUT}_lo"], last[f"{THROUGHPUT}_hi"]),
             )
         )
         sort_values.append(
             (
-                c["curve"].iloc[0],
-                c["base_world_size"].iloc[0],
+                first["curve"],
+                first["base_world_size"],
                 *(by_n[n]["efficiency"] if n in by_n else None for n in sizes),
                 last[THROUGHPUT],
             )
@@ -879,7 +894,7 @@ def _settings_sections(frame: pd.DataFrame, summary: pd.DataFrame) -> list[Secti
         ("precision", "fp32", "Precision speedup (vs fp32, or the slowest precision present)"),
         ("compile", False, "torch.compile speedup (vs eager)"),
     ):
-        effect = analysis.factor_effect(frame, factor, reference=ref)
+        effect = analysis.factor_effect(frame, factor, reference=ref, summary=summary)
         fig = fig_factor(effect, factor, title)
         if fig is not None:
             figs.append(fig)
@@ -977,7 +992,7 @@ def _failures_table(frame: pd.DataFrame, labels: dict[str, str]) -> Table | None
             "" if r["reason"] is None or r["reason"] != r["reason"] else str(r["reason"]),
             f"{r['point_dir']}/logs/" if isinstance(r["point_dir"], str) else "",
         )
-        for _, r in bad.iterrows()
+        for r in bad.to_dict("records")
     )
     return Table(columns=("status", "point", "repeat", "reason", "logs"), rows=rows, sortable=True)
 
@@ -1009,7 +1024,7 @@ def _points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[
     )
     rows, sort_values = [], []
     order = summary.sort_values([THROUGHPUT], ascending=False, na_position="last")
-    for _, r in order.iterrows():
+    for r in order.to_dict("records"):
         e = eff.get(r["config_key"], np.nan)
         e = float(e.iloc[0]) if isinstance(e, pd.Series) else float(e)
         raw = (
