@@ -191,7 +191,8 @@ def test_serving_figure_draws_one_colour_per_run_and_skips_nulls():
 def test_format_table_prints_milliseconds_and_dashes_for_nulls():
     text = format_table([_row(4), _row(16, p50=None)])
     lines = text.splitlines()
-    assert lines[0].split() == "conc requests errors req/s p50 ms p95 ms p99 ms".split()
+    assert lines[0].split()[:4] == ["conc", "requests", "errors", "req/s"]
+    assert all(head in lines[0] for head in ("p50 ms", "p95 ms", "p99 ms"))
     assert lines[1].split() == ["4", "10", "0", "80.0", "10.0", "20.0", "30.0"]
     assert lines[2].split()[-3:] == ["-", "-", "-"]
 
