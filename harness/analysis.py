@@ -377,7 +377,9 @@ def point_samples(frame: pd.DataFrame, metric: str = THROUGHPUT) -> dict[str, np
 
 def varying(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) -> list[str]:
     """Config columns that take more than one value in ``frame`` (what a sweep varied)."""
-    return [c for c in columns if c in frame.columns and frame[c].astype(str).nunique() > 1]
+    return [
+        c for c in columns if c in frame.columns and frame[c].astype(object).map(str).nunique() > 1
+    ]
 
 
 def label_columns(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) -> list[str]:
@@ -467,8 +469,10 @@ def scaling(
         part = part.assign(_curve=_row_keys(part, keys))
         # Same GPU count twice on one curve (1x8 and 2x4): tell them apart by node count.
         clash = part.duplicated(["_curve", "world_size"], keep=False)
-        clashing = part["_curve"].isin(part.loc[clash, "_curve"])
-        part.loc[clashing, "_curve"] += "|nodes=" + part.loc[clashing, "nodes"].astype(str)
+        if clash.any():
+            clashing = part["_curve"].isin(part.loc[clash, "_curve"])
+            nodes = part.loc[clashing, "nodes"].astype(object).map(str)
+            part.loc[clashing, "_curve"] = part.loc[clashing, "_curve"] + "|nodes=" + nodes
         part = part.sort_values(["_curve", "world_size"], kind="stable")
         size = part.groupby("_curve")["world_size"].transform("size")
         part = part[size >= 2]
@@ -516,10 +520,12 @@ def _row_keys(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """One string per row joining the values of ``columns``: a fast multi-column group key."""
     if not columns:
         return pd.Series("", index=frame.index)
-    text = frame[list(columns)].astype(str)
-    out = text.iloc[:, 0]
-    for col in text.columns[1:]:
-        out = out + "\x1f" + text[col]
+    # map(str), not astype(str): pandas' string dtype keeps missing values missing, and a
+    # missing part would make the whole key missing.
+    parts = [frame[c].astype(object).map(str) for c in columns]
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + "\x1f" + part
     return out
 
 

@@ -412,9 +412,7 @@ def fig_batch(summary: pd.DataFrame) -> go.Figure | None:
         cols=2 if has_mem else 1,
         subplot_titles=("throughput", "peak memory per GPU") if has_mem else ("throughput",),
     )
-    lines = (
-        list(ok.groupby([ok[c].astype(str) for c in others], sort=True)) if others else [("", ok)]
-    )
+    lines = list(ok.groupby(analysis._row_keys(ok, others), sort=True)) if others else [("", ok)]
     lines.sort(key=lambda kv: -kv[1][THROUGHPUT].max())
     for i, (_, line) in enumerate(lines[:MAX_CURVES]):
         line = line.sort_values("per_device_batch")
@@ -466,7 +464,7 @@ def fig_knobs(summary: pd.DataFrame, knobs: Sequence[str]) -> go.Figure | None:
     knobs with the most levels (cell = median over the other settings' medians).
     """
     ok = summary[summary[THROUGHPUT].notna()]
-    knobs = [k for k in knobs if ok[k].astype(str).nunique() > 1]
+    knobs = [k for k in knobs if ok[k].astype(object).map(str).nunique() > 1]
     if ok.empty or not knobs:
         return None
     top = ok[ok["world_size"] == ok["world_size"].max()]
@@ -488,7 +486,7 @@ def fig_knobs(summary: pd.DataFrame, knobs: Sequence[str]) -> go.Figure | None:
             f"{k} at N={n}: median samples/s",
             yaxis={"title": "samples/s (global, median)"},
         )
-    knobs = sorted(knobs, key=lambda c: -top[c].astype(str).nunique())[:2]
+    knobs = sorted(knobs, key=lambda c: -top[c].astype(object).map(str).nunique())[:2]
     a, b = knobs
     grid = top.assign(
         _a=top[a].map(analysis._fmt_value), _b=top[b].map(analysis._fmt_value)
