@@ -33,6 +33,7 @@ predictor lives in ``app.state.service`` and reaches the route through the FastA
 # No `from __future__ import annotations` here: FastAPI reads route signatures at runtime, and
 # the request body type is a class local to create_app (its limits are per app).
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -231,18 +232,18 @@ class ReadyOut(BaseModel):
 class ServiceState:
     """What the app knows about its model: loading, loaded (with a predictor) or failed."""
 
-    def __init__(self, load: Callable[[], Predictor]) -> None:
-        self._load = load
+    def __init__(self) -> None:
         self.predictor: Predictor | None = None
         self.error: str | None = None
         self.load_time_s: float | None = None
         #: Set when loading has finished, either way (tests and callers can wait on it).
         self.done = threading.Event()
 
-    def load(self) -> None:
+    def load(self, loader: Callable[[], Predictor]) -> None:
+        """Run ``loader`` (in the calling thread) and record its predictor or its failure."""
         start = time.perf_counter()
         try:
-            self.predictor = self._load()
+            self.predictor = loader()
         except Exception as exc:  # any load failure: report it on /readyz instead of dying
             log.exception("model failed to load")
             self.error = f"{type(exc).__name__}: {_first_line(exc)}"
@@ -315,15 +316,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = ServiceState(
-            lambda: Predictor.from_checkpoint(ckpt, device=device, tokenizer=tokenizer)
-        )
-        app.state.service = service
+        service = app.state.service = ServiceState()
         # One inference at a time; waiting requests queue here as cheap coroutines rather than
         # as parked threads in the shared thread pool.
         app.state.inference_limiter = anyio.CapacityLimiter(1)
         # A plain daemon thread: the server answers /healthz (and 503 on /readyz) meanwhile.
-        threading.Thread(target=service.load, name="model-loader", daemon=True).start()
+        loader = functools.partial(
+            Predictor.from_checkpoint, ckpt, device=device, tokenizer=tokenizer
+        )
+        threading.Thread(
+            target=service.load, args=(loader,), name="model-loader", daemon=True
+        ).start()
         yield
 
     app = FastAPI(
@@ -333,7 +336,7 @@ def create_app(
         lifespan=lifespan,
     )
     # Requests that arrive before the lifespan ran (or without one) see "not ready", not a 500.
-    app.state.service = ServiceState(lambda: None)  # type: ignore[arg-type,return-value]
+    app.state.service = ServiceState()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
