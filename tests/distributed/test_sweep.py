@@ -1,0 +1,343 @@
+"""The sweep harness end to end: real torchrun, the real worker, gloo on CPU.
+
+Covers every failure class through a real launch, resume after SIGKILL and SIGINT (no lost or
+duplicate rows), the one-writer lock, a two-node c10d rendezvous on loopback, the default
+sweep through the real CLI, bad sweep files, --dry-run, and export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from distrinews.runspec import RunSpec
+from harness import launch, spec, store
+from harness import sweep as sw
+from harness.cli import cli
+
+TINY = """
+[run]
+device = "cpu"
+model = "tiny"
+data = "synthetic:256"
+max_length = 32
+per_device_batch = 4
+precision = "fp32"
+warmup_steps = 1
+measured_steps = 3
+"""
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _rows(sweep_dir: Path) -> list[dict]:
+    return store.read_ledger(sweep_dir)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line mentions ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# -- pure planning -----------------------------------------------------------------------------
+
+
+def _point(**kw) -> spec.Point:
+    return spec.Point(spec=RunSpec(device="cpu", **kw))
+
+
+def test_plan_resumes_ok_keeps_failures_and_records_skips_once():
+    ok, failed, fresh = _point(seed=1), _point(seed=2), _point(seed=3)
+    skipped = spec.Point(spec=RunSpec(seed=4), skip_reason="needs 1 GPUs per node")
+    rows = [
+        {"run_id": failed.run_id, "status": "ok"},
+        {"run_id": failed.run_id, "status": "oom", "reason": "CUDA out of memory"},
+        {"run_id": ok.run_id, "status": "crashed"},
+        {"run_id": ok.run_id, "status": "ok"},  # latest row wins
+    ]
+    actions = {
+        p.point.run_id: p.action
+        for p in sw.plan([ok, failed, fresh, skipped], rows, retry_failed=False)
+    }
+    assert actions == {
+        ok.run_id: "done",
+        failed.run_id: "kept_failed",
+        fresh.run_id: "run",
+        skipped.run_id: "skip",
+    }
+    rows.append({"run_id": skipped.run_id, "status": "skipped", "reason": "needs 1 GPUs per node"})
+    retry = {p.point.run_id: p.action for p in sw.plan([failed, skipped], rows, retry_failed=True)}
+    assert retry == {failed.run_id: "run", skipped.run_id: "skip_recorded"}
+
+
+# -- CLI input handling ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('name = "x"\n[axes]\nper_device_batch = [0]', "axes.per_device_batch[0]"),
+        ('name = "x"\n[axes]\nprecision = ["fp8"]', "allowed: fp32, tf32, fp16, bf16"),
+        ('name = "x"\ncolour = 1', "unknown key 'colour'"),
+        ('name = "x"\n[axes]\nprecision = []', "axes.precision is empty"),
+        ('name = "x"\n[run]\ncompile = "no"', "run.compile"),
+        ('name = "x"\n[axes\n', "invalid TOML"),
+    ],
+)
+def test_bad_sweep_file_is_one_line_exit_2_and_writes_nothing(tmp_path, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    results = tmp_path / "results"
+    out = CliRunner().invoke(cli, ["sweep", str(path), "--results", str(results)])
+    assert out.exit_code == 2, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:"), out.output
+    assert needle in lines[0]
+    assert not results.exists()
+
+
+def test_dry_run_prints_points_and_writes_nothing(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "dry"\n' + TINY + "[axes]\ngpus_per_node = [1, 2]\nnodes = [1, 2]\n")
+    out = CliRunner().invoke(
+        cli, ["sweep", str(path), "--results", str(tmp_path / "r"), "--dry-run"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "4 points: 2 run, 2 skip" in out.output
+    assert "needs 2 nodes" in out.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_sbatch_command_writes_a_script_for_a_valid_sweep(tmp_path):
+    script = tmp_path / "job.sbatch"
+    out = CliRunner().invoke(
+        cli,
+        ["sbatch", "h100-2node-scaling", "--nodes", "2", "--gpus-per-node", "8",
+         "--partition", "gpu", "-o", str(script)],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    text = script.read_text()
+    assert "#SBATCH --nodes=2" in text and "#SBATCH --partition=gpu" in text
+    assert "--launcher slurm --nodes 2" in text
+    assert "12/12 points fit" in out.output
+    bad = CliRunner().invoke(cli, ["sbatch", "nope", "--nodes", "1", "--gpus-per-node", "1",
+                                   "-o", str(tmp_path / "x")])  # fmt: skip
+    assert bad.exit_code == 2 and not (tmp_path / "x").exists()
+
+
+def test_second_sweep_into_a_locked_folder_is_refused_with_one_line(tmp_path):
+    results = tmp_path / "r"
+    path = tmp_path / "s.toml"
+    path.write_text('name = "locked"\n' + TINY + "[axes]\ngpus_per_node = [1]\n")
+    with store.sweep_lock(results / "locked"):  # as a running sweep holds it
+        out = CliRunner().invoke(cli, ["sweep", str(path), "--results", str(results)])
+    assert out.exit_code == 2, out.output
+    (line,) = out.output.strip().splitlines()
+    assert "in use by another sweep" in line
+    assert not store.ledger_path(results / "locked").exists()
+    assert not (results / "locked" / "env.json").exists()
+
+
+# -- real launches -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_failure_class_through_a_real_torchrun(tmp_path):
+    path = tmp_path / "faults.toml"
+    path.write_text(
+        'name = "faults"\ntimeout_s = 120\n' + TINY + '[axes]\nfault = ["crash", "oom", "nan"]\n'
+    )
+    faults = spec.load_sweep(path)
+    # A dead rank needs a peer to notice it: two ranks.
+    two = spec.parse_sweep(
+        'name = "faults"\n' + TINY + '[axes]\ngpus_per_node = [2]\nfault = ["rank_exit"]\n'
+    )
+    # The worker refuses a data file that does not exist: an invalid spec, found at run time.
+    invalid = faults.with_run(data=str(tmp_path / "missing.csv"), fault="none")
+    options = sw.SweepOptions(results=tmp_path / "r", progress=False)
+    sweep_dir = tmp_path / "r" / "faults"
+    for sweep_spec in (faults, two, invalid):
+        sw.run_sweep(sweep_spec, options, echo=lambda _m: None)
+    rows = {(r["fault"], r["data"]): r for r in _rows(sweep_dir)}
+    syn = "synthetic:256"
+    assert rows[("crash", syn)]["status"] == "crashed"
+    assert "injected fault: crash" in rows[("crash", syn)]["reason"]
+    assert rows[("oom", syn)]["status"] == "oom"
+    assert rows[("nan", syn)]["status"] == "crashed"
+    assert rows[("nan", syn)]["reason"].startswith("nan_loss")
+    assert rows[("rank_exit", syn)]["status"] == "nccl_error"
+    assert "first failure: rank 1" in rows[("rank_exit", syn)]["reason"]
+    assert rows[("none", str(tmp_path / "missing.csv"))]["status"] == "invalid"
+    for row in rows.values():
+        assert row["samples_per_s"] is None and row["reason"]  # never a number for a failure
+        pdir = sweep_dir / row["point_dir"]
+        assert (pdir / "run.json").is_file() and (pdir / "status.json").is_file()
+        assert (pdir / "logs" / "launcher.log").is_file()
+        assert list((pdir / "logs").rglob("stderr.log")), "per-rank logs kept"
+        status = json.loads((pdir / "status.json").read_text())
+        assert status["status"] == row["status"]
+    # Without --retry-failed a re-run launches nothing and adds no rows.
+    before = _rows(sweep_dir)
+    result = sw.run_sweep(faults, options, echo=lambda _m: None)
+    assert result.ran == 0 and _rows(sweep_dir) == before
+
+
+@pytest.mark.slow
+def test_hang_past_timeout_is_killed_with_its_whole_tree(tmp_path):
+    path = tmp_path / "hang.toml"
+    path.write_text('name = "hang"\ntimeout_s = 12\n' + TINY + '[axes]\nfault = ["hang"]\n')
+    options = sw.SweepOptions(results=tmp_path / "r", progress=False)
+    start = time.monotonic()
+    result = sw.run_sweep(spec.load_sweep(path), options, echo=lambda _m: None)
+    assert time.monotonic() - start < 60
+    (row,) = _rows(result.sweep_dir)
+    assert row["status"] == "timeout" and "12 s" in row["reason"]
+    assert row["samples_per_s"] is None
+    assert _processes_mentioning(str(result.sweep_dir)) == []
+
+
+@pytest.mark.slow
+def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
+    """Two torchrun agents (as on two machines) meet in a c10d rendezvous on 127.0.0.1."""
+    run = RunSpec(
+        nodes=2, nproc_per_node=1, device="cpu", model="tiny", data="synthetic:256",
+        max_length=32, per_device_batch=4, precision="fp32", warmup_steps=1, measured_steps=3,
+    )  # fmt: skip
+    pdir = tmp_path / "point"
+    pdir.mkdir()
+    (pdir / "run.json").write_text(run.to_json())
+    rdzv = launch.Rendezvous(endpoint=f"127.0.0.1:{launch.free_port('127.0.0.1')}", run_id="t2n")
+    argv = launch.build_torchrun_argv(run, pdir, rdzv=rdzv)
+    env = launch.build_env(run)
+    agents = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    try:
+        codes = [a.wait(timeout=150) for a in agents]
+    finally:
+        for a in agents:
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGKILL)
+    assert codes == [0, 0]
+    record = json.loads((pdir / "record.json").read_text())
+    assert record["env"]["world_size"] == 2 and record["env"]["backend"] == "gloo"
+    assert len(record["step_times_s"]) == 2  # both ranks' step times gathered
+    assert len(list((pdir / "logs").glob("t2n_*"))) == 2  # one log tree per agent
+
+
+@pytest.mark.slow
+def test_default_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_path):
+    results = tmp_path / "results"
+    sweep_dir = results / "cpu-smoke"  # the built-in default on a machine without a GPU
+    args = [sys.executable, "-m", "harness.cli", "sweep", "--results", str(results),
+            "--no-progress"]  # fmt: skip
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+
+    # 1. SIGKILL the sweep while its second point runs.
+    first = start()
+    try:
+        _wait_for(lambda: len(_rows(sweep_dir)) == 1, 120, "the first point's row")
+        second_id = next(p for p in spec.load_builtin("cpu-smoke").expand(spec.Resources())
+                         if p.run_id != _rows(sweep_dir)[0]["run_id"]).run_id  # fmt: skip
+        logs = sweep_dir / "points" / second_id / "logs"
+        _wait_for(lambda: any(logs.rglob("stderr.log")), 60, "the second point's ranks")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    # torchrun got SIGTERM from the kernel when its parent died, and took its workers along.
+    _wait_for(lambda: not _processes_mentioning(str(sweep_dir)), 60, "orphans to exit")
+    after_kill = _rows(sweep_dir)
+    assert len(after_kill) == 1 and after_kill[0]["status"] == "ok"
+    assert store.ledger_path(sweep_dir).read_bytes().endswith(b"\n")
+
+    # 2. SIGINT (Ctrl-C) during the second point: exit 130, still one row, nothing left over.
+    stale = set(logs.rglob("stderr.log"))  # the killed attempt's logs, until the re-run
+    second = start()
+    try:
+        _wait_for(lambda: set(logs.rglob("stderr.log")) - stale, 90, "the re-run second point")
+        os.kill(second.pid, signal.SIGINT)
+        _, err = second.communicate(timeout=60)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert second.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert _rows(sweep_dir) == after_kill
+    _wait_for(lambda: not _processes_mentioning(str(sweep_dir)), 30, "orphans to exit")
+
+    # 3. Run to the end: the finished point is kept, the other runs once.
+    done = _cli("sweep", "--results", str(results), "--no-progress", timeout=150)
+    assert done.returncode == 0, done.stderr
+    assert "1 point(s) already ok" in done.stdout
+    assert f"results: {sweep_dir}" in done.stdout
+    rows = _rows(sweep_dir)
+    assert [r["run_id"] for r in rows][:1] == [after_kill[0]["run_id"]]
+    assert rows[0] == after_kill[0]
+    assert len(rows) == 2 and len({r["run_id"] for r in rows}) == 2
+    assert all(r["status"] == "ok" and r["samples_per_s"] > 0 for r in rows)
+    assert sorted(r["world_size"] for r in rows) == [1, 2]
+    assert (
+        rows[0]["env_fingerprint"]
+        == json.loads((sweep_dir / "env.json").read_text())["fingerprint"]
+    )
+    assert (sweep_dir / "sweep.json").is_file()
+    for row in rows:
+        assert row["telemetry_available"] is False  # CPU points: no GPU to sample
+
+    # 4. Nothing left to do: no launch, no new rows.
+    again = _cli("sweep", "--results", str(results), "--no-progress")
+    assert again.returncode == 0 and "ran 0 point(s)" in again.stdout
+    assert _rows(sweep_dir) == rows
+
+    # 5. Export the ledger.
+    table = tmp_path / "all.parquet"
+    out = _cli("export", str(results), "-o", str(table))
+    assert out.returncode == 0, out.stderr
+    frame = pd.read_parquet(table)
+    assert len(frame) == 2 and set(frame["status"]) == {"ok"}
