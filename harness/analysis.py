@@ -158,7 +158,8 @@ def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFr
         mode = frame["scaling_mode"]
         frame["scaling_mode"] = mode.where(mode.isin(["weak", "strong"]), "weak")
         # The nccl_env column is "" when unset; a CSV round-trip turns that into NaN.
-        frame["nccl_env"] = frame["nccl_env"].fillna("").astype(str)
+        env = frame["nccl_env"].astype(object)
+        frame["nccl_env"] = env.where(env.notna(), "").map(str)
         versions = sorted({int(v) for v in frame["schema_version"].dropna()})
         if len(versions) > 1 or (versions and versions != [SCHEMA_VERSION]):
             notes.append(

@@ -23,6 +23,7 @@ ledger, no common points, environment changed without ``--allow-env-change``).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -185,6 +186,7 @@ def mann_whitney_u(x: np.ndarray, y: np.ndarray) -> float:
     return float((x > y).sum() + 0.5 * (x == y).sum())
 
 
+@functools.lru_cache(maxsize=256)
 def _null_counts(m: int, n: int) -> np.ndarray:
     """How many of the C(m+n, m) orderings give U = 0..m*n (no ties), by the classic recursion:
     the largest value is an x (adding n to U) or a y (adding nothing)."""
@@ -360,7 +362,7 @@ def _compare_points(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
         elif not len(bv):
             row.update(verdict="unchanged", note=f"failed in both ({c_status[key]})")
         else:
-            row.update(_judge(bv, cv, s))
+            row.update(judge_point(bv, cv, s))
         rows.append(row)
     points = pd.DataFrame(rows)
     both = points[(points["n_baseline"] > 0) & (points["n_current"] > 0)]
@@ -383,8 +385,12 @@ def _ok_samples(frame: pd.DataFrame, metric: str) -> dict[str, np.ndarray]:
     return {k: g.to_numpy(float) for k, g in ok.groupby("key")[metric]}
 
 
-def _judge(bv: np.ndarray, cv: np.ndarray, s: GateSettings) -> dict[str, Any]:
-    """Verdict for one point measured on both sides."""
+def judge_point(bv: np.ndarray, cv: np.ndarray, s: GateSettings) -> dict[str, Any]:
+    """Verdict for one point measured on both sides (``bv`` baseline, ``cv`` current values).
+
+    Returns change (current median / baseline median - 1), p_value (one-sided, in the
+    direction of the change; absent without a test), method and verdict.
+    """
     change = float(np.median(cv) / np.median(bv) - 1.0)
     testable = min_p_value(len(cv), len(bv)) <= s.alpha
     if testable:
@@ -517,7 +523,7 @@ def _interval(lo: float, hi: float, fmt) -> str:
 
 def _point_rows(cmp: Comparison) -> list[list[str]]:
     rows = []
-    for _, r in cmp.points.iterrows():
+    for r in cmp.points.to_dict("records"):
         rows.append(
             [
                 r["verdict"],
@@ -544,7 +550,7 @@ def _curve_rows(cmp: Comparison) -> list[list[str]]:
             _pp(r["change_pp"]),
             _interval(r["change_pp_lo"], r["change_pp_hi"], _pp),
         ]
-        for _, r in cmp.curves.iterrows()
+        for r in cmp.curves.to_dict("records")
     ]
 
 
