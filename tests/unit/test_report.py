@@ -1,0 +1,191 @@
+"""harness.report: what the report contains for each kind of sweep, and its failure modes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import plotly.offline
+import pytest
+from click.testing import CliRunner
+
+from distrinews.errors import UserError
+from harness import report, store
+from harness.cli import cli
+from tests.helpers_results import FakeSweep, write_sweep
+
+FULL = FakeSweep(
+    world_sizes=(1, 2, 4),
+    batches=(16, 32),
+    precisions=("fp32", "bf16"),
+    compiles=(False, True),
+    bucket_caps=(25.0, 100.0),
+    nccl_envs=("", "NCCL_ALGO=Tree"),
+    repeats=3,
+)
+
+
+@pytest.fixture(scope="module")
+def full_sweep(tmp_path_factory):
+    return write_sweep(tmp_path_factory.mktemp("full"), FULL)
+
+
+def section_ids(rep: report.Report) -> list[str]:
+    return [s.id for s in rep.sections]
+
+
+def test_full_sweep_has_every_section(full_sweep):
+    rep = report.load_report(full_sweep)
+    assert section_ids(rep) == [
+        "scaling",
+        "precision",
+        "batch",
+        "knobs",
+        "stragglers",
+        "telemetry",
+        "mfu",
+        "failures",
+        "points",
+        "environment",
+        "definitions",
+    ]
+    figures = {s.id: len(s.figures) for s in rep.sections}
+    assert figures["scaling"] == 2 and figures["precision"] == 2  # precision and compile
+    knobs = next(s for s in rep.sections if s.id == "knobs").figures[0]
+    assert knobs.data[0].type == "heatmap"  # two knobs varied: bucket size and NCCL_ALGO
+    headline = dict(rep.headline.rows)
+    assert headline["largest GPU count"] == "4"
+    assert "[" in headline["its throughput (samples/s)"]  # repeats -> an interval
+    assert headline["its scaling efficiency (weak, vs N=1)"].endswith("%]")
+    failures = next(s for s in rep.sections if s.id == "failures").tables[0]
+    assert {r[0] for r in failures.rows} == {"oom", "timeout", "crashed"}
+    assert all(r[4].startswith("points/") and r[4].endswith("/logs/") for r in failures.rows)
+
+
+def test_html_is_self_contained_with_plotly_once(full_sweep, tmp_path):
+    out = report.render_report(full_sweep, tmp_path / "r.html")
+    text = out.read_text()
+    signature = plotly.offline.get_plotlyjs()[:300]
+    assert text.count(signature) == 1
+    assert not re.search(r"<script[^>]+src=", text)  # nothing loaded from anywhere
+    assert not re.search(r"<link[^>]+href=", text)
+    rep = report.load_report(full_sweep)
+    n_figs = sum(len(s.figures) for s in rep.sections)
+    assert text.count('class="plotly-graph-div"') == n_figs
+    for term, _ in report.DEFINITIONS:
+        assert term in text
+    assert text.count('class="sortable"') >= 2
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temp file left behind
+
+
+def test_untrusted_text_is_escaped(tmp_path):
+    sweep = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2), batches=(16,), repeats=1))
+    rows = store.read_ledger(sweep)
+    rows[0].update(status="crashed", reason="<script>alert(1)</script>", samples_per_s=None)
+    store.ledger_path(sweep).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = report.render_html(report.load_report(sweep))
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_empty_ledger_says_so(tmp_path):
+    (tmp_path / "ledger.jsonl").write_text("")
+    rep = report.load_report(tmp_path)
+    assert "no finished points" in rep.notes[0]
+    assert section_ids(rep) == ["environment", "definitions"]
+    html = report.render_html(rep)
+    assert "no finished points" in html and "plotly-graph-div" not in html
+    assert "no finished points" in report.render_text(rep)
+
+
+def test_missing_ledger_is_an_empty_sweep_and_missing_folder_an_error(tmp_path):
+    assert "no finished points" in report.load_report(tmp_path).notes[0]
+    with pytest.raises(UserError, match="no such results folder"):
+        report.load_report(tmp_path / "nope")
+
+
+def test_all_failed_shows_failures_and_no_charts(tmp_path):
+    sweep = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2), batches=(16,), repeats=2))
+    rows = store.read_ledger(sweep)
+    for r in rows:
+        r.update(status="nccl_error", reason="NCCL watchdog timeout", samples_per_s=None)
+    store.ledger_path(sweep).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = report.load_report(sweep)
+    assert (
+        rep.notes[0]
+        == f"All {len(rows)} runs failed: no throughput to show. See the failures table."
+    )
+    assert section_ids(rep) == ["failures", "points", "environment", "definitions"]
+    assert all(not s.figures for s in rep.sections)
+    assert "NCCL watchdog timeout" in report.render_html(rep)
+
+
+def test_mixed_schema_and_missing_telemetry_and_env_are_told(tmp_path):
+    sweep = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2), batches=(16,), failures=False))
+    rows = store.read_ledger(sweep)
+    rows[-1]["schema_version"] = 2
+    store.ledger_path(sweep).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for path in sweep.glob("points/*/telemetry.jsonl"):
+        path.unlink()
+    (sweep / "env.json").unlink()
+    rep = report.load_report(sweep)
+    notes = " ".join(rep.notes)
+    assert "schema versions 1, 2" in notes
+    assert "no telemetry.jsonl file could be read" in notes
+    assert "env.json is missing" in notes
+    assert "telemetry" not in section_ids(rep)
+
+
+def test_cpu_sweep_without_telemetry_or_mfu(tmp_path):
+    sweep = write_sweep(
+        tmp_path, FakeSweep(world_sizes=(1, 2), batches=(16,), telemetry=False, failures=False)
+    )
+    rows = store.read_ledger(sweep)
+    for r in rows:
+        r.update(mfu=None, hfu=None, mem_peak_gib=None, device="cpu")
+    store.ledger_path(sweep).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = report.load_report(sweep)
+    assert "No GPU telemetry in this sweep" in " ".join(rep.notes)
+    assert dict(rep.headline.rows)["its MFU"] == "unknown (no peak)"
+
+
+def test_single_gpu_count_and_strong_scaling_labels(tmp_path):
+    one = write_sweep(tmp_path / "one", FakeSweep(world_sizes=(2,), batches=(16, 32)))
+    scaling = next(s for s in report.load_report(one).sections if s.id == "scaling")
+    assert "Only one GPU count" in scaling.intro and not scaling.figures
+    strong = write_sweep(
+        tmp_path / "strong",
+        FakeSweep(world_sizes=(1, 2, 4), batches=(64,), scaling_mode="strong", failures=False),
+    )
+    rep = report.load_report(strong)
+    scaling = next(s for s in rep.sections if s.id == "scaling")
+    assert "strong scaling (global batch fixed" in scaling.intro
+    assert all(r[0].startswith("strong") for r in scaling.tables[0].rows)
+
+
+def test_cli_report_html_text_and_errors(full_sweep, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "sub" / "report.html"
+    r = runner.invoke(cli, ["report", str(full_sweep), "-o", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0 and out.is_file() and str(out) in r.output
+    r = runner.invoke(cli, ["report", str(full_sweep), "--format", "text"])
+    assert r.exit_code == 0
+    assert "Headline" in r.output and "Scaling" in r.output and "Failures" in r.output
+    assert "eff. N=4" in r.output
+    r = runner.invoke(cli, ["report", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "Traceback" not in r.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "ledger.jsonl").write_text("[1, 2]\n")
+    r = runner.invoke(cli, ["report", str(bad)])
+    assert r.exit_code == 2 and "not a JSON object" in r.output
+
+
+def test_default_output_is_inside_the_sweep_and_overwrites_atomically(tmp_path):
+    sweep = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2), batches=(16,)))
+    first = report.render_report(sweep)
+    assert first == sweep / "report.html"
+    first.write_text("stale")
+    report.render_report(sweep)
+    assert first.read_text().startswith("<!DOCTYPE html>")
+    assert not list(sweep.glob(".report.html.*"))
