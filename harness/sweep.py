@@ -192,58 +192,41 @@ def prepare(spec: SweepSpec, options: SweepOptions) -> tuple[Path, list[PlannedP
     return sweep_dir, plan(points, store.read_ledger(sweep_dir), retry_failed=options.retry_failed)
 
 
+def default_sampler(spec: RunSpec, env: dict[str, str]) -> telemetry.Sampler:
+    """NVML on the GPUs a CUDA point uses (CUDA_VISIBLE_DEVICES order); nothing for CPU."""
+    if spec.device != "cuda":
+        return telemetry.NullSampler("cpu point: no GPU to sample")
+    return telemetry.make_sampler(
+        visible=env.get("CUDA_VISIBLE_DEVICES"), count=spec.nproc_per_node
+    )
+
+
+SamplerFactory = Callable[[RunSpec, dict[str, str]], telemetry.Sampler]
+
+
 def run_sweep(
     spec: SweepSpec,
     options: SweepOptions,
     *,
     echo: Callable[[str], None] = print,
+    sampler_for: SamplerFactory = default_sampler,
 ) -> SweepResult:
     """Run (or resume) a sweep; see the module docstring. Returns where the results are."""
     spec = _named(spec, options)
-    name = spec.name
-    sweep_dir, _ = prepare(spec, options)
+    sweep_dir = Path(options.results) / spec.name
     timeout_s = options.timeout_s or spec.timeout_s
+    if options.launcher == "slurm":
+        slurm_hosts(os.environ)  # outside an allocation: one clear line before anything runs
     with store.sweep_lock(sweep_dir):
         env_info = envinfo.collect()
         _write_env(sweep_dir, env_info)
-        # Plan again under the lock: another sweep may have finished points meanwhile.
+        # Planned under the lock, so the ledger cannot change under us.
         points = spec.expand(detect_resources(options))
         planned = plan(points, store.read_ledger(sweep_dir), retry_failed=options.retry_failed)
-        store.atomic_write_json(
-            sweep_dir / "sweep.json",
-            {
-                "name": name,
-                "spec": spec.to_dict(),
-                "points": [
-                    {
-                        "run_id": p.point.run_id,
-                        "skip_reason": p.point.skip_reason,
-                        "spec": p.point.spec.to_dict(),
-                    }
-                    for p in planned
-                ],
-            },
-        )
+        _write_sweep_json(sweep_dir, spec, planned)
         for p in planned:
             if p.action == "skip":
-                now = _now()
-                store.append_row(
-                    sweep_dir,
-                    store.make_row(
-                        sweep=name,
-                        spec=p.point.spec,
-                        status="skipped",
-                        reason=p.note,
-                        started_at=now,
-                        finished_at=now,
-                        duration_s=0.0,
-                        scaling_mode=spec.scaling,
-                        point_dir=_rel(p.point.run_id),
-                        record=None,
-                        telemetry=telemetry.summarise([], None, available=False),
-                        env_fingerprint=env_info["fingerprint"],
-                    ),
-                )
+                _record_skip(sweep_dir, spec, p, env_info["fingerprint"])
         to_run = [p.point for p in planned if p.action == "run"]
         done = sum(p.action == "done" for p in planned)
         kept = sum(p.action == "kept_failed" for p in planned)
@@ -255,18 +238,20 @@ def run_sweep(
         bar = _progress(len(to_run), enabled=options.progress)
         try:
             for point in to_run:
-                bar.set_description_str(f"{point.run_id} {describe(point)}")
+                bar.set_description_str(f"running {point.run_id} {describe(point)}")
                 row = run_point(
                     point.spec,
                     sweep_dir,
-                    sweep=name,
+                    sweep=spec.name,
                     scaling_mode=spec.scaling,
                     timeout_s=timeout_s,
                     options=options,
                     env_info=env_info,
+                    sampler_for=sampler_for,
                 )
                 bar.set_postfix_str(f"last: {row['status']}")
                 bar.update(1)
+                bar.write(format_row(row, point))
         finally:
             bar.close()
     latest = store.latest_by_run_id(store.read_ledger(sweep_dir))
@@ -274,6 +259,49 @@ def run_sweep(
         latest[p.point.run_id]["status"] for p in planned if p.point.run_id in latest
     )
     return SweepResult(sweep_dir=sweep_dir, ran=len(to_run), statuses=dict(statuses))
+
+
+def format_row(row: dict[str, Any], point: Point) -> str:
+    """One line per finished point: status, id, configuration, and the headline or reason."""
+    if row["status"] == "ok":
+        tail = f"{row['samples_per_s']:,.1f} samples/s, p50 step {row['step_time_s_p50']:.4f} s"
+    else:
+        tail = row["reason"] or ""
+    return f"{row['status']:<10} {point.run_id}  {describe(point)}  {tail}"
+
+
+def _write_sweep_json(sweep_dir: Path, spec: SweepSpec, planned: Sequence[PlannedPoint]) -> None:
+    """The expanded sweep as this invocation sees it (readers use it to label points)."""
+    points = [
+        {
+            "run_id": p.point.run_id,
+            "skip_reason": p.point.skip_reason,
+            "spec": p.point.spec.to_dict(),
+        }
+        for p in planned
+    ]
+    store.atomic_write_json(
+        sweep_dir / "sweep.json", {"name": spec.name, "spec": spec.to_dict(), "points": points}
+    )
+
+
+def _record_skip(sweep_dir: Path, spec: SweepSpec, p: PlannedPoint, fingerprint: str) -> None:
+    now = _now()
+    row = store.make_row(
+        sweep=spec.name,
+        spec=p.point.spec,
+        status="skipped",
+        reason=p.note,
+        started_at=now,
+        finished_at=now,
+        duration_s=0.0,
+        scaling_mode=spec.scaling,
+        point_dir=_rel(p.point.run_id),
+        record=None,
+        telemetry=telemetry.summarise([], None, available=False),
+        env_fingerprint=fingerprint,
+    )
+    store.append_row(sweep_dir, row)
 
 
 def _named(spec: SweepSpec, options: SweepOptions) -> SweepSpec:
@@ -304,6 +332,7 @@ def run_point(
     timeout_s: float,
     options: SweepOptions,
     env_info: dict[str, Any],
+    sampler_for: SamplerFactory = default_sampler,
 ) -> dict[str, Any]:
     """Launch one point, collect what it left, append its ledger row; returns the row."""
     pdir = store.point_dir(sweep_dir, spec.run_id)
@@ -316,11 +345,7 @@ def run_point(
     env = build_env(spec)
     argv = _argv(spec, pdir, options)
     nccl = effective_nccl_env(env)
-    sampler = (
-        telemetry.make_sampler(visible=env.get("CUDA_VISIBLE_DEVICES"), count=spec.nproc_per_node)
-        if spec.device == "cuda"
-        else telemetry.NullSampler("cpu point: no GPU to sample")
-    )
+    sampler = sampler_for(spec, env)
     started_at = _now()
     try:
         result = run_process(
@@ -417,6 +442,11 @@ def _now() -> str:
 
 
 class _NoBar:
+    """Stands in for tqdm with --no-progress: the per-point lines still print."""
+
+    def write(self, line: str) -> None:
+        print(line, flush=True)
+
     def set_description_str(self, *_: Any) -> None: ...
     def set_postfix_str(self, *_: Any) -> None: ...
     def update(self, *_: Any) -> None: ...
@@ -424,7 +454,7 @@ class _NoBar:
 
 
 def _progress(total: int, *, enabled: bool) -> Any:
-    if not enabled or total == 0:
+    if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
@@ -433,7 +463,6 @@ def _progress(total: int, *, enabled: bool) -> Any:
         unit="point",
         file=sys.stderr,
         dynamic_ncols=True,
-        # tqdm's monitor thread would run during fork/exec of each launch; not needed here.
-        mininterval=1.0,
-        bar_format="{desc} | {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
+        mininterval=1.0,  # points take seconds to minutes: redraw at most once a second
+        bar_format="{desc} | {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}",
     )

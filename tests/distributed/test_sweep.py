@@ -341,3 +341,32 @@ def test_default_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicat
     assert out.returncode == 0, out.stderr
     frame = pd.read_parquet(table)
     assert len(frame) == 2 and set(frame["status"]) == {"ok"}
+
+
+@pytest.mark.slow
+def test_point_telemetry_is_kept_raw_and_summarised_over_the_measured_window(tmp_path):
+    """A real point with the real NVML sampler driven by a fake pynvml (no GPU here)."""
+    from harness import telemetry
+    from tests.unit.test_telemetry import fake_nvml
+
+    def sampler_for(_spec, _env):
+        return telemetry.make_sampler(visible="1", count=1, interval_s=0.005, nvml=fake_nvml(2))
+
+    path = tmp_path / "t.toml"
+    path.write_text('name = "tele"\n' + TINY.replace("measured_steps = 3", "measured_steps = 8"))
+    options = sw.SweepOptions(results=tmp_path / "r", progress=False)
+    result = sw.run_sweep(
+        spec.load_sweep(path), options, echo=lambda _m: None, sampler_for=sampler_for
+    )
+    (row,) = _rows(result.sweep_dir)
+    assert row["status"] == "ok" and row["telemetry_available"] is True
+    pdir = result.sweep_dir / row["point_dir"]
+    samples = [json.loads(line) for line in (pdir / "telemetry.jsonl").read_text().splitlines()]
+    assert samples and {s["gpu_uuid"] for s in samples} == {"GPU-00001-aaaa"}
+    window = json.loads((pdir / "record.json").read_text())["measured_window"]
+    inside = [s for s in samples if window["start_unix"] <= s["t_unix"] <= window["end_unix"]]
+    assert row["telemetry_samples"] == len(inside)
+    assert len(samples) > len(inside)  # warmup and startup samples are kept raw, not summarised
+    if inside:
+        assert row["gpu_util_pct_mean"] == 51 and row["gpu_power_w_mean"] == pytest.approx(301.0)
+        assert row["gpu_throttle_reasons"] == "sw_power_cap,sw_thermal"
