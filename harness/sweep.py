@@ -83,6 +83,10 @@ class SweepOptions:
             raise UserError(f"timeout_s = {self.timeout_s!r}; expected a number > 0")
         if self.nodes is not None and self.nodes < 1:
             raise UserError(f"nodes = {self.nodes!r}; expected an integer >= 1")
+        if self.nodes is not None and self.launcher == "local":
+            raise UserError(
+                "--nodes applies to --launcher slurm; the local launcher runs on this machine"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from distrinews.errors import UserError
 from distrinews.runspec import RunSpec
 from harness import launch, spec, store
 from harness import sweep as sw
@@ -370,3 +371,16 @@ def test_point_telemetry_is_kept_raw_and_summarised_over_the_measured_window(tmp
     if inside:
         assert row["gpu_util_pct_mean"] == 51 and row["gpu_power_w_mean"] == pytest.approx(301.0)
         assert row["gpu_throttle_reasons"] == "sw_power_cap,sw_thermal"
+
+
+def test_resuming_a_folder_from_another_environment_is_refused(tmp_path):
+    sweep_dir = tmp_path / "r" / "envcheck"
+    store.atomic_write_json(sweep_dir / "env.json", {"fingerprint": "somewhere-else"})
+    path = tmp_path / "s.toml"
+    path.write_text('name = "envcheck"\n' + TINY + "[axes]\ngpus_per_node = [1]\n")
+    options = sw.SweepOptions(results=tmp_path / "r", progress=False)
+    with pytest.raises(UserError, match="holds results from another environment"):
+        sw.run_sweep(spec.load_sweep(path), options)
+    assert not store.ledger_path(sweep_dir).exists()
+    with pytest.raises(UserError, match="--nodes applies to --launcher slurm"):
+        sw.SweepOptions(nodes=2)

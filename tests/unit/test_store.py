@@ -130,3 +130,48 @@ def test_export_refuses_unknown_suffix_and_empty_folder(tmp_path):
     store.append_row(tmp_path / "s", _row("a"))
     with pytest.raises(UserError, match=r"\.parquet or \.csv"):
         store.export_ledger(tmp_path, tmp_path / "x.xlsx")
+
+
+def _record(**metrics):
+    base = {"samples_per_s": 100.0, "step_time_s_p50": 0.5, "mfu": None, "measured_steps": 3}
+    return {
+        "schema_version": 1,
+        "metrics": {**base, **metrics},
+        "step_times_s": [[0.5, 0.5, 0.6], [0.9, 1.0, 1.1]],
+    }
+
+
+def _make(status="ok", record=None, reason=None):
+    from distrinews.runspec import RunSpec
+
+    spec = RunSpec(
+        device="cpu", nproc_per_node=2, nccl_env={"NCCL_PROTO": "LL", "NCCL_ALGO": "Ring"}
+    )
+    return spec, store.make_row(
+        sweep="s", spec=spec, status=status, reason=reason, started_at="t0", finished_at="t1",
+        duration_s=1.23456, scaling_mode="weak", point_dir=f"points/{spec.run_id}",
+        record=record, telemetry={"telemetry_available": False, "gpu_util_pct_mean": None},
+        env_fingerprint="abc",
+    )  # fmt: skip
+
+
+def test_make_row_is_flat_with_config_metrics_and_rank_spread(tmp_path):
+    spec, row = _make(record=_record(new_metric=7.0))
+    assert row["run_id"] == spec.run_id and row["config_key"] == spec.config_key
+    assert row["world_size"] == 2 and row["global_batch"] == spec.global_batch
+    assert row["backend"] == "gloo"  # resolved, not "auto"
+    assert row["nccl_env"] == "NCCL_ALGO=Ring,NCCL_PROTO=LL"
+    assert row["samples_per_s"] == 100.0 and row["mfu"] is None
+    assert row["new_metric"] == 7.0  # metrics added later by the worker are kept
+    assert row["step_time_s_rank_spread"] == pytest.approx(1.0 / 0.5)
+    assert row["duration_s"] == 1.235
+    store.append_row(tmp_path, row)  # valid for the ledger as it is
+    assert store.read_ledger(tmp_path) == [row]
+
+
+def test_make_row_nulls_metrics_of_failures_and_non_numbers():
+    _, failed = _make(status="oom", record=_record(), reason="CUDA out of memory")
+    assert failed["samples_per_s"] is None and failed["step_time_s_rank_spread"] is None
+    assert failed["reason"] == "CUDA out of memory"
+    _, odd = _make(record=_record(samples_per_s="fast", step_time_s_p50=float("nan")))
+    assert odd["samples_per_s"] is None and odd["step_time_s_p50"] is None
