@@ -216,13 +216,24 @@ def _err(med: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any] | No
 
 
 def _layout(fig: go.Figure, title: str, **kwargs: Any) -> go.Figure:
+    # Legends go under the plot, anchored to the bottom of the figure, with room reserved per
+    # entry: curve names are long, and this keeps the plot area full width and unobstructed.
+    entries = sum(1 for t in fig.data if t.showlegend is not False and t.name)
+    legend_px = 24 * min(entries, 12) if entries > 1 else 0
     fig.update_layout(
         template=TEMPLATE,
         title={"text": title, "x": 0.0, "xanchor": "left"},
-        height=kwargs.pop("height", 520),
-        margin={"l": 60, "r": 20, "t": 60, "b": 40},
-        # Legends below the plot: curve names are long, and the plot keeps the full width.
-        legend={"font": {"size": 11}, "orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+        height=kwargs.pop("height", 440) + legend_px,
+        margin={"l": 60, "r": 20, "t": 60, "b": 60 + legend_px},
+        showlegend=entries > 1,
+        legend={
+            "font": {"size": 11},
+            "orientation": "h",
+            "yref": "container",
+            "yanchor": "bottom",
+            "y": 0.0,
+            "x": 0.0,
+        },
         font={"family": "system-ui, sans-serif", "size": 12, "color": "#2a3f5f"},
         paper_bgcolor="white",
         plot_bgcolor="white",
@@ -231,8 +242,8 @@ def _layout(fig: go.Figure, title: str, **kwargs: Any) -> go.Figure:
         **kwargs,
     )
     axis = {"showgrid": True, "gridcolor": "#e5e8ee", "zeroline": False, "linecolor": "#aab"}
-    fig.update_xaxes(**axis)
-    fig.update_yaxes(**axis)
+    fig.update_xaxes(**axis, automargin=True, title_standoff=8)
+    fig.update_yaxes(**axis, automargin=True)
     return fig
 
 

@@ -1,0 +1,127 @@
+"""The HTML report opened in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+Never ``playwright install``: it downloads a browser, and CI has no internet. ``.ci/run``
+installs the distribution's chromium instead; without it these tests skip with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import report, store
+from tests.helpers_results import FakeSweep, write_sweep
+
+CHROMIUM = Path(os.environ.get("DISTRINEWS_CHROMIUM", "/usr/bin/chromium"))
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
+        yield b
+        b.close()
+
+
+def open_page(browser, html: Path):
+    """Load a file:// page; collect console errors and uncaught exceptions."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(html.as_uri(), wait_until="load", timeout=60_000)
+    return page, errors, requests
+
+
+def test_full_report_renders_every_chart_and_sorts(browser, tmp_path):
+    sweep = write_sweep(
+        tmp_path,
+        FakeSweep(
+            world_sizes=(1, 2, 4, 8),
+            batches=(16, 32, 64),
+            precisions=("fp32", "bf16"),
+            compiles=(False, True),
+            bucket_caps=(25.0, 100.0),
+            nccl_envs=("", "NCCL_ALGO=Tree"),
+            repeats=3,
+        ),
+    )
+    rep = report.load_report(sweep)
+    html = report.render_report(sweep, tmp_path / "report.html")
+    page, errors, requests = open_page(browser, html)
+    expected = [f"fig-{s.id}-{i}" for s in rep.sections for i in range(len(s.figures))]
+    assert len(expected) >= 9
+    for div in expected:
+        page.wait_for_selector(f"#{div} .main-svg", timeout=30_000)
+        assert page.locator(f"#{div}.js-plotly-plot .main-svg").count() >= 1, div
+    # Data actually drawn, not just empty axes.
+    assert page.locator("#fig-scaling-0 .scatterlayer .trace").count() >= 2
+    assert page.locator("#fig-knobs-0 .hm image").count() >= 1
+    assert page.locator(".js-plotly-plot .main-svg").count() >= len(expected)
+
+    # Click-to-sort on the all-points table: by throughput, ascending then descending.
+    table = page.locator("#points ~ div table.sortable, #points ~ table.sortable").first
+    header = table.locator("th", has_text="samples/s [95% CI]")
+    col = [t.strip() for t in table.locator("th").all_inner_texts()].index("samples/s [95% CI]")
+
+    def column() -> list[float]:
+        cells = table.locator(f"tbody tr td:nth-child({col + 1})")
+        values = [cells.nth(i).get_attribute("data-v") for i in range(cells.count())]
+        return [float(v) for v in values if v]
+
+    header.click()
+    up = column()
+    assert up == sorted(up) and len(up) > 10
+    assert header.get_attribute("aria-sort") == "ascending"
+    header.click()
+    down = column()
+    assert down == sorted(down, reverse=True)
+
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert (tmp_path / "report.png").stat().st_size > 50_000
+    assert errors == [], errors
+    assert all(u.startswith(("file://", "data:", "blob:", "about:")) for u in requests), requests
+    page.close()
+
+
+def test_empty_and_all_failed_reports_load_cleanly(browser, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "ledger.jsonl").write_text("")
+    page, errors, _ = open_page(browser, report.render_report(empty))
+    assert "no finished points" in page.inner_text("#notes")
+    assert errors == []
+    page.close()
+
+    failed = write_sweep(tmp_path / "failed", FakeSweep(world_sizes=(1, 2), batches=(16,)))
+    rows = store.read_ledger(failed)
+    for r in rows:
+        r.update(status="oom", reason="CUDA out of memory", samples_per_s=None)
+    store.ledger_path(failed).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page, errors, _ = open_page(browser, report.render_report(failed))
+    assert "runs failed" in page.inner_text("#notes")
+    assert page.locator("#failures ~ div table tbody tr, #failures ~ table tbody tr").count() >= 1
+    assert errors == []
+    page.close()
