@@ -23,6 +23,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distrinews.errors import UserError
 from distrinews.runspec import RunSpec
 
 from .store import read_json
@@ -248,8 +250,6 @@ def build_sbatch_script(
 
 
 def _sh(text: str) -> str:
-    import shlex
-
     return shlex.quote(str(text))
 
 
@@ -273,8 +273,6 @@ def slurm_hosts(env: Mapping[str, str]) -> list[str]:
     """Hostnames of the allocation, in order (``scontrol show hostnames``)."""
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
     if not nodelist:
-        from distrinews.errors import UserError
-
         raise UserError(
             "--launcher slurm runs inside an allocation (sbatch/salloc); no SLURM_JOB_NODELIST"
         )
@@ -285,7 +283,13 @@ def slurm_hosts(env: Mapping[str, str]) -> list[str]:
         check=True,
         timeout=30,
     )
-    return out.stdout.split()
+    hosts = out.stdout.split()
+    # The c10d store lives where the sweep runs (the batch host), so that host goes first.
+    here = socket.gethostname().split(".")[0]
+    if here in hosts:
+        hosts.remove(here)
+        hosts.insert(0, here)
+    return hosts
 
 
 def free_port(host: str = "") -> int:

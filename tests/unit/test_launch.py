@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from distrinews.errors import UserError
 from distrinews.runspec import RunSpec
 from harness import launch as L
 
@@ -230,3 +232,17 @@ def test_free_port_is_bindable():
     port = L.free_port("127.0.0.1")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_slurm_hosts_expand_the_nodelist_with_the_batch_host_first(tmp_path, monkeypatch):
+    """scontrol does not exist off a cluster; a stand-in prints what it prints for a nodelist."""
+    import socket
+
+    here = socket.gethostname().split(".")[0]
+    fake = tmp_path / "scontrol"
+    fake.write_text(f"#!/bin/sh\necho gpu1\necho {here}\necho gpu3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert L.slurm_hosts({"SLURM_JOB_NODELIST": "gpu[1-3]"}) == [here, "gpu1", "gpu3"]
+    with pytest.raises(UserError, match="inside an allocation"):
+        L.slurm_hosts({})
