@@ -61,6 +61,8 @@ class FakeSweep:
     """Write record.json (with per-rank step times) for every ok point."""
     env: dict[str, Any] = field(default_factory=dict)
     """Overrides of the fingerprint fields (e.g. {"driver": "580.1"})."""
+    side_files_limit: int | None = None
+    """Write record.json/telemetry.jsonl for at most this many points (big benchmark sweeps)."""
 
 
 def efficiency(n: int, mode: str, per_device_batch: int) -> float:
@@ -277,12 +279,14 @@ def write_sweep(root: Path, spec: FakeSweep | None = None) -> Path:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed + 1000)
     largest = max(spec.world_sizes)
+    budget = spec.side_files_limit if spec.side_files_limit is not None else len(rows)
     for row in rows:
         point = sweep_dir / row["point_dir"]
         (point / "logs").mkdir(parents=True, exist_ok=True)
         extra = side["points"].get(row["run_id"])
-        if extra is None:
+        if extra is None or budget <= 0:
             continue
+        budget -= 1
         if spec.records:
             _write_record(point, row, extra, rng)
         if spec.telemetry and row["world_size"] == largest:
@@ -366,3 +370,18 @@ def _write_telemetry(point: Path, row, extra, rng) -> dict[str, Any]:
         "gpu_temp_c_max": 61.0,
         "gpu_throttle_reasons": "",
     }
+
+
+def thousand_point_sweep(**overrides: Any) -> FakeSweep:
+    """1,000 ledger rows: 5 GPU counts x 5 batches x 4 precisions x compile x 5 bucket sizes."""
+    base = {
+        "name": "fake-1000",
+        "world_sizes": (1, 2, 4, 8, 16),
+        "batches": (8, 16, 32, 64, 128),
+        "precisions": ("fp32", "tf32", "fp16", "bf16"),
+        "compiles": (False, True),
+        "bucket_caps": (12.5, 25.0, 50.0, 100.0, 200.0),
+        "repeats": 1,
+        "side_files_limit": 40,
+    }
+    return FakeSweep(**{**base, **overrides})
