@@ -382,7 +382,7 @@ def serving_figure(rows: Sequence[dict[str, Any]]):
     for i, ((started, ckpt, tpr), group) in enumerate(runs.items()):
         group = sorted(group, key=lambda r: r["concurrency"])
         colour = palette[i % len(palette)]
-        name = f"{Path(str(ckpt)).name if ckpt else 'model'} · {tpr} text/req · {started}"
+        name = f"{_checkpoint_label(ckpt)} · {tpr} text/req · {started}"
         xs = [r["concurrency"] for r in group]
         fig.add_trace(
             go.Scatter(
@@ -419,8 +419,9 @@ def serving_figure(rows: Sequence[dict[str, Any]]):
             title_text="concurrent requests", type="log", tickvals=levels, row=1, col=col
         )
     fig.update_yaxes(title_text="requests/s", rangemode="tozero", row=1, col=1)
+    # Log scale: queueing makes latency span milliseconds to seconds across the sweep.
     fig.update_yaxes(
-        title_text="latency ms (p50 solid, p95 dash, p99 dot)", rangemode="tozero", row=1, col=2
+        title_text="latency ms (p50 solid, p95 dash, p99 dot)", type="log", row=1, col=2
     )
     fig.update_layout(
         title="Inference service under load",
@@ -428,6 +429,16 @@ def serving_figure(rows: Sequence[dict[str, Any]]):
         template="plotly_white",
     )
     return fig
+
+
+def _checkpoint_label(ckpt: str | None) -> str:
+    """``.../train-tiny/checkpoints/step-00000426`` -> ``train-tiny/step-00000426``."""
+    if not ckpt:
+        return "model"
+    path = Path(ckpt)
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.name
 
 
 def _to_ms(value: float | None) -> float | None:

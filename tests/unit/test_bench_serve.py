@@ -127,7 +127,7 @@ def _row(concurrency=1, started="2026-01-01T00:00:00+00:00", p50=0.01):
         "schema_version": 1,
         "kind": "serving",
         "started_at": started,
-        "checkpoint": "/ckpt/step-00000005",
+        "checkpoint": "/runs/tiny/checkpoints/step-00000005",
         "device": "cpu",
         "url": "http://127.0.0.1:8000",
         "concurrency": concurrency,
@@ -185,6 +185,7 @@ def test_serving_figure_draws_one_colour_per_run_and_skips_nulls():
     assert list(p50_second.y) == [20.0, 20.0, None]  # milliseconds; null stays a gap
     assert throughput[0].line.color != throughput[1].line.color
     assert list(fig.layout.xaxis.tickvals) == [1, 4, 16]
+    assert throughput[0].name.startswith("tiny/step-00000005 · 1 text/req")
     fig.to_json()  # serialisable for the HTML report
 
 
