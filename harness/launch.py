@@ -191,6 +191,37 @@ def build_srun_argv(
     ]
 
 
+def build_srun_telemetry_argv(
+    spec: RunSpec,
+    out_dir: Path,
+    *,
+    hosts: list[str],
+    python: str = "python",
+    interval_s: float = 0.2,
+) -> list[str]:
+    """``srun`` starting one NVML sampler per node of a point, beside its training step (pure).
+
+    ``--overlap`` lets this step share the nodes' resources with the training step.
+    """
+    used = hosts[: spec.nodes]
+    return [
+        "srun",
+        "--overlap",
+        f"--nodes={spec.nodes}",
+        "--ntasks-per-node=1",
+        f"--nodelist={','.join(used)}",
+        python,
+        "-m",
+        "harness.telemetry",
+        "--out-dir",
+        str(out_dir),
+        "--count",
+        str(spec.nproc_per_node),
+        "--interval-s",
+        f"{interval_s:g}",
+    ]
+
+
 def build_sbatch_script(
     sweep_file: str,
     *,

@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,10 +40,12 @@ from .launch import (
     Outcome,
     build_env,
     build_srun_argv,
+    build_srun_telemetry_argv,
     build_torchrun_argv,
     classify,
     effective_nccl_env,
     free_port,
+    kill_tree,
     read_errors,
     read_logs,
     run_process,
@@ -347,9 +350,25 @@ def run_point(
     pdir.mkdir(parents=True)
     store.atomic_write_text(pdir / RUN_JSON, spec.to_json() + "\n")
     env = build_env(spec)
-    argv = _argv(spec, pdir, options)
     nccl = effective_nccl_env(env)
-    sampler = sampler_for(spec, env)
+    if options.launcher == "slurm":
+        hosts = slurm_hosts(os.environ)
+        argv = build_srun_argv(spec, pdir, hosts=hosts, port=free_port(), python=options.python)
+        if spec.device == "cuda" and sampler_for is default_sampler:
+            # One NVML sampler per node, as a job step beside the point's.
+            sampler = SrunSampler(
+                build_srun_telemetry_argv(
+                    spec, pdir / "telemetry", hosts=hosts, python=options.python
+                ),
+                env=env,
+                folder=pdir / "telemetry",
+                log_path=pdir / LOGS_DIR / "telemetry.log",
+            )
+        else:
+            sampler = sampler_for(spec, env)
+    else:
+        argv = build_torchrun_argv(spec, pdir, python=options.python)
+        sampler = sampler_for(spec, env)
     started_at = _now()
     try:
         result = run_process(
@@ -409,11 +428,38 @@ def run_point(
     return row
 
 
-def _argv(spec: RunSpec, pdir: Path, options: SweepOptions) -> list[str]:
-    if options.launcher == "slurm":
-        hosts = slurm_hosts(os.environ)
-        return build_srun_argv(spec, pdir, hosts=hosts, port=free_port(), python=options.python)
-    return build_torchrun_argv(spec, pdir, python=options.python)
+class SrunSampler:
+    """The Sampler for a SLURM point: ``python -m harness.telemetry`` on every node via srun.
+
+    Each node's sampler appends to ``folder/<host>.jsonl``; :meth:`stop` ends the step (SIGTERM,
+    then SIGKILL) and merges the files in time order.
+    """
+
+    available = True
+    unavailable_reason = None
+
+    def __init__(
+        self, argv: list[str], *, env: dict[str, str], folder: Path, log_path: Path
+    ) -> None:
+        self._argv, self._env, self._folder, self._log_path = argv, env, folder, log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self._argv, env=self._env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def stop(self) -> list[telemetry.Sample]:
+        if self._proc is not None:
+            kill_tree(self._proc, grace_s=5.0)
+        samples = telemetry.read_node_samples(self._folder)
+        if not samples:
+            self.available = False
+            self.unavailable_reason = f"no samples from any node (see {self._log_path.name})"
+        return samples
 
 
 def _check_record(outcome: Outcome, record: dict[str, Any] | None) -> Outcome:

@@ -15,11 +15,18 @@ The NVML module is injected (``nvml=``), so tests drive the real sampler with a 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
+import os
+import signal
+import socket
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 #: NVML clock-event (throttle) reason bits -> short names (nvmlClocksEventReason*).
@@ -268,3 +275,72 @@ def summarise(
     reasons = sorted({r for s in inside for r in (s.get("throttle_reasons") or [])})
     out["gpu_throttle_reasons"] = ",".join(reasons) if inside else None
     return out
+
+
+# -- one sampler per node under SLURM ----------------------------------------------------------
+
+
+def stream_to_file(
+    sampler: NvmlSampler, path: Path, stop: threading.Event, *, host: str, interval_s: float
+) -> int:
+    """Sample until ``stop`` is set, appending one JSON line per sample; returns the count.
+
+    Each round is flushed, so a sampler killed with its step loses at most one round (and a
+    torn last line, which readers skip).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with open(path, "a", encoding="utf-8") as fh:
+        while not stop.is_set():
+            for sample in sampler.sample_once():
+                fh.write(json.dumps({**sample, "host": host}, sort_keys=True) + "\n")
+                count += 1
+            fh.flush()
+            stop.wait(interval_s)
+    return count
+
+
+def read_node_samples(folder: Path) -> list[Sample]:
+    """Every sample the per-node samplers wrote under ``folder``, in time order."""
+    samples: list[Sample] = []
+    for path in sorted(Path(folder).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError:  # the torn last line of a killed sampler
+                continue
+            if isinstance(sample, dict) and isinstance(sample.get("t_unix"), (int, float)):
+                samples.append(sample)
+    samples.sort(key=lambda s: s["t_unix"])
+    return samples
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harness.telemetry --out-dir DIR --count G``: sample this node until SIGTERM.
+
+    The SLURM launcher starts one of these per node (``srun --overlap``) beside a multi-node
+    point, so every node's GPUs are sampled, not just the batch host's.
+    """
+    parser = argparse.ArgumentParser(prog="python -m harness.telemetry")
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--count", type=int, required=True, help="GPUs the point uses here")
+    parser.add_argument("--interval-s", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    host = socket.gethostname()
+    sampler = make_sampler(
+        visible=os.environ.get("CUDA_VISIBLE_DEVICES"), count=args.count, interval_s=1.0
+    )
+    if not isinstance(sampler, NvmlSampler):
+        print(f"telemetry unavailable on {host}: {sampler.unavailable_reason}", file=sys.stderr)
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    out = args.out_dir / f"{host}.jsonl"
+    stream_to_file(sampler, out, stop, host=host, interval_s=args.interval_s)
+    sampler.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -384,3 +384,28 @@ def test_resuming_a_folder_from_another_environment_is_refused(tmp_path):
     assert not store.ledger_path(sweep_dir).exists()
     with pytest.raises(UserError, match="--nodes applies to --launcher slurm"):
         sw.SweepOptions(nodes=2)
+
+
+@pytest.mark.slow
+def test_srun_sampler_stops_its_step_and_merges_node_files(tmp_path):
+    """The SLURM per-node sampler's process handling, with a local stand-in for the srun step."""
+    folder = tmp_path / "telemetry"
+    script = (
+        "import json, os, signal, sys, time\n"
+        f"os.makedirs({str(folder)!r}, exist_ok=True)\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n"
+        f"with open({str(folder / 'n1.jsonl')!r}, 'a') as fh:\n"
+        "    while True:\n"
+        "        fh.write(json.dumps({'t_unix': time.time(), 'host': 'n1'}) + '\\n'); fh.flush()\n"
+        "        time.sleep(0.01)\n"
+    )
+    sampler = sw.SrunSampler(
+        [sys.executable, "-c", script], env=dict(os.environ), folder=folder,
+        log_path=tmp_path / "logs" / "telemetry.log",
+    )  # fmt: skip
+    sampler.start()
+    _wait_for(lambda: (folder / "n1.jsonl").is_file(), 30, "the node sampler")
+    time.sleep(0.2)
+    samples = sampler.stop()
+    assert sampler.available and samples and {s["host"] for s in samples} == {"n1"}
+    assert not _processes_mentioning(str(folder))

@@ -246,3 +246,14 @@ def test_slurm_hosts_expand_the_nodelist_with_the_batch_host_first(tmp_path, mon
     assert L.slurm_hosts({"SLURM_JOB_NODELIST": "gpu[1-3]"}) == [here, "gpu1", "gpu3"]
     with pytest.raises(UserError, match="inside an allocation"):
         L.slurm_hosts({})
+
+
+def test_srun_telemetry_argv_runs_one_sampler_per_node_beside_the_point(tmp_path):
+    spec = RunSpec(nodes=2, nproc_per_node=8)
+    argv = L.build_srun_telemetry_argv(spec, tmp_path, hosts=["g1", "g2", "g3"], python="py")
+    assert argv[:2] == ["srun", "--overlap"]
+    assert "--nodes=2" in argv and "--ntasks-per-node=1" in argv and "--nodelist=g1,g2" in argv
+    assert argv[argv.index("py") :] == [
+        "py", "-m", "harness.telemetry", "--out-dir", str(tmp_path), "--count", "8",
+        "--interval-s", "0.2",
+    ]  # fmt: skip
