@@ -33,6 +33,8 @@ from plotly.subplots import make_subplots
 from harness import analysis, store
 from harness.analysis import THROUGHPUT
 
+#: Metrics that get a bootstrap interval wherever the report shows them.
+SUMMARY_METRICS = (THROUGHPUT, "mfu", "mem_peak_gib", "step_time_s_rank_spread")
 #: Curves drawn per chart at most (the table lists every point); one colour each.
 MAX_CURVES = 10
 #: Points whose GPU telemetry is plotted over time at most.
@@ -702,7 +704,7 @@ def build_report(
     rank_times = rank_times or {}
     generated_at = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     notes = list(frame.attrs.get("notes", []))
-    summary = analysis.summarize(frame, (THROUGHPUT, "mfu"))
+    summary = analysis.summarize(frame, SUMMARY_METRICS)
     curves = analysis.scaling(frame, summary=summary)
     label_cols = analysis.label_columns(summary)
     labels = {
@@ -802,7 +804,9 @@ def _headline(
                 _ci(top[THROUGHPUT], top[f"{THROUGHPUT}_lo"], top[f"{THROUGHPUT}_hi"]),
             )
         )
-        rows.append(("its samples/s per GPU", _num(top["samples_per_s_per_device"], 1)))
+        n = float(top["world_size"])
+        per_gpu = _ci(top[THROUGHPUT] / n, top[f"{THROUGHPUT}_lo"] / n, top[f"{THROUGHPUT}_hi"] / n)
+        rows.append(("its samples/s per GPU", per_gpu))
         eff = curves[curves["config_key"] == top["config_key"]]
         if not eff.empty:
             e = eff.iloc[0]
@@ -1018,7 +1022,12 @@ POINT_COLUMNS: tuple[tuple[str, str, int], ...] = (
 
 
 def _points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[str]) -> Table:
-    eff = curves.set_index("config_key")["efficiency"] if len(curves) else pd.Series(dtype=float)
+    eff = {
+        r["config_key"]: r
+        for r in curves[["config_key", "efficiency", "efficiency_lo", "efficiency_hi"]].to_dict(
+            "records"
+        )
+    }
     extra = [c for c in label_cols if c not in {c for c, _, _ in POINT_COLUMNS}]
     columns = (
         *(h for _, h, _ in POINT_COLUMNS),
@@ -1035,15 +1044,18 @@ def _points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[
     rows, sort_values = [], []
     order = summary.sort_values([THROUGHPUT], ascending=False, na_position="last")
     for r in order.to_dict("records"):
-        e = eff.get(r["config_key"], np.nan)
-        e = float(e.iloc[0]) if isinstance(e, pd.Series) else float(e)
+        e = eff.get(
+            r["config_key"],
+            {"efficiency": np.nan, "efficiency_lo": np.nan, "efficiency_hi": np.nan},
+        )
+        n = float(r["world_size"]) if np.isfinite(r["world_size"]) else np.nan
         raw = (
             *(r[c] for c, _, _ in POINT_COLUMNS),
             *(r[c] for c in extra),
             r["n_ok"],
             r[THROUGHPUT],
-            r["samples_per_s_per_device"],
-            e,
+            r[THROUGHPUT] / n,
+            e["efficiency"],
             r["mfu"],
             r["mem_peak_gib"],
             r["step_time_s_rank_spread"],
@@ -1054,11 +1066,16 @@ def _points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[
             *(analysis._fmt_value(r[c]) for c in extra),
             f"{int(r['n_ok'])}/{int(r['n_runs'])}",
             _ci(r[THROUGHPUT], r[f"{THROUGHPUT}_lo"], r[f"{THROUGHPUT}_hi"]),
-            _num(r["samples_per_s_per_device"], 1),
-            _pct(e),
-            _pct(r["mfu"]),
-            _num(r["mem_peak_gib"], 2),
-            _num(r["step_time_s_rank_spread"], 3),
+            _ci(r[THROUGHPUT] / n, r[f"{THROUGHPUT}_lo"] / n, r[f"{THROUGHPUT}_hi"] / n),
+            _pct(e["efficiency"], e["efficiency_lo"], e["efficiency_hi"]),
+            _pct(r["mfu"], r["mfu_lo"], r["mfu_hi"]),
+            _ci(r["mem_peak_gib"], r["mem_peak_gib_lo"], r["mem_peak_gib_hi"], digits=2),
+            _ci(
+                r["step_time_s_rank_spread"],
+                r["step_time_s_rank_spread_lo"],
+                r["step_time_s_rank_spread_hi"],
+                digits=3,
+            ),
             r["failed"],
         )
         rows.append(text)
