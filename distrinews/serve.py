@@ -15,14 +15,15 @@ Endpoints:
 
 How a request flows. pydantic checks the body against the limits (:class:`ServeLimits`): an
 empty list, too many texts, an empty or over-long text, or a wrong type is a 422 naming the
-field. The texts of one request are tokenized with the checkpoint's own tokenizer, truncated to
-the ``max_length`` the model was trained with, padded to the longest of them, and go through the
-model as ONE batch: a batch costs little more than a single text on any device, so clients
-should send texts together. The forward pass runs in a worker thread, one batch at a time
-(PyTorch already uses every core for one batch; two at once would only fight over them), so the
-event loop keeps answering health checks while the model computes. A failure inside the model
-is a 500 with a one-line ``{"detail": ...}`` and is logged with its traceback; the server keeps
-serving the next request.
+field; a body larger than any valid request could be is a 413 before it is parsed. The texts of
+one request are tokenized with the checkpoint's own tokenizer, truncated to the ``max_length``
+the model was trained with, padded to the longest of them, and go through the model as ONE
+batch: that spreads the fixed cost of a request (HTTP, JSON, a thread hop, kernel launches) over
+all its texts, and on a GPU a batch costs little more than one text -- so clients should send
+texts together. The forward pass runs in a worker thread, one batch at a time (PyTorch already
+uses every core for one batch; two at once would only fight over them), so the event loop keeps
+answering health checks while the model computes. A failure inside the model is a 500 with a
+one-line ``{"detail": ...}`` and is logged with its traceback; the server keeps serving.
 
 The model is loaded once, in a background thread started by the app's lifespan (never at
 import): ``/healthz`` answers at once, ``/readyz`` turns 200 when the weights are in. The
@@ -66,6 +67,12 @@ class ServeLimits:
     max_chars: int = DEFAULT_MAX_CHARS
     """Most characters in one text. The model reads only the first ``max_length`` tokens, so a
     longer text buys nothing and only costs tokenization time."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest body a valid request can need: every character JSON-escaped as a UTF-16
+        surrogate pair (12 bytes), plus quotes and commas, plus room for the envelope."""
+        return self.max_texts * (12 * self.max_chars + 4) + 1024
 
     def __post_init__(self) -> None:
         for name in ("max_texts", "max_chars"):
@@ -337,6 +344,20 @@ def create_app(
     )
     # Requests that arrive before the lifespan ran (or without one) see "not ready", not a 500.
     app.state.service = ServiceState()
+    max_body = limits.max_body_bytes
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next: Callable) -> Any:
+        # pydantic sees the body only after it was read and parsed whole; a declared size over
+        # the most a valid request can need is refused before that work.
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > max_body:
+            detail = (
+                f"request body of {size} bytes is over the {max_body}-byte limit "
+                f"(at most {limits.max_texts} texts of {limits.max_chars} characters)"
+            )
+            return JSONResponse(status_code=413, content={"detail": detail})
+        return await call_next(request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -449,6 +449,14 @@ def serve(
             f"serve needs the 'serve' extra ({exc.name} is missing): "
             "pip install 'distrinews[serve]'"
         ) from None
+    import logging
+
+    # The service logs model loading and inference failures (with tracebacks) under
+    # "distrinews"; uvicorn configures only its own loggers, so give ours a handler.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    logging.getLogger("distrinews").addHandler(handler)
+    logging.getLogger("distrinews").setLevel(log_level.upper())
     limits = ServeLimits(max_texts=max_texts, max_chars=max_chars)
     app = create_app(checkpoint, device=device, tokenizer=tokenizer, limits=limits)
     click.echo(f"serving {checkpoint} at http://{host}:{port} (API docs: /docs)", err=True)

@@ -145,6 +145,7 @@ def test_sigterm_shuts_the_server_down_cleanly(server):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
     text = log.read_text()
+    assert "distrinews.serve: model ready" in text
     assert "Application shutdown complete" in text and "Traceback" not in text
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/healthz", timeout=2.0)

@@ -7,6 +7,7 @@ real distilbert vocab when ../shared is at hand.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,26 @@ def test_limits_are_configurable(tiny):
         assert client.post("/predict", json={"texts": ["bank"] * 3}).status_code == 422
         assert client.post("/predict", json={"texts": ["b" * 11]}).status_code == 422
         assert client.post("/predict", json={"texts": ["bank", "b" * 10]}).status_code == 200
+
+
+def test_a_body_larger_than_any_valid_request_is_a_413(tiny):
+    limits = ServeLimits(max_texts=2, max_chars=10)
+    app = create_app(tiny[0], device="cpu", limits=limits)
+    with TestClient(app) as client:
+        assert app.state.service.done.wait(60)
+        # The largest valid request, every character escaped as a surrogate pair, fits...
+        emoji = "\U0001f600" * 10
+        biggest = json.dumps({"texts": [emoji, emoji]}).encode()
+        assert len(biggest) <= limits.max_body_bytes
+        headers = {"content-type": "application/json"}
+        assert client.post("/predict", content=biggest, headers=headers).status_code == 200
+        # ...a body one byte over the limit is refused before it is parsed.
+        huge = b" " * (limits.max_body_bytes + 1)
+        response = client.post("/predict", content=huge, headers=headers)
+        assert response.status_code == 413
+        detail = response.json()["detail"]
+        assert "over the" in detail and "2 texts of 10" in detail
+        assert client.post("/predict", json={"texts": ["bank"]}).status_code == 200
 
 
 @pytest.mark.parametrize("bad", [{"max_texts": 0}, {"max_chars": -1}, {"max_texts": True}])
