@@ -229,6 +229,8 @@ class ReadyOut(BaseModel):
     labels: list[str]
     parameters: int
     load_time_s: float
+    max_texts: int
+    max_chars: int
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,6 +379,8 @@ def create_app(
             labels=list(predictor.labels),
             parameters=predictor.model.num_parameters(),
             load_time_s=service.load_time_s or 0.0,
+            max_texts=limits.max_texts,
+            max_chars=limits.max_chars,
         )
 
     @app.post(

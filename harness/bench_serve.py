@@ -286,6 +286,14 @@ async def bench_serve_async(
         trust_env=False,  # never route loopback load through an HTTP(S)_PROXY from the env
     ) as client:
         info = await server_info(client, spec.url)
+        # Respect the server's input limits, so every request measures inference, not a 422.
+        if spec.texts_per_request > info.get("max_texts", spec.texts_per_request):
+            raise UserError(
+                f"--texts-per-request {spec.texts_per_request} is over the server's limit of "
+                f"{info['max_texts']} texts per request"
+            )
+        if "max_chars" in info:
+            texts = [text[: info["max_chars"]] for text in texts]
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if spec.warmup_requests:
             warm = request_bodies(texts, spec.texts_per_request, spec.warmup_requests)

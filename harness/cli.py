@@ -530,6 +530,8 @@ def bench_serve(
     \b
       distrinews-bench serve --checkpoint results/train-tiny --port 8000 &
       distrinews-bench bench-serve --url http://127.0.0.1:8000 --concurrency 1,4,16
+
+    Exit status 1 when any request failed (the rows are still recorded).
     """
     import re
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from distrinews.errors import UserError
-from distrinews.serve import create_app, get_predictor
+from distrinews.serve import ServeLimits, create_app, get_predictor
 from harness.bench_serve import (
     SAMPLE_TEXTS,
     BenchServeSpec,
@@ -258,6 +258,28 @@ def test_bench_stops_a_level_at_max_seconds(tiny_ckpt):
     _, (row,) = asyncio.run(drive())
     assert 0 < row["requests"] < 100_000 and row["errors"] == 0
     assert 0.5 <= row["duration_s"] < 5.0  # in-flight requests finish after the deadline
+
+
+def test_requests_stay_within_the_servers_limits(tiny_ckpt):
+    app = create_app(tiny_ckpt, device="cpu", limits=ServeLimits(max_texts=2, max_chars=5))
+
+    async def drive(texts_per_request):
+        spec = BenchServeSpec(
+            url="http://127.0.0.1:1",
+            concurrency=(1,),
+            requests=3,
+            texts_per_request=texts_per_request,
+            warmup_requests=0,
+        )
+        async with app.router.lifespan_context(app):
+            assert await asyncio.to_thread(app.state.service.done.wait, 60)
+            transport = httpx.ASGITransport(app=app)
+            return await bench_serve_async(spec, SAMPLE_TEXTS, transport=transport)
+
+    _, (row,) = asyncio.run(drive(2))  # the long sample texts are cut to 5 characters
+    assert (row["requests"], row["errors"]) == (3, 0)
+    with pytest.raises(UserError, match="over the server's limit of 2 texts"):
+        asyncio.run(drive(3))
 
 
 def test_an_unreachable_server_is_a_user_error(tmp_path):

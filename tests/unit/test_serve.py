@@ -146,6 +146,7 @@ def test_readyz_reports_the_loaded_model(client, tiny):
     assert body["checkpoint"] == str(tiny[0]) and body["device"] == "cpu"
     assert body["max_length"] == MAX_LENGTH and body["labels"] == list(LABELS)
     assert body["parameters"] == tiny[1].num_parameters()
+    assert (body["max_texts"], body["max_chars"]) == (64, 2000)
 
 
 def test_predict_returns_label_index_and_probabilities_per_text(client):
