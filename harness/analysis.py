@@ -396,11 +396,11 @@ def label_columns(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) 
 
 def point_label(row: pd.Series | dict[str, Any], columns: Sequence[str]) -> str:
     """A short human name for a point: ``precision=bf16 per_device_batch=32``."""
-    parts = [f"{c}={_fmt_value(row[c])}" for c in columns]
+    parts = [f"{c}={fmt_value(row[c])}" for c in columns]
     return " ".join(parts) if parts else "all points"
 
 
-def _fmt_value(value: Any) -> str:
+def fmt_value(value: Any) -> str:
     v = _plain(value)
     if v is None:
         return "-"
@@ -467,7 +467,7 @@ def scaling(
     parts = []
     for mode, part in summary.groupby("scaling_mode"):
         keys = list(curve_columns(mode))
-        part = part.assign(_curve=_row_keys(part, keys))
+        part = part.assign(_curve=row_keys(part, keys))
         # Same GPU count twice on one curve (1x8 and 2x4): tell them apart by node count.
         clash = part.duplicated(["_curve", "world_size"], keep=False)
         if clash.any():
@@ -517,7 +517,7 @@ def scaling(
     return table[cols]
 
 
-def _row_keys(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+def row_keys(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
     """One string per row joining the values of ``columns``: a fast multi-column group key."""
     if not columns:
         return pd.Series("", index=frame.index)
@@ -559,11 +559,11 @@ def factor_effect(
     others = [c for c in CONFIG_COLUMNS if c != factor]
     if factor in ("per_device_batch", "grad_accum"):
         others.remove("global_batch")
-    s = summary.assign(_g=_row_keys(summary, others), _lvl=summary[factor].map(_fmt_value))
+    s = summary.assign(_g=row_keys(summary, others), _lvl=summary[factor].map(fmt_value))
     s = s[s.groupby("_g")["_lvl"].transform("nunique") > 1]
     if s.empty:
         return pd.DataFrame(columns=cols)
-    ref = _fmt_value(reference) if reference is not None else None
+    ref = fmt_value(reference) if reference is not None else None
     levels = sorted(set(s["_lvl"]), key=_sort_key)
     rank = {v: (-1 if v == ref else i) for i, v in enumerate(levels)}
     s = s.assign(_rank=s["_lvl"].map(rank)).sort_values(["_g", "_rank"], kind="stable")

@@ -40,6 +40,15 @@ from harness.analysis import THROUGHPUT
 VERDICTS = ("regressed", "improved", "unchanged", "missing", "new")
 #: Fingerprint fields whose change makes two sweeps incomparable (harness.envinfo writes them).
 ENV_FIELDS = ("gpu_names", "gpu_count", "driver", "cuda", "nccl", "torch")
+#: Ledger columns the gate can compare: rates, where lower means slower.
+HIGHER_IS_BETTER = (
+    "samples_per_s",
+    "samples_per_s_per_device",
+    "real_tokens_per_s",
+    "padded_tokens_per_s",
+    "mfu",
+    "hfu",
+)
 #: Above this many values in total, the Mann-Whitney null uses the normal approximation.
 EXACT_LIMIT = 60
 
@@ -72,9 +81,11 @@ class GateSettings:
             raise UserError(f"--efficiency-tol-pp {self.efficiency_tol_pp!r} must be >= 0")
         if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
             raise UserError(f"--alpha {self.alpha!r} must be in (0, 1), e.g. 0.05")
-        if self.metric not in analysis.NUMERIC_COLUMNS:
-            allowed = ", ".join(c for c in analysis.NUMERIC_COLUMNS if c.endswith("_per_s"))
-            raise UserError(f"--metric {self.metric!r} is not a ledger number; try: {allowed}")
+        if self.metric not in HIGHER_IS_BETTER:
+            raise UserError(
+                f"--metric {self.metric!r} is not allowed; allowed (higher is better): "
+                + ", ".join(HIGHER_IS_BETTER)
+            )
         if not (isinstance(self.n_boot, int) and self.n_boot >= 100):
             raise UserError(f"n_boot = {self.n_boot!r} must be an integer >= 100")
 
@@ -356,9 +367,9 @@ def _compare_points(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
         elif not in_b:
             row.update(verdict="new", note="not in the baseline")
         elif len(bv) and not len(cv):
-            row.update(verdict="regressed", note=f"every current run failed ({c_status[key]})")
+            row.update(verdict="regressed", note=f"no ok current run ({c_status[key]})")
         elif len(cv) and not len(bv):
-            row.update(verdict="improved", note=f"every baseline run failed ({b_status[key]})")
+            row.update(verdict="improved", note=f"no ok baseline run ({b_status[key]})")
         elif not len(bv):
             row.update(verdict="unchanged", note=f"failed in both ({c_status[key]})")
         else:

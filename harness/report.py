@@ -426,7 +426,7 @@ def fig_batch(summary: pd.DataFrame) -> go.Figure | None:
         cols=2 if has_mem else 1,
         subplot_titles=("throughput", "peak memory per GPU") if has_mem else ("throughput",),
     )
-    lines = list(ok.groupby(analysis._row_keys(ok, others), sort=True)) if others else [("", ok)]
+    lines = list(ok.groupby(analysis.row_keys(ok, others), sort=True)) if others else [("", ok)]
     lines.sort(key=lambda kv: -kv[1][THROUGHPUT].max())
     for i, (_, line) in enumerate(lines[:MAX_CURVES]):
         line = line.sort_values("per_device_batch")
@@ -485,7 +485,7 @@ def fig_knobs(summary: pd.DataFrame, knobs: Sequence[str]) -> go.Figure | None:
     n = int(top["world_size"].iloc[0])
     if len(knobs) == 1:
         k = knobs[0]
-        by = top.groupby(top[k].map(analysis._fmt_value))
+        by = top.groupby(top[k].map(analysis.fmt_value))
         med = by[THROUGHPUT].median()
         fig = go.Figure(
             go.Bar(
@@ -503,7 +503,7 @@ def fig_knobs(summary: pd.DataFrame, knobs: Sequence[str]) -> go.Figure | None:
     knobs = sorted(knobs, key=lambda c: -top[c].astype(object).map(str).nunique())[:2]
     a, b = knobs
     grid = top.assign(
-        _a=top[a].map(analysis._fmt_value), _b=top[b].map(analysis._fmt_value)
+        _a=top[a].map(analysis.fmt_value), _b=top[b].map(analysis.fmt_value)
     ).pivot_table(index="_b", columns="_a", values=THROUGHPUT, aggfunc="median")
     fig = go.Figure(
         go.Heatmap(
@@ -1062,8 +1062,8 @@ def _points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[
             r["failed"],
         )
         text = (
-            *(analysis._fmt_value(r[c]) for c, _, _ in POINT_COLUMNS),
-            *(analysis._fmt_value(r[c]) for c in extra),
+            *(analysis.fmt_value(r[c]) for c, _, _ in POINT_COLUMNS),
+            *(analysis.fmt_value(r[c]) for c in extra),
             f"{int(r['n_ok'])}/{int(r['n_runs'])}",
             _ci(r[THROUGHPUT], r[f"{THROUGHPUT}_lo"], r[f"{THROUGHPUT}_hi"]),
             _ci(r[THROUGHPUT] / n, r[f"{THROUGHPUT}_lo"] / n, r[f"{THROUGHPUT}_hi"] / n),

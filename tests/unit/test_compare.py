@@ -192,7 +192,7 @@ def test_current_failures_regress_and_baseline_failures_improve(tmp_path):
     store.ledger_path(c).write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = compare.compare(compare.load_side(b), compare.load_side(c))
     row = result.points.set_index("key").loc[key]
-    assert row["verdict"] == "regressed" and "every current run failed (oom)" in row["note"]
+    assert row["verdict"] == "regressed" and "no ok current run (oom)" in row["note"]
     assert result.regressed
     back = compare.compare(compare.load_side(c), compare.load_side(b))
     assert back.points.set_index("key").loc[key, "verdict"] == "improved"
@@ -286,6 +286,8 @@ def test_cli_exit_codes(tmp_path):
 
     r = invoke(str(b), str(same), "--rtol", "2")
     assert r.exit_code == 2  # click's own bad-option exit
+    r = invoke(str(b), str(same), "--metric", "step_time_s_p50")  # lower is better: refused
+    assert r.exit_code == 2 and "higher is better" in r.output
 
     empty = tmp_path / "empty"
     empty.mkdir()
