@@ -33,6 +33,7 @@ predictor lives in ``app.state.service`` and reaches the route through the FastA
 
 # No `from __future__ import annotations` here: FastAPI reads route signatures at runtime, and
 # the request body type is a class local to create_app (its limits are per app).
+import asyncio
 import contextlib
 import functools
 import logging
@@ -234,6 +235,89 @@ class ReadyOut(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------
+# Micro-batching: one forward pass for the texts of requests that arrive together
+# --------------------------------------------------------------------------------------------
+
+
+class _Batch:
+    """Requests joined so far: their texts, each with the future its answers go to."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[list[str], asyncio.Future]] = []
+        self.size = 0
+        self.full = asyncio.Event()
+
+    def add(self, texts: list[str]) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.parts.append((texts, future))
+        self.size += len(texts)
+        return future
+
+
+class MicroBatcher:
+    """Joins the texts of concurrent requests into one forward pass (dynamic batching).
+
+    The first request to arrive opens a batch; others arriving within ``window_s`` join it, up
+    to ``max_texts`` texts in all. The batch then runs as one ``predictor.predict`` call in the
+    inference thread and each request gets its own slice of the answers. The price is up to
+    ``window_s`` of extra latency; the gain, under concurrency, is one forward pass (and one
+    thread hop) instead of many. A failing batch fails every request in it (each gets the 500).
+
+    The batch runs in a task of its own, so a request that goes away (client disconnect, its
+    task cancelled) never strands the others in its batch. All requests of a batch use the
+    predictor of the one that opened it (an app has one predictor).
+    """
+
+    def __init__(self, *, window_s: float, max_texts: int, limiter: Any) -> None:
+        self.window_s = window_s
+        self.max_texts = max_texts
+        self._limiter = limiter
+        self._open: _Batch | None = None
+        self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+
+    async def predict(self, predictor: Predictor, texts: list[str]) -> list[Prediction]:
+        batch = self._open
+        if batch is None or batch.size + len(texts) > self.max_texts:
+            if batch is not None:
+                batch.full.set()  # it cannot take these texts: let it run now
+            batch = self._open = _Batch()
+            task = asyncio.get_running_loop().create_task(self._run(batch, predictor))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        future = batch.add(texts)
+        if batch.size >= self.max_texts:
+            batch.full.set()
+        return await future
+
+    async def _run(self, batch: _Batch, predictor: Predictor) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(batch.full.wait(), self.window_s)
+        if self._open is batch:
+            self._open = None  # closed: later requests open the next batch
+        texts = [text for part, _ in batch.parts for text in part]
+        try:
+            preds = await _run_in_thread(predictor.predict, texts, self._limiter)
+        except Exception as exc:  # handed to every waiting request, which answers 500
+            for _, future in batch.parts:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for part, future in batch.parts:
+            if not future.done():  # a cancelled request no longer wants its answers
+                future.set_result(preds[start : start + len(part)])
+            start += len(part)
+
+
+async def _run_in_thread(func: Callable, arg: Any, limiter: Any) -> Any:
+    # anyio is starlette's own async layer; imported here because it is not on the workload's
+    # list of top-level imports (tests/unit/test_packaging.py).
+    import anyio
+
+    return await anyio.to_thread.run_sync(func, arg, limiter=limiter)
+
+
+# --------------------------------------------------------------------------------------------
 # The app
 # --------------------------------------------------------------------------------------------
 
@@ -308,16 +392,19 @@ def create_app(
     device: str = "auto",
     tokenizer: str | Path | None = None,
     limits: ServeLimits | None = None,
+    batch_window_s: float = 0.0,
 ) -> FastAPI:
     """The inference service for ``checkpoint`` (a checkpoint or training output directory).
 
-    Cheap checks (path, checksum, tokenizer, device) run here and raise :class:`UserError`;
-    the model itself loads in the app's lifespan.
+    ``batch_window_s`` > 0 turns on micro-batching (:class:`MicroBatcher`): requests arriving
+    within that many seconds of each other share one forward pass. Cheap checks (path,
+    checksum, tokenizer, device) run here and raise :class:`UserError`; the model itself loads
+    in the app's lifespan.
     """
-    # anyio is starlette's own async layer; imported here because it is not on the workload's
-    # list of top-level imports (tests/unit/test_packaging.py).
-    import anyio
+    import anyio  # see _run_in_thread
 
+    if not 0.0 <= batch_window_s <= 1.0:
+        raise UserError(f"batch window must be 0..1 s (0 = off), got {batch_window_s}")
     limits = limits or ServeLimits()
     ckpt = preflight(checkpoint, tokenizer=tokenizer)
     device = resolve_device(device)
@@ -329,6 +416,13 @@ def create_app(
         # One inference at a time; waiting requests queue here as cheap coroutines rather than
         # as parked threads in the shared thread pool.
         app.state.inference_limiter = anyio.CapacityLimiter(1)
+        app.state.batcher = None
+        if batch_window_s > 0:
+            app.state.batcher = MicroBatcher(
+                window_s=batch_window_s,
+                max_texts=limits.max_texts,
+                limiter=app.state.inference_limiter,
+            )
         # A plain daemon thread: the server answers /healthz (and 503 on /readyz) meanwhile.
         loader = functools.partial(
             Predictor.from_checkpoint, ckpt, device=device, tokenizer=tokenizer
@@ -346,6 +440,7 @@ def create_app(
     )
     # Requests that arrive before the lifespan ran (or without one) see "not ready", not a 500.
     app.state.service = ServiceState()
+    app.state.batcher = None
     max_body = limits.max_body_bytes
 
     @app.middleware("http")
@@ -399,9 +494,13 @@ def create_app(
     ) -> Any:
         """Classify texts: one padded batch through the model, answers in input order."""
         texts = body.texts
-        limiter = request.app.state.inference_limiter
+        batcher: MicroBatcher | None = request.app.state.batcher
         try:
-            preds = await anyio.to_thread.run_sync(predictor.predict, texts, limiter=limiter)
+            if batcher is None:
+                limiter = request.app.state.inference_limiter
+                preds = await _run_in_thread(predictor.predict, texts, limiter)
+            else:
+                preds = await batcher.predict(predictor, texts)
         except Exception as exc:  # a model failure answers 500 and the server keeps serving
             log.exception("inference failed on a batch of %d texts", len(texts))
             raise HTTPException(

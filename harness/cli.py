@@ -417,6 +417,13 @@ def export(results_dir: Path, output: Path) -> None:
     "--max-chars", type=click.IntRange(min=1), default=2000, show_default=True, help="Per text."
 )
 @click.option(
+    "--batch-window-ms",
+    type=click.FloatRange(0, 1000),
+    default=0.0,
+    show_default=True,
+    help="Micro-batching: requests arriving within this window share one forward pass (0: off).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -431,6 +438,7 @@ def serve(
     tokenizer: Path | None,
     max_texts: int,
     max_chars: int,
+    batch_window_ms: float,
     log_level: str,
 ) -> None:
     """Serve a trained checkpoint over HTTP: POST /predict, GET /healthz, /readyz, /docs.
@@ -458,7 +466,13 @@ def serve(
     logging.getLogger("distrinews").addHandler(handler)
     logging.getLogger("distrinews").setLevel(log_level.upper())
     limits = ServeLimits(max_texts=max_texts, max_chars=max_chars)
-    app = create_app(checkpoint, device=device, tokenizer=tokenizer, limits=limits)
+    app = create_app(
+        checkpoint,
+        device=device,
+        tokenizer=tokenizer,
+        limits=limits,
+        batch_window_s=batch_window_ms / 1000.0,
+    )
     click.echo(f"serving {checkpoint} at http://{host}:{port} (API docs: /docs)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

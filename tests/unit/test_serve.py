@@ -7,9 +7,11 @@ real distilbert vocab when ../shared is at hand.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from click.testing import CliRunner
@@ -383,3 +385,78 @@ def test_real_vocab_checkpoint_serves_the_models_predictions(tmp_path, tokenizer
     assert preds[0]["tokens"] == len(tok(texts[0])["input_ids"])
     expected = reference_probabilities(model, tok, texts)
     torch.testing.assert_close(served_probabilities(preds), expected, rtol=0, atol=1e-5)
+
+
+# -- micro-batching: concurrent requests share one forward pass --------------------------------
+
+
+class Recording:
+    """Delegates to the real predictor and records the texts of every call it receives."""
+
+    def __init__(self, inner: Predictor, trigger: str | None = None) -> None:
+        self.inner = inner
+        self.trigger = trigger
+        self.calls: list[list[str]] = []
+
+    def predict(self, texts):
+        self.calls.append(list(texts))
+        if self.trigger in texts:
+            raise RuntimeError("injected failure")
+        return self.inner.predict(texts)
+
+
+def _concurrent_posts(app, bodies, *, trigger=None):
+    """Start the app's lifespan, send ``bodies`` at once; return (responses, predictor calls)."""
+
+    async def drive():
+        async with app.router.lifespan_context(app):
+            assert await asyncio.to_thread(app.state.service.done.wait, 60)
+            recording = Recording(app.state.service.predictor, trigger)
+            app.dependency_overrides[get_predictor] = lambda: recording
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                responses = await asyncio.gather(
+                    *(client.post("/predict", json=body) for body in bodies)
+                )
+                after = await client.post("/predict", json={"texts": ["bank"]})
+            return responses, recording.calls, after
+
+    return asyncio.run(drive())
+
+
+def test_micro_batching_joins_concurrent_requests_into_one_forward_pass(tiny):
+    _, model, tokenizer = tiny
+    app = create_app(tiny[0], device="cpu", batch_window_s=0.5)
+    bodies = [{"texts": TEXTS[:2]}, {"texts": [TEXTS[2]]}, {"texts": TEXTS[3:]}]
+    responses, calls, _ = _concurrent_posts(app, bodies)
+    # one forward pass for the three requests (the last call is the follow-up request)
+    assert len(calls) == 2 and sorted(calls[0]) == sorted(TEXTS)
+    for body, response in zip(bodies, responses, strict=True):
+        assert response.status_code == 200
+        preds = response.json()["predictions"]
+        expected = reference_probabilities(model, tokenizer, body["texts"])
+        torch.testing.assert_close(served_probabilities(preds), expected, rtol=0, atol=1e-5)
+
+
+def test_micro_batches_never_exceed_max_texts(tiny):
+    app = create_app(tiny[0], device="cpu", limits=ServeLimits(max_texts=3), batch_window_s=0.5)
+    bodies = [{"texts": ["bank", "oil"]}, {"texts": ["nasa", "war"]}, {"texts": ["team"]}]
+    responses, calls, _ = _concurrent_posts(app, bodies)
+    assert all(r.status_code == 200 for r in responses)
+    assert all(len(call) <= 3 for call in calls[:-1]) and sum(map(len, calls[:-1])) == 5
+    assert [len(r.json()["predictions"]) for r in responses] == [2, 2, 1]
+
+
+def test_a_failing_micro_batch_fails_its_requests_and_the_next_one_succeeds(tiny):
+    app = create_app(tiny[0], device="cpu", batch_window_s=0.5)
+    bodies = [{"texts": ["bank"]}, {"texts": ["boom"]}]
+    responses, calls, after = _concurrent_posts(app, bodies, trigger="boom")
+    assert calls[0] == ["bank", "boom"] or calls[0] == ["boom", "bank"]
+    assert [r.status_code for r in responses] == [500, 500]
+    assert responses[0].json() == {"detail": "inference failed: RuntimeError: injected failure"}
+    assert after.status_code == 200
+
+
+def test_batch_window_is_checked(tiny):
+    with pytest.raises(UserError, match="batch window"):
+        create_app(tiny[0], batch_window_s=-0.1)
