@@ -24,6 +24,8 @@ texts together. The forward pass runs in a worker thread, one batch at a time (P
 uses every core for one batch; two at once would only fight over them), so the event loop keeps
 answering health checks while the model computes. A failure inside the model is a 500 with a
 one-line ``{"detail": ...}`` and is logged with its traceback; the server keeps serving.
+Optionally (``batch_window_s``), concurrent requests are joined into one forward pass as well
+(:class:`MicroBatcher`).
 
 The model is loaded once, in a background thread started by the app's lifespan (never at
 import): ``/healthz`` answers at once, ``/readyz`` turns 200 when the weights are in. The
@@ -232,6 +234,7 @@ class ReadyOut(BaseModel):
     load_time_s: float
     max_texts: int
     max_chars: int
+    batch_window_s: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,6 +479,7 @@ def create_app(
             load_time_s=service.load_time_s or 0.0,
             max_texts=limits.max_texts,
             max_chars=limits.max_chars,
+            batch_window_s=batch_window_s,
         )
 
     @app.post(

@@ -310,6 +310,7 @@ async def bench_serve_async(
                 "started_at": started_at,
                 "checkpoint": info.get("checkpoint"),
                 "device": info.get("device"),
+                "batch_window_s": info.get("batch_window_s"),
                 "url": spec.url,
                 **summarize(level, texts_per_request=spec.texts_per_request),
             }
@@ -384,13 +385,19 @@ def serving_figure(rows: Sequence[dict[str, Any]]):
     )
     runs: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        key = (row.get("started_at"), row.get("checkpoint"), row.get("texts_per_request"))
+        key = (
+            row.get("started_at"),
+            row.get("checkpoint"),
+            row.get("texts_per_request"),
+            row.get("batch_window_s"),
+        )
         runs.setdefault(key, []).append(row)
     palette = qualitative.Plotly
-    for i, ((started, ckpt, tpr), group) in enumerate(runs.items()):
+    for i, ((started, ckpt, tpr, window), group) in enumerate(runs.items()):
         group = sorted(group, key=lambda r: r["concurrency"])
         colour = palette[i % len(palette)]
-        name = f"{_checkpoint_label(ckpt)} · {tpr} text/req · {started}"
+        batching = f" · batch window {window * 1000:g} ms" if window else ""
+        name = f"{_checkpoint_label(ckpt)} · {tpr} text/req{batching} · {started}"
         xs = [r["concurrency"] for r in group]
         fig.add_trace(
             go.Scatter(

@@ -9,6 +9,7 @@ never text in a number field)::
                        groups the rows of one run)
     checkpoint         the checkpoint the server reported on /readyz
     device             the server's device ("cpu", "cuda", ...)
+    batch_window_s     float, the server's micro-batching window (0.0: off; null if unknown)
     url                the server's base URL
     concurrency        int, requests in flight at once
     texts_per_request  int, texts in each POST /predict
@@ -47,6 +48,7 @@ SERVING_KEYS = (
     "started_at",
     "checkpoint",
     "device",
+    "batch_window_s",
     "url",
     "concurrency",
     "texts_per_request",

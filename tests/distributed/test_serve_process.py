@@ -128,6 +128,7 @@ def test_bench_serve_against_the_real_server_records_one_row_per_level(server, t
         assert set(row) == set(SERVING_KEYS)
         assert (row["requests"], row["errors"], row["texts_per_request"]) == (10, 0, 2)
         assert row["checkpoint"] == str(ckpt) and row["device"] == "cpu" and row["url"] == url
+        assert row["batch_window_s"] == 0.0
         assert 0 < row["latency_s_p50"] <= row["latency_s_p95"] <= row["latency_s_p99"]
         assert row["requests_per_s"] == pytest.approx(10 / row["duration_s"])
         json.dumps(row, allow_nan=False)

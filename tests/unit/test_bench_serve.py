@@ -129,6 +129,7 @@ def _row(concurrency=1, started="2026-01-01T00:00:00+00:00", p50=0.01):
         "started_at": started,
         "checkpoint": "/runs/tiny/checkpoints/step-00000005",
         "device": "cpu",
+        "batch_window_s": 0.0,
         "url": "http://127.0.0.1:8000",
         "concurrency": concurrency,
         "texts_per_request": 1,
@@ -173,7 +174,10 @@ def test_a_corrupt_serving_ledger_names_file_and_line(tmp_path):
 
 def test_serving_figure_draws_one_colour_per_run_and_skips_nulls():
     rows = [_row(c) for c in (1, 4, 16)] + [
-        _row(c, started="2026-01-02T00:00:00+00:00", p50=None if c == 16 else 0.02)
+        {
+            **_row(c, started="2026-01-02T00:00:00+00:00", p50=None if c == 16 else 0.02),
+            "batch_window_s": 0.005,
+        }
         for c in (1, 4, 16)
     ]
     fig = serving_figure(rows)
@@ -185,7 +189,8 @@ def test_serving_figure_draws_one_colour_per_run_and_skips_nulls():
     assert list(p50_second.y) == [20.0, 20.0, None]  # milliseconds; null stays a gap
     assert throughput[0].line.color != throughput[1].line.color
     assert list(fig.layout.xaxis.tickvals) == [1, 4, 16]
-    assert throughput[0].name.startswith("tiny/step-00000005 · 1 text/req")
+    assert throughput[0].name.startswith("tiny/step-00000005 · 1 text/req · 2026-01-01")
+    assert "1 text/req · batch window 5 ms · 2026-01-02" in throughput[1].name
     fig.to_json()  # serialisable for the HTML report
 
 

@@ -148,7 +148,7 @@ def test_readyz_reports_the_loaded_model(client, tiny):
     assert body["checkpoint"] == str(tiny[0]) and body["device"] == "cpu"
     assert body["max_length"] == MAX_LENGTH and body["labels"] == list(LABELS)
     assert body["parameters"] == tiny[1].num_parameters()
-    assert (body["max_texts"], body["max_chars"]) == (64, 2000)
+    assert (body["max_texts"], body["max_chars"], body["batch_window_s"]) == (64, 2000, 0.0)
 
 
 def test_predict_returns_label_index_and_probabilities_per_text(client):
