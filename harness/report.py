@@ -30,6 +30,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from distrinews.errors import UserError
 from harness import analysis, store
 from harness.analysis import THROUGHPUT
 
@@ -1283,6 +1284,13 @@ def _table_text(table: Table, title: str) -> str:
 def load_report(sweep_dir: Path) -> Report:
     """Read a sweep folder (ledger, env.json, a few telemetry and record files) into a Report."""
     sweep_dir = Path(sweep_dir)
+    if sweep_dir.is_dir() and not store.ledger_path(sweep_dir).is_file():
+        inside = sorted(p.name for p in sweep_dir.iterdir() if store.ledger_path(p).is_file())
+        if inside:  # a results root, not one sweep: say which sweeps it holds
+            raise UserError(
+                f"{sweep_dir}: not a sweep folder; it holds the sweeps {', '.join(inside)} -- "
+                f"pass one of them, e.g. {sweep_dir / inside[0]}"
+            )
     frame = analysis.load_frame(sweep_dir)
     env = analysis.load_env(sweep_dir)
     telemetry = analysis.load_telemetry(sweep_dir, telemetry_points(frame)) if len(frame) else None

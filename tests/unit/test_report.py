@@ -102,6 +102,9 @@ def test_missing_ledger_is_an_empty_sweep_and_missing_folder_an_error(tmp_path):
     assert "no finished points" in report.load_report(tmp_path).notes[0]
     with pytest.raises(UserError, match="no such results folder"):
         report.load_report(tmp_path / "nope")
+    write_sweep(tmp_path / "root", FakeSweep(name="a", world_sizes=(1,), batches=(8,)))
+    with pytest.raises(UserError, match="not a sweep folder; it holds the sweeps a"):
+        report.load_report(tmp_path / "root")
 
 
 def test_all_failed_shows_failures_and_no_charts(tmp_path):
