@@ -20,7 +20,7 @@ import html
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -703,7 +703,7 @@ def build_report(
     """Assemble the whole report from the ledger frame and the side files (all already read)."""
     telemetry = telemetry if telemetry is not None else pd.DataFrame()
     rank_times = rank_times or {}
-    generated_at = generated_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    generated_at = generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     notes = list(frame.attrs.get("notes", []))
     summary = analysis.summarize(frame, SUMMARY_METRICS)
     curves = analysis.scaling(frame, summary=summary)

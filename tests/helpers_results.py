@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from distrinews.runspec import DDPKnobs, RunSpec
 
 #: Per-device samples/s of DistilBERT-base at a large batch, by precision (H100-like shape).
 PRECISION_RATE = {"fp32": 990.0, "tf32": 1710.0, "fp16": 2970.0, "bf16": 3060.0}
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ENV_FIELDS = {
     "torch": "2.13.0+cu128",
     "cuda": "12.8",
