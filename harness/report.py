@@ -201,10 +201,6 @@ def _pct(median: float, lo: float = np.nan, hi: float = np.nan) -> str:
     return text.replace(" [", "% [").replace("]", "%]") + ("%" if "[" not in text and text else "")
 
 
-def _nz(value: Any) -> float:
-    return float(value) if value is not None and np.isfinite(value) else np.nan
-
-
 def _err(med: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any] | None:
     """Asymmetric error bars from an interval (None when no point has one)."""
     if not np.isfinite(lo).any():
