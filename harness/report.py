@@ -17,6 +17,7 @@ e-mail attachment; it loads nothing from the network.
 from __future__ import annotations
 
 import html
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -1106,8 +1107,6 @@ def _env_value(value: Any) -> str:
         counts = pd.Series(value).value_counts()
         return ", ".join(f"{n} × {name}" for name, n in counts.items())
     if isinstance(value, (dict, list)):
-        import json
-
         text = json.dumps(value, indent=1)
         return text if len(text) < 4000 else text[:4000] + " ..."
     return str(value)
