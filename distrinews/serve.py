@@ -293,7 +293,7 @@ class MicroBatcher:
         return await future
 
     async def _run(self, batch: _Batch, predictor: Predictor) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(batch.full.wait(), self.window_s)
         if self._open is batch:
             self._open = None  # closed: later requests open the next batch

@@ -15,10 +15,12 @@ level has sent ``--requests`` requests or ``--max-seconds`` have passed. Per lev
   byte, as the client sees it: queueing in the server included). Percentiles, not a mean: a
   service is judged by its slow tail.
 
-The server runs one batch at a time, so once N exceeds 1 extra requests mostly queue: requests/s
-flattens while latency grows about linearly with N -- the figure shows where that knee is. On a
-small CPU machine the client competes with the server for the same cores; read absolute figures
-from such a machine as a lower bound.
+The server runs one batch at a time, so once the model is busy extra requests queue: requests/s
+flattens while latency grows about linearly with N -- the figure shows where that knee is. A
+server started with ``--batch-window-ms`` joins queued requests into one forward pass, which
+moves the knee when the per-request cost (HTTP, JSON, a thread hop) rather than the model's
+arithmetic dominates. On a small CPU machine the client competes with the server for the same
+cores; read absolute figures from such a machine as a lower bound.
 
 Rows go to ``results/<name>/serving.jsonl`` (:mod:`harness.serving_store`). Only loopback URLs
 are accepted unless ``allow_remote`` is set: a benchmark should never load someone else's host
@@ -33,7 +35,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -294,7 +296,7 @@ async def bench_serve_async(
             )
         if "max_chars" in info:
             texts = [text[: info["max_chars"]] for text in texts]
-        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started_at = datetime.now(UTC).isoformat(timespec="seconds")
         if spec.warmup_requests:
             warm = request_bodies(texts, spec.texts_per_request, spec.warmup_requests)
             await run_level(client, warm, concurrency=1, max_seconds=spec.max_seconds)
