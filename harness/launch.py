@@ -418,7 +418,8 @@ def kill_tree(proc: subprocess.Popen[Any], *, grace_s: float) -> None:
     torchrun puts each worker in a session of its own, so killing the agent's group alone
     could orphan workers; their groups are collected first and killed too.
     """
-    groups = {proc.pid} | {_pgid(pid) for pid in _descendants(proc.pid)}
+    tree = _descendants(proc.pid)
+    groups = {proc.pid} | {_pgid(pid) for pid in tree}
     groups.discard(None)
     groups.discard(os.getpgid(0))  # never ourselves
     for pgid in groups:
@@ -431,6 +432,20 @@ def kill_tree(proc: subprocess.Popen[Any], *, grace_s: float) -> None:
             os.killpg(pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+    # SIGKILL is asynchronous: wait until the workers are really gone, so the next point never
+    # starts while the last one's ranks still hold GPU memory or a port.
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an exited process awaiting its reaper)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _descendants(root: int) -> list[int]:
