@@ -226,10 +226,14 @@ def train(
 
 
 def _after_sweep(sweep_dir: Path) -> None:
-    """Hook run after `sweep` finishes: the report helper renders the HTML report here.
+    """Render the HTML report of a finished sweep and print its path."""
+    from harness.report import render_report
 
-    It receives the sweep folder (results/<name>/) and should print the report's path.
-    """
+    try:
+        click.echo(f"report: {render_report(sweep_dir)}")
+    except UserError as exc:
+        # The results are already safe in the ledger: a report problem must not fail the sweep.
+        click.echo(f"warning: no report: {exc}", err=True)
 
 
 @cli.command()
