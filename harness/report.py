@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from distrinews.errors import UserError
-from harness import analysis, store
+from harness import analysis, serving_store, store
 from harness.analysis import THROUGHPUT
 
 #: Metrics that get a bootstrap interval wherever the report shows them.
@@ -667,6 +668,98 @@ def fig_mfu_tokens(summary: pd.DataFrame, labels: dict[str, str]) -> go.Figure |
 # -- assembling the report (pure) ------------------------------------------------------------
 
 
+def fig_serving(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
+    """Requests/s (left) and latency p50/p95/p99 in ms (right) against concurrency.
+
+    One colour per bench-serve run (rows grouped by started_at, checkpoint and texts per
+    request); p50 solid, p95 dashed, p99 dotted. Levels with no successful request are left
+    out of the lines (their values are null). None when there are no rows.
+    """
+    if not rows:
+        return None
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("Throughput", "Latency (end to end)"),
+        horizontal_spacing=0.12,
+    )
+    runs: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (
+            row.get("started_at"),
+            row.get("checkpoint"),
+            row.get("texts_per_request"),
+            row.get("batch_window_s"),
+        )
+        runs.setdefault(key, []).append(row)
+    palette = qualitative.Plotly
+    for i, ((started, ckpt, tpr, window), group) in enumerate(runs.items()):
+        group = sorted(group, key=lambda r: r["concurrency"])
+        colour = palette[i % len(palette)]
+        batching = f" · batch window {window * 1000:g} ms" if window else ""
+        name = f"{_checkpoint_label(ckpt)} · {tpr} text/req{batching} · {started}"
+        xs = [r["concurrency"] for r in group]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[r["requests_per_s"] for r in group],
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                line={"color": colour},
+                hovertemplate="concurrency %{x}<br>%{y:.1f} requests/s<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        for q, dash in (("p50", "solid"), ("p95", "dash"), ("p99", "dot")):
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=[_to_ms(r.get(f"latency_s_{q}")) for r in group],
+                    mode="lines+markers",
+                    name=f"{q}",
+                    legendgroup=name,
+                    showlegend=False,
+                    line={"color": colour, "dash": dash},
+                    hovertemplate=f"concurrency %{{x}}<br>{q} %{{y:.1f}} ms<extra>{name}</extra>",
+                ),
+                row=1,
+                col=2,
+            )
+    levels = sorted({r["concurrency"] for r in rows})
+    for col in (1, 2):
+        # Log axis: levels usually grow geometrically (1, 4, 16); ticks exactly at the levels.
+        fig.update_xaxes(
+            title_text="concurrent requests", type="log", tickvals=levels, row=1, col=col
+        )
+    fig.update_yaxes(title_text="requests/s", rangemode="tozero", row=1, col=1)
+    # Log scale: queueing makes latency span milliseconds to seconds across the sweep.
+    fig.update_yaxes(
+        title_text="latency ms (p50 solid, p95 dash, p99 dot)", type="log", row=1, col=2
+    )
+    fig.update_layout(
+        title="Inference service under load",
+        legend={"orientation": "h", "y": -0.25},
+        template="plotly_white",
+    )
+    return fig
+
+
+def _checkpoint_label(ckpt: str | None) -> str:
+    """``.../train-tiny/checkpoints/step-00000426`` -> ``train-tiny/step-00000426``."""
+    if not ckpt:
+        return "model"
+    path = Path(ckpt)
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.name
+
+
+def _to_ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000.0
+
+
 def telemetry_points(frame: pd.DataFrame) -> list[str]:
     """Which points' telemetry to plot: the fastest ok run of each GPU count, largest first."""
     ok = frame[(frame["status"] == "ok") & frame[THROUGHPUT].notna()]
@@ -696,8 +789,12 @@ def build_report(
     rank_times: dict[str, list[list[float]]] | None = None,
     title: str = "sweep",
     generated_at: str | None = None,
+    serving: Sequence[dict[str, Any]] = (),
 ) -> Report:
-    """Assemble the whole report from the ledger frame and the side files (all already read)."""
+    """Assemble the whole report from the ledger frame and the side files (all already read).
+
+    ``serving`` holds bench-serve rows (serving.jsonl), shown in a section of their own.
+    """
     telemetry = telemetry if telemetry is not None else pd.DataFrame()
     rank_times = rank_times or {}
     generated_at = generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -714,7 +811,9 @@ def build_report(
         for d, k, rep in zip(frame["point_dir"], frame["config_key"], frame["repeat"], strict=True)
     }
     n_runs, n_ok = len(frame), int((frame["status"] == "ok").sum()) if len(frame) else 0
-    if n_runs == 0:
+    if n_runs == 0 and serving:
+        notes.insert(0, "This folder holds serving benchmarks only: no training sweep points.")
+    elif n_runs == 0:
         notes.insert(0, "This sweep has no finished points yet: the ledger is empty.")
     elif n_ok == 0:
         notes.insert(0, f"All {n_runs} runs failed: no throughput to show. See the failures table.")
@@ -731,6 +830,8 @@ def build_report(
         sections.extend(_scaling_sections(frame, summary, curves))
         sections.extend(_settings_sections(frame, summary))
         sections.extend(_hardware_sections(summary, telemetry, rank_times, labels, run_labels))
+    if serving:
+        sections.append(_serving_section(serving))
     failures = _failures_table(frame, labels)
     if failures is not None:
         sections.append(
@@ -766,6 +867,45 @@ def build_report(
         notes=tuple(notes),
         headline=_headline(frame, summary, curves, labels),
         sections=tuple(sections),
+    )
+
+
+def _serving_section(rows: Sequence[dict[str, Any]]) -> Section:
+    """The inference service under load: requests/s and latency per concurrency level."""
+    ordered = sorted(rows, key=lambda r: (str(r.get("started_at")), r.get("concurrency", 0)))
+    table = Table(
+        columns=(
+            "run",
+            "concurrency",
+            "requests",
+            "errors",
+            "requests/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+        ),
+        rows=tuple(
+            (
+                f"{_checkpoint_label(r.get('checkpoint'))} · {r.get('started_at')}",
+                _num(r.get("concurrency"), 0),
+                _num(r.get("requests"), 0),
+                _num(r.get("errors"), 0),
+                _num(r.get("requests_per_s")),
+                _num(_to_ms(r.get("latency_s_p50"))),
+                _num(_to_ms(r.get("latency_s_p95"))),
+                _num(_to_ms(r.get("latency_s_p99"))),
+            )
+            for r in ordered
+        ),
+    )
+    figure = fig_serving(rows)
+    return Section(
+        id="serving",
+        title="Serving",
+        intro="distrinews-bench bench-serve against the HTTP inference service: closed-loop "
+        "clients per concurrency level; latency is end to end (request sent to answer read).",
+        figures=(figure,) if figure is not None else (),
+        tables=(table,),
     )
 
 
@@ -1249,7 +1389,7 @@ def render_text(report: Report) -> str:
         out.append("")
     out.append(_table_text(report.headline, "Headline"))
     for section in report.sections:
-        if section.id in ("scaling", "failures"):
+        if section.id in ("scaling", "serving", "failures"):
             for table in section.tables:
                 out.append(_table_text(table, section.title))
             if not section.tables and section.intro:
@@ -1292,8 +1432,18 @@ def load_report(sweep_dir: Path) -> Report:
     rank_times = (
         analysis.load_rank_step_times(sweep_dir, straggler_points(frame)) if len(frame) else {}
     )
+    serving = (
+        serving_store.read_serving_rows(sweep_dir)
+        if serving_store.serving_path(sweep_dir).is_file()
+        else []
+    )
     return build_report(
-        frame, env=env, telemetry=telemetry, rank_times=rank_times, title=sweep_dir.name
+        frame,
+        env=env,
+        telemetry=telemetry,
+        rank_times=rank_times,
+        title=sweep_dir.name,
+        serving=serving,
     )
 
 

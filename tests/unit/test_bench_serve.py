@@ -26,10 +26,10 @@ from harness.bench_serve import (
     format_table,
     parse_concurrency,
     request_bodies,
-    serving_figure,
     summarize,
 )
 from harness.cli import cli
+from harness.report import fig_serving
 from harness.serving_store import (
     SERVING_KEYS,
     append_serving_row,
@@ -180,7 +180,7 @@ def test_serving_figure_draws_one_colour_per_run_and_skips_nulls():
         }
         for c in (1, 4, 16)
     ]
-    fig = serving_figure(rows)
+    fig = fig_serving(rows)
     assert len(fig.data) == 2 * 4  # per run: requests/s + p50/p95/p99
     throughput = [t for t in fig.data if t.showlegend is not False]
     assert [list(t.x) for t in throughput] == [[1, 4, 16], [1, 4, 16]]

@@ -192,3 +192,23 @@ def test_default_output_is_inside_the_sweep_and_overwrites_atomically(tmp_path):
     report.render_report(sweep)
     assert first.read_text().startswith("<!DOCTYPE html>")
     assert not list(sweep.glob(".report.html.*"))
+
+
+def test_serving_rows_get_a_section_of_their_own(tmp_path):
+    from harness.serving_store import append_serving_row
+    from tests.unit.test_bench_serve import _row
+
+    serving_only = tmp_path / "serving"
+    for concurrency in (1, 4, 16):
+        append_serving_row(serving_only, _row(concurrency))
+    html = report.render_report(serving_only).read_text()
+    assert 'id="serving"' in html and "serving benchmarks only" in html
+    text = report.render_text(report.load_report(serving_only))
+    assert "Serving" in text and " 320 " in text  # requests/s at concurrency 16
+
+    # beside a training sweep, the serving section joins the scaling sections
+    sweep = write_sweep(tmp_path / "sweep", FULL)
+    append_serving_row(sweep, _row(4))
+    both = report.load_report(sweep)
+    ids = [s.id for s in both.sections]
+    assert "serving" in ids and "scaling" in ids
