@@ -127,13 +127,15 @@ def wrap_ddp(model: torch.nn.Module, knobs: DDPKnobs, device: torch.device) -> D
         if knobs.comm_hook == "fp16":
             ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
         elif knobs.comm_hook == "bf16":
+            if device.type != "cuda":  # DDP itself refuses it: bf16 all-reduce needs NCCL 2.10+
+                raise UserError("ddp.comm_hook = 'bf16' needs CUDA + NCCL; on CPU use fp16 or none")
             ddp.register_comm_hook(None, default_hooks.bf16_compress_hook)
         else:
             state = powerSGD_hook.PowerSGDState(
                 process_group=None,
                 matrix_approximation_rank=knobs.powersgd_rank,
-                # 2 is the earliest allowed with error feedback: compression is on from the
-                # second step, so a benchmark's measured window sees the compressed traffic.
+                # 2 is the earliest allowed with error feedback: two plain all-reduce steps,
+                # then compression, so a benchmark's measured window sees compressed traffic.
                 start_powerSGD_iter=2,
             )
             ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
@@ -306,6 +308,13 @@ class Trainer:
         grad_accum: int = 1,
     ) -> None:
         self.model = model  # DDP-wrapped (and maybe compiled), or a bare module
+        ddp = self._ddp()
+        if ddp is not None and ddp.static_graph and grad_accum > 1:
+            raise UserError(
+                "ddp.static_graph = true with grad_accum > 1 is refused: under no_sync() "
+                "PyTorch's static-graph DDP asserts (expect_autograd_hooks_) or silently stops "
+                "all-reducing (pytorch/pytorch#143580); use static_graph = false to accumulate"
+            )
         self.optimizer = optimizer
         self.scaler = scaler
         self.precision = precision
