@@ -1,0 +1,162 @@
+"""The worker under real torchrun (``python -m torch.distributed.run``): the record and every
+failure class, each with its error.json and exit code. Rendezvous on port 0 (c10d picks a free
+port), every subprocess with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distrinews.runspec import RunSpec
+
+pytestmark = pytest.mark.slow
+
+RECORD_KEYS = {"schema_version", "run_id", "config_key", "spec", "metrics", "step_times_s",
+               "measured_window", "env", "warnings"}  # fmt: skip
+METRIC_KEYS = {
+    "samples_per_s", "samples_per_s_per_device", "real_tokens_per_s", "padded_tokens_per_s",
+    "step_time_s_p50", "step_time_s_p90", "step_time_s_p99", "step_time_s_mean",
+    "data_wait_share", "mem_peak_gib", "mfu", "hfu", "flops_per_step", "measured_steps",
+    "measured_time_s", "loss_first", "loss_last",
+}  # fmt: skip
+ENV_KEYS = {"torch", "cuda", "nccl", "gpu_name", "hostname", "python", "backend", "world_size",
+            "device_count"}  # fmt: skip
+
+
+def _spec(**kw) -> RunSpec:
+    base = dict(device="cpu", model="tiny", data="synthetic:512", per_device_batch=8,
+                precision="fp32", warmup_steps=2, measured_steps=6, max_length=64)  # fmt: skip
+    return RunSpec(**{**base, **kw})
+
+
+def _argv(spec_path: Path, out: Path, nproc: int) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
+        "-m", "distrinews.worker", "--spec", str(spec_path), "--out", str(out),
+        "--timeout-s", "30",
+    ]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(tmp_path: Path, spec: RunSpec) -> tuple[subprocess.CompletedProcess, Path]:
+    spec_path, out = tmp_path / "run.json", tmp_path / "out"
+    spec_path.write_text(spec.to_json())
+    proc = subprocess.run(
+        _argv(spec_path, out, spec.nproc_per_node),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=_env(),
+    )
+    return proc, out
+
+
+def test_two_rank_record_schema(tmp_path):
+    spec = _spec(nproc_per_node=2, precision="bf16", seq_policy="dynamic", grad_accum=2)
+    proc, out = _torchrun(tmp_path, spec)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (out / "error.json").exists()
+    rec = json.loads((out / "record.json").read_text())
+    assert set(rec) == RECORD_KEYS and set(rec["metrics"]) == METRIC_KEYS
+    assert set(rec["env"]) == ENV_KEYS
+    assert rec["schema_version"] == 1
+    assert rec["run_id"] == spec.run_id and rec["config_key"] == spec.config_key
+    assert RunSpec.from_dict(rec["spec"]) == spec
+    m = rec["metrics"]
+    # per rank, per measured optimizer step
+    assert len(rec["step_times_s"]) == 2 and all(len(r) == 6 for r in rec["step_times_s"])
+    assert all(t > 0 for r in rec["step_times_s"] for t in r)
+    assert m["measured_steps"] == 6
+    samples = 2 * 8 * 2 * 6  # ranks x batch x accumulation x steps
+    assert m["samples_per_s"] == pytest.approx(samples / m["measured_time_s"])
+    assert m["samples_per_s_per_device"] == pytest.approx(m["samples_per_s"] / 2)
+    assert 0 < m["real_tokens_per_s"] <= m["padded_tokens_per_s"]
+    assert m["step_time_s_p50"] <= m["step_time_s_p90"] <= m["step_time_s_p99"]
+    assert 0.0 <= m["data_wait_share"] < 1.0
+    assert m["mfu"] is None and m["hfu"] is None and m["mem_peak_gib"] is None  # CPU
+    assert m["flops_per_step"] > 0 and math.isfinite(m["loss_first"])
+    assert any("mfu and hfu are null" in w for w in rec["warnings"])
+    win = rec["measured_window"]
+    assert win["start_unix"] < win["end_unix"]
+    assert rec["env"]["backend"] == "gloo" and rec["env"]["world_size"] == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "nproc", "failure", "code"),
+    [
+        ("crash", 1, "crashed", 1),
+        ("oom", 1, "oom", 3),
+        ("nan", 2, "nan_loss", 4),
+        ("rank_exit", 2, "rank_died", 5),
+    ],
+)
+def test_failure_classes(tmp_path, fault, nproc, failure, code):
+    proc, out = _torchrun(tmp_path, _spec(nproc_per_node=nproc, fault=fault))
+    assert proc.returncode != 0
+    assert not (out / "record.json").exists()
+    error = json.loads((out / "error.json").read_text())
+    assert error["failure"] == failure, error
+    assert error["exit_code"] == code
+    assert "\n" not in error["message"] and error["message"]
+    assert isinstance(error["rank"], int) and error["traceback_tail"]
+    if fault == "rank_exit":
+        assert error["rank"] == 0  # the survivor reports; rank 1 died without a word
+    else:  # torchrun reports the worker's own exit status
+        assert re.search(rf"exitcode\s*:\s*{code}\b", proc.stderr), proc.stderr[-2000:]
+    if fault == "oom":
+        assert "can't allocate memory" in error["message"]  # the real allocator said no
+
+
+def test_hang_stays_in_the_measured_window_until_killed(tmp_path):
+    spec_path, out, log = tmp_path / "run.json", tmp_path / "out", tmp_path / "stderr.log"
+    spec_path.write_text(_spec(fault="hang").to_json())
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            _argv(spec_path, out, 1), stdout=fh, stderr=fh, env=_env(), start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "injected fault: hang" not in log.read_text():
+            assert proc.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the worker never reached its measured window"
+            time.sleep(0.5)
+        time.sleep(2.0)
+        assert proc.poll() is None  # still hanging: only a timeout will end it
+        assert "measured window: start" in log.read_text()
+        assert not (out / "record.json").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # what the harness's timeout does
+        proc.wait(timeout=30)
+
+
+def test_invalid_spec_is_one_line_exit_2(tmp_path):
+    spec_path, out = tmp_path / "run.json", tmp_path / "out"
+    body = json.loads(_spec().to_json())
+    body["precision"] = "fp8"
+    spec_path.write_text(json.dumps(body))
+    proc = subprocess.run(
+        [sys.executable, "-m", "distrinews.worker", "--spec", str(spec_path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {spec_path}: precision")
+    error = json.loads((out / "error.json").read_text())
+    assert error["failure"] == "invalid_spec" and "fp8" in error["message"]
