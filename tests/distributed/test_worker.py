@@ -160,3 +160,28 @@ def test_invalid_spec_is_one_line_exit_2(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {spec_path}: precision")
     error = json.loads((out / "error.json").read_text())
     assert error["failure"] == "invalid_spec" and "fp8" in error["message"]
+
+
+def _train_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "train", "--model", "tiny", "--batch-size", "16",
+         "--nproc-per-node", "2", *args],
+        capture_output=True, text=True, timeout=240, env=_env(),
+    )  # fmt: skip
+
+
+def test_train_command_on_two_ranks(tmp_path):
+    proc = _train_cli("--data", "synthetic:320", "--epochs", "1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 rank(s)" in proc.stdout and "epoch 0: held-out accuracy" in proc.stdout
+    result = json.loads((tmp_path / "fit_result.json").read_text())
+    assert len(result["losses"]) == 288 // (2 * 16)
+    config = json.loads((tmp_path / "checkpoints" / "step-00000009" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["epoch"] == 1
+
+
+def test_train_command_bad_data_on_two_ranks_is_one_line(tmp_path):
+    missing = tmp_path / "missing.csv"
+    proc = _train_cli("--data", str(missing), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {missing}: data file not found"

@@ -113,3 +113,25 @@ def test_fitspec_validates_and_round_trips():
         FitSpec(run=_run(), eval_fraction=1.5)
     with pytest.raises(UserError, match="unknown key 'epoch'"):
         FitSpec.from_json(json.dumps({"run": _run().to_dict(), "epoch": 1}))
+
+
+@pytest.mark.slow
+def test_train_command_resumes_and_its_checkpoint_serves(tmp_path, agnews_csv, vocab_txt):
+    from click.testing import CliRunner
+
+    from distrinews.checkpoint import load_for_inference
+    from harness.cli import cli
+
+    args = ["train", "--data", "synthetic:256", "--tokenizer", str(vocab_txt), "--model", "tiny",
+            "--batch-size", "16", "--out", str(tmp_path)]  # fmt: skip
+    first = CliRunner().invoke(cli, [*args, "--epochs", "1"])
+    assert first.exit_code == 0, first.output
+    assert "epoch 0: held-out accuracy" in first.output
+    second = CliRunner().invoke(cli, [*args, "--epochs", "2"])
+    assert second.exit_code == 0, second.output
+    assert "resumed from" in second.output and "epoch 1: held-out accuracy" in second.output
+    assert "epoch 0:" not in second.output  # epoch 0 was not trained again
+    bundle = load_for_inference(tmp_path)
+    assert bundle.meta["epoch"] == 2 and bundle.tokenizer is not None
+    enc = bundle.tokenizer(["Oil prices climb"], return_tensors="pt")
+    assert bundle.model(enc["input_ids"], enc["attention_mask"]).shape == (1, 4)
