@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -378,8 +379,45 @@ def _read_json(path: Path) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated("terminated by SIGTERM (another rank died, or the harness timed out)")
+TERMINATED = "terminated by SIGTERM (another rank died, or the harness timed out)"
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(TERMINATED)
+
+
+class _SigtermWatch:
+    """Turns SIGTERM into an error file and exit 5, even while the main thread is stuck.
+
+    torchrun sends SIGTERM to the surviving ranks when one dies. A Python signal handler runs
+    only when the main thread returns to the interpreter, which never happens while it waits
+    in ``cuda.synchronize()`` for an NCCL collective that will not complete. So SIGTERM is
+    blocked in the main thread (and every thread it starts later) and a watcher thread takes
+    it with ``sigwait``. ``lock`` keeps it from racing a failure the main thread is reporting.
+    """
+
+    def __init__(self, out: Path, rank: int) -> None:
+        self.out, self.rank = out, rank
+        self.lock = threading.Lock()
+        #: Set once the main thread has reported a failure: SIGTERM then just exits with it.
+        self.exit_code: int | None = None
+
+    def start(self) -> None:
+        # Threads started before us (torch starts one at import) do not block SIGTERM; should
+        # the kernel hand it to one of them, this handler (not the default: instant death)
+        # raises Terminated in the main thread as soon as it runs Python again.
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=self._wait, name="sigterm-watch", daemon=True).start()
+
+    def _wait(self) -> None:
+        signal.sigwait({signal.SIGTERM})
+        with self.lock:
+            code = self.exit_code
+            if code is None:
+                code = write_error(self.out, Terminated(TERMINATED), self.rank)
+                log(f"rank {self.rank} failed: rank_died (SIGTERM, exit {code})")
+            os._exit(code)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -416,13 +454,14 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    watch = _SigtermWatch(out, rank)
+    watch.start()
     try:
         run, fit_spec = _read_spec(args)
         with process_group(
             device=run.device, backend=run.resolved_backend, timeout_s=args.timeout_s
         ) as ctx:
-            rank = ctx.rank
+            rank = watch.rank = ctx.rank
             if ctx.world_size != run.world_size:
                 raise UserError(
                     f"spec asks for {run.world_size} rank(s) (nodes x nproc_per_node) but "
@@ -440,16 +479,17 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"wrote {out / 'record.json'}")
             except BaseException as exc:
                 # Report before leaving the group: teardown after a peer died can be slow.
-                return _fail(out, exc, rank)
+                return _fail(out, exc, rank, watch)
         return 0
     except BaseException as exc:
-        return _fail(out, exc, rank)
+        return _fail(out, exc, rank, watch)
 
 
-def _fail(out: Path, exc: BaseException, rank: int) -> int:
-    # No SIGTERM while the error file is written: torchrun may be stopping us right now.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    code = write_error(out, exc, rank)
+def _fail(out: Path, exc: BaseException, rank: int, watch: _SigtermWatch) -> int:
+    # Under the lock: a SIGTERM arriving now must not replace this failure's class.
+    with watch.lock:
+        code = write_error(out, exc, rank)
+        watch.exit_code = code
     if isinstance(exc, UserError):
         print(f"error: {exc}", file=sys.stderr, flush=True)
     else:

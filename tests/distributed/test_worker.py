@@ -138,9 +138,17 @@ def test_hang_stays_in_the_measured_window_until_killed(tmp_path):
         assert proc.poll() is None  # still hanging: only a timeout will end it
         assert "measured window: start" in log.read_text()
         assert not (out / "record.json").exists()
+        # What a harness timeout does first: SIGTERM to the launch's process group. The worker
+        # is inside time.sleep, yet its SIGTERM watcher thread writes the error and exits.
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        error = json.loads((out / "error.json").read_text())
+        assert error["failure"] == "rank_died" and "SIGTERM" in error["message"]
+        assert error["exit_code"] == 5
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # what the harness's timeout does
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def test_invalid_spec_is_one_line_exit_2(tmp_path):
