@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from distrinews.errors import UserError
-from harness import store
+from harness import store, telemetry
 
 #: The ledger schema version this code reads.
 SCHEMA_VERSION = 1
@@ -68,32 +68,14 @@ DDP_COLUMNS = (
     "ddp_broadcast_buffers",
     "ddp_comm_hook",
 )
+# The ledger's own definitions (store: record metrics; telemetry: summaries), not a copy of them.
 NUMERIC_COLUMNS = (
     "schema_version",
     "repeat",
     "duration_s",
-    "samples_per_s",
-    "samples_per_s_per_device",
-    "real_tokens_per_s",
-    "padded_tokens_per_s",
-    "step_time_s_p50",
-    "step_time_s_p90",
-    "step_time_s_p99",
-    "step_time_s_mean",
-    "data_wait_share",
-    "mem_peak_gib",
-    "mfu",
-    "hfu",
-    "flops_per_step",
-    "measured_time_s",
-    "loss_first",
-    "loss_last",
+    *store.METRIC_KEYS,
     "step_time_s_rank_spread",
-    "gpu_util_pct_mean",
-    "gpu_mem_used_gib_max",
-    "gpu_power_w_mean",
-    "gpu_sm_clock_mhz_mean",
-    "gpu_temp_c_max",
+    *(k for k in telemetry.SUMMARY_KEYS if k != "gpu_throttle_reasons"),
 )
 TEXT_COLUMNS = (
     "sweep",
