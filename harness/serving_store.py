@@ -29,14 +29,11 @@ next append. Kept apart from ``ledger.jsonl`` because its rows describe a differ
 
 from __future__ import annotations
 
-import errno
-import json
-import math
-import os
 from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from harness import store
 
 SERVING_SCHEMA_VERSION = 1
 SERVING_LEDGER = "serving.jsonl"
@@ -69,28 +66,13 @@ def serving_path(results_dir: Path) -> Path:
 
 
 def append_serving_row(results_dir: Path, row: dict[str, Any]) -> None:
-    """Append one row to ``results_dir/serving.jsonl`` durably (one write, then fsync)."""
+    """Append one row to ``results_dir/serving.jsonl`` durably (the ledger's append-only rules)."""
     missing = [key for key in SERVING_KEYS if key not in row]
     if missing:
         raise ValueError(f"serving row lacks {missing}")
     if row["kind"] != "serving":
         raise ValueError(f"serving row kind must be 'serving', got {row['kind']!r}")
-    for key, value in row.items():
-        if isinstance(value, (dict, list, tuple)):
-            raise ValueError(f"serving rows are flat; {key!r} holds a {type(value).__name__}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"serving value {key!r} = {value} is not finite; store null instead")
-    data = (json.dumps(row, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-    path = serving_path(results_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        _cut_torn_tail(fd)
-        if os.write(fd, data) != len(data):  # a regular file only writes short when full
-            raise OSError(errno.ENOSPC, f"short write to {path}")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    store.append_jsonl(serving_path(results_dir), row)
 
 
 def read_serving_rows(results_dir: Path) -> list[dict[str, Any]]:
@@ -100,37 +82,8 @@ def read_serving_rows(results_dir: Path) -> list[dict[str, Any]]:
     corruption and raises :class:`UserError` naming the file and line.
     """
     path = serving_path(results_dir)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    rows = []
-    for lineno, line in enumerate(raw.split(b"\n")[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(
-                f"{path}: line {lineno} is not valid JSON; the file is corrupt"
-            ) from None
-        if not isinstance(row, dict) or row.get("kind") != "serving":
-            raise UserError(f"{path}: line {lineno} is not a serving row")
-        rows.append(row)
+    rows = store.read_jsonl(path)
+    for lineno, row in enumerate(rows, start=1):
+        if row.get("kind") != "serving":
+            raise UserError(f"{path}: row {lineno} is not a serving row")
     return rows
-
-
-def _cut_torn_tail(fd: int) -> None:
-    """Truncate back to the last newline, dropping a row a kill left half-written."""
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return
-    pos = size
-    while pos > 0:
-        start = max(0, pos - 4096)
-        idx = os.pread(fd, pos - start, start).rfind(b"\n")
-        if idx >= 0:
-            os.ftruncate(fd, start + idx + 1)
-            return
-        pos = start
-    os.ftruncate(fd, 0)

@@ -97,11 +97,19 @@ def point_dir(sweep_dir: Path, run_id: str) -> Path:
 def read_ledger(sweep_dir: Path) -> list[dict[str, Any]]:
     """All committed rows of ``sweep_dir/ledger.jsonl`` in append order (raw dicts).
 
-    A missing ledger is an empty one. An unterminated last line (a write cut short by a kill)
-    is ignored. Any other line that is not a JSON object raises :class:`UserError` naming the
-    file and the line: that is corruption, and guessing past it could silently drop results.
+    A missing ledger is an empty one; see :func:`read_jsonl` for torn and corrupt lines.
     """
-    path = ledger_path(sweep_dir)
+    return read_jsonl(ledger_path(sweep_dir))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All committed rows of an append-only JSONL file, in append order ([] when missing).
+
+    An unterminated last line (a write cut short by a kill) is ignored. Any other line that is
+    not a JSON object raises :class:`UserError` naming the file and the line: that is
+    corruption, and guessing past it could silently drop results.
+    """
+    path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -118,32 +126,50 @@ def read_ledger(sweep_dir: Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(
-                f"{path}: line {lineno} is not valid JSON ({exc}); the ledger is corrupt -- "
+                f"{path}: line {lineno} is not valid JSON ({exc}); the file is corrupt -- "
                 "fix or remove that line"
             ) from None
         if not isinstance(row, dict):
-            raise UserError(f"{path}: line {lineno} is not a JSON object; the ledger is corrupt")
+            raise UserError(f"{path}: line {lineno} is not a JSON object; the file is corrupt")
         rows.append(row)
     return rows
 
 
 def append_row(sweep_dir: Path, row: dict[str, Any]) -> None:
-    """Append one row to the ledger durably: one write, then fsync.
+    """Append one row to the ledger durably (see :func:`append_jsonl`).
+
+    Rows must be flat JSON objects with a ``run_id`` and a known ``status``.
+    """
+    if not isinstance(row, dict):
+        raise TypeError(f"a ledger row must be a dict, got {type(row).__name__}")
+    if not isinstance(row.get("run_id"), str) or not row["run_id"]:
+        raise ValueError("a ledger row needs a non-empty string run_id")
+    if row.get("status") not in STATUSES:
+        raise ValueError(f"ledger status {row.get('status')!r} is not one of {STATUSES}")
+    append_jsonl(ledger_path(sweep_dir), row)
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one flat row to an append-only JSONL file durably: one write, then fsync.
 
     A torn last line left by an earlier kill is cut off first, so the new row starts on a line
-    of its own. Rows must be flat JSON objects with a ``run_id`` and a known ``status``; NaN and
-    infinity are refused (they are not JSON, and a reader would choke on them).
+    of its own. NaN and infinity are refused (they are not JSON, and a reader would choke on
+    them), and so are nested values (rows stay flat, one column per key).
     """
-    _check_row(row)
-    line = json.dumps(row, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n"
-    path = ledger_path(sweep_dir)
+    for key, value in row.items():
+        if isinstance(value, (dict, list, tuple)):
+            raise ValueError(f"rows are flat; {key!r} holds a {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"value {key!r} = {value} is not finite; store null instead")
+    data = json.dumps(row, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n"
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         _repair_torn_tail(fd)
-        data = line.encode("utf-8")
-        written = os.write(fd, data)
-        if written != len(data):  # a regular file only writes short when the disk is full
+        encoded = data.encode("utf-8")
+        written = os.write(fd, encoded)
+        if written != len(encoded):  # a regular file only writes short when the disk is full
             raise OSError(errno.ENOSPC, f"short write to {path}")
         os.fsync(fd)
     finally:
@@ -169,20 +195,6 @@ def _repair_torn_tail(fd: int) -> None:
             return
         pos = start
     os.ftruncate(fd, 0)
-
-
-def _check_row(row: dict[str, Any]) -> None:
-    if not isinstance(row, dict):
-        raise TypeError(f"a ledger row must be a dict, got {type(row).__name__}")
-    if not isinstance(row.get("run_id"), str) or not row["run_id"]:
-        raise ValueError("a ledger row needs a non-empty string run_id")
-    if row.get("status") not in STATUSES:
-        raise ValueError(f"ledger status {row.get('status')!r} is not one of {STATUSES}")
-    for key, value in row.items():
-        if isinstance(value, (dict, list, tuple)):
-            raise ValueError(f"ledger rows are flat; {key!r} holds a {type(value).__name__}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"ledger value {key!r} = {value} is not finite; store null instead")
 
 
 def latest_by_run_id(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
