@@ -161,6 +161,19 @@ class RunSpec:
 
     # -- derived ---------------------------------------------------------------------------
 
+    def unsupported(self) -> str | None:
+        """Why this well-formed spec cannot run with this PyTorch (one line), or None.
+
+        The worker refuses these too; the harness lists them as skipped instead of launching.
+        """
+        if self.ddp.static_graph and self.grad_accum > 1:
+            # Under no_sync(), static-graph DDP asserts (expect_autograd_hooks_) or silently
+            # stops all-reducing: pytorch/pytorch#143580.
+            return "ddp.static_graph with grad_accum > 1 is broken in PyTorch (#143580)"
+        if self.ddp.comm_hook == "bf16" and self.device != "cuda":
+            return "ddp.comm_hook = 'bf16' needs CUDA + NCCL (gloo has no bf16 all-reduce)"
+        return None
+
     @property
     def world_size(self) -> int:
         return self.nodes * self.nproc_per_node

@@ -93,9 +93,7 @@ def cli() -> None:
     show_default=True,
 )
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True)
-@click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
-)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option(
     "--nproc-per-node",
     type=click.IntRange(min=1),

@@ -40,7 +40,7 @@ import dataclasses
 import importlib.resources
 import itertools
 import re
-import sys
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +48,6 @@ from typing import Any
 
 from distrinews.errors import UserError
 from distrinews.runspec import DDPKnobs, RunSpec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10: the same parser, published as tomli
-    import tomli as tomllib
 
 SCALING_MODES = ("weak", "strong")
 STRONG_VIA = ("batch", "accum")
@@ -346,6 +341,8 @@ def auto_gpu_counts(available: int) -> tuple[int, ...]:
 
 def why_skipped(spec: RunSpec, res: Resources) -> str | None:
     """Why ``spec`` cannot run on ``res`` (one line), or None when it can."""
+    if (reason := spec.unsupported()) is not None:
+        return reason
     if spec.nodes > res.nodes:
         if res.launcher == "local":
             return (

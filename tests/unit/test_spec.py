@@ -80,6 +80,30 @@ gpus_per_node = [1, 4]
     assert all(p.skip_reason is None for p in slurm)
 
 
+def test_combinations_pytorch_cannot_run_are_skipped_with_the_reason():
+    text = """
+name = "knobs"
+[run]
+device = "cpu"
+model = "tiny"
+[axes]
+grad_accum = [1, 2]
+[axes.ddp]
+static_graph = [false, true]
+comm_hook = ["none", "bf16"]
+"""
+    points = S.parse_sweep(text).expand(CPU)
+    reasons = {
+        (p.spec.grad_accum, p.spec.ddp.static_graph, p.spec.ddp.comm_hook): p.skip_reason
+        for p in points
+    }
+    assert reasons[(1, False, "none")] is None
+    assert reasons[(1, True, "none")] is None
+    assert "#143580" in reasons[(2, True, "none")]
+    assert "needs CUDA + NCCL" in reasons[(1, False, "bf16")]
+    assert sum(r is None for r in reasons.values()) == 3
+
+
 def test_strong_scaling_fixes_global_batch_via_batch_or_accumulation():
     base = """
 name = "strong"
