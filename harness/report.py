@@ -553,7 +553,9 @@ def fig_stragglers(
             row=1,
             col=1,
         )
-        fig.update_xaxes(title_text="GPU count", type="log", row=1, col=1)
+        # Ticks at the measured GPU counts only: plotly's own log ticks (2, 3, ... 9) read as
+        # GPU counts that were never run.
+        fig.update_xaxes(**_ws_axis(multi["world_size"]), row=1, col=1)
         fig.update_yaxes(title_text="spread (×)", row=1, col=1)
     for i, (label, times) in enumerate(rank_times.items()):
         for rank, steps in enumerate(times):
