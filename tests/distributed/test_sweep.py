@@ -266,10 +266,18 @@ def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_path):
+def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_path):
+    # The CPU default, with enough measured steps that the second point is still running when
+    # the test interrupts it (the default's 3 steps can finish between a poll and the signal).
+    path = tmp_path / "resume.toml"
+    path.write_text(
+        (Path(spec.__file__).parent / "sweeps" / "cpu-smoke.toml").read_text()
+        .replace('name = "cpu-smoke"', 'name = "resume"')
+        .replace("measured_steps = 3", "measured_steps = 150")
+    )  # fmt: skip
     results = tmp_path / "results"
-    sweep_dir = results / "cpu-smoke"  # the built-in default on a machine without a GPU
-    args = [sys.executable, "-m", "harness.cli", "sweep", "--results", str(results),
+    sweep_dir = results / "resume"
+    args = [sys.executable, "-m", "harness.cli", "sweep", str(path), "--results", str(results),
             "--no-progress"]  # fmt: skip
 
     def start() -> subprocess.Popen[str]:
@@ -282,7 +290,7 @@ def test_default_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicat
     first = start()
     try:
         _wait_for(lambda: len(_rows(sweep_dir)) == 1, 120, "the first point's row")
-        second_id = next(p for p in spec.load_builtin("cpu-smoke").expand(spec.Resources())
+        second_id = next(p for p in spec.load_sweep(path).expand(spec.Resources())
                          if p.run_id != _rows(sweep_dir)[0]["run_id"]).run_id  # fmt: skip
         logs = sweep_dir / "points" / second_id / "logs"
         _wait_for(lambda: any(logs.rglob("stderr.log")), 60, "the second point's ranks")
@@ -313,7 +321,7 @@ def test_default_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicat
     _wait_for(lambda: not _processes_mentioning(str(sweep_dir)), 30, "orphans to exit")
 
     # 3. Run to the end: the finished point is kept, the other runs once.
-    done = _cli("sweep", "--results", str(results), "--no-progress", timeout=150)
+    done = _cli("sweep", str(path), "--results", str(results), "--no-progress", timeout=240)
     assert done.returncode == 0, done.stderr
     assert "1 point(s) already ok" in done.stdout
     assert f"results: {sweep_dir}" in done.stdout
@@ -332,11 +340,24 @@ def test_default_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicat
         assert row["telemetry_available"] is False  # CPU points: no GPU to sample
 
     # 4. Nothing left to do: no launch, no new rows.
-    again = _cli("sweep", "--results", str(results), "--no-progress")
+    again = _cli("sweep", str(path), "--results", str(results), "--no-progress")
     assert again.returncode == 0 and "ran 0 point(s)" in again.stdout
     assert _rows(sweep_dir) == rows
 
-    # 5. Export the ledger.
+
+@pytest.mark.slow
+def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
+    """`distrinews-bench sweep` with no argument on this GPU-less machine: the cpu-smoke sweep."""
+    results = tmp_path / "results"
+    done = _cli("sweep", "--results", str(results), "--no-progress", timeout=240)
+    assert done.returncode == 0, done.stderr
+    sweep_dir = results / "cpu-smoke"
+    assert f"results: {sweep_dir}" in done.stdout
+    assert f"report: {sweep_dir / 'report.html'}" in done.stdout
+    assert (sweep_dir / "report.html").stat().st_size > 1_000_000  # plotly.js inline
+    rows = _rows(sweep_dir)
+    assert sorted(r["world_size"] for r in rows) == [1, 2]
+    assert all(r["status"] == "ok" and r["samples_per_s"] > 0 for r in rows)
     table = tmp_path / "all.parquet"
     out = _cli("export", str(results), "-o", str(table))
     assert out.returncode == 0, out.stderr
