@@ -281,9 +281,13 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
             "--no-progress"]  # fmt: skip
 
     def start() -> subprocess.Popen[str]:
+        # SIGINT back to its default in the child, as in an interactive terminal: a shell that
+        # runs this suite in the background (CI) hands children SIGINT ignored, and Python then
+        # never raises KeyboardInterrupt.
         return subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
 
     # 1. SIGKILL the sweep while its second point runs.
