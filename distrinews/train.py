@@ -142,6 +142,28 @@ def wrap_ddp(model: torch.nn.Module, knobs: DDPKnobs, device: torch.device) -> D
     return ddp
 
 
+def make_trainer(
+    model: torch.nn.Module,
+    run: RunSpec,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device,
+) -> Trainer:
+    """DDP-wrap ``model`` with the run's knobs (compiled if asked): the one Trainer that both
+    the benchmark worker and :func:`fit` step with."""
+    ddp = wrap_ddp(model, run.ddp, device)
+    net: torch.nn.Module = torch.compile(ddp) if run.compile else ddp
+    return Trainer(
+        model=net,
+        optimizer=optimizer,
+        scaler=scaler,
+        precision=run.precision,
+        device=device,
+        grad_accum=run.grad_accum,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Data: sampler -> padded batch on the device
 # --------------------------------------------------------------------------------------------
@@ -543,16 +565,7 @@ def fit(
             device=device,
         )
         log(f"resumed from {ckpt} (step {state.step}, epoch {state.epoch})")
-    ddp = wrap_ddp(model, run.ddp, device)
-    net: torch.nn.Module = torch.compile(ddp) if run.compile else ddp
-    trainer = Trainer(
-        model=net,
-        optimizer=optimizer,
-        scaler=scaler,
-        precision=run.precision,
-        device=device,
-        grad_accum=run.grad_accum,
-    )
+    trainer = make_trainer(model, run, optimizer=optimizer, scaler=scaler, device=device)
     sampler = LengthGroupedBatchSampler(
         train_ds.lengths,
         run.per_device_batch,

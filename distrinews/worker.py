@@ -62,14 +62,13 @@ from .train import (
     FitSpec,
     NonFiniteLossError,
     StepTimer,
-    Trainer,
     WindowTotals,
     build_model,
     build_optimizer,
     configure_precision,
     fit,
     make_scaler,
-    wrap_ddp,
+    make_trainer,
 )
 
 RECORD_SCHEMA_VERSION = 1
@@ -110,15 +109,8 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
     model = build_model(run).to(device).train()
     torch.manual_seed(run.seed * 1000 + ctx.rank + 1)  # per-rank dropout stream
     optimizer = build_optimizer(model, run.lr, device)
-    ddp = wrap_ddp(model, run.ddp, device)
-    net: torch.nn.Module = torch.compile(ddp) if run.compile else ddp
-    trainer = Trainer(
-        model=net,
-        optimizer=optimizer,
-        scaler=make_scaler(run.precision, device),
-        precision=run.precision,
-        device=device,
-        grad_accum=run.grad_accum,
+    trainer = make_trainer(
+        model, run, optimizer=optimizer, scaler=make_scaler(run.precision, device), device=device
     )
     sampler = LengthGroupedBatchSampler(
         dataset.lengths,
