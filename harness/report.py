@@ -1235,7 +1235,8 @@ def _env_table(env: dict[str, Any] | None, frame: pd.DataFrame) -> Table:
         for key, value in fields.items():
             rows.append((key, _env_value(value)))
         for key, value in env.items():
-            if key not in ("fingerprint", "fingerprint_fields"):
+            # The fingerprint's fields come first; each is shown once.
+            if key not in ("fingerprint", "fingerprint_fields", *fields):
                 rows.append((key, _env_value(value)))
     if len(frame):
         prints = sorted({str(p) for p in frame["env_fingerprint"].dropna()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import plotly.offline
 import pytest
 from click.testing import CliRunner
@@ -212,3 +213,18 @@ def test_serving_rows_get_a_section_of_their_own(tmp_path):
     both = report.load_report(sweep)
     ids = [s.id for s in both.sections]
     assert "serving" in ids and "scaling" in ids
+
+
+def test_environment_table_shows_each_field_once():
+    # A real env.json (the committed CPU baseline's): envinfo repeats the fingerprint's fields
+    # among its own keys, and the table must not list them twice.
+    from pathlib import Path
+
+    env = json.loads(
+        (Path(__file__).parents[2] / "results/baselines/cpu-smoke/env.json").read_text()
+    )
+    assert set(env["fingerprint_fields"]) & (set(env) - {"fingerprint_fields"})
+    table = report._env_table(env, pd.DataFrame())
+    fields = [row[0] for row in table.rows]
+    assert fields[0] == "fingerprint" and "torch" in fields and "hostname" in fields
+    assert len(fields) == len(set(fields))
