@@ -19,7 +19,6 @@ save leaves the previous checkpoints untouched and, at worst, a ``.tmp-*`` folde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import Any
 
 import torch
 
+from .dataset import file_sha256
 from .errors import UserError
 from .model import LABELS, NewsClassifier
 
@@ -150,7 +150,7 @@ def save_checkpoint(
             "extra": dict(state.extra),
             "meta": dict(meta or {}),
             "checkpoint_bytes": weights.stat().st_size,
-            "checkpoint_sha256": _sha256_file(weights),
+            "checkpoint_sha256": file_sha256(weights),
         }
         # config.json last: its presence (with the checksum) marks a complete checkpoint.
         _write_json_durable(tmp / CONFIG_FILE, config)
@@ -237,7 +237,7 @@ def read_config(ckpt: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{weights}: truncated or corrupt ({size} bytes, expected {expected})"
         )
-    if _sha256_file(weights) != config.get("checkpoint_sha256"):
+    if file_sha256(weights) != config.get("checkpoint_sha256"):
         raise CheckpointError(f"{weights}: corrupt (SHA-256 does not match {CONFIG_FILE})")
     return config
 
@@ -382,11 +382,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -183,7 +183,7 @@ def load_agnews(
     return NewsData(
         source=str(path),
         labels=np.asarray(labels, dtype=np.int64),
-        fingerprint=_file_sha256(path),
+        fingerprint=file_sha256(path),
         texts=tuple(texts),
     )
 
@@ -706,7 +706,8 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
