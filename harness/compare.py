@@ -34,12 +34,12 @@ import numpy as np
 import pandas as pd
 
 from distrinews.errors import UserError
-from harness import analysis, store
+from harness import analysis, envinfo, store
 from harness.analysis import THROUGHPUT
 
 VERDICTS = ("regressed", "improved", "unchanged", "missing", "new")
 #: Fingerprint fields whose change makes two sweeps incomparable (harness.envinfo writes them).
-ENV_FIELDS = ("gpu_names", "gpu_count", "driver", "cuda", "nccl", "torch")
+ENV_FIELDS = envinfo.FINGERPRINT_FIELDS
 #: Ledger columns the gate can compare: rates, where lower means slower.
 HIGHER_IS_BETTER = (
     "samples_per_s",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 #: The fields a fingerprint is computed over (notes/contracts.md).
-FINGERPRINT_FIELDS = ("torch", "cuda", "nccl", "driver", "gpu_names", "gpu_count")
+FINGERPRINT_FIELDS = ("gpu_names", "gpu_count", "driver", "cuda", "nccl", "torch")
 
 
 def collect(*, nvml: Any = None, repo: Path | None = None) -> dict[str, Any]:

@@ -21,17 +21,10 @@ from typing import Any
 import click
 
 from distrinews.errors import UserError
-from harness import store
+from harness import compare, store
 
 #: Higher-is-better rates: multiplied by the scale.
-RATE_KEYS = (
-    "samples_per_s",
-    "samples_per_s_per_device",
-    "real_tokens_per_s",
-    "padded_tokens_per_s",
-    "mfu",
-    "hfu",
-)
+RATE_KEYS = compare.HIGHER_IS_BETTER
 #: Durations of the measured work: divided by the scale.
 TIME_KEYS = (
     "step_time_s_p50",
