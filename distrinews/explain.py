@@ -216,6 +216,11 @@ def measure(
         grad_bytes=grad_bytes,
     )
     metrics["bucket_count"] = len(bucket_bytes) if bucket_bytes else None
+    # DDP's all-reduce as DDP issues it (bucket by bucket), each at the ceiling, summed.
+    timed = [b["allreduce_time_s"] for b in buckets]
+    metrics["allreduce_bucketed_time_s"] = (
+        sum(timed) if timed and all(t is not None for t in timed) else None
+    )
     compute_times = [[w - d for w, d in zip(*g, strict=True)] for g in gathered]
     return {
         "metrics": metrics,
@@ -231,6 +236,7 @@ EXPLAIN_METRIC_KEYS = (
     "allreduce_time_s",
     "allreduce_algbw_gbps",
     "allreduce_busbw_gbps",
+    "allreduce_bucketed_time_s",
     "grad_bytes",
     "bucket_count",
     "exposed_comm_s",

@@ -33,6 +33,8 @@ distrinews/explain.py; null at one rank, where there is no all-reduce and nobody
 * **allreduce_time_s** — the all-reduce ceiling: median time of one all-reduce of exactly the
   gradient's bytes and dtype in the run's process group; **algbw** = bytes / time,
   **busbw** = algbw · 2(N−1)/N (the nccl-tests convention), in GB/s (1e9 bytes/s).
+  **allreduce_bucketed_time_s** — the same for each of DDP's buckets, summed: DDP's all-reduce
+  as DDP issues it (bucket by bucket), at the ceiling.
 * **straggler_wait_s** — per step, the slowest rank's no_sync step (data wait included) minus
   the typical rank's (lower median); median over steps. A synchronous step waits for the slowest.
 * **exposed_comm_s** — the communication backward did not hide: median synchronised step (the

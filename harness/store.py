@@ -324,6 +324,7 @@ METRIC_KEYS = (
     "allreduce_time_s",
     "allreduce_algbw_gbps",
     "allreduce_busbw_gbps",
+    "allreduce_bucketed_time_s",
     "grad_bytes",
     "bucket_count",
     "exposed_comm_s",

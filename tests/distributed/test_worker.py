@@ -31,7 +31,8 @@ METRIC_KEYS = {
     "measured_time_s", "loss_first", "loss_last", "data_wait_s",
     # what explains the efficiency (distrinews/explain.py)
     "compute_step_time_s", "allreduce_time_s", "allreduce_algbw_gbps", "allreduce_busbw_gbps",
-    "grad_bytes", "bucket_count", "exposed_comm_s", "overlap_share", "straggler_wait_s",
+    "allreduce_bucketed_time_s", "grad_bytes", "bucket_count", "exposed_comm_s",
+    "overlap_share", "straggler_wait_s",
 }  # fmt: skip
 ENV_KEYS = {"torch", "cuda", "nccl", "gpu_name", "hostname", "python", "backend", "world_size",
             "device_count"}  # fmt: skip
@@ -109,6 +110,9 @@ def test_two_rank_record_schema(tmp_path):
     assert m["bucket_count"] == len(rec["buckets"]) >= 1
     assert sum(b["bytes"] for b in rec["buckets"]) == m["grad_bytes"]  # DDP's own buckets
     assert all(b["allreduce_time_s"] > 0 for b in rec["buckets"])
+    assert m["allreduce_bucketed_time_s"] == pytest.approx(
+        sum(b["allreduce_time_s"] for b in rec["buckets"])
+    )
     assert m["allreduce_time_s"] > 0 and m["allreduce_algbw_gbps"] == pytest.approx(
         m["grad_bytes"] / m["allreduce_time_s"] / 1e9
     )
@@ -131,6 +135,7 @@ def test_one_rank_explains_compute_only_and_explain_off_writes_nulls(tmp_path):
     assert m["compute_step_time_s"] > 0 and m["grad_bytes"] > 0
     # One rank: no all-reduce to time or expose, nobody to wait for -- null, never 0.
     for key in ("allreduce_time_s", "allreduce_algbw_gbps", "allreduce_busbw_gbps",
+                "allreduce_bucketed_time_s",
                 "exposed_comm_s", "overlap_share", "straggler_wait_s"):  # fmt: skip
         assert m[key] is None, key
     assert all(b["allreduce_time_s"] is None for b in rec["buckets"])
