@@ -135,6 +135,6 @@ def test_why_section_draws_its_stacked_bars_and_the_ceiling(browser, tmp_path):
     # five stacked parts (bars) plus the total marker on the first chart
     assert page.locator("#fig-why-0 .barlayer .trace").count() == 5
     assert page.locator("#fig-why-1 .barlayer .trace").count() == 3
-    assert "points lost are" in page.inner_text("#why")
+    assert "points lost are" in page.inner_text("body")
     assert errors == []
     page.close()
