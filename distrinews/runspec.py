@@ -27,7 +27,7 @@ DEVICES = ("cuda", "cpu")
 BACKENDS = ("auto", "nccl", "gloo")
 INITS = ("random", "pretrained")
 #: Deliberate failures, so tests can drive every failure class through a real launch.
-FAULTS = ("none", "crash", "hang", "oom", "nan", "rank_exit")
+FAULTS = ("none", "crash", "crash_last", "hang", "oom", "nan", "rank_exit")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -122,7 +122,8 @@ class RunSpec:
     repeat: int = 0
     """Repeat index: identical configurations measured several times for noise estimates."""
     fault: str = "none"
-    """Deliberate failure for tests: none, crash, hang, oom, nan, rank_exit."""
+    """Deliberate failure for tests: none, crash (every rank), crash_last (the last rank only:
+    on the last node of a multi-node point), hang, oom, nan, rank_exit."""
 
     KEY_EXCLUDE: ClassVar[frozenset[str]] = frozenset({"repeat"})
 
