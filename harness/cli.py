@@ -8,6 +8,7 @@ status 2, with no traceback. Options can also come from the environment as
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -223,6 +224,10 @@ def train(
 # -- sweep, sbatch, export (harness helper) --------------------------------------------------
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def _after_sweep(sweep_dir: Path) -> None:
     """Render the HTML report of a finished sweep and print its path."""
     from harness.report import render_report
@@ -311,10 +316,16 @@ def sweep(
         click.echo(f"sweep {spec.source} -> {sweep_dir}")
         click.echo(sweeps.format_plan(planned))
         return
+    # SIGTERM (scancel, a CI runner stopping, `kill`) stops the sweep as Ctrl-C does: the point
+    # in flight is killed with its whole tree and gets no row, so the next run resumes it.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = sweeps.run_sweep(spec, options, echo=click.echo)
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished points are in the ledger; run again to resume", err=True)
+    except KeyboardInterrupt as exc:
+        why = f" ({exc})" if str(exc) else ""
+        click.echo(
+            f"interrupted{why}: finished points are in the ledger; run again to resume", err=True
+        )
         sys.exit(130)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
     click.echo(f"ran {result.ran} point(s); sweep now: {counts or 'no points'}")

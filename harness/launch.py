@@ -455,6 +455,19 @@ def slurm_cancel_steps(
     return found
 
 
+def slurm_job_state(job_id: str) -> str | None:
+    """The job's state as slurmctld sees it now (RUNNING, CANCELLED, TIMEOUT, ...); None when
+    scontrol cannot say."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\bJobState=(\S+)", out.stdout)
+    return match.group(1) if match else None
+
+
 def free_port(host: str = "") -> int:
     """A TCP port free right now on this host (the OS picks it; racy but short-lived)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -53,6 +53,7 @@ from .launch import (
     slurm_cancel_steps,
     slurm_gpus_per_node,
     slurm_hosts,
+    slurm_job_state,
     step_name,
 )
 from .spec import LAUNCHERS, Point, Resources, SweepSpec
@@ -400,6 +401,15 @@ def run_point(
         pdir / "telemetry.jsonl",
         "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples),
     )
+    job_id = os.environ.get("SLURM_JOB_ID", "") if options.launcher == "slurm" else ""
+    if job_id and result.returncode != 0:
+        state = slurm_job_state(job_id)
+        if state not in (None, "RUNNING"):
+            # scancel or the time limit is ending the whole allocation: the point did not
+            # fail, it was stopped. No row, so the next submission runs it again. (slurmctld
+            # sets the state before it signals the steps, so this check cannot lose the race
+            # against our own SIGTERM.)
+            raise AllocationEnding(f"the allocation is ending (job {job_id}: {state})")
     record = store.read_json(pdir / RECORD_JSON)
     outcome = classify(
         result,
@@ -441,6 +451,11 @@ def run_point(
     # The commit point: once this line is in the ledger the point is finished.
     store.append_row(sweep_dir, row)
     return row
+
+
+class AllocationEnding(KeyboardInterrupt):
+    """The SLURM job running the sweep is being cancelled or ran out of time: stop as on Ctrl-C
+    (the point in flight gets no row and runs again on resume)."""
 
 
 class SrunSampler:
