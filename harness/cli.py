@@ -318,7 +318,7 @@ def sweep(
         return
     # SIGTERM (scancel, a CI runner stopping, `kill`) stops the sweep as Ctrl-C does: the point
     # in flight is killed with its whole tree and gets no row, so the next run resumes it.
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = sweeps.run_sweep(spec, options, echo=click.echo)
     except KeyboardInterrupt as exc:
@@ -327,6 +327,8 @@ def sweep(
             f"interrupted{why}: finished points are in the ledger; run again to resume", err=True
         )
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
     click.echo(f"ran {result.ran} point(s); sweep now: {counts or 'no points'}")
     click.echo(f"results: {result.sweep_dir} (ledger: {result.sweep_dir / 'ledger.jsonl'})")

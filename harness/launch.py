@@ -173,8 +173,10 @@ def build_srun_argv(
 ) -> list[str]:
     """``srun`` starting one torchrun agent on each of the first ``spec.nodes`` hosts (pure).
 
-    Run inside an allocation (sbatch/salloc). The c10d store lives on the first host, which is
-    where the sweep process runs (the batch step), so ``port`` is one it found free there.
+    Run inside an allocation (sbatch/salloc). The c10d store is hosted by the agent on the
+    first host (its hostname matches the endpoint). Under sbatch that is where the sweep process
+    runs (the batch step), so ``port`` is one it found free there; under salloc on a login node
+    the port was found free on the login node, which is only likely to be free on the first.
     """
     if len(hosts) < spec.nodes:
         raise ValueError(f"{spec.nodes} nodes needed, {len(hosts)} hosts given")

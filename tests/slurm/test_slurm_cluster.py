@@ -238,3 +238,26 @@ def _node_status(pdir: Path) -> dict[str, dict]:
     from harness.telemetry import read_node_status
 
     return read_node_status(pdir / "telemetry")
+
+
+def test_sbatch_script_of_a_gpu_sweep_asks_for_the_gpus_slurm_then_enforces(
+    slurm_cluster, tmp_path
+):
+    """sbatch reads the --gpus-per-node line (--test-only: validated and scheduled, not run)."""
+    gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout
+    if "gpu" not in gres:
+        pytest.skip("the cluster has no GPUs (SLURM_LOCAL_GPUS=2 gives it fake ones)")
+    have = int(gres.split("gpu:")[1].split("(")[0].split(",")[0].split(":")[-1])
+    for gpus, accepted in ((have, True), (have + 1, False)):
+        made = _bench(
+            "sbatch", "h100-2node-scaling", "--nodes", "2", "--gpus-per-node", str(gpus),
+            "--partition", "debug", "-o", f"gpu{gpus}.sbatch", cwd=tmp_path,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        script = tmp_path / f"gpu{gpus}.sbatch"
+        assert f"#SBATCH --gpus-per-node={gpus}" in script.read_text().splitlines()
+        test = subprocess.run(
+            ["bash", "-l", "-c", f"sbatch --test-only {script.name}"], cwd=tmp_path,
+            env=login_shell_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (test.returncode == 0) == accepted, (gpus, test.stderr)
