@@ -356,10 +356,10 @@ def run_point(
     env = build_env(spec)
     nccl = effective_nccl_env(env)
     on_kill = None
+    job_id = os.environ.get("SLURM_JOB_ID", "") if options.launcher == "slurm" else ""
     if options.launcher == "slurm":
         hosts = slurm_hosts(os.environ)
         argv = build_srun_argv(spec, pdir, hosts=hosts, port=free_port(), python=options.python)
-        job_id = os.environ.get("SLURM_JOB_ID", "")
         if job_id:
             # A timed-out point's tasks on the other nodes are not in our process tree:
             # cancelling its step is what stops them.
@@ -401,7 +401,6 @@ def run_point(
         pdir / "telemetry.jsonl",
         "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples),
     )
-    job_id = os.environ.get("SLURM_JOB_ID", "") if options.launcher == "slurm" else ""
     if job_id and result.returncode != 0:
         state = slurm_job_state(job_id)
         if state not in (None, "RUNNING"):

@@ -10,8 +10,13 @@ Needs a running cluster (``bash .ci/local-cluster.sh up``). Prints medians:
   launch on the node, a c10d rendezvous on n1 instead of --standalone) adds;
 * per point, the sweep's whole wall time divided by its points (adds the per-node telemetry
   step and the ledger/record handling around each point);
+* the bare cost of one job step: ``srun`` of ``true`` on both nodes, as each point pays it twice
+  (its training step and its telemetry step);
 * for ``distrinews-bench sbatch cpu-2node``: seconds from ``sbatch`` to the first ledger row and
   to the rendered report.
+
+On a busy machine the per-point figures carry its noise (compare the local repeats' spread);
+the bare step cost is the part srun adds for certain.
 """
 
 from __future__ import annotations
@@ -86,6 +91,24 @@ def per_point(out: Path, repeats: int) -> None:
     )
 
 
+STEP_TIMER = """
+import statistics, subprocess, time
+argv = ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "true"]
+times = []
+for _ in range({n}):
+    start = time.monotonic()
+    subprocess.run(argv, check=True)
+    times.append(time.monotonic() - start)
+print(f"one job step (srun true on 2 nodes, median of {n}): {{statistics.median(times):.3f}} s")
+"""
+
+
+def step_launch(n: int) -> None:
+    subprocess.run(
+        ["salloc", "-N2", "--time=5", sys.executable, "-c", STEP_TIMER.format(n=n)], check=True
+    )
+
+
 def sbatch_latency(out: Path, runs: int) -> None:
     firsts, reports = [], []
     for i in range(runs):
@@ -129,10 +152,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="An empty or new folder.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sbatch-runs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10, help="Bare srun steps to time.")
+    parser.add_argument(
+        "--only", choices=("points", "steps", "sbatch"), default=None, help="One figure only."
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    per_point(args.out, args.repeats)
-    sbatch_latency(args.out, args.sbatch_runs)
+    if args.only in (None, "points"):
+        per_point(args.out, args.repeats)
+    if args.only in (None, "steps"):
+        step_launch(args.steps)
+    if args.only in (None, "sbatch"):
+        sbatch_latency(args.out, args.sbatch_runs)
 
 
 if __name__ == "__main__":
