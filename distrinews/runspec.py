@@ -28,7 +28,7 @@ DEVICES = ("cuda", "cpu")
 BACKENDS = ("auto", "nccl", "gloo")
 INITS = ("random", "pretrained")
 #: Deliberate failures, so tests can drive every failure class through a real launch.
-FAILURE_FAULTS = ("crash", "hang", "oom", "nan", "rank_exit")
+FAILURE_FAULTS = ("crash", "crash_last", "hang", "oom", "nan", "rank_exit")
 #: Planted slowdowns of ``fault_ms`` each, only at world size > 1, so the efficiency they cost
 #: is known and its attribution can be checked: slow_rank (the last rank sleeps in every
 #: step's forward: a straggler), slow_data (every batch fetch sleeps: data wait), slow_comm (a
@@ -129,8 +129,9 @@ class RunSpec:
     repeat: int = 0
     """Repeat index: identical configurations measured several times for noise estimates."""
     fault: str = "none"
-    """Deliberate failure (crash, hang, oom, nan, rank_exit) or planted slowdown (slow_rank,
-    slow_data, slow_comm; see SLOW_FAULTS), or none."""
+    """Deliberate failure for tests (crash on every rank, crash_last on the last rank only --
+    on the last node of a multi-node point --, hang, oom, nan, rank_exit) or planted slowdown
+    (slow_rank, slow_data, slow_comm; see SLOW_FAULTS), or none."""
     fault_ms: float = 0.0
     """Delay of a planted slowdown in milliseconds (per step, or per batch fetch for
     slow_data); unused by the other faults."""

@@ -243,6 +243,9 @@ def inject_fault(fault: str, ctx: DistContext, model: torch.nn.Module) -> None:
     """Make the failure happen for real, so its detection and reporting are tested for real."""
     if fault == "crash":
         raise RuntimeError("injected fault: crash")
+    if fault == "crash_last" and ctx.rank == ctx.world_size - 1:
+        # One rank (on one node, across nodes) fails; the others must notice and stop.
+        raise RuntimeError(f"injected fault: crash on rank {ctx.rank}")
     if fault == "oom":
         # A real allocation far beyond the device's memory, through the real allocator.
         if ctx.device.type == "cuda":

@@ -8,6 +8,7 @@ status 2, with no traceback. Options can also come from the environment as
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -223,6 +224,10 @@ def train(
 # -- sweep, sbatch, export (harness helper) --------------------------------------------------
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def _after_sweep(sweep_dir: Path) -> None:
     """Render the HTML report of a finished sweep and print its path."""
     from harness.report import render_report
@@ -311,11 +316,19 @@ def sweep(
         click.echo(f"sweep {spec.source} -> {sweep_dir}")
         click.echo(sweeps.format_plan(planned))
         return
+    # SIGTERM (scancel, a CI runner stopping, `kill`) stops the sweep as Ctrl-C does: the point
+    # in flight is killed with its whole tree and gets no row, so the next run resumes it.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = sweeps.run_sweep(spec, options, echo=click.echo)
-    except KeyboardInterrupt:
-        click.echo("interrupted: finished points are in the ledger; run again to resume", err=True)
+    except KeyboardInterrupt as exc:
+        why = f" ({exc})" if str(exc) else ""
+        click.echo(
+            f"interrupted{why}: finished points are in the ledger; run again to resume", err=True
+        )
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
     click.echo(f"ran {result.ran} point(s); sweep now: {counts or 'no points'}")
     click.echo(f"results: {result.sweep_dir} (ledger: {result.sweep_dir / 'ledger.jsonl'})")
@@ -325,11 +338,25 @@ def sweep(
 @cli.command()
 @click.argument("sweep_file")
 @click.option("--nodes", type=click.IntRange(min=1), required=True, help="Nodes to allocate.")
-@click.option("--gpus-per-node", type=click.IntRange(min=1), required=True)
+@click.option(
+    "--gpus-per-node",
+    type=click.IntRange(min=1),
+    default=None,
+    help="GPUs to allocate per node; required when the sweep runs on cuda, refused on cpu.",
+)
 @click.option("--partition", default=None, help="SLURM partition.")
 @click.option("--account", default=None, help="SLURM account.")
 @click.option("--time", "time_limit", default="04:00:00", show_default=True, help="Time limit.")
 @click.option("--results", default="results", show_default=True, help="Results root folder.")
+@click.option("--name", default=None, help="Sweep folder name under --results.")
+@click.option("--data", default=None, help="Override every point's data source.")
+@click.option("--tokenizer", default=None, help="Override every point's tokenizer.")
+@click.option(
+    "--timeout-s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Per-point limit in seconds (default: the sweep file's timeout_s).",
+)
 @click.option(
     "-o",
     "--output",
@@ -341,30 +368,58 @@ def sweep(
 def sbatch(
     sweep_file: str,
     nodes: int,
-    gpus_per_node: int,
+    gpus_per_node: int | None,
     partition: str | None,
     account: str | None,
     time_limit: str,
     results: str,
+    name: str | None,
+    data: str | None,
+    tokenizer: str | None,
+    timeout_s: float | None,
     output: Path,
 ) -> None:
-    """Write an sbatch script that runs SWEEP_FILE across an allocation of N nodes."""
-    from harness.launch import build_sbatch_script
+    """Write an sbatch script that runs SWEEP_FILE across an allocation of N nodes.
+
+    The script runs as written from a login shell: it activates this environment, cd's to
+    this folder and runs the sweep with --launcher slurm. Submit it with `sbatch FILE`.
+    """
+    import dataclasses
+
+    from harness.launch import build_sbatch_script, sbatch_job_here
     from harness.spec import Resources, resolve_sweep
     from harness.store import atomic_write_text
 
-    spec = resolve_sweep(sweep_file, gpu_count=gpus_per_node)  # a bad file fails now, not queued
-    points = spec.expand(Resources(nodes=nodes, gpus_per_node=gpus_per_node, launcher="slurm"))
-    script = build_sbatch_script(
+    spec = resolve_sweep(sweep_file, gpu_count=gpus_per_node or 0)  # a bad file fails now
+    overrides = {k: v for k, v in (("data", data), ("tokenizer", tokenizer)) if v is not None}
+    if overrides:
+        spec = spec.with_run(**overrides)
+    if name is not None:
+        spec = dataclasses.replace(spec, name=name)  # validated like a name in the file
+    points = spec.expand(Resources(nodes=nodes, gpus_per_node=gpus_per_node or 0, launcher="slurm"))
+    uses_gpus = any(p.spec.device == "cuda" for p in points)
+    if uses_gpus and gpus_per_node is None:
+        raise UserError(f"{spec.source} runs on cuda: give --gpus-per-node")
+    if not uses_gpus and gpus_per_node is not None:
+        raise UserError(f"{spec.source} runs on cpu only: --gpus-per-node does not apply")
+    sweep_args: list[str] = []
+    for option, value in (
+        ("--name", name), ("--data", data), ("--tokenizer", tokenizer), ("--timeout-s", timeout_s),
+    ):  # fmt: skip
+        if value is not None:
+            sweep_args += [option, f"{value:g}" if isinstance(value, float) else value]
+    job = sbatch_job_here(
         sweep_file,
         nodes=nodes,
-        gpus_per_node=gpus_per_node,
+        gpus_per_node=gpus_per_node or 0,
         results=results,
         partition=partition,
         account=account,
         time_limit=time_limit,
         job_name=f"distrinews-{spec.name}",
+        sweep_args=tuple(sweep_args),
     )
+    script = build_sbatch_script(job)
     if str(output) == "-":
         click.echo(script, nl=False)
         return

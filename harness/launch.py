@@ -173,8 +173,10 @@ def build_srun_argv(
 ) -> list[str]:
     """``srun`` starting one torchrun agent on each of the first ``spec.nodes`` hosts (pure).
 
-    Run inside an allocation (sbatch/salloc). The c10d store lives on the first host, which is
-    where the sweep process runs (the batch step), so ``port`` is one it found free there.
+    Run inside an allocation (sbatch/salloc). The c10d store is hosted by the agent on the
+    first host (its hostname matches the endpoint). Under sbatch that is where the sweep process
+    runs (the batch step), so ``port`` is one it found free there; under salloc on a login node
+    the port was found free on the login node, which is only likely to be free on the first.
     """
     if len(hosts) < spec.nodes:
         raise ValueError(f"{spec.nodes} nodes needed, {len(hosts)} hosts given")
@@ -183,12 +185,22 @@ def build_srun_argv(
     return [
         "srun",
         f"--nodes={spec.nodes}",
+        # Explicit: srun would otherwise take SLURM_NTASKS of the whole allocation from its
+        # environment and start two agents on one node for a one-node point.
+        f"--ntasks={spec.nodes}",
         "--ntasks-per-node=1",
         f"--nodelist={','.join(used)}",
+        # The step's name, so a timeout can find it and scancel it (slurm_cancel_steps).
+        f"--job-name={step_name(spec)}",
         # One failed agent ends the step instead of leaving the others waiting.
         "--kill-on-bad-exit=1",
         *build_torchrun_argv(spec, point_dir, python=python, rdzv=rdzv),
     ]
+
+
+def step_name(spec: RunSpec, role: str = "point") -> str:
+    """The SLURM job-step name of a point's training step (or its telemetry step)."""
+    return f"distrinews-{spec.run_id}" + ("" if role == "point" else f"-{role}")
 
 
 def build_srun_telemetry_argv(
@@ -208,8 +220,10 @@ def build_srun_telemetry_argv(
         "srun",
         "--overlap",
         f"--nodes={spec.nodes}",
+        f"--ntasks={spec.nodes}",
         "--ntasks-per-node=1",
         f"--nodelist={','.join(used)}",
+        f"--job-name={step_name(spec, 'telemetry')}",
         python,
         "-m",
         "harness.telemetry",
@@ -219,62 +233,150 @@ def build_srun_telemetry_argv(
         str(spec.nproc_per_node),
         "--interval-s",
         f"{interval_s:g}",
+        "--device",
+        spec.device,
     ]
 
 
-def build_sbatch_script(
-    sweep_file: str,
-    *,
-    nodes: int,
-    gpus_per_node: int,
-    results: str = "results",
-    partition: str | None = None,
-    account: str | None = None,
-    time_limit: str = "04:00:00",
-    job_name: str = "distrinews",
-    cpus_per_task: int | None = None,
-    extra_args: tuple[str, ...] = (),
-) -> str:
+#: What an #SBATCH value may contain. sbatch reads these lines itself (no shell), so nothing
+#: can be quoted there: a value outside these is refused instead of written.
+_SBATCH_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,+-]*")
+#: SLURM's time formats: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, or no limit.
+_SBATCH_TIME = re.compile(r"\d+(-\d+)?(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
+#: A folder for #SBATCH --chdir (else only the script's `cd` goes there).
+_SBATCH_PATH = re.compile(r"/[A-Za-z0-9_./+-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SbatchJob:
+    """Everything an sbatch script for one sweep says; validated so that it can be written safely.
+
+    ``#SBATCH`` values are checked against what SLURM accepts (they cannot be quoted); the
+    command line is shell-quoted word by word. Any value that cannot be represented safely (a
+    newline, a ``;`` in a partition name, ...) raises UserError naming the option.
+    """
+
+    sweep: str
+    """A built-in sweep name, or a sweep file (made absolute by :func:`sbatch_job_here`)."""
+    nodes: int
+    gpus_per_node: int = 0
+    """GPUs to ask for per node; 0 (a CPU sweep) writes no --gpus-per-node line."""
+    workdir: str
+    """Absolute project folder: the script cd's there, so relative paths mean what they meant."""
+    python: str
+    """Absolute interpreter of the environment the script was generated from."""
+    activate: str | None = None
+    """That environment's ``bin/activate`` (a venv), sourced first so PATH matches too."""
+    results: str = "results"
+    partition: str | None = None
+    account: str | None = None
+    time_limit: str = "04:00:00"
+    job_name: str = "distrinews"
+    exclusive: bool = True
+    """Keep other jobs off the nodes, so their traffic does not pollute the measurement."""
+    sweep_args: tuple[str, ...] = ()
+    """Further ``distrinews-bench sweep`` options (--name, --data, ...), quoted word by word."""
+
+    def __post_init__(self) -> None:
+        for option, value in (("--partition", self.partition), ("--account", self.account)):
+            if value is not None and not _SBATCH_WORD.fullmatch(value):
+                raise UserError(
+                    f"{option} {value!r} cannot go into an #SBATCH line; use letters, digits "
+                    "and '_', '.', ',', '+', '-'"
+                )
+        if not _SBATCH_WORD.fullmatch(self.job_name):
+            raise UserError(f"job name {self.job_name!r}: use letters, digits, '_', '.' or '-'")
+        if not _SBATCH_TIME.fullmatch(self.time_limit):
+            raise UserError(
+                f"--time {self.time_limit!r}: expected minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, "
+                "D-HH:MM:SS or UNLIMITED"
+            )
+        for name in ("nodes", "gpus_per_node"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(f"{name} = {value!r}: expected an integer >= 0")
+        if self.nodes < 1:
+            raise UserError(f"nodes = {self.nodes!r}: expected an integer >= 1")
+        texts = [
+            ("sweep", self.sweep), ("folder", self.workdir), ("python", self.python),
+            ("activate", self.activate or ""), ("--results", self.results),
+            *(("sweep option", a) for a in self.sweep_args),
+        ]  # fmt: skip
+        for what, text in texts:
+            if _CONTROL.search(text):
+                raise UserError(
+                    f"{what} {text!r} holds a control character (newline, tab, ...); "
+                    "it cannot be written into a job script safely"
+                )
+        for what, path in (("folder", self.workdir), ("python", self.python)):
+            if not path.startswith("/"):
+                raise UserError(f"{what} {path!r}: expected an absolute path")
+
+
+def sbatch_job_here(sweep: str, **fields: Any) -> SbatchJob:
+    """An :class:`SbatchJob` for this environment: this interpreter (and its venv's activate
+    script), this working folder, and ``sweep`` made absolute when it is a file."""
+    path = Path(sweep)
+    if path.suffix == ".toml" or path.exists():
+        sweep = str(path.resolve())
+    activate = Path(sys.prefix) / "bin" / "activate"
+    in_venv = sys.prefix != sys.base_prefix and activate.is_file()
+    return SbatchJob(
+        sweep=sweep,
+        workdir=str(Path.cwd().resolve()),
+        # Not resolved: a venv's python is a symlink to the base interpreter, and only the
+        # link's own path makes Python find the venv's site-packages.
+        python=str(Path(sys.executable).absolute()),
+        activate=str(activate) if in_venv else None,
+        **fields,
+    )
+
+
+def build_sbatch_script(job: SbatchJob) -> str:
     """The text of an sbatch script that runs a sweep in its allocation (pure).
 
-    The batch step (the sweep process) runs on the first node; for each point it calls srun,
-    which starts one torchrun agent per node. ``--exclusive`` keeps other jobs off the nodes
-    so their traffic does not pollute the measurement.
+    Works as written from a login shell: it sources the environment it was generated from,
+    cd's to the project folder, and runs the sweep with that environment's interpreter. The
+    batch step (the sweep process) runs on the first node; for each point it calls srun, which
+    starts one torchrun agent per node.
     """
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name={job_name}",
-        f"#SBATCH --nodes={nodes}",
+        f"#SBATCH --job-name={job.job_name}",
+        f"#SBATCH --nodes={job.nodes}",
         "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gpus-per-node={gpus_per_node}",
-        "#SBATCH --exclusive",
-        f"#SBATCH --time={time_limit}",
-        "#SBATCH --output=%x-%j.out",
     ]
-    if cpus_per_task:
-        lines.append(f"#SBATCH --cpus-per-task={cpus_per_task}")
-    if partition:
-        lines.append(f"#SBATCH --partition={partition}")
-    if account:
-        lines.append(f"#SBATCH --account={account}")
+    if job.gpus_per_node:
+        lines.append(f"#SBATCH --gpus-per-node={job.gpus_per_node}")
+    if job.exclusive:
+        lines.append("#SBATCH --exclusive")
+    lines.append(f"#SBATCH --time={job.time_limit}")
+    if _SBATCH_PATH.fullmatch(job.workdir):
+        # The job's output file lands in the project folder, not wherever sbatch was typed.
+        lines.append(f"#SBATCH --chdir={job.workdir}")
+    lines.append("#SBATCH --output=%x-%j.out")
+    if job.partition:
+        lines.append(f"#SBATCH --partition={job.partition}")
+    if job.account:
+        lines.append(f"#SBATCH --account={job.account}")
     args = [
-        "distrinews-bench",
-        "sweep",
-        _sh(sweep_file),
-        "--launcher",
-        "slurm",
-        "--nodes",
-        str(nodes),
-        "--results",
-        _sh(results),
-        *(_sh(a) for a in extra_args),
-    ]
+        job.python, "-m", "harness.cli", "sweep", job.sweep, "--launcher", "slurm",
+        "--nodes", str(job.nodes), "--results", job.results, "--no-progress", *job.sweep_args,
+    ]  # fmt: skip
     lines += [
         "",
+        "# The environment this script was generated from (a login shell has none of it).",
+    ]
+    if job.activate:
+        # Before `set -u`: activate scripts read variables that may be unset.
+        lines.append(f". {_sh(job.activate)}")
+    lines += [
         "set -euo pipefail",
+        f"cd {_sh(job.workdir)}",
         "# The sweep runs here, on the first node; each point is one srun step of torchrun",
-        "# agents (one per node) meeting in a c10d rendezvous on this node.",
-        " ".join(args),
+        "# agents (one per node) meeting in a c10d rendezvous on the first node.",
+        "exec " + " ".join(_sh(a) for a in args),
         "",
     ]
     return "\n".join(lines)
@@ -321,6 +423,51 @@ def slurm_hosts(env: Mapping[str, str]) -> list[str]:
         hosts.remove(here)
         hosts.insert(0, here)
     return hosts
+
+
+def slurm_cancel_steps(
+    job_id: str, name: str, *, signal_name: str | None = None, wait_s: float = 60.0
+) -> list[str]:
+    """scancel every step of job ``job_id`` named ``name``; returns the step ids it found.
+
+    Without ``signal_name`` the steps are cancelled (SIGTERM, then SIGKILL after the cluster's
+    KillWait) and this waits until none is left: killing ``srun`` here does not reliably end
+    the tasks slurmstepd started on the nodes, cancelling the step does. With ``signal_name``
+    (e.g. "TERM") only that signal is delivered to the steps' tasks, which may then finish in
+    their own time. (A SIGTERM to ``srun`` itself is no substitute: srun answers it by killing
+    its tasks outright, so they cannot write their last words.)
+    """
+
+    def steps() -> list[str]:
+        out = subprocess.run(
+            ["squeue", "-h", "-s", "-j", job_id, "-o", "%i %j"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        found = (line.split(None, 1) for line in out.stdout.splitlines() if line.strip())
+        return [f[0] for f in found if len(f) == 2 and f[1].strip() == name]
+
+    found = steps()
+    if not found:
+        return []
+    how = [f"--signal={signal_name}"] if signal_name else []
+    subprocess.run(["scancel", *how, *found], capture_output=True, timeout=30)
+    deadline = time.monotonic() + wait_s
+    while signal_name is None and steps() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def slurm_job_state(job_id: str) -> str | None:
+    """The job's state as slurmctld sees it now (RUNNING, CANCELLED, TIMEOUT, ...); None when
+    scontrol cannot say."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\bJobState=(\S+)", out.stdout)
+    return match.group(1) if match else None
 
 
 def free_port(host: str = "") -> int:
@@ -374,12 +521,15 @@ def run_process(
     cwd: Path | None = None,
     grace_s: float = 10.0,
     on_start: Callable[[], None] | None = None,
+    on_kill: Callable[[], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to completion or ``timeout_s``; on timeout or interrupt kill its whole tree.
 
     The process starts a new session (its own process group), so the kill reaches torchrun
     and its workers but never the sweep itself. Output (stdout and stderr) goes to
-    ``log_path``. ``on_start`` runs once the process exists (e.g. starting telemetry).
+    ``log_path``. ``on_start`` runs once the process exists (e.g. starting telemetry);
+    ``on_kill`` runs first when it must be killed (under SLURM: cancel the job step, whose
+    tasks on other nodes are not in this process tree).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -399,12 +549,18 @@ def run_process(
                 on_start()
             returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            if on_kill is not None:
+                with contextlib.suppress(Exception):  # the tree below is killed regardless
+                    on_kill()
             kill_tree(proc, grace_s=grace_s)
             log.write(f"\n[distrinews] killed after timeout of {timeout_s:g} s\n".encode())
             return ProcessResult(
                 returncode=None, timed_out=True, duration_s=time.monotonic() - start
             )
         except BaseException:  # KeyboardInterrupt, SystemExit: leave nothing running
+            if on_kill is not None:
+                with contextlib.suppress(Exception):
+                    on_kill()
             kill_tree(proc, grace_s=min(grace_s, 5.0))
             raise
     return ProcessResult(

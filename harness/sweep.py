@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,8 +50,11 @@ from .launch import (
     read_errors,
     read_logs,
     run_process,
+    slurm_cancel_steps,
     slurm_gpus_per_node,
     slurm_hosts,
+    slurm_job_state,
+    step_name,
 )
 from .spec import LAUNCHERS, Point, Resources, SweepSpec
 
@@ -351,11 +355,20 @@ def run_point(
     store.atomic_write_text(pdir / RUN_JSON, spec.to_json() + "\n")
     env = build_env(spec)
     nccl = effective_nccl_env(env)
+    on_kill = None
+    job_id = os.environ.get("SLURM_JOB_ID", "") if options.launcher == "slurm" else ""
     if options.launcher == "slurm":
         hosts = slurm_hosts(os.environ)
         argv = build_srun_argv(spec, pdir, hosts=hosts, port=free_port(), python=options.python)
-        if spec.device == "cuda" and sampler_for is default_sampler:
-            # One NVML sampler per node, as a job step beside the point's.
+        if job_id:
+            # A timed-out point's tasks on the other nodes are not in our process tree:
+            # cancelling its step is what stops them.
+            def on_kill() -> None:
+                slurm_cancel_steps(job_id, step_name(spec))
+
+        if sampler_for is default_sampler:
+            # One sampler per node, as a job step beside the point's (on a CPU point it
+            # samples nothing, but each node still writes its files).
             sampler = SrunSampler(
                 build_srun_telemetry_argv(
                     spec, pdir / "telemetry", hosts=hosts, python=options.python
@@ -363,6 +376,8 @@ def run_point(
                 env=env,
                 folder=pdir / "telemetry",
                 log_path=pdir / LOGS_DIR / "telemetry.log",
+                job_id=job_id or None,
+                step=step_name(spec, "telemetry"),
             )
         else:
             sampler = sampler_for(spec, env)
@@ -377,6 +392,7 @@ def run_point(
             log_path=pdir / LOGS_DIR / LAUNCHER_LOG,
             timeout_s=timeout_s,
             on_start=sampler.start,  # after the fork, so no sampler thread exists during it
+            on_kill=on_kill,
         )
     finally:
         samples = sampler.stop()
@@ -385,6 +401,14 @@ def run_point(
         pdir / "telemetry.jsonl",
         "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples),
     )
+    if job_id and result.returncode != 0:
+        state = slurm_job_state(job_id)
+        if state not in (None, "RUNNING"):
+            # scancel or the time limit is ending the whole allocation: the point did not
+            # fail, it was stopped. No row, so the next submission runs it again. (slurmctld
+            # sets the state before it signals the steps, so this check cannot lose the race
+            # against our own SIGTERM.)
+            raise AllocationEnding(f"the allocation is ending (job {job_id}: {state})")
     record = store.read_json(pdir / RECORD_JSON)
     outcome = classify(
         result,
@@ -428,20 +452,37 @@ def run_point(
     return row
 
 
+class AllocationEnding(KeyboardInterrupt):
+    """The SLURM job running the sweep is being cancelled or ran out of time: stop as on Ctrl-C
+    (the point in flight gets no row and runs again on resume)."""
+
+
 class SrunSampler:
     """The Sampler for a SLURM point: ``python -m harness.telemetry`` on every node via srun.
 
-    Each node's sampler appends to ``folder/<host>.jsonl``; :meth:`stop` ends the step (SIGTERM,
-    then SIGKILL) and merges the files in time order.
+    Each node's sampler appends to ``folder/<host>.jsonl`` and says how it went in
+    ``folder/<host>.node.json``. :meth:`stop` asks every node's sampler to finish (``scancel
+    --signal=TERM`` on the step ``step`` of job ``job_id``), waits for the step to end, cancels
+    it if it does not, and merges the files in time order. Without a job id (a stand-in for
+    srun in tests) the process tree is terminated instead.
     """
 
     available = True
-    unavailable_reason = None
+    unavailable_reason: str | None = None
 
     def __init__(
-        self, argv: list[str], *, env: dict[str, str], folder: Path, log_path: Path
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        folder: Path,
+        log_path: Path,
+        job_id: str | None = None,
+        step: str | None = None,
+        grace_s: float = 10.0,
     ) -> None:
         self._argv, self._env, self._folder, self._log_path = argv, env, folder, log_path
+        self._job_id, self._step, self._grace_s = job_id, step, grace_s
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -454,11 +495,28 @@ class SrunSampler:
 
     def stop(self) -> list[telemetry.Sample]:
         if self._proc is not None:
-            kill_tree(self._proc, grace_s=5.0)
+            if self._job_id and self._step:
+                # The step may not be registered yet when a point ends at once: signal it as
+                # soon as it is there, then give the samplers time to write their last words.
+                deadline = time.monotonic() + self._grace_s
+                signalled = False
+                while self._proc.poll() is None and time.monotonic() < deadline:
+                    if not signalled:
+                        found = slurm_cancel_steps(self._job_id, self._step, signal_name="TERM")
+                        signalled = bool(found)
+                    time.sleep(0.1)
+                if self._proc.poll() is None:
+                    slurm_cancel_steps(self._job_id, self._step)
+            kill_tree(self._proc, grace_s=5.0)  # at once when srun has already ended
         samples = telemetry.read_node_samples(self._folder)
         if not samples:
             self.available = False
-            self.unavailable_reason = f"no samples from any node (see {self._log_path.name})"
+            nodes = telemetry.read_node_status(self._folder)
+            reasons = sorted({str(s.get("unavailable_reason")) for s in nodes.values()})
+            if nodes and len(reasons) == 1 and reasons[0] != "None":
+                self.unavailable_reason = f"{reasons[0]} ({', '.join(sorted(nodes))})"
+            else:
+                self.unavailable_reason = f"no samples from any node (see {self._log_path.name})"
         return samples
 
 

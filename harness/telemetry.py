@@ -315,30 +315,76 @@ def read_node_samples(folder: Path) -> list[Sample]:
     return samples
 
 
+NODE_SUFFIX = ".node.json"
+
+
+def read_node_status(folder: Path) -> dict[str, dict[str, Any]]:
+    """host -> what that node's sampler said about itself (``<host>.node.json``).
+
+    Each per-node sampler writes one when it starts (``stopped_unix`` null) and again when it
+    stops: whether it could sample, why not, when it ran and how many samples it wrote.
+    """
+    from .store import read_json
+
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(folder).glob(f"*{NODE_SUFFIX}")):
+        status = read_json(path)
+        if isinstance(status, dict):
+            out[path.name[: -len(NODE_SUFFIX)]] = status
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m harness.telemetry --out-dir DIR --count G``: sample this node until SIGTERM.
 
     The SLURM launcher starts one of these per node (``srun --overlap``) beside a multi-node
-    point, so every node's GPUs are sampled, not just the batch host's.
+    point, so every node's GPUs are sampled, not just the batch host's. Every node writes
+    ``DIR/<host>.jsonl`` (its samples; empty without NVML or for a CPU point) and
+    ``DIR/<host>.node.json`` (available or why not, started and stopped times), so a node that
+    could not sample still says so, and its sampler still lives exactly as long as the point.
     """
+    from .store import atomic_write_json
+
     parser = argparse.ArgumentParser(prog="python -m harness.telemetry")
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--count", type=int, required=True, help="GPUs the point uses here")
     parser.add_argument("--interval-s", type=float, default=0.2)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     args = parser.parse_args(argv)
-    host = socket.gethostname()
-    sampler = make_sampler(
-        visible=os.environ.get("CUDA_VISIBLE_DEVICES"), count=args.count, interval_s=1.0
-    )
-    if not isinstance(sampler, NvmlSampler):
-        print(f"telemetry unavailable on {host}: {sampler.unavailable_reason}", file=sys.stderr)
-        return 0
+    # Handlers first: a point that ends at once must still stop us cleanly.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    out = args.out_dir / f"{host}.jsonl"
-    stream_to_file(sampler, out, stop, host=host, interval_s=args.interval_s)
-    sampler.stop()
+    host = socket.gethostname()
+    sampler: NvmlSampler | NullSampler
+    if args.device == "cpu":
+        sampler = NullSampler("cpu point: no GPU to sample")
+    else:
+        sampler = make_sampler(
+            visible=os.environ.get("CUDA_VISIBLE_DEVICES"), count=args.count, interval_s=1.0
+        )
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    samples_path = args.out_dir / f"{host}.jsonl"
+    status_path = args.out_dir / f"{host}{NODE_SUFFIX}"
+    status = {
+        "host": host,
+        "available": sampler.available,
+        "unavailable_reason": sampler.unavailable_reason,
+        "started_unix": time.time(),
+        "stopped_unix": None,
+        "samples": 0,
+    }
+    atomic_write_json(status_path, status)
+    if isinstance(sampler, NvmlSampler):
+        count = stream_to_file(sampler, samples_path, stop, host=host, interval_s=args.interval_s)
+        sampler.stop()
+    else:
+        samples_path.touch()
+        print(f"telemetry unavailable on {host}: {sampler.unavailable_reason}", file=sys.stderr)
+        while not stop.wait(0.5):  # live as long as the point, so start and stop are real
+            pass
+        count = 0
+    atomic_write_json(status_path, {**status, "stopped_unix": time.time(), "samples": count})
     return 0
 
 

@@ -163,6 +163,40 @@ def test_sbatch_command_writes_a_script_for_a_valid_sweep(tmp_path):
     assert bad.exit_code == 2 and not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--partition", "debug\ntouch PWNED"], "--partition"),
+        (["--partition", "debug; touch PWNED"], "--partition"),
+        (["--account", "$(touch PWNED)"], "--account"),
+        (["--time", "10`touch PWNED`"], "--time"),
+        (["--results", "r\ntouch PWNED"], "control character"),
+        (["--data", "x\ntouch PWNED"], "control character"),
+        (["--name", "a;b"], "name = 'a;b'"),
+        (["--gpus-per-node", "2"], "runs on cpu only: --gpus-per-node does not apply"),
+    ],
+)
+def test_sbatch_refuses_what_it_cannot_write_safely_one_line_exit_2(tmp_path, args, needle):
+    out = tmp_path / "job.sbatch"
+    run = CliRunner().invoke(cli, ["sbatch", "cpu-2node", "--nodes", "2", *args, "-o", str(out)])
+    assert run.exit_code == 2, run.output
+    (line,) = run.output.strip().splitlines()
+    assert line.startswith("error: ") and needle in line, line
+    assert not out.exists()
+
+
+def test_sbatch_for_a_cpu_sweep_asks_for_no_gpus_and_a_cuda_sweep_needs_them(tmp_path):
+    out = tmp_path / "cpu.sbatch"
+    run = CliRunner().invoke(cli, ["sbatch", "cpu-2node", "--nodes", "2", "-o", str(out)])
+    assert run.exit_code == 0, run.output
+    text = out.read_text()
+    assert "--gpus-per-node" not in text and "#SBATCH --nodes=2" in text
+    assert f"exec {sys.executable} -m harness.cli sweep cpu-2node --launcher slurm" in text
+    assert f"cd {Path.cwd().resolve()}" in text.splitlines()
+    gpu = CliRunner().invoke(cli, ["sbatch", "h100-2node-scaling", "--nodes", "2", "-o", "-"])
+    assert gpu.exit_code == 2 and "give --gpus-per-node" in gpu.output
+
+
 def test_second_sweep_into_a_locked_folder_is_refused_with_one_line(tmp_path):
     results = tmp_path / "r"
     path = tmp_path / "s.toml"
@@ -186,10 +220,12 @@ def test_every_failure_class_through_a_real_torchrun(tmp_path):
         'name = "faults"\ntimeout_s = 120\n' + TINY + '[axes]\nfault = ["crash", "oom", "nan"]\n'
     )
     faults = spec.load_sweep(path)
-    # A dead rank needs a peer to notice it: two ranks.
+    # A dead rank, or one rank alone crashing, needs a peer to notice it: two ranks. (The
+    # SLURM tests hold the same faults across two nodes to these same expectations.)
     two = spec.parse_sweep(
-        'name = "faults"\n' + TINY + '[axes]\ngpus_per_node = [2]\nfault = ["rank_exit"]\n'
-    )
+        'name = "faults"\n' + TINY
+        + '[axes]\ngpus_per_node = [2]\nfault = ["rank_exit", "crash_last"]\n'
+    )  # fmt: skip
     # The worker refuses a data file that does not exist: an invalid spec, found at run time.
     invalid = faults.with_run(data=str(tmp_path / "missing.csv"), fault="none")
     options = sw.SweepOptions(results=tmp_path / "r", progress=False)
@@ -205,6 +241,8 @@ def test_every_failure_class_through_a_real_torchrun(tmp_path):
     assert rows[("nan", syn)]["reason"].startswith("nan_loss")
     assert rows[("rank_exit", syn)]["status"] == "nccl_error"
     assert "first failure: rank 1" in rows[("rank_exit", syn)]["reason"]
+    assert rows[("crash_last", syn)]["status"] == "crashed"
+    assert "injected fault: crash on rank 1" in rows[("crash_last", syn)]["reason"]
     assert rows[("none", str(tmp_path / "missing.csv"))]["status"] == "invalid"
     for row in rows.values():
         assert row["samples_per_s"] is None and row["reason"]  # never a number for a failure

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ def test_srun_argv_runs_one_agent_per_node_on_the_first_hosts(tmp_path):
     spec = RunSpec(nodes=2, nproc_per_node=4)
     argv = L.build_srun_argv(spec, tmp_path, hosts=["gpu7", "gpu8", "gpu9"], port=29555)
     assert argv[0] == "srun"
+    assert f"--job-name=distrinews-{spec.run_id}" in argv  # what a timeout scancels
     assert "--nodes=2" in argv and "--ntasks-per-node=1" in argv
     assert "--nodelist=gpu7,gpu8" in argv
     assert "--rdzv-endpoint=gpu7:29555" in argv
@@ -72,17 +74,24 @@ def test_env_sets_nccl_settings_over_inherited_and_records_them():
     assert L.build_env(RunSpec(), {})["OMP_NUM_THREADS"] == "1"
 
 
+def _job(**kw) -> L.SbatchJob:
+    fields = {
+        "sweep": "/proj/harness/sweeps/h100-2node-scaling.toml",
+        "nodes": 2,
+        "gpus_per_node": 8,
+        "workdir": "/proj",
+        "python": "/proj/.venv/bin/python",
+        "activate": "/proj/.venv/bin/activate",
+        "partition": "gpu",
+        "account": "proj_1",
+        "time_limit": "02:00:00",
+        "job_name": "distrinews-x",
+    }
+    return L.SbatchJob(**{**fields, **kw})
+
+
 def test_sbatch_script_text():
-    script = L.build_sbatch_script(
-        "harness/sweeps/h100-2node-scaling.toml",
-        nodes=2,
-        gpus_per_node=8,
-        partition="gpu",
-        account="proj 1",
-        time_limit="02:00:00",
-        job_name="distrinews-x",
-    )
-    lines = script.splitlines()
+    lines = L.build_sbatch_script(_job()).splitlines()
     assert lines[0] == "#!/bin/bash"
     for expected in (
         "#SBATCH --job-name=distrinews-x",
@@ -91,17 +100,94 @@ def test_sbatch_script_text():
         "#SBATCH --gpus-per-node=8",
         "#SBATCH --exclusive",
         "#SBATCH --time=02:00:00",
+        "#SBATCH --chdir=/proj",
         "#SBATCH --partition=gpu",
-        "#SBATCH --account=proj 1",
+        "#SBATCH --account=proj_1",
+        # The environment it was generated from, before anything else runs; then the folder.
+        ". /proj/.venv/bin/activate",
         "set -euo pipefail",
-        "distrinews-bench sweep harness/sweeps/h100-2node-scaling.toml --launcher slurm "
-        "--nodes 2 --results results",
+        "cd /proj",
+        "exec /proj/.venv/bin/python -m harness.cli sweep "
+        "/proj/harness/sweeps/h100-2node-scaling.toml --launcher slurm --nodes 2 "
+        "--results results --no-progress",
     ):
         assert expected in lines, expected
     # Every #SBATCH line precedes the first command (sbatch stops reading them there).
     first_cmd = next(i for i, ln in enumerate(lines) if ln and not ln.startswith("#"))
     assert all(i < first_cmd for i, ln in enumerate(lines) if ln.startswith("#SBATCH"))
-    assert "--partition" not in L.build_sbatch_script("x.toml", nodes=1, gpus_per_node=1)
+    assert lines.index(". /proj/.venv/bin/activate") < lines.index("set -euo pipefail")
+    plain = L.build_sbatch_script(_job(partition=None, account=None, activate=None))
+    assert "--partition" not in plain and "--account" not in plain and "activate" not in plain
+
+
+def test_sbatch_script_asks_for_gpus_only_when_the_sweep_uses_them():
+    cpu = L.build_sbatch_script(_job(gpus_per_node=0))
+    assert "--gpus-per-node" not in cpu and "#SBATCH --nodes=2" in cpu
+
+
+#: Values that would run a command if spliced into a shell line unquoted.
+HOSTILE = [
+    "x; touch PWNED",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "a'b\"c",
+    "two words",
+    "x && touch PWNED",
+    "x | touch PWNED",
+    "${HOME}",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_sbatch_script_quotes_every_value_of_the_command_line(value):
+    """Each hostile value comes back from the script, through bash's own parser, as one word."""
+    script = L.build_sbatch_script(
+        _job(
+            sweep=f"/proj/{value}.toml",
+            workdir=f"/proj/{value}",
+            python=f"/proj/{value}/python",
+            activate=f"/proj/{value}/activate",
+            results=value,
+            sweep_args=("--data", value),
+        )
+    )
+    command = next(ln for ln in script.splitlines() if ln.startswith("exec "))
+    words = shlex.split(command)
+    assert words[:2] == ["exec", f"/proj/{value}/python"]
+    assert f"/proj/{value}.toml" in words and words[words.index("--results") + 1] == value
+    assert words[-2:] == ["--data", value]
+    cd = next(ln for ln in script.splitlines() if ln.startswith("cd "))
+    assert shlex.split(cd) == ["cd", f"/proj/{value}"]
+    source = next(ln for ln in script.splitlines() if ln.startswith(". "))
+    assert shlex.split(source) == [".", f"/proj/{value}/activate"]
+    # A folder that #SBATCH cannot hold safely is only cd'd to, never put in --chdir.
+    assert "--chdir" not in script
+    assert "PWNED" not in "".join(ln for ln in script.splitlines() if ln.startswith("#SBATCH"))
+
+
+@pytest.mark.parametrize("value", [*HOSTILE, "gpu\n#SBATCH --wrap=x", "gpu\nrm -rf ~", ""])
+@pytest.mark.parametrize("field", ["partition", "account", "job_name"])
+def test_sbatch_values_that_cannot_be_written_safely_are_refused(field, value):
+    with pytest.raises(UserError) as err:
+        _job(**{field: value})
+    assert "\n" not in str(err.value)  # one line, even for a value with a newline in it
+
+
+@pytest.mark.parametrize("value", ["1:00\nrm -rf ~", "2h", "", "$(date)", "01:00:00; x"])
+def test_sbatch_time_limit_must_be_a_slurm_time(value):
+    with pytest.raises(UserError, match="--time"):
+        _job(time_limit=value)
+    for ok in ("30", "1:00", "02:00:00", "1-12", "1-12:30", "1-12:30:00", "UNLIMITED"):
+        assert f"#SBATCH --time={ok}" in L.build_sbatch_script(_job(time_limit=ok))
+
+
+@pytest.mark.parametrize("field", ["results", "sweep", "workdir"])
+def test_sbatch_control_characters_anywhere_are_refused(field):
+    value = "/proj/a\nrm -rf ~" if field != "results" else "a\rb"
+    with pytest.raises(UserError, match="control character"):
+        _job(**{field: value})
+    with pytest.raises(UserError, match="control character"):
+        _job(sweep_args=("--data", "a\nb"))
 
 
 @pytest.mark.parametrize(
@@ -255,5 +341,6 @@ def test_srun_telemetry_argv_runs_one_sampler_per_node_beside_the_point(tmp_path
     assert "--nodes=2" in argv and "--ntasks-per-node=1" in argv and "--nodelist=g1,g2" in argv
     assert argv[argv.index("py") :] == [
         "py", "-m", "harness.telemetry", "--out-dir", str(tmp_path), "--count", "8",
-        "--interval-s", "0.2",
+        "--interval-s", "0.2", "--device", "cuda",
     ]  # fmt: skip
+    assert f"--job-name=distrinews-{spec.run_id}-telemetry" in argv

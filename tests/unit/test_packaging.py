@@ -83,3 +83,13 @@ def test_workload_top_level_imports_stay_minimal(path):
     allowed = WORKLOAD_TOP_LEVEL | EXTRA_ALLOWED.get(path.name, set())
     extra = {m for m in top - allowed if m not in sys.stdlib_module_names}
     assert not extra, f"{path.name} imports {sorted(extra)} at module level"
+
+
+def test_ci_keeps_an_exact_copy_of_the_slurm_cluster_script():
+    """.ci/run falls back on the repo's copy on a clone without ../shared: keep it current."""
+    root = Path(__file__).resolve().parents[2]
+    shared = root.parent / "shared" / "slurm" / "local-cluster.sh"
+    if not shared.is_file():
+        pytest.skip(f"no {shared} beside the project to compare with")
+    copy = root / ".ci" / "local-cluster.sh"
+    assert copy.read_bytes() == shared.read_bytes(), "refresh .ci/local-cluster.sh from shared/"

@@ -204,5 +204,5 @@ def test_bad_sweep_file_is_one_line_naming_file_and_key(tmp_path, text, message)
 def test_missing_file_and_unknown_builtin():
     with pytest.raises(UserError, match="no such sweep file"):
         S.load_sweep("/nonexistent/x.toml")
-    with pytest.raises(UserError, match="no built-in sweep 'nope'; built-in: cpu-smoke"):
+    with pytest.raises(UserError, match="no built-in sweep 'nope'; built-in: cpu-2node, cpu-smoke"):
         S.resolve_sweep("nope", gpu_count=0)

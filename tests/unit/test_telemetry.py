@@ -171,15 +171,42 @@ def test_node_sampler_streams_lines_until_stopped_and_files_merge_in_time_order(
     assert {s["host"] for s in merged} == {"a", "b"}
 
 
-def test_node_sampler_module_without_nvml_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_node_sampler_without_gpus_lives_until_sigterm_and_writes_its_node_files(tmp_path, device):
+    """What each node's sampler of a SLURM point does where there is nothing to sample (a CPU
+    point, or no NVML): it still starts and stops with the point and says why, per host."""
+    import signal
+    import socket
     import subprocess
     import sys
+    import time
 
-    if isinstance(T.make_sampler(visible=None, count=1), T.NvmlSampler):
-        pytest.skip("NVML works here: the module would sample until SIGTERM")
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.telemetry", "--out-dir", str(tmp_path), "--count", "1"],
-        capture_output=True, text=True, timeout=60,
+    if device == "cuda" and isinstance(T.make_sampler(visible=None, count=1), T.NvmlSampler):
+        pytest.skip("NVML works here: the cuda case would sample")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.telemetry", "--out-dir", str(tmp_path), "--count", "1",
+         "--device", device],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert proc.returncode == 0 and "telemetry unavailable on" in proc.stderr
-    assert list(tmp_path.iterdir()) == []
+    host = socket.gethostname()
+    node = tmp_path / f"{host}.node.json"
+    try:
+        deadline = time.monotonic() + 60
+        while not node.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.is_file(), "the sampler wrote no node file"
+        time.sleep(0.3)
+        assert proc.poll() is None, "a null sampler must live as long as the point"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "telemetry unavailable on" in err
+    status = T.read_node_status(tmp_path)[host]
+    assert status["available"] is False and status["samples"] == 0
+    assert status["stopped_unix"] >= status["started_unix"] + 0.3
+    if device == "cpu":
+        assert status["unavailable_reason"] == "cpu point: no GPU to sample"
+    assert (tmp_path / f"{host}.jsonl").read_text() == ""
+    assert T.read_node_samples(tmp_path) == []
