@@ -1429,6 +1429,14 @@ def load_report(sweep_dir: Path) -> Report:
                 f"{sweep_dir}: not a sweep folder; it holds the sweeps {', '.join(inside)} -- "
                 f"pass one of them, e.g. {sweep_dir / inside[0]}"
             )
+        # A sweep just started has sweep.json and no ledger yet; a bench-serve folder has
+        # serving.jsonl. Anything else is not results: refuse, as export and compare do.
+        markers = ("sweep.json", serving_store.SERVING_LEDGER)
+        if not any((sweep_dir / m).is_file() for m in markers):
+            raise UserError(
+                f"{sweep_dir}: not a sweep folder (no {store.LEDGER_NAME}, sweep.json or "
+                f"{serving_store.SERVING_LEDGER}); pass results/<sweep>"
+            )
     frame = analysis.load_frame(sweep_dir)
     env = analysis.load_env(sweep_dir)
     telemetry = analysis.load_telemetry(sweep_dir, telemetry_points(frame)) if len(frame) else None
@@ -1450,6 +1458,11 @@ def load_report(sweep_dir: Path) -> Report:
     )
 
 
+def is_report_html(head: bytes) -> bool:
+    """Whether a file's first bytes are a report this module rendered (it may be replaced)."""
+    return head.startswith(b"<!DOCTYPE html>") and b"<title>distrinews scaling report" in head
+
+
 def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     """Render ``sweep_dir`` to one self-contained HTML file (atomically); return its path.
 
@@ -1457,7 +1470,12 @@ def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     ledger) raises UserError with a one-line reason.
     """
     sweep_dir = Path(sweep_dir)
-    out = Path(out_path) if out_path is not None else sweep_dir / "report.html"
+    if out_path is None:  # report.html is the sweep folder's own file (see harness.store)
+        out = sweep_dir / "report.html"
+        store.check_output(out, kind="HTML report", written_by_us=lambda head: True)
+    else:
+        out = Path(out_path)
+        store.check_output(out, kind="HTML report", written_by_us=is_report_html)
     store.atomic_write_text(out, render_html(load_report(sweep_dir)))
     os.chmod(out, 0o644)  # a report is for sharing; the atomic temp file was created 0600
     return out
