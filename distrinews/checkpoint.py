@@ -363,23 +363,14 @@ def load_for_inference(path: str | Path, *, map_location: Any = "cpu") -> Infere
     ``path`` is a checkpoint directory or a training output directory (the latest checkpoint in
     it is used). Raises :class:`CheckpointError` with a one-line message when it cannot.
     """
-    from transformers import AutoTokenizer, DistilBertConfig
+    from transformers import AutoTokenizer
 
     ckpt = resolve_checkpoint(path)
     config = read_config(ckpt)
-    try:
-        hf_config = DistilBertConfig.from_dict(config["model_config"])
-        # An impossible shape (dim not divisible by n_heads, negative sizes, a string where a
-        # size belongs) fails here, in torch or transformers, with many exception types.
-        model = NewsClassifier.from_config(hf_config)
-    except Exception as exc:  # any failure here means the file cannot be used
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"{ckpt / CONFIG_FILE}: bad model_config ({first})") from None
+    model = _model_from_config(ckpt, config)
     payload = _load_payload(ckpt, map_location)
     try:
-        if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
-            raise KeyError("no 'model' state dict in the file")
-        model.load_state_dict(payload["model"])
+        model.load_state_dict(_model_state(payload, ckpt))
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: weights do not fit ({first})") from None
@@ -402,6 +393,61 @@ def load_for_inference(path: str | Path, *, map_location: Any = "cpu") -> Infere
         labels=tuple(config.get("labels", LABELS)),
         meta={**config, "path": str(ckpt)},
     )
+
+
+def check_inference(path: str | Path) -> Path:
+    """Everything :func:`load_for_inference` needs, checked without building real weights.
+
+    The model is built on the ``meta`` device (shapes only, no memory) and the weights file is
+    memory-mapped, so a multi-GB checkpoint is checked in well under a second: the config
+    describes a buildable model, the file holds a state dict with exactly that model's keys
+    and shapes, and a saved tokenizer is present. Raises CheckpointError; returns the folder.
+    """
+    ckpt = resolve_checkpoint(path)
+    config = read_config(ckpt)
+    with torch.device("meta"):
+        model = _model_from_config(ckpt, config)
+    try:
+        payload = torch.load(ckpt / WEIGHTS_FILE, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # any failure here means the file cannot be used
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: cannot load ({first})") from None
+    state = _model_state(payload, ckpt)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for key, shape in expected.items():
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(
+                f"{ckpt / WEIGHTS_FILE}: weights do not fit ({key}: {got}, expected {shape})"
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: unexpected weight {extra[0]!r}")
+    if config.get("tokenizer", {}).get("saved") and not (ckpt / TOKENIZER_DIR).is_dir():
+        raise CheckpointError(f"{ckpt / TOKENIZER_DIR}: missing (config.json says saved)")
+    return ckpt
+
+
+def _model_from_config(ckpt: Path, config: dict[str, Any]) -> NewsClassifier:
+    from transformers import DistilBertConfig
+
+    try:
+        hf_config = DistilBertConfig.from_dict(config["model_config"])
+        # An impossible shape (dim not divisible by n_heads, negative sizes, a string where a
+        # size belongs) fails here, in torch or transformers, with many exception types.
+        return NewsClassifier.from_config(hf_config)
+    except Exception as exc:  # any failure here means the config cannot be a model
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{ckpt / CONFIG_FILE}: bad model_config ({first})") from None
+
+
+def _model_state(payload: Any, ckpt: Path) -> dict[str, Any]:
+    """The model's state dict inside a checkpoint payload, or CheckpointError."""
+    state = payload.get("model") if isinstance(payload, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: holds no model weights")
+    return state
 
 
 # --------------------------------------------------------------------------------------------

@@ -158,6 +158,39 @@ def point_dir(sweep_dir: Path, run_id: str) -> Path:
     return Path(sweep_dir) / POINTS_DIR / run_id
 
 
+#: Earlier attempts of a point (a failure being retried, an interrupted run) are kept here,
+#: numbered from 1: ``points/<run_id>/attempts/<n>/`` holds that attempt's logs, status and
+#: error files exactly as it left them.
+ATTEMPTS_DIR = "attempts"
+
+
+def fresh_point_dir(sweep_dir: Path, run_id: str) -> Path:
+    """``points/<run_id>/`` ready for a new attempt; returns it.
+
+    Whatever an earlier attempt left there (no row: interrupted; a failed row: being retried)
+    is moved to ``attempts/<n>/`` -- never deleted, it is the evidence of that failure -- so no
+    stale record.json or error.json can be mistaken for the new attempt's. A symlink where the
+    points folder, the point folder or its attempts folder belongs is refused: it would
+    redirect the point's files outside the sweep.
+    """
+    points = Path(sweep_dir) / POINTS_DIR
+    pdir = points / run_id
+    for path in (points, pdir, pdir / ATTEMPTS_DIR):
+        refuse_symlink(path, what="point's files")
+    if pdir.exists():
+        leftovers = sorted(p for p in pdir.iterdir() if p.name != ATTEMPTS_DIR)
+        if leftovers:
+            attempts = pdir / ATTEMPTS_DIR
+            attempts.mkdir(exist_ok=True)
+            taken = {int(p.name) for p in attempts.iterdir() if p.name.isdigit()}
+            dest = attempts / str(max(taken, default=0) + 1)
+            dest.mkdir()
+            for path in leftovers:
+                os.rename(path, dest / path.name)
+    pdir.mkdir(parents=True, exist_ok=True)
+    return pdir
+
+
 def read_ledger(sweep_dir: Path) -> list[dict[str, Any]]:
     """All committed rows of ``sweep_dir/ledger.jsonl`` in append order (raw dicts).
 

@@ -20,7 +20,6 @@ import datetime as dt
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -355,12 +354,9 @@ def run_point(
     sampler_for: SamplerFactory = default_sampler,
 ) -> dict[str, Any]:
     """Launch one point, collect what it left, append its ledger row; returns the row."""
-    pdir = store.point_dir(sweep_dir, spec.run_id)
-    # Whatever is here is an unfinished attempt (no row) or a failure being retried: start
-    # clean, so no stale record.json or error.json can be mistaken for this run's.
-    if pdir.exists():
-        shutil.rmtree(pdir)
-    pdir.mkdir(parents=True)
+    # Whatever is here is an unfinished attempt (no row) or a failure being retried: it moves
+    # to attempts/<n>/, so the new attempt starts clean and the old evidence is kept.
+    pdir = store.fresh_point_dir(sweep_dir, spec.run_id)
     store.atomic_write_text(pdir / RUN_JSON, spec.to_json() + "\n")
     env = build_env(spec)
     nccl = effective_nccl_env(env)
