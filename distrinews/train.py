@@ -672,6 +672,23 @@ def fit(
     )
 
 
+#: Files that mark a folder as something other than a training --out: a sweep's ledger, a
+#: serving ledger, a single checkpoint. Training there would mix unrelated files.
+_FOREIGN_MARKERS = ("ledger.jsonl", "serving.jsonl", "checkpoint.pt")
+
+
+def check_train_out(out: Path) -> None:
+    """Refuse a ``--out`` that is a file, or a folder holding results that are not training's."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; --out takes a folder")
+    for name in _FOREIGN_MARKERS:
+        if (out / name).exists():
+            raise UserError(
+                f"{out}: holds {name} (not a training output folder); choose another --out"
+            )
+
+
 def check_fresh_out(out: Path) -> None:
     """Refuse ``--no-resume`` into a folder that holds a run: it would lose that run's history.
 
