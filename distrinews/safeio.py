@@ -46,9 +46,8 @@ def loads_strict(text: str | bytes, *, where: str) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UserError(f"{where}: not UTF-8 text (byte {exc.start})") from None
-    depth = _max_depth(text)
-    if depth > MAX_DEPTH:
-        raise UserError(f"{where}: JSON nested {depth} levels deep; at most {MAX_DEPTH} allowed")
+    if _max_depth(text) > MAX_DEPTH:
+        raise UserError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep")
     try:
         value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:

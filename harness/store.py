@@ -71,10 +71,18 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        raise named_os_error(exc, path) from None
+
+
+def named_os_error(exc: BaseException, path: Path) -> BaseException:
+    """``exc`` carrying ``path`` when it is an OSError that names no file (a write hitting a
+    full disk says only "No space left on device"); anything else unchanged."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
+    return exc
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -325,8 +333,12 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
         encoded = data.encode("utf-8")
         written = os.write(fd, encoded)
         if written != len(encoded):  # a regular file only writes short when the disk is full
-            raise OSError(errno.ENOSPC, f"short write to {path}")
+            # Cut the partial row off again: committed rows stay exactly as they were.
+            _repair_torn_tail(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         os.fsync(fd)
+    except OSError as exc:
+        raise named_os_error(exc, path) from None
     finally:
         os.close(fd)
 
@@ -438,10 +450,10 @@ def export_ledger(results: Path, out: Path) -> int:
         else:
             frame.to_csv(tmp, index=False)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        raise named_os_error(exc, out) from None
     return len(frame)
 
 
