@@ -21,6 +21,7 @@ import errno
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,33 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_DEPTH = 64
 
 
+class _NotData(ValueError):
+    """Raised from inside the JSON parser's hooks: a value that parses but is not data."""
+
+
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _NotData(f"{name} is not a JSON number")
+
+
+def _int64(digits: str) -> int:
+    # Checked on the digits first: int() of thousands of digits is slow (and Python refuses
+    # more than 4,300 of them with its own ValueError).
+    if len(digits) < 19:  # the common case: cannot be out of range
+        return int(digits)
+    if len(digits.lstrip("-")) > 19 or not INT64_MIN <= (value := int(digits)) <= INT64_MAX:
+        raise _NotData(f"integer {digits[:20]}... is beyond 64 bits")
+    return value
+
+
+#: A \uD800-\uDFFF escape: the only way a lone surrogate gets into text decoded from UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def loads_strict(text: str | bytes, *, where: str) -> Any:
     """``json.loads`` that refuses what is not data (see the module docstring).
 
-    ``where`` names the source in the message ("path: line 3"). Raises UserError.
+    ``where`` names the source in the message ("path: line 3"); the message also names the
+    field holding the bad value where there is one. Raises UserError.
     """
     if isinstance(text, bytes):
         try:
@@ -49,12 +69,20 @@ def loads_strict(text: str | bytes, *, where: str) -> Any:
     if _max_depth(text) > MAX_DEPTH:
         raise UserError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep")
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, parse_int=_int64)
+    except _NotData as exc:
+        # The error path only: parse again leniently to name the field that holds the value.
+        try:
+            bad = first_bad_value(json.loads(text))
+        except ValueError:  # an integer too long for Python itself
+            bad = None
+        field = f"field {bad[0]}: " if bad and bad[0] else ""
+        raise UserError(f"{where}: {field}{exc}; use null for a missing number") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-    except ValueError as exc:  # from _no_constant: NaN, Infinity, -Infinity
-        raise UserError(f"{where}: {exc}; use null for a missing number") from None
-    check_value(value, where=where)
+    # The walk over every value is the slow part; only an escape can hide a lone surrogate.
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        check_value(value, where=where)
     return value
 
 
@@ -63,6 +91,14 @@ def check_value(value: Any, *, where: str, field: str = "") -> None:
 
     For data that arrived by another parser (TOML accepts ``nan`` and ``inf``).
     """
+    bad = first_bad_value(value, field=field)
+    if bad is not None:
+        name, problem = bad
+        raise UserError(f"{where}: {f'field {name}' if name else 'value'}{problem}")
+
+
+def first_bad_value(value: Any, *, field: str = "") -> tuple[str, str] | None:
+    """(field path, what is wrong) of the first value that is not data, or None."""
     stack: list[tuple[str, Any]] = [(field, value)]
     while stack:
         name, item = stack.pop()
@@ -70,29 +106,29 @@ def check_value(value: Any, *, where: str, field: str = "") -> None:
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
-                raise UserError(f"{where}: {name or 'value'} = {item}: not a finite number")
+                return name, f" = {item}: not a finite number"
         elif isinstance(item, int):
             if not INT64_MIN <= item <= INT64_MAX:
-                raise UserError(
-                    f"{where}: {name or 'value'} = {str(item)[:20]}...: integer beyond 64 bits"
-                )
+                return name, f" = {str(item)[:20]}...: integer beyond 64 bits"
         elif isinstance(item, str):
-            _check_text(item, where=where, name=name)
+            if _unencodable(item):
+                return name, " holds a lone surrogate (not encodable as UTF-8)"
         elif isinstance(item, dict):
             for key, sub in item.items():
-                _check_text(str(key), where=where, name=name or "key")
+                if _unencodable(str(key)):
+                    return name or "key", " holds a lone surrogate (not encodable as UTF-8)"
                 stack.append((f"{name}.{key}" if name else str(key), sub))
         elif isinstance(item, (list, tuple)):
             stack.extend((f"{name}[{i}]", sub) for i, sub in enumerate(item))
+    return None
 
 
-def _check_text(text: str, *, where: str, name: str) -> None:
+def _unencodable(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise UserError(
-            f"{where}: {name or 'value'} holds a lone surrogate (not encodable as UTF-8)"
-        ) from None
+        return True
+    return False
 
 
 def _max_depth(text: str) -> int:
