@@ -54,7 +54,7 @@ from .distributed import DistContext, all_gather_objects, all_reduce_sum
 from .errors import UserError
 from .model import NewsClassifier
 from .runspec import DDPKnobs, RunSpec
-from .safeio import loads_strict
+from .safeio import loads_strict, refuse_symlink
 
 #: Dynamic padding rounds the batch width up to a multiple of 8: tensor-core friendly shapes,
 #: and few distinct shapes for torch.compile.
@@ -682,6 +682,8 @@ def check_train_out(out: Path) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file; --out takes a folder")
+    for name in ("history.jsonl", "fit.json", "fit_result.json", CHECKPOINTS_DIR):
+        refuse_symlink(out / name)  # appended to or written in place: never through a link
     for name in _FOREIGN_MARKERS:
         if (out / name).exists():
             raise UserError(

@@ -228,3 +228,14 @@ def test_bench_serve_refuses_a_foreign_or_linked_serving_file(tmp_path, victim):
     before = snapshot(tmp_path)
     assert_refused(invoke(*args), "serving.jsonl", "symlink")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["history.jsonl", "fit.json", "checkpoints"])
+def test_train_refuses_a_symlink_planted_in_its_out_folder(tmp_path, victim, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(victim if name != "checkpoints" else tmp_path)
+    before = snapshot(tmp_path)
+    result = invoke("train", "--data", "synthetic:64", "--out", out)
+    assert_refused(result, name, "symlink")
+    assert snapshot(tmp_path) == before
