@@ -52,8 +52,6 @@ def describe_os_error(exc: OSError) -> str:
 class FiniteFloatRange(click.FloatRange):
     """click.FloatRange that also refuses nan and inf (``nan > 0`` is False, so it passed)."""
 
-    name = "finite float range"
-
     def convert(self, value: Any, param: Any, ctx: Any) -> Any:
         import math
 
