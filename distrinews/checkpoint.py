@@ -33,6 +33,7 @@ import torch
 from .dataset import file_sha256
 from .errors import UserError
 from .model import LABELS, NewsClassifier
+from .safeio import loads_strict
 
 FORMAT_VERSION = 1
 CHECKPOINTS_DIR = "checkpoints"
@@ -217,17 +218,21 @@ def read_config(ckpt: Path) -> dict[str, Any]:
     """config.json of a checkpoint directory, with the weights file checked against it."""
     cfg_path = ckpt / CONFIG_FILE
     try:
-        config = json.loads(cfg_path.read_text())
+        config = loads_strict(cfg_path.read_bytes(), where=str(cfg_path))
     except FileNotFoundError:
         raise CheckpointError(f"{cfg_path}: missing (incomplete checkpoint)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: unreadable ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{cfg_path}: unreadable ({exc.strerror})") from None
+    except UserError as exc:  # NaN/Infinity, huge integers, bad UTF-8, not JSON
+        detail = str(exc).removeprefix(f"{cfg_path}: ")
+        raise CheckpointError(f"{cfg_path}: unreadable ({detail})") from None
     version = config.get("format_version") if isinstance(config, dict) else None
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{cfg_path}: format_version {version!r} is not supported; "
             f"this distrinews reads {FORMAT_VERSION}"
         )
+    _check_config_types(config, cfg_path)
     weights = ckpt / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing")
@@ -240,6 +245,40 @@ def read_config(ckpt: Path) -> dict[str, Any]:
     if file_sha256(weights) != config.get("checkpoint_sha256"):
         raise CheckpointError(f"{weights}: corrupt (SHA-256 does not match {CONFIG_FILE})")
     return config
+
+
+#: config.json fields every loader relies on, and the JSON types they must have.
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "step": (int,),
+    "epoch": (int,),
+    "batch_in_epoch": (int,),
+    "max_length": (int,),
+    "world_size": (int,),
+    "checkpoint_bytes": (int,),
+    "checkpoint_sha256": (str,),
+    "model_config": (dict,),
+}
+
+
+def _check_config_types(config: dict[str, Any], cfg_path: Path) -> None:
+    """One line naming the field when config.json holds a wrong type (a list for a step...)."""
+    for name, types in _CONFIG_TYPES.items():
+        value = config.get(name)
+        if value is None:
+            raise CheckpointError(f"{cfg_path}: field {name} is missing")
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise CheckpointError(
+                f"{cfg_path}: field {name} = {str(value)[:40]!r}: expected "
+                f"{' or '.join(t.__name__ for t in types)}"
+            )
+    if not 1 <= config["max_length"] <= 8192:
+        raise CheckpointError(f"{cfg_path}: field max_length = {config['max_length']}: not 1..8192")
+    labels = config.get("labels", LABELS)
+    if not isinstance(labels, list | tuple) or not all(isinstance(x, str) for x in labels):
+        raise CheckpointError(f"{cfg_path}: field labels: expected a list of names")
+    for key in ("tokenizer", "extra"):
+        if key in config and not isinstance(config[key], dict):
+            raise CheckpointError(f"{cfg_path}: field {key}: expected an object")
 
 
 def check_shape(config: Mapping[str, Any], model: NewsClassifier, *, where: Path) -> None:
@@ -324,29 +363,28 @@ def load_for_inference(path: str | Path, *, map_location: Any = "cpu") -> Infere
     ``path`` is a checkpoint directory or a training output directory (the latest checkpoint in
     it is used). Raises :class:`CheckpointError` with a one-line message when it cannot.
     """
-    from transformers import AutoTokenizer, DistilBertConfig
+    from transformers import AutoTokenizer
 
     ckpt = resolve_checkpoint(path)
     config = read_config(ckpt)
-    try:
-        hf_config = DistilBertConfig.from_dict(config["model_config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt / CONFIG_FILE}: bad model_config ({exc})") from None
-    model = NewsClassifier.from_config(hf_config)
+    model = _model_from_config(ckpt, config)
     payload = _load_payload(ckpt, map_location)
     try:
-        model.load_state_dict(payload["model"])
-    except (KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        model.load_state_dict(_model_state(payload, ckpt))
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: weights do not fit ({first})") from None
     model.to(map_location).eval()
     tokenizer = None
     if config.get("tokenizer", {}).get("saved"):
+        if not (ckpt / TOKENIZER_DIR).is_dir():
+            raise CheckpointError(f"{ckpt / TOKENIZER_DIR}: missing (config.json says saved)")
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(ckpt / TOKENIZER_DIR))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any failure here means the file cannot be used
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise CheckpointError(
-                f"{ckpt / TOKENIZER_DIR}: cannot load tokenizer ({type(exc).__name__})"
+                f"{ckpt / TOKENIZER_DIR}: cannot load tokenizer ({first})"
             ) from None
     return InferenceBundle(
         model=model,
@@ -355,6 +393,61 @@ def load_for_inference(path: str | Path, *, map_location: Any = "cpu") -> Infere
         labels=tuple(config.get("labels", LABELS)),
         meta={**config, "path": str(ckpt)},
     )
+
+
+def check_inference(path: str | Path) -> Path:
+    """Everything :func:`load_for_inference` needs, checked without building real weights.
+
+    The model is built on the ``meta`` device (shapes only, no memory) and the weights file is
+    memory-mapped, so a multi-GB checkpoint is checked in well under a second: the config
+    describes a buildable model, the file holds a state dict with exactly that model's keys
+    and shapes, and a saved tokenizer is present. Raises CheckpointError; returns the folder.
+    """
+    ckpt = resolve_checkpoint(path)
+    config = read_config(ckpt)
+    with torch.device("meta"):
+        model = _model_from_config(ckpt, config)
+    try:
+        payload = torch.load(ckpt / WEIGHTS_FILE, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # any failure here means the file cannot be used
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: cannot load ({first})") from None
+    state = _model_state(payload, ckpt)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for key, shape in expected.items():
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(
+                f"{ckpt / WEIGHTS_FILE}: weights do not fit ({key}: {got}, expected {shape})"
+            )
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: unexpected weight {extra[0]!r}")
+    if config.get("tokenizer", {}).get("saved") and not (ckpt / TOKENIZER_DIR).is_dir():
+        raise CheckpointError(f"{ckpt / TOKENIZER_DIR}: missing (config.json says saved)")
+    return ckpt
+
+
+def _model_from_config(ckpt: Path, config: dict[str, Any]) -> NewsClassifier:
+    from transformers import DistilBertConfig
+
+    try:
+        hf_config = DistilBertConfig.from_dict(config["model_config"])
+        # An impossible shape (dim not divisible by n_heads, negative sizes, a string where a
+        # size belongs) fails here, in torch or transformers, with many exception types.
+        return NewsClassifier.from_config(hf_config)
+    except Exception as exc:  # any failure here means the config cannot be a model
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{ckpt / CONFIG_FILE}: bad model_config ({first})") from None
+
+
+def _model_state(payload: Any, ckpt: Path) -> dict[str, Any]:
+    """The model's state dict inside a checkpoint payload, or CheckpointError."""
+    state = payload.get("model") if isinstance(payload, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: holds no model weights")
+    return state
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
-import json
+import io
 import math
 import os
 import re
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .errors import DataError
+from .errors import DataError, UserError
 from .model import DEFAULT_PRETRAINED, LABELS, VOCAB_SIZE
 
 HUB_DATASET = "fancyzhx/ag_news"
@@ -75,12 +75,27 @@ AGNEWS_LENGTH_PERCENTILES: tuple[int, ...] = (
 )  # fmt: skip
 
 _ENTITY = re.compile(r"#(\d+);")
+#: Longest text field accepted (Python csv's own field limit). AG News texts are under 1,000
+#: characters; a multi-megabyte field is a broken file, and tokenizing it would stall a run.
+MAX_FIELD_CHARS = 131_072
 
 
 def clean_text(text: str) -> str:
     """Undo two quirks of the AG News corpus: ``\\`` used as a line break, and HTML entities
-    stored without their ``&`` (``#36;`` is ``$``)."""
-    return _ENTITY.sub(lambda m: chr(int(m.group(1))), text.replace("\\", " ")).strip()
+    stored without their ``&`` (``#36;`` is ``$``).
+
+    An entity that names no Unicode character (beyond U+10FFFF, or a UTF-16 surrogate) raises
+    ValueError; loaders turn it into a DataError naming the file and line.
+    """
+    return _ENTITY.sub(_entity, text.replace("\\", " ")).strip()
+
+
+def _entity(match: re.Match[str]) -> str:
+    digits = match.group(1)
+    code = int(digits) if len(digits) <= 8 else -1
+    if not 0 <= code <= 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+        raise ValueError(f"HTML entity #{digits[:12]}; names no Unicode character")
+    return chr(code)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,29 +204,43 @@ def load_agnews(
 
 
 def _load_csv(path: Path) -> tuple[list[str], list[int]]:
+    # utf-8-sig: a byte-order mark (Excel writes one) is dropped, so a header-less file's first
+    # label reads "3", not "\ufeff3" (which looked like a header and lost the first row).
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
     texts: list[str] = []
     labels: list[int] = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if line == 1 and not row[0].strip().isdigit():
-                continue  # header row, e.g. "label,title,description"
-            if len(row) < 2:
-                raise DataError(
-                    f"{path}:{line}: expected 3 columns (class index, title, description), "
-                    f"got {len(row)}"
-                )
-            raw = row[0].strip()
-            if raw not in {"1", "2", "3", "4"}:
-                raise DataError(f"{path}:{line}: label {raw!r} is outside 1..4")
-            body = " ".join(cell for cell in row[1:3] if cell.strip())
-            if not body.strip():
-                raise DataError(f"{path}:{line}: missing text (empty title and description)")
-            texts.append(clean_text(body))
-            labels.append(int(raw) - 1)  # the original files count classes from 1
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field over the limit, a NUL byte, a broken quote
+            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+        line = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if line == 1 and not row[0].strip().isdigit():
+            continue  # header row, e.g. "label,title,description"
+        if len(row) < 2:
+            raise DataError(
+                f"{path}:{line}: expected 3 columns (class index, title, description), "
+                f"got {len(row)}"
+            )
+        raw = row[0].strip()
+        if raw not in {"1", "2", "3", "4"}:
+            raise DataError(f"{path}:{line}: label {raw!r} is outside 1..4")
+        body = " ".join(cell for cell in row[1:3] if cell.strip())
+        if not body.strip():
+            raise DataError(f"{path}:{line}: missing text (empty title and description)")
+        texts.append(_check_text(body, f"{path}:{line}"))
+        labels.append(int(raw) - 1)  # the original files count classes from 1
     return texts, labels
 
 
@@ -228,21 +257,35 @@ def _label_from_value(value: Any, where: str) -> int:
 def _check_text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{where}: missing text")
-    return clean_text(value)
+    if len(value) > MAX_FIELD_CHARS:
+        raise DataError(
+            f"{where}: text of {len(value):,} characters; at most {MAX_FIELD_CHARS:,} allowed"
+        )
+    try:
+        text = clean_text(value)
+        text.encode("utf-8")  # a lone surrogate (JSON "\ud800") cannot reach the tokenizer
+    except ValueError as exc:  # UnicodeEncodeError is a ValueError
+        reason = "a lone surrogate" if isinstance(exc, UnicodeEncodeError) else str(exc)
+        raise DataError(f"{where}: {reason}") from None
+    return text
 
 
 def _load_jsonl(path: Path) -> tuple[list[str], list[int]]:
+    from .safeio import loads_strict
+
     texts: list[str] = []
     labels: list[int] = []
-    with path.open(encoding="utf-8") as fh:
+    with path.open("rb") as fh:
         for line_no, line in enumerate(fh, start=1):
+            if line_no == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
             if not line.strip():
                 continue
             where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
+            try:  # also refuses bad UTF-8, NaN, deep nesting (no RecursionError)
+                obj = loads_strict(line, where=where)
+            except UserError as exc:
+                raise DataError(str(exc)) from None
             if not isinstance(obj, dict) or "label" not in obj:
                 raise DataError(f"{where}: expected an object with 'text' and 'label'")
             texts.append(_check_text(obj.get("text"), where))
@@ -332,9 +375,7 @@ def get_tokenizer(name_or_path: str | Path = DEFAULT_PRETRAINED):
 
     path = Path(str(name_or_path))
     if path.is_file():
-        n_lines = _count_lines(path)
-        if n_lines == 0:
-            raise DataError(f"{path}: vocab file is empty")
+        n_lines = _check_vocab(path)
         # transformers 5 takes the file as `vocab=`; 4.x as `vocab_file=` (5.x silently ignores
         # `vocab_file=` and builds an empty vocab, hence the size check below).
         try:
@@ -356,6 +397,32 @@ def get_tokenizer(name_or_path: str | Path = DEFAULT_PRETRAINED):
             "alternatives: a local tokenizer directory, or a bare vocab.txt such as "
             "distilbert-base-uncased-vocab.txt"
         ) from None
+
+
+#: WordPieces every BERT-style vocab defines; without them the tokenizer cannot frame a text.
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
+
+
+def _check_vocab(path: Path) -> int:
+    """A bare vocab.txt must be UTF-8 text, one token per line, with the special tokens.
+
+    Returns the number of tokens. One DataError line otherwise (binary, empty, incomplete).
+    """
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        raise DataError(f"{path}: vocab file is binary (a NUL byte at offset {raw.index(0)})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: vocab file is not UTF-8 text") from None
+    tokens = [t for t in text.splitlines() if t.strip()]
+    if not tokens:
+        raise DataError(f"{path}: vocab file is empty")
+    missing = [t for t in SPECIAL_TOKENS if t not in set(tokens)]
+    if missing:
+        raise DataError(f"{path}: vocab lacks {', '.join(missing)}; not a WordPiece vocab.txt")
+    return len(tokens)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -434,7 +501,9 @@ class AGNewsDataset(Dataset):
         cache_file = None
         if cache_dir is not False:
             cache_file = Path(cache_dir or default_cache_dir()) / f"tokens-{key[:32]}.npz"
-            cached = _read_cache(cache_file, len(data))
+            cached = _read_cache(
+                cache_file, len(data), vocab_size=len(tokenizer), max_length=max_length
+            )
             if cached is not None:
                 ids, lengths = cached
                 return cls(
@@ -675,15 +744,34 @@ def _round_up(value: int, multiple: int) -> int:
     return value if multiple <= 1 else -(-value // multiple) * multiple
 
 
-def _read_cache(path: Path, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _read_cache(
+    path: Path, rows: int, *, vocab_size: int, max_length: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached (ids, lengths), or None (rebuild) unless every check below holds.
+
+    The key already names data, tokenizer and max length; these checks catch a damaged or
+    planted file with the right name: shapes and dtypes, every length in 1..width with width
+    the longest length (and <= max_length), every id inside the vocabulary, and [PAD] after
+    each row's length. An id beyond the vocabulary would index past the embedding table.
+    """
     if not path.is_file():
         return None
     try:
-        with np.load(path) as npz:
+        with np.load(path, allow_pickle=False) as npz:
             ids, lengths = npz["ids"], npz["lengths"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None  # a damaged cache is rebuilt, never trusted
-    if len(ids) != rows or len(lengths) != rows:
+    if ids.ndim != 2 or lengths.ndim != 1 or len(ids) != rows or len(lengths) != rows:
+        return None
+    if ids.dtype != np.int32 or lengths.dtype.kind != "i" or rows == 0:
+        return None
+    width = ids.shape[1]
+    if lengths.min() < 1 or lengths.max() != width or width > max_length:
+        return None
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        return None
+    beyond = np.arange(width)[None, :] >= lengths[:, None]
+    if (ids[beyond] != PAD_ID).any():
         return None
     return ids, lengths
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import UserError
+from .safeio import loads_strict
 
 SPEC_SCHEMA_VERSION = 1
 
@@ -73,9 +74,12 @@ class DDPKnobs:
         if (
             not isinstance(self.bucket_cap_mb, (int, float))
             or isinstance(self.bucket_cap_mb, bool)
+            or not math.isfinite(self.bucket_cap_mb)
             or self.bucket_cap_mb <= 0
         ):
-            raise UserError(f"ddp.bucket_cap_mb = {self.bucket_cap_mb!r} must be a number > 0")
+            raise UserError(
+                f"ddp.bucket_cap_mb = {self.bucket_cap_mb!r} must be a finite number > 0"
+            )
         for name in ("gradient_as_bucket_view", "static_graph", "broadcast_buffers"):
             _bool(f"ddp.{name}", getattr(self, name))
         _choice("ddp.comm_hook", self.comm_hook, COMM_HOOKS)
@@ -171,8 +175,13 @@ class RunSpec:
         object.__setattr__(self, "nccl_env", pairs)
         _int_at_least("warmup_steps", self.warmup_steps, 0)
         _int_at_least("measured_steps", self.measured_steps, 1)
-        if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or self.lr <= 0:
-            raise UserError(f"lr = {self.lr!r} must be a number > 0")
+        if (
+            not isinstance(self.lr, (int, float))
+            or isinstance(self.lr, bool)
+            or not math.isfinite(self.lr)
+            or self.lr <= 0
+        ):
+            raise UserError(f"lr = {self.lr!r} must be a finite number > 0")
         _int_at_least("seed", self.seed, 0)
         _int_at_least("repeat", self.repeat, 0)
         _choice("fault", self.fault, FAULTS)
@@ -271,10 +280,7 @@ class RunSpec:
 
     @classmethod
     def from_json(cls, text: str, *, where: str = "spec") -> RunSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        data = loads_strict(text, where=where)  # NaN, Infinity, huge ints refused here
         if not isinstance(data, dict):
             raise UserError(f"{where}: expected a JSON object")
         return cls.from_dict(data, where=where)

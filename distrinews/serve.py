@@ -52,7 +52,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from .checkpoint import InferenceBundle, load_for_inference, read_config, resolve_checkpoint
+from .checkpoint import InferenceBundle, check_inference, load_for_inference, read_config
 from .errors import UserError
 
 log = logging.getLogger("distrinews.serve")
@@ -350,6 +350,47 @@ class ServiceState:
             self.done.set()
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_body`` bytes is a 413, however it is sent.
+
+    pydantic sees the body only after it was read and parsed whole. A declared size
+    (Content-Length) over the most a valid request can need is refused before any of it is
+    read; a chunked body (no Content-Length) is counted as it arrives and cut at the same
+    limit -- otherwise a client could stream gigabytes into memory.
+    """
+
+    def __init__(self, app: Any, *, max_body: int, limits: ServeLimits) -> None:
+        self.app, self.max_body = app, max_body
+        self.detail = (
+            f"request body over the {max_body}-byte limit "
+            f"(at most {limits.max_texts} texts of {limits.max_chars} characters)"
+        )
+
+    async def __call__(self, scope: Any, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body:
+            response = JSONResponse(
+                status_code=413, content={"detail": f"{int(declared)} bytes: {self.detail}"}
+            )
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    # FastAPI re-raises an HTTPException met while reading the body, and its
+                    # exception handler answers it: 413 with this detail, like the above.
+                    raise HTTPException(status_code=413, detail=f"chunked body: {self.detail}")
+            return message
+
+        return await self.app(scope, counted, send)
+
+
 def get_predictor(request: Request) -> Predictor:
     """FastAPI dependency: the loaded predictor, or 503 while there is none."""
     service: ServiceState = request.app.state.service
@@ -366,7 +407,7 @@ def preflight(checkpoint: str | Path, *, tokenizer: str | Path | None = None) ->
     :class:`UserError`, so ``serve`` fails with one line instead of a server that never gets
     ready.
     """
-    ckpt = resolve_checkpoint(checkpoint)
+    ckpt = check_inference(checkpoint)  # config, weights' keys and shapes, tokenizer folder
     config = read_config(ckpt)
     if tokenizer is None and not config.get("tokenizer", {}).get("saved"):
         raise UserError(
@@ -444,20 +485,8 @@ def create_app(
     # Requests that arrive before the lifespan ran (or without one) see "not ready", not a 500.
     app.state.service = ServiceState()
     app.state.batcher = None
-    max_body = limits.max_body_bytes
 
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next: Callable) -> Any:
-        # pydantic sees the body only after it was read and parsed whole; a declared size over
-        # the most a valid request can need is refused before that work.
-        size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > max_body:
-            detail = (
-                f"request body of {size} bytes is over the {max_body}-byte limit "
-                f"(at most {limits.max_texts} texts of {limits.max_chars} characters)"
-            )
-            return JSONResponse(status_code=413, content={"detail": detail})
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body=limits.max_body_bytes, limits=limits)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .checkpoint import (
+    CHECKPOINTS_DIR,
     TrainingState,
     latest_checkpoint,
     load_training_state,
@@ -53,6 +54,7 @@ from .distributed import DistContext, all_gather_objects, all_reduce_sum
 from .errors import UserError
 from .model import NewsClassifier
 from .runspec import DDPKnobs, RunSpec
+from .safeio import loads_strict, refuse_symlink
 
 #: Dynamic padding rounds the batch width up to a multiple of 8: tensor-core friendly shapes,
 #: and few distinct shapes for torch.compile.
@@ -501,10 +503,7 @@ class FitSpec:
 
     @classmethod
     def from_json(cls, text: str, *, where: str = "fit spec") -> FitSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        data = loads_strict(text, where=where)  # NaN, Infinity, huge ints refused here
         if not isinstance(data, dict) or not isinstance(data.get("run"), dict):
             raise UserError(f"{where}: expected an object with a 'run' object")
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
@@ -566,6 +565,8 @@ def fit(
     state = TrainingState(step=0, epoch=0, batch_in_epoch=0)
     # Dropout draws differ per rank (different data, different masks), seeded reproducibly.
     torch.manual_seed(run.seed * 1000 + ctx.rank + 1)
+    if not spec.resume:
+        check_fresh_out(out)
     ckpt = latest_checkpoint(out) if spec.resume else None
     if ckpt is not None:
         state = load_training_state(
@@ -684,17 +685,57 @@ def fit(
     )
 
 
+#: Files that mark a folder as something other than a training --out: a sweep's ledger, a
+#: serving ledger, a single checkpoint. Training there would mix unrelated files.
+_FOREIGN_MARKERS = ("ledger.jsonl", "serving.jsonl", "checkpoint.pt")
+
+
+def check_train_out(out: Path) -> None:
+    """Refuse a ``--out`` that is a file, or a folder holding results that are not training's."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; --out takes a folder")
+    for name in ("history.jsonl", "fit.json", "fit_result.json", CHECKPOINTS_DIR):
+        refuse_symlink(out / name)  # appended to or written in place: never through a link
+    for name in _FOREIGN_MARKERS:
+        if (out / name).exists():
+            raise UserError(
+                f"{out}: holds {name} (not a training output folder); choose another --out"
+            )
+
+
+def check_fresh_out(out: Path) -> None:
+    """Refuse ``--no-resume`` into a folder that holds a run: it would lose that run's history.
+
+    A fresh run starts its history at step 0, which would cut the old ``history.jsonl`` to
+    nothing; the old checkpoints would be rotated away. The user moves the run aside (or picks
+    another ``--out``) on purpose instead.
+    """
+    out = Path(out)
+    held = [p for p in (out / "history.jsonl", out / CHECKPOINTS_DIR) if p.exists()]
+    if held:
+        raise UserError(
+            f"{out}: holds a training run ({held[0].name}); --no-resume would overwrite it -- "
+            "resume it (drop --no-resume), or move it aside / choose another --out"
+        )
+
+
 def _truncate_history(path: Path, upto_step: int) -> None:
-    """Keep history lines with step <= upto_step (a resume drops what came after its checkpoint)."""
+    """Keep history lines with step <= upto_step (a resume drops what came after its checkpoint).
+
+    A line that does not parse (a torn write, a corrupt byte) is dropped alone: the good lines
+    after it are kept.
+    """
     if not path.exists():
         return
     keep = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            if json.loads(line)["step"] <= upto_step:
-                keep.append(line + "\n")
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # a torn last line from a kill
+            step = json.loads(line)["step"]
+            if isinstance(step, int) and not isinstance(step, bool) and step <= upto_step:
+                keep.append(line.decode("utf-8") + "\n")
+        except (ValueError, KeyError, TypeError):  # JSONDecodeError and bad UTF-8 included
+            continue
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as fh:
         fh.writelines(keep)

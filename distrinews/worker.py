@@ -70,6 +70,8 @@ from .train import (
     WindowTotals,
     build_model,
     build_optimizer,
+    check_fresh_out,
+    check_train_out,
     configure_precision,
     fit,
     make_scaler,
@@ -354,6 +356,9 @@ def run_fit_local(
     run = spec.run
     if run.nodes != 1:
         raise UserError("a local fine-tuning run has nodes = 1; use torchrun per node for more")
+    check_train_out(out)  # before any rank starts: one line, not a failed torchrun
+    if not spec.resume:
+        check_fresh_out(out)
     if run.world_size == 1:
         with process_group(
             device=run.device, backend=run.resolved_backend, timeout_s=timeout_s

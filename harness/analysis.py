@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from distrinews.errors import UserError
+from distrinews.safeio import loads_strict
 from harness import store, telemetry
 
 #: The ledger schema version this code reads.
@@ -201,16 +202,19 @@ def load_telemetry(sweep_dir: Path, point_dirs: Iterable[str]) -> pd.DataFrame:
     """
     frames = []
     for rel in point_dirs:
-        path = Path(sweep_dir) / rel / "telemetry.jsonl"
+        pdir = store.resolve_point_dir(sweep_dir, rel)  # never outside the sweep folder
+        if pdir is None:
+            continue
+        path = pdir / "telemetry.jsonl"
         try:
             text = path.read_text(encoding="utf-8")
-        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UnicodeDecodeError):
             continue
         records = []
         for line in text.splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+            try:  # strict: NaN/Infinity, huge integers and lone surrogates are not samples
+                rec = loads_strict(line, where=str(path))
+            except UserError:
                 continue
             if isinstance(rec, dict):
                 records.append(rec)
@@ -236,7 +240,8 @@ def load_rank_step_times(
     """Per-rank measured step times from each point's record.json (points lacking one: absent)."""
     out: dict[str, list[list[float]]] = {}
     for rel in point_dirs:
-        record = store.read_json(Path(sweep_dir) / rel / "record.json")
+        pdir = store.resolve_point_dir(sweep_dir, rel)  # never outside the sweep folder
+        record = store.read_json(pdir / "record.json") if pdir is not None else None
         times = record.get("step_times_s") if record else None
         if isinstance(times, list) and times and all(isinstance(t, list) for t in times):
             out[rel] = times

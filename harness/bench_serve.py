@@ -41,8 +41,14 @@ from typing import Any
 
 from distrinews.errors import UserError
 from distrinews.metrics import percentile
+from distrinews.safeio import refuse_symlink
 
-from .serving_store import SERVING_SCHEMA_VERSION, append_serving_row
+from .serving_store import (
+    SERVING_SCHEMA_VERSION,
+    append_serving_row,
+    read_serving_rows,
+    serving_path,
+)
 
 #: Built-in request texts (news-like, one per AG News class and a few more), used without --data.
 SAMPLE_TEXTS: tuple[str, ...] = (
@@ -331,6 +337,12 @@ def bench_serve(
 ) -> list[dict[str, Any]]:
     """Run the sweep against ``spec.url``; append each level's row to ``results_dir`` as it
     finishes (so an interrupted sweep keeps the levels it completed)."""
+
+    if results_dir is not None:
+        # Before any request: the rows will be appended to this file, so it must be a serving
+        # ledger (not a symlink, not some other file under that name) -- refused in one line.
+        refuse_symlink(serving_path(results_dir))
+        read_serving_rows(results_dir)
 
     def record(row: dict[str, Any], level: LevelResult) -> None:
         if results_dir is not None:

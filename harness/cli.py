@@ -20,7 +20,12 @@ from distrinews.errors import UserError
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Report UserError as one line and exit 2, instead of a traceback."""
+    """Report UserError and file-system errors as one line and exit 2, instead of a traceback.
+
+    A file-system error (disk full, read-only folder, a path under a regular file, a folder
+    where a file belongs) is the user's environment, not a bug: the line names the path and
+    what went wrong. Ledger rows are committed one by one, so every finished row survives.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -29,8 +34,32 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:
+            click.echo(f"error: {describe_os_error(exc)}", err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``path: what went wrong`` for an OSError (one line, whichever path it carries)."""
+    where = exc.filename if exc.filename is not None else "file system"
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{where}: {what}".replace("\n", " ")
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (``nan > 0`` is False, so it passed)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if rv is not None and not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
 
 
 @click.group(
@@ -79,7 +108,7 @@ def cli() -> None:
 @click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=None,
     help="AdamW learning rate [default: 5e-5 pretrained, 1e-3 random init].",
 )
@@ -104,7 +133,7 @@ def cli() -> None:
 )
 @click.option(
     "--eval-fraction",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
     default=0.1,
     show_default=True,
     help="Held-out share for the accuracy check after each epoch.",
@@ -237,6 +266,8 @@ def _after_sweep(sweep_dir: Path) -> None:
     except UserError as exc:
         # The results are already safe in the ledger: a report problem must not fail the sweep.
         click.echo(f"warning: no report: {exc}", err=True)
+    except OSError as exc:  # disk full, read-only folder: same -- warn, the sweep succeeded
+        click.echo(f"warning: no report: {describe_os_error(exc)}", err=True)
 
 
 @cli.command()
@@ -253,7 +284,7 @@ def _after_sweep(sweep_dir: Path) -> None:
 @click.option("--tokenizer", default=None, help="Override every point's tokenizer.")
 @click.option(
     "--timeout-s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=None,
     help="Per-point limit in seconds (default: the sweep file's timeout_s).",
 )
@@ -273,6 +304,13 @@ def _after_sweep(sweep_dir: Path) -> None:
     help="Nodes available to --launcher slurm (default: the allocation's).",
 )
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option(
+    "--max-points",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Refuse a grid with more points than this (a guard against a typo in an axis).",
+)
 @user_errors
 def sweep(
     sweep_file: str | None,
@@ -286,6 +324,7 @@ def sweep(
     launcher: str,
     nodes: int | None,
     progress: bool,
+    max_points: int,
 ) -> None:
     """Run a sweep (a TOML file, or a built-in name) and record every point.
 
@@ -310,6 +349,7 @@ def sweep(
         launcher=launcher,
         nodes=nodes,
         progress=progress,
+        max_points=max_points,
     )
     if dry_run:
         sweep_dir, planned = sweeps.prepare(spec, options)
@@ -388,7 +428,7 @@ def sbatch(
 
     from harness.launch import build_sbatch_script, sbatch_job_here
     from harness.spec import Resources, resolve_sweep
-    from harness.store import atomic_write_text
+    from harness.store import atomic_write_text, check_output
 
     spec = resolve_sweep(sweep_file, gpu_count=gpus_per_node or 0)  # a bad file fails now
     overrides = {k: v for k, v in (("data", data), ("tokenizer", tokenizer)) if v is not None}
@@ -423,6 +463,11 @@ def sbatch(
     if str(output) == "-":
         click.echo(script, nl=False)
         return
+    check_output(
+        output,
+        kind="sbatch script",
+        written_by_us=lambda head: head.startswith(b"#!/bin/bash\n#SBATCH --job-name=distrinews-"),
+    )
     atomic_write_text(output, script)
     runnable = sum(p.skip_reason is None for p in points)
     click.echo(f"wrote {output}: {runnable}/{len(points)} points fit; submit with: sbatch {output}")
@@ -475,7 +520,7 @@ def export(results_dir: Path, output: Path) -> None:
 )
 @click.option(
     "--batch-window-ms",
-    type=click.FloatRange(0, 1000),
+    type=FiniteFloatRange(0, 1000),
     default=0.0,
     show_default=True,
     help="Micro-batching: requests arriving within this window share one forward pass (0: off).",
@@ -552,7 +597,7 @@ def serve(
 )
 @click.option(
     "--max-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
     help="Most wall time per level.",
@@ -681,21 +726,21 @@ def report(results_dir: Path, output: Path | None, fmt: str) -> None:
 @click.argument("current", type=click.Path(path_type=Path))
 @click.option(
     "--rtol",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteFloatRange(0, 1, max_open=True),
     default=0.05,
     show_default=True,
     help="Relative throughput change that counts as a regression.",
 )
 @click.option(
     "--efficiency-tol-pp",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=5.0,
     show_default=True,
     help="Scaling-efficiency drop (percentage points) that counts as a regression.",
 )
 @click.option(
     "--alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
     default=0.05,
     show_default=True,
     help="Significance level of the one-sided tests on repeats.",

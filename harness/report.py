@@ -1454,7 +1454,11 @@ def load_report(sweep_dir: Path) -> Report:
 
 
 def _sweep_dir(sweep_dir: Path) -> Path:
-    """``sweep_dir`` as a Path; a results root (sweeps inside) is a UserError naming them."""
+    """``sweep_dir`` as a Path, refused (UserError) when it is not a sweep's results folder.
+
+    A results root (sweeps inside) names them; a folder holding no ledger, sweep.json or
+    serving ledger is not results at all: refused, as export and compare do.
+    """
     sweep_dir = Path(sweep_dir)
     if sweep_dir.is_dir() and not store.ledger_path(sweep_dir).is_file():
         inside = sorted(p.name for p in sweep_dir.iterdir() if store.ledger_path(p).is_file())
@@ -1463,7 +1467,20 @@ def _sweep_dir(sweep_dir: Path) -> Path:
                 f"{sweep_dir}: not a sweep folder; it holds the sweeps {', '.join(inside)} -- "
                 f"pass one of them, e.g. {sweep_dir / inside[0]}"
             )
+        # A sweep just started has sweep.json and no ledger yet; a bench-serve folder has
+        # serving.jsonl. Anything else is not results: refuse, as export and compare do.
+        markers = ("sweep.json", serving_store.SERVING_LEDGER)
+        if not any((sweep_dir / m).is_file() for m in markers):
+            raise UserError(
+                f"{sweep_dir}: not a sweep folder (no {store.LEDGER_NAME}, sweep.json or "
+                f"{serving_store.SERVING_LEDGER}); pass results/<sweep>"
+            )
     return sweep_dir
+
+
+def is_report_html(head: bytes) -> bool:
+    """Whether a file's first bytes are a report this module rendered (it may be replaced)."""
+    return head.startswith(b"<!DOCTYPE html>") and b"<title>distrinews scaling report" in head
 
 
 def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
@@ -1473,7 +1490,12 @@ def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     ledger) raises UserError with a one-line reason.
     """
     sweep_dir = Path(sweep_dir)
-    out = Path(out_path) if out_path is not None else sweep_dir / "report.html"
+    if out_path is None:  # report.html is the sweep folder's own file (see harness.store)
+        out = sweep_dir / "report.html"
+        store.check_output(out, kind="HTML report", written_by_us=lambda head: True)
+    else:
+        out = Path(out_path)
+        store.check_output(out, kind="HTML report", written_by_us=is_report_html)
     store.atomic_write_text(out, render_html(load_report(sweep_dir)))
     os.chmod(out, 0o644)  # a report is for sharing; the atomic temp file was created 0600
     return out

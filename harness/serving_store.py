@@ -81,9 +81,35 @@ def read_serving_rows(results_dir: Path) -> list[dict[str, Any]]:
     An unterminated last line is a write cut short and is ignored; any other bad line is
     corruption and raises :class:`UserError` naming the file and line.
     """
-    path = serving_path(results_dir)
-    rows = store.read_jsonl(path)
-    for lineno, row in enumerate(rows, start=1):
-        if row.get("kind") != "serving":
-            raise UserError(f"{path}: row {lineno} is not a serving row")
-    return rows
+    return store.read_jsonl(serving_path(results_dir), validate=validate_serving_row)
+
+
+#: Serving row fields that hold counts (integers) and measurements (numbers); null allowed.
+_INT_KEYS = ("concurrency", "texts_per_request", "requests", "errors")
+_NUMBER_KEYS = (
+    "batch_window_s",
+    "duration_s",
+    "requests_per_s",
+    "texts_per_s",
+    "latency_s_p50",
+    "latency_s_p95",
+    "latency_s_p99",
+    "latency_s_mean",
+)
+
+
+def validate_serving_row(row: dict[str, Any], *, where: str) -> None:
+    """UserError naming the field when a row is not a serving row or holds a wrong type."""
+    if row.get("kind") != "serving":
+        raise UserError(f"{where}: field kind = {row.get('kind')!r}: not a serving row")
+    for key in _INT_KEYS:
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UserError(f"{where}: field {key} = {str(value)[:40]!r}: expected an integer")
+    for key in _NUMBER_KEYS:
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UserError(f"{where}: field {key} = {str(value)[:40]!r}: expected a number")
+    for key in ("started_at", "checkpoint", "device", "url"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise UserError(f"{where}: field {key} = {str(row[key])[:40]!r}: expected text")

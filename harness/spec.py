@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import itertools
+import math
 import re
 import tomllib
 from collections.abc import Callable, Sequence
@@ -48,10 +49,19 @@ from typing import Any
 
 from distrinews.errors import UserError
 from distrinews.runspec import DDPKnobs, RunSpec
+from distrinews.safeio import check_value
 
 SCALING_MODES = ("weak", "strong")
 STRONG_VIA = ("batch", "accum")
 LAUNCHERS = ("local", "slurm")
+
+#: Most repeats of one configuration (more is a typo, not a noise estimate).
+MAX_REPEATS = 100
+#: Most points a sweep expands to unless the caller raises it (--max-points): a typo in an
+#: axis must not make --dry-run build a million specs.
+DEFAULT_MAX_POINTS = 10_000
+#: Longest sweep name (it is a folder name; file systems stop at 255 bytes).
+MAX_NAME_LEN = 100
 
 TOP_KEYS = ("name", "description", "scaling", "strong_via", "repeats", "timeout_s", "run", "axes")
 
@@ -107,8 +117,9 @@ NCCL_KEYS: dict[str, tuple[str, Callable[[str, Any], str]]] = {
     "p2p_disable": ("NCCL_P2P_DISABLE", _flag),
     "ib_disable": ("NCCL_IB_DISABLE", _flag),
 }
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $: "$" also matches before a trailing newline, and "ok\n" is no folder name.
+_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def nccl_env(settings: dict[str, Any], *, where: str) -> dict[str, str]:
@@ -153,6 +164,18 @@ class Resources:
     """CUDA devices per node (torch.cuda.device_count() locally; 0 on a CPU machine)."""
     launcher: str = "local"
     """local (one torchrun on this machine) or slurm (srun + torchrun per point)."""
+    cpus_per_node: int = field(default_factory=lambda: local_cpu_count())
+    """CPU cores per node: a CPU point runs at most this many ranks (one core each)."""
+
+
+def local_cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, which containers and SLURM narrow)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,14 +228,27 @@ class SweepSpec:
             raise UserError(
                 f"{self.source}: strong_via = {self.strong_via!r}; allowed: {', '.join(STRONG_VIA)}"
             )
-        if not isinstance(self.repeats, int) or isinstance(self.repeats, bool) or self.repeats < 1:
-            raise UserError(f"{self.source}: repeats = {self.repeats!r}; expected an integer >= 1")
+        if len(self.name) > MAX_NAME_LEN:
+            raise UserError(
+                f"{self.source}: name is {len(self.name)} characters; at most {MAX_NAME_LEN}"
+            )
+        if (
+            not isinstance(self.repeats, int)
+            or isinstance(self.repeats, bool)
+            or not 1 <= self.repeats <= MAX_REPEATS
+        ):
+            raise UserError(
+                f"{self.source}: repeats = {self.repeats!r}; expected an integer 1..{MAX_REPEATS}"
+            )
         if (
             not isinstance(self.timeout_s, (int, float))
             or isinstance(self.timeout_s, bool)
+            or not math.isfinite(self.timeout_s)
             or self.timeout_s <= 0
         ):
-            raise UserError(f"{self.source}: timeout_s = {self.timeout_s!r}; expected a number > 0")
+            raise UserError(
+                f"{self.source}: timeout_s = {self.timeout_s!r}; expected a finite number > 0"
+            )
         names = [name for name, _ in self.axes]
         if self.scaling == "strong" and "global_batch" not in names:
             raise UserError(
@@ -233,12 +269,30 @@ class SweepSpec:
 
     # -- expansion -------------------------------------------------------------------------
 
-    def expand(self, resources: Resources) -> list[Point]:
+    def grid_size(self, resources: Resources) -> int:
+        """How many points :meth:`expand` would build (before duplicates are dropped)."""
+        size = self.repeats
+        for name, values in self.axes:
+            size *= len(self._resolve_axis(name, values, resources))
+        return size
+
+    def expand(self, resources: Resources, *, max_points: int = DEFAULT_MAX_POINTS) -> list[Point]:
         """The grid, in ascending world size (then file order), duplicates dropped.
 
         Points that cannot run on ``resources`` are kept with a ``skip_reason``, so the ledger
-        says what was not measured and why.
+        says what was not measured and why. A grid larger than ``max_points`` is refused before
+        anything is built (the product of the axis lengths is known up front).
         """
+        size = self.grid_size(resources)
+        if size > max_points:
+            lengths = " x ".join(
+                f"{len(self._resolve_axis(n, v, resources))} {n}" for n, v in self.axes
+            )
+            raise UserError(
+                f"{self.source}: the grid has {size:,} points ({lengths} x {self.repeats} "
+                f"repeats), more than the limit of {max_points:,}; shrink the axes or raise "
+                "the limit with --max-points"
+            )
         names = [name for name, _ in self.axes]
         value_lists = [self._resolve_axis(name, values, resources) for name, values in self.axes]
         points: list[Point] = []
@@ -352,6 +406,13 @@ def why_skipped(spec: RunSpec, res: Resources) -> str | None:
         return f"needs {spec.nodes} nodes; the allocation has {res.nodes}"
     if spec.device == "cuda" and spec.nproc_per_node > res.gpus_per_node:
         return f"needs {spec.nproc_per_node} GPUs per node; this machine has {res.gpus_per_node}"
+    if spec.device == "cpu" and spec.nproc_per_node > res.cpus_per_node:
+        # More gloo ranks than cores time-slice one another: the "scaling" would measure the
+        # scheduler, not DDP.
+        return (
+            f"needs {spec.nproc_per_node} CPU ranks per node; this machine has "
+            f"{res.cpus_per_node} cores"
+        )
     if spec.device == "cpu" and spec.precision == "tf32":
         return "tf32 is a CUDA matmul mode; it has no meaning on cpu"
     return None
@@ -377,6 +438,7 @@ def parse_sweep(text: str, *, source: str = "<sweep>") -> SweepSpec:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: invalid TOML: {exc}") from None
+    check_value(doc, where=source)  # TOML spells nan and inf; no setting here means them
     _no_unknown(doc, TOP_KEYS, source, "")
     if "name" not in doc:
         raise UserError(f"{source}: missing key 'name' (the results folder name)")

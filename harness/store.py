@@ -7,7 +7,8 @@ A sweep folder looks like::
       env.json            the environment the sweep ran in (harness.envinfo), with a fingerprint
       sweep.json          the expanded sweep as written at start
       .lock               held (fcntl.flock) by the one sweep writing here
-      points/<run_id>/    run.json, record.json, error.json, status.json, telemetry.jsonl, logs/
+      points/<run_id>/    run.json, record.json, error.json, status.json, telemetry.jsonl, logs/,
+                          attempts/<n>/ (earlier attempts of the point, kept as they were)
 
 The ledger is the source of truth. A line is *committed* once it ends with a newline: each row
 is written with one ``write`` of ``json + "\\n"`` and fsynced, so a kill can at worst leave an
@@ -28,12 +29,13 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
 from distrinews.runspec import RunSpec
+from distrinews.safeio import loads_strict, open_nofollow, refuse_symlink
 
 LEDGER_SCHEMA_VERSION = 1
 LEDGER_NAME = "ledger.jsonl"
@@ -54,8 +56,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
     A temp file in the same directory (so the rename stays on one filesystem), fsynced, then
     ``os.replace`` -- which is atomic on POSIX.
+
+    A symlink or a folder where the file belongs is refused (UserError): replacing a link a
+    colleague planted would be harmless, but silently dropping what the user put there is not.
     """
     path = Path(path)
+    refuse_symlink(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; expected a file here")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -64,10 +72,18 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        raise named_os_error(exc, path) from None
+
+
+def named_os_error(exc: BaseException, path: Path) -> BaseException:
+    """``exc`` carrying ``path`` when it is an OSError that names no file (a write hitting a
+    full disk says only "No space left on device"); anything else unchanged."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        return OSError(exc.errno, exc.strerror or str(exc), str(path))
+    return exc
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -75,12 +91,69 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or None when the file is missing or not a whole object."""
+    """A JSON object from ``path``, or None when the file is missing or not a whole object.
+
+    Strict (:func:`distrinews.safeio.loads_strict`): NaN, Infinity, integers beyond int64 and
+    lone surrogates make the file unreadable (None), like a torn file.
+    """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        data = loads_strict(Path(path).read_bytes(), where=str(path))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UserError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# -- output options --------------------------------------------------------------------------
+
+#: Files of a results, training or checkpoint folder that no output option may replace.
+PROTECTED_NAMES = frozenset(
+    {
+        LEDGER_NAME,
+        LOCK_NAME,
+        "env.json",
+        "sweep.json",
+        "run.json",
+        "record.json",
+        "status.json",
+        "error.json",
+        "telemetry.jsonl",
+        "serving.jsonl",
+        "history.jsonl",
+        "fit.json",
+        "fit_result.json",
+        "checkpoint.pt",
+        "config.json",
+    }
+)
+_HEAD_BYTES = 4096
+
+
+def check_output(path: Path, *, kind: str, written_by_us: Callable[[bytes], bool]) -> None:
+    """Refuse an output path (``-o``) that would replace a file this command did not write.
+
+    ``kind`` names what the command writes ("HTML report"); ``written_by_us`` tells from the
+    first 4 KiB of an existing file whether an earlier run of the same command wrote it (that
+    one may be replaced: a report replaces an older report). A symlink, a folder, a results
+    file (ledger, record, checkpoint, ...) or any other existing file is refused with one line.
+    """
+    path = Path(path)
+    refuse_symlink(path, what=kind)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the path of the {kind} file to write")
+    if not path.exists():
+        return
+    foreign = path.name in PROTECTED_NAMES
+    if not foreign:
+        try:
+            with open(path, "rb") as fh:
+                foreign = not written_by_us(fh.read(_HEAD_BYTES))
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the existing file ({exc.strerror})") from None
+    if foreign:
+        raise UserError(
+            f"{path}: exists and is not a {kind} written by distrinews-bench; refusing to "
+            "replace it -- choose another path or remove it first"
+        )
 
 
 # -- the ledger ------------------------------------------------------------------------------
@@ -94,20 +167,55 @@ def point_dir(sweep_dir: Path, run_id: str) -> Path:
     return Path(sweep_dir) / POINTS_DIR / run_id
 
 
+#: Earlier attempts of a point (a failure being retried, an interrupted run) are kept here,
+#: numbered from 1: ``points/<run_id>/attempts/<n>/`` holds that attempt's logs, status and
+#: error files exactly as it left them.
+ATTEMPTS_DIR = "attempts"
+
+
+def fresh_point_dir(sweep_dir: Path, run_id: str) -> Path:
+    """``points/<run_id>/`` ready for a new attempt; returns it.
+
+    Whatever an earlier attempt left there (no row: interrupted; a failed row: being retried)
+    is moved to ``attempts/<n>/`` -- never deleted, it is the evidence of that failure -- so no
+    stale record.json or error.json can be mistaken for the new attempt's. A symlink where the
+    points folder, the point folder or its attempts folder belongs is refused: it would
+    redirect the point's files outside the sweep.
+    """
+    points = Path(sweep_dir) / POINTS_DIR
+    pdir = points / run_id
+    for path in (points, pdir, pdir / ATTEMPTS_DIR):
+        refuse_symlink(path, what="point's files")
+    if pdir.exists():
+        leftovers = sorted(p for p in pdir.iterdir() if p.name != ATTEMPTS_DIR)
+        if leftovers:
+            attempts = pdir / ATTEMPTS_DIR
+            attempts.mkdir(exist_ok=True)
+            taken = {int(p.name) for p in attempts.iterdir() if p.name.isdigit()}
+            dest = attempts / str(max(taken, default=0) + 1)
+            dest.mkdir()
+            for path in leftovers:
+                os.rename(path, dest / path.name)
+    pdir.mkdir(parents=True, exist_ok=True)
+    return pdir
+
+
 def read_ledger(sweep_dir: Path) -> list[dict[str, Any]]:
     """All committed rows of ``sweep_dir/ledger.jsonl`` in append order (raw dicts).
 
     A missing ledger is an empty one; see :func:`read_jsonl` for torn and corrupt lines.
     """
-    return read_jsonl(ledger_path(sweep_dir))
+    return read_jsonl(ledger_path(sweep_dir), validate=validate_row)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path, *, validate: Callable[..., Any] | None = None) -> list[dict[str, Any]]:
     """All committed rows of an append-only JSONL file, in append order ([] when missing).
 
     An unterminated last line (a write cut short by a kill) is ignored. Any other line that is
     not a JSON object raises :class:`UserError` naming the file and the line: that is
-    corruption, and guessing past it could silently drop results.
+    corruption, and guessing past it could silently drop results. Lines are parsed strictly
+    (:func:`distrinews.safeio.loads_strict`), and ``validate(row, where=...)``, when given,
+    checks each row's fields (it raises UserError naming the field).
     """
     path = Path(path)
     try:
@@ -122,17 +230,75 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     for lineno, line in enumerate(body, start=1):
         if not line.strip():
             continue
+        where = f"{path}: line {lineno}"
         try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            row = loads_strict(line, where=where)
+        except UserError as exc:
+            detail = str(exc).removeprefix(f"{where}: ")
             raise UserError(
-                f"{path}: line {lineno} is not valid JSON ({exc}); the file is corrupt -- "
-                "fix or remove that line"
+                f"{where} is not valid JSON ({detail}); the file is corrupt -- fix or remove "
+                "that line"
             ) from None
         if not isinstance(row, dict):
-            raise UserError(f"{path}: line {lineno} is not a JSON object; the file is corrupt")
+            raise UserError(f"{where} is not a JSON object; the file is corrupt")
+        if validate is not None:
+            validate(row, where=where)
         rows.append(row)
     return rows
+
+
+def validate_row(row: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """Check the fields every reader of a ledger row relies on; UserError naming the field.
+
+    ``run_id`` a non-empty string, ``status`` one of STATUSES, ``point_dir`` null or a path
+    inside the sweep folder (see :func:`resolve_point_dir`), ``reason``/``config_key`` text or
+    null, ``repeat`` an integer or null. (Text in a metric column is not refused: the analysis
+    shows it blank with a note, see ``harness.analysis.normalize_frame``.)
+    """
+    run_id = row.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise UserError(f"{where}: field run_id = {_short(run_id)}: expected a non-empty string")
+    if row.get("status") not in STATUSES:
+        raise UserError(
+            f"{where}: field status = {_short(row.get('status'))}: expected one of "
+            f"{', '.join(STATUSES)}"
+        )
+    for key in ("reason", "config_key", "point_dir", "sweep"):
+        if row.get(key) is not None and not isinstance(row[key], str):
+            raise UserError(f"{where}: field {key} = {_short(row[key])}: expected text or null")
+    repeat = row.get("repeat")
+    if repeat is not None and (not isinstance(repeat, int) or isinstance(repeat, bool)):
+        raise UserError(f"{where}: field repeat = {_short(repeat)}: expected an integer or null")
+    if isinstance(row.get("point_dir"), str) and not _inside(row["point_dir"]):
+        raise UserError(
+            f"{where}: field point_dir = {_short(row['point_dir'])}: must be a path inside "
+            "the sweep folder (points/<run_id>)"
+        )
+    return row
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _inside(rel: str) -> bool:
+    """A relative path with no '..' and no leading '/': it cannot name a place outside."""
+    # Plain string checks: this runs for every ledger row read, and pathlib is slow.
+    return bool(rel) and not rel.startswith("/") and "\0" not in rel and ".." not in rel.split("/")
+
+
+def resolve_point_dir(sweep_dir: Path, rel: str) -> Path | None:
+    """``sweep_dir/rel`` when it stays inside ``sweep_dir`` after resolving symlinks, else None.
+
+    A ledger row names its point folder; a hostile row (``../../x``) or a planted symlink
+    (``points/abc -> /elsewhere``) must not make a reader open files outside the sweep.
+    """
+    if not isinstance(rel, str) or not _inside(rel):
+        return None
+    base = Path(sweep_dir).resolve()
+    target = (base / rel).resolve()
+    return target if target.is_relative_to(base) else None
 
 
 def append_row(sweep_dir: Path, row: dict[str, Any]) -> None:
@@ -164,14 +330,18 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     data = json.dumps(row, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         _repair_torn_tail(fd)
         encoded = data.encode("utf-8")
         written = os.write(fd, encoded)
         if written != len(encoded):  # a regular file only writes short when the disk is full
-            raise OSError(errno.ENOSPC, f"short write to {path}")
+            # Cut the partial row off again: committed rows stay exactly as they were.
+            _repair_torn_tail(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         os.fsync(fd)
+    except OSError as exc:
+        raise named_os_error(exc, path) from None
     finally:
         os.close(fd)
 
@@ -218,7 +388,8 @@ def sweep_lock(sweep_dir: Path) -> Iterator[Path]:
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # O_NOFOLLOW: a .lock symlink planted by someone else must not make us truncate its target.
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -263,6 +434,7 @@ def export_ledger(results: Path, out: Path) -> int:
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise UserError(f"{out}: export writes .parquet or .csv, not {out.suffix or 'no suffix'!r}")
+    check_output(out, kind=f"{suffix[1:]} export", written_by_us=lambda head: _is_export(out, head))
     rows: list[dict[str, Any]] = []
     for sweep in sweep_dirs(results):
         for row in latest_by_run_id(read_ledger(sweep)).values():
@@ -271,6 +443,7 @@ def export_ledger(results: Path, out: Path) -> int:
     # Columns first seen in later rows are appended by pandas in order of appearance; sort the
     # tail so two exports of the same data are byte-identical.
     frame = frame.reindex(columns=sorted(frame.columns, key=_column_order))
+    frame = _one_type_per_column(frame)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
@@ -280,11 +453,42 @@ def export_ledger(results: Path, out: Path) -> int:
         else:
             frame.to_csv(tmp, index=False)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        raise named_os_error(exc, out) from None
     return len(frame)
+
+
+def _is_export(out: Path, head: bytes) -> bool:
+    """Whether an existing file at ``out`` is an earlier export (which may be replaced)."""
+    if out.suffix.lower() == ".csv":
+        return head.startswith(b"sweep,run_id,")
+    if not head.startswith(b"PAR1"):
+        return False
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(out).names
+    except Exception:
+        return False
+    return names[:2] == ["sweep", "run_id"]
+
+
+def _one_type_per_column(frame: Any) -> Any:
+    """Columns holding values of mixed kinds (a number in one row, text in another) as text.
+
+    Parquet stores one type per column; rows of different schema versions or a hand-edited
+    ledger can disagree. Text keeps every value readable instead of failing the export.
+    """
+    for col in frame.columns:
+        values = frame[col]
+        if values.dtype != object:
+            continue
+        kinds = {type(v) for v in values if v is not None and v == v}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            frame[col] = values.map(lambda v: None if v is None or v != v else str(v))
+    return frame
 
 
 _LEAD_COLUMNS = ("sweep", "run_id", "config_key", "repeat", "status", "reason")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -56,7 +56,7 @@ from .launch import (
     slurm_job_state,
     step_name,
 )
-from .spec import LAUNCHERS, Point, Resources, SweepSpec
+from .spec import DEFAULT_MAX_POINTS, LAUNCHERS, Point, Resources, SweepSpec
 
 #: What the sweep does with a point, decided before anything runs.
 ACTIONS = ("run", "done", "kept_failed", "skip", "skip_recorded")
@@ -82,12 +82,18 @@ class SweepOptions:
     """Show a tqdm progress bar on stderr."""
     python: str = field(default_factory=lambda: sys.executable)
     """Interpreter that runs torchrun and the worker."""
+    max_points: int = DEFAULT_MAX_POINTS
+    """Refuse a grid larger than this (a guard against typos; raise it on purpose)."""
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
             raise UserError(f"launcher = {self.launcher!r}; allowed: {', '.join(LAUNCHERS)}")
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise UserError(f"timeout_s = {self.timeout_s!r}; expected a number > 0")
+        if self.timeout_s is not None and not (
+            math.isfinite(self.timeout_s) and self.timeout_s > 0
+        ):
+            raise UserError(f"timeout_s = {self.timeout_s!r}; expected a finite number > 0")
+        if self.max_points < 1:
+            raise UserError(f"max_points = {self.max_points!r}; expected an integer >= 1")
         if self.nodes is not None and self.nodes < 1:
             raise UserError(f"nodes = {self.nodes!r}; expected an integer >= 1")
         if self.nodes is not None and self.launcher == "local":
@@ -128,7 +134,13 @@ def detect_resources(options: SweepOptions, env: dict[str, str] | None = None) -
         return Resources(nodes=1, gpus_per_node=local_gpus, launcher="local")
     nodes = options.nodes or int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
     gpus = slurm_gpus_per_node(env) or local_gpus
-    return Resources(nodes=nodes, gpus_per_node=gpus, launcher="slurm")
+    cpus = env.get("SLURM_CPUS_ON_NODE", "")
+    return Resources(
+        nodes=nodes,
+        gpus_per_node=gpus,
+        launcher="slurm",
+        **({"cpus_per_node": int(cpus)} if cpus.isdigit() and int(cpus) > 0 else {}),
+    )
 
 
 def plan(
@@ -199,7 +211,7 @@ def prepare(spec: SweepSpec, options: SweepOptions) -> tuple[Path, list[PlannedP
     """The sweep folder and the plan, without writing anything (used by --dry-run too)."""
     spec = _named(spec, options)
     sweep_dir = Path(options.results) / spec.name
-    points = spec.expand(detect_resources(options))
+    points = spec.expand(detect_resources(options), max_points=options.max_points)
     return sweep_dir, plan(points, store.read_ledger(sweep_dir), retry_failed=options.retry_failed)
 
 
@@ -232,7 +244,7 @@ def run_sweep(
         env_info = envinfo.collect()
         _write_env(sweep_dir, env_info)
         # Planned under the lock, so the ledger cannot change under us.
-        points = spec.expand(detect_resources(options))
+        points = spec.expand(detect_resources(options), max_points=options.max_points)
         planned = plan(points, store.read_ledger(sweep_dir), retry_failed=options.retry_failed)
         _write_sweep_json(sweep_dir, spec, planned)
         for p in planned:
@@ -346,12 +358,9 @@ def run_point(
     sampler_for: SamplerFactory = default_sampler,
 ) -> dict[str, Any]:
     """Launch one point, collect what it left, append its ledger row; returns the row."""
-    pdir = store.point_dir(sweep_dir, spec.run_id)
-    # Whatever is here is an unfinished attempt (no row) or a failure being retried: start
-    # clean, so no stale record.json or error.json can be mistaken for this run's.
-    if pdir.exists():
-        shutil.rmtree(pdir)
-    pdir.mkdir(parents=True)
+    # Whatever is here is an unfinished attempt (no row) or a failure being retried: it moves
+    # to attempts/<n>/, so the new attempt starts clean and the old evidence is kept.
+    pdir = store.fresh_point_dir(sweep_dir, spec.run_id)
     store.atomic_write_text(pdir / RUN_JSON, spec.to_json() + "\n")
     env = build_env(spec)
     nccl = effective_nccl_env(env)

@@ -29,6 +29,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from distrinews.errors import UserError
+from distrinews.safeio import loads_strict
+
 #: NVML clock-event (throttle) reason bits -> short names (nvmlClocksEventReason*).
 THROTTLE_BITS = {
     0x1: "gpu_idle",
@@ -304,10 +307,10 @@ def read_node_samples(folder: Path) -> list[Sample]:
     """Every sample the per-node samplers wrote under ``folder``, in time order."""
     samples: list[Sample] = []
     for path in sorted(Path(folder).glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError:  # the torn last line of a killed sampler
+        for line in path.read_bytes().splitlines():
+            try:  # strict: NaN/Infinity, huge integers, bad UTF-8 are not samples
+                sample = loads_strict(line, where=str(path))
+            except UserError:  # also the torn last line of a killed sampler
                 continue
             if isinstance(sample, dict) and isinstance(sample.get("t_unix"), (int, float)):
                 samples.append(sample)

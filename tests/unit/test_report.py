@@ -101,7 +101,11 @@ def test_empty_ledger_says_so(tmp_path):
 
 
 def test_missing_ledger_is_an_empty_sweep_and_missing_folder_an_error(tmp_path):
+    (tmp_path / "sweep.json").write_text("{}")  # a sweep that has started, no row yet
     assert "no finished points" in report.load_report(tmp_path).notes[0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="not a sweep folder"):
+        report.load_report(tmp_path / "empty")  # an empty folder is not a sweep (issue 12)
     with pytest.raises(UserError, match="no such results folder"):
         report.load_report(tmp_path / "nope")
     write_sweep(tmp_path / "root", FakeSweep(name="a", world_sizes=(1,), batches=(8,)))

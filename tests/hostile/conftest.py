@@ -1,0 +1,58 @@
+"""Helpers for the hostile-input tests (issue 12): run a command, check it refused cleanly.
+
+Every hostile case asserts three things: the exit code, the one line that names the file,
+field or value, and that the files written before are byte-identical after.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from harness.cli import cli
+from tests.helpers_results import FakeSweep, write_sweep
+
+
+def snapshot(root: Path) -> dict[str, bytes | str]:
+    """Every file under ``root`` -> its bytes (symlinks -> their target, never followed)."""
+    out: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*filenames, *dirnames]:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = f"-> {os.readlink(path)}"
+            elif path.is_file():
+                out[rel] = path.read_bytes()
+    return out
+
+
+def invoke(*args: str | Path) -> Result:
+    """Run ``distrinews-bench ARGS`` in-process (stderr kept apart from stdout)."""
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+
+
+def assert_refused(result: Result, *needles: str, code: int = 2) -> str:
+    """Exit ``code``, no traceback, and exactly one error line holding every needle."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"raised {result.exception!r}: {result.output}"
+    )
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.lower().startswith("error")]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    """A small finished sweep: 2 world sizes x 1 batch x 2 precisions, 2 repeats."""
+    return write_sweep(
+        tmp_path / "results",
+        FakeSweep(name="s", world_sizes=(1, 2), batches=(16,), repeats=2, failures=False),
+    )
