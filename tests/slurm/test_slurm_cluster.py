@@ -173,7 +173,7 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
         tmp_path,
         [
             [*sweep, str(tmp_path / "runs.toml"), *common],
-            [*sweep, str(tmp_path / "hang.toml"), *common, "--timeout-s", "20"],
+            [*sweep, str(tmp_path / "hang.toml"), *common, "--timeout-s", "12"],
         ],
     )
     try:
@@ -228,8 +228,8 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
     assert exit_["status"] == "nccl_error", exit_
     assert "first failure: rank 1" in exit_["reason"]
     (hang,) = store.read_ledger(results / "hang")
-    assert hang["status"] == "timeout" and "20 s" in hang["reason"], hang
-    assert hang["duration_s"] < 20 + 60
+    assert hang["status"] == "timeout" and "12 s" in hang["reason"], hang
+    assert hang["duration_s"] < 12 + 60
     for row in [crash, exit_, hang]:
         assert row["samples_per_s"] is None
 
