@@ -219,7 +219,7 @@ def test_a_path_under_a_regular_file_is_one_line(sweep_dir, tmp_path):
     for args in (
         ("export", sweep_dir, "-o", plain / "x.csv"),
         ("report", sweep_dir, "-o", plain / "r.html"),
-        ("sbatch", "cpu-smoke", "--nodes", "1", "--gpus-per-node", "1", "-o", plain / "j"),
+        ("sbatch", "cpu-smoke", "--nodes", "1", "-o", plain / "j"),  # cpu: no --gpus-per-node
         ("sweep", "cpu-smoke", "--results", plain / "results"),
         ("train", "--data", "synthetic:64", "--out", plain / "run"),
     ):
