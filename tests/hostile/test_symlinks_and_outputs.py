@@ -191,14 +191,14 @@ def test_sbatch_o_refuses_what_it_did_not_write(sweep_dir, target):
     if not path.exists():
         path.write_text("#!/bin/bash\necho mine\n")
     before = snapshot(sweep_dir)
-    args = ("sbatch", "cpu-smoke", "--nodes", "1", "--gpus-per-node", "1", "-o", path)
+    args = ("sbatch", "cpu-smoke", "--nodes", "1", "-o", path)
     assert_refused(invoke(*args), str(path), "not a sbatch script")
     assert snapshot(sweep_dir) == before
 
 
 def test_sbatch_o_replaces_its_own_script(tmp_path):
     out = tmp_path / "job.sbatch"
-    args = ("sbatch", "cpu-smoke", "--nodes", "1", "--gpus-per-node", "1", "-o", out)
+    args = ("sbatch", "cpu-smoke", "--nodes", "1", "-o", out)
     assert invoke(*args).exit_code == 0
     first = out.read_bytes()
     assert invoke(*args).exit_code == 0
