@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from distrinews.errors import UserError
-from harness import store, telemetry
+from harness import energy, store, telemetry
 
 #: The ledger schema version this code reads.
 SCHEMA_VERSION = 1
@@ -76,6 +76,7 @@ NUMERIC_COLUMNS = (
     *store.METRIC_KEYS,
     "step_time_s_rank_spread",
     *(k for k in telemetry.SUMMARY_KEYS if k != "gpu_throttle_reasons"),
+    *energy.NUMERIC_KEYS,
 )
 TEXT_COLUMNS = (
     "sweep",
@@ -89,6 +90,8 @@ TEXT_COLUMNS = (
     "point_dir",
     "gpu_throttle_reasons",
     "env_fingerprint",
+    "energy_method",
+    "energy_unavailable_reason",
 )
 #: The throughput every scaling figure and the gate use by default.
 THROUGHPUT = "samples_per_s"
