@@ -268,6 +268,18 @@ def _after_sweep(sweep_dir: Path) -> None:
     help="Nodes available to --launcher slurm (default: the allocation's).",
 )
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option(
+    "--find-max-batch/--no-find-max-batch",
+    default=None,
+    help="Before the points, search each configuration's largest per-device batch that fits "
+    "(doubling, then bisection; bounds from the sweep file's [max_batch]). Default: as the "
+    "sweep file says.",
+)
+@click.option(
+    "--no-predict-oom",
+    is_flag=True,
+    help="Launch CUDA points even when the memory model predicts they run out of memory.",
+)
 @user_errors
 def sweep(
     sweep_file: str | None,
@@ -281,6 +293,8 @@ def sweep(
     launcher: str,
     nodes: int | None,
     progress: bool,
+    find_max_batch: bool | None,
+    no_predict_oom: bool,
 ) -> None:
     """Run a sweep (a TOML file, or a built-in name) and record every point.
 
@@ -305,6 +319,8 @@ def sweep(
         launcher=launcher,
         nodes=nodes,
         progress=progress,
+        find_max_batch=find_max_batch,
+        predict_oom=not no_predict_oom,
     )
     if dry_run:
         sweep_dir, planned = sweeps.prepare(spec, options)
