@@ -246,7 +246,10 @@ def classify(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, UserError):
         return "invalid_spec"
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text:
+    out_of_memory = ("can't allocate memory", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
+        s in text for s in out_of_memory
+    ):
         return "oom"
     if isinstance(exc, NonFiniteLossError):
         return "nan_loss"

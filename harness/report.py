@@ -33,7 +33,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from distrinews.errors import UserError
-from harness import analysis, serving_store, store
+from harness import analysis, max_batch, serving_store, store
 from harness.analysis import THROUGHPUT
 
 #: Metrics that get a bootstrap interval wherever the report shows them.
@@ -792,11 +792,17 @@ def build_report(
     title: str = "sweep",
     generated_at: str | None = None,
     serving: Sequence[dict[str, Any]] = (),
+    max_batch_rows: Sequence[dict[str, Any]] = (),
+    trials: pd.DataFrame | None = None,
 ) -> Report:
     """Assemble the whole report from the ledger frame and the side files (all already read).
 
-    ``serving`` holds bench-serve rows (serving.jsonl), shown in a section of their own.
+    ``serving`` holds bench-serve rows (serving.jsonl), shown in a section of their own;
+    ``max_batch_rows`` the largest-batch searches (max_batch.jsonl) and ``trials`` their trial
+    runs (harness.cost_report).
     """
+    from harness import cost_report  # it builds on this module's helpers
+
     telemetry = telemetry if telemetry is not None else pd.DataFrame()
     rank_times = rank_times or {}
     generated_at = generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -830,6 +836,17 @@ def build_report(
     sections: list[Section] = []
     if n_ok:
         sections.extend(_scaling_sections(frame, summary, curves))
+    sections.extend(
+        cost_report.cost_sections(
+            summary,
+            curves,
+            labels,
+            env=env,
+            memory_frame=cost_report.memory_frame(frame, trials),
+            searches=max_batch_rows,
+        )
+    )
+    if n_ok:
         sections.extend(_settings_sections(frame, summary))
         sections.extend(_hardware_sections(summary, telemetry, rank_times, labels, run_labels))
     if serving:
@@ -1392,7 +1409,7 @@ def render_text(report: Report) -> str:
         out.append("")
     out.append(_table_text(report.headline, "Headline"))
     for section in report.sections:
-        if section.id in ("scaling", "serving", "failures"):
+        if section.id in ("scaling", "energy", "max-batch", "serving", "failures"):
             for table in section.tables:
                 out.append(_table_text(table, section.title))
             if not section.tables and section.intro:
@@ -1440,6 +1457,7 @@ def load_report(sweep_dir: Path) -> Report:
         if serving_store.serving_path(sweep_dir).is_file()
         else []
     )
+    trials_dir = sweep_dir / max_batch.TRIALS_DIR
     return build_report(
         frame,
         env=env,
@@ -1447,6 +1465,8 @@ def load_report(sweep_dir: Path) -> Report:
         rank_times=rank_times,
         title=sweep_dir.name,
         serving=serving,
+        max_batch_rows=max_batch.read_results(sweep_dir),
+        trials=analysis.load_frame(trials_dir) if trials_dir.is_dir() else None,
     )
 
 

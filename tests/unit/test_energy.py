@@ -98,8 +98,13 @@ def test_a_counter_that_went_backwards_falls_back_to_power():
 
 def test_no_energy_is_null_with_the_reason():
     nulls = dict.fromkeys(E.NUMERIC_KEYS)
-    row = E.summarise_energy([], (0.0, 1.0), n_samples=10, available=False,
-                             unavailable_reason="nvidia-ml-py is not installed")  # fmt: skip
+    row = E.summarise_energy(
+        [],
+        (0.0, 1.0),
+        n_samples=10,
+        available=False,
+        unavailable_reason="nvidia-ml-py is not installed",
+    )
     assert {k: row[k] for k in E.NUMERIC_KEYS} == nulls and row["energy_method"] is None
     assert row["energy_unavailable_reason"] == "nvidia-ml-py is not installed"
     failed = E.summarise_energy([{"t_unix": 0.0, "energy_mj": 1.0}], None, n_samples=10)

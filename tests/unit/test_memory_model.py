@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -86,10 +88,16 @@ def test_the_max_batch_search_result_predicts_oom_for_its_configuration():
     config = {**BASE, "world_size": 1, "nodes": 1, "per_device_batch": 512, "global_batch": 512}
     why = M.oom_reason(config, rows=[], searches=[search], capacity_gib=None)
     assert why == "predicted OOM: batch 512 >= 384, which ran out of memory in the max-batch search"
-    assert M.oom_reason({**config, "per_device_batch": 256}, rows=[], searches=[search],
-                        capacity_gib=None) is None  # fmt: skip
-    assert M.oom_reason({**config, "precision": "fp32"}, rows=[], searches=[search],
-                        capacity_gib=None) is None  # fmt: skip
+    assert (
+        M.oom_reason(
+            {**config, "per_device_batch": 256}, rows=[], searches=[search], capacity_gib=None
+        )
+        is None
+    )
+    assert (
+        M.oom_reason({**config, "precision": "fp32"}, rows=[], searches=[search], capacity_gib=None)
+        is None
+    )
 
 
 def test_device_capacity_is_the_smallest_gpu_in_env_json():
@@ -97,3 +105,84 @@ def test_device_capacity_is_the_smallest_gpu_in_env_json():
     assert M.device_capacity_gib(env) == pytest.approx(39.5)
     assert M.device_capacity_gib({"gpus": []}) is None
     assert M.device_capacity_gib(None) is None
+
+
+# -- the guard inside a real sweep loop ------------------------------------------------------
+
+
+def _cuda_sweep(tmp_path):
+    from harness import spec as S
+
+    text = """
+name = "guard"
+[run]
+device = "cuda"
+model = "tiny"
+precision = "bf16"
+[axes]
+per_device_batch = [256]
+"""
+    return S.parse_sweep(text, source="guard.toml")
+
+
+def test_a_point_the_search_saw_run_out_of_memory_is_skipped_before_launch(tmp_path, monkeypatch):
+    """The real run_sweep loop; only the GPU count is claimed (this machine has no GPU)."""
+    from harness import max_batch, spec, store
+    from harness import sweep as sw
+
+    monkeypatch.setattr(
+        sw, "detect_resources", lambda options, env=None: spec.Resources(gpus_per_node=1)
+    )
+    sweep_spec = _cuda_sweep(tmp_path)
+    (point,) = sweep_spec.expand(spec.Resources(gpus_per_node=1))
+    sweep_dir = tmp_path / "r" / "guard"
+    config = store.config_columns(point.spec)
+    search = {k: v for k, v in config.items() if k not in ("per_device_batch", "global_batch")}
+    store.append_jsonl(
+        sweep_dir / max_batch.RESULTS_NAME,
+        {**search, "search_key": max_batch.search_key(point.spec), "smallest_batch_oom": 192},
+    )
+
+    def no_launch(*_a, **_k):
+        raise AssertionError("a point predicted to run out of memory was launched")
+
+    monkeypatch.setattr(sw, "run_point", no_launch)
+    options = sw.SweepOptions(results=tmp_path / "r", progress=False)
+    for _ in range(2):  # the second run records nothing new: same prediction, same row
+        sw.run_sweep(sweep_spec, options, echo=lambda _m: None)
+    (row,) = store.read_ledger(sweep_dir)
+    assert row["status"] == "skipped"
+    assert row["reason"] == (
+        "predicted OOM: batch 256 >= 192, which ran out of memory in the max-batch search"
+    )
+    assert row["energy_unavailable_reason"] == "the point was skipped"
+
+    with pytest.raises(AssertionError, match="was launched"):  # --no-predict-oom launches it
+        sw.run_sweep(
+            sweep_spec, dataclasses.replace(options, predict_oom=False), echo=lambda _m: None
+        )
+
+
+def test_the_guard_reads_the_ledger_and_the_device_capacity(tmp_path):
+    from distrinews.runspec import RunSpec
+    from harness import spec, store
+    from harness import sweep as sw
+
+    sweep_dir = tmp_path / "s"
+    for b in (32, 64):
+        s = RunSpec(per_device_batch=b)
+        store.append_row(
+            sweep_dir,
+            {
+                **store.config_columns(s),
+                "run_id": s.run_id,
+                "status": "ok",
+                "mem_peak_gib": 2.0 + 0.25 * b,
+            },
+        )
+    big = spec.Point(spec=RunSpec(per_device_batch=512))
+    h100 = {"gpus": [{"memory_total_gib": 79.6}]}
+    assert sw._predicted_oom(big, sweep_dir, h100) == "predicted OOM: 130.0 GiB > 79.6 GiB"
+    assert sw._predicted_oom(big, sweep_dir, {"gpus": [{"memory_total_gib": 139.8}]}) is None
+    small = spec.Point(spec=RunSpec(per_device_batch=256))
+    assert sw._predicted_oom(small, sweep_dir, h100) is None
