@@ -1412,7 +1412,7 @@ def render_text(report: Report) -> str:
         if section.id in ("scaling", "energy", "max-batch", "serving", "failures"):
             for table in section.tables:
                 out.append(_table_text(table, section.title))
-            if not section.tables and section.intro:
+            if section.intro and (not section.tables or section.id == "energy"):
                 out.append(f"{section.title}: {section.intro}\n")
     return "\n".join(out).rstrip() + "\n"
 

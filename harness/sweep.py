@@ -7,10 +7,14 @@
 3. reads the ledger and plans each point (:func:`plan`): already ok -> done; failed before ->
    kept unless ``retry_failed``; cannot run here -> a "skipped" row with the reason;
    otherwise run,
-4. runs the points in ascending GPU count, each with a fresh torchrun (:mod:`harness.launch`)
-   while NVML is sampled (:mod:`harness.telemetry`), and appends ONE ledger row per finished
-   point -- the last thing a point does, so an interrupted point leaves no row and runs again
-   on the next invocation.
+4. when the sweep asks for it (``[max_batch]``, ``--find-max-batch``), first searches each
+   configuration's largest per-device batch that fits (:mod:`harness.max_batch`),
+5. runs the points in ascending GPU count, each with a fresh torchrun (:mod:`harness.launch`)
+   while NVML is sampled (:mod:`harness.telemetry`; energy: :mod:`harness.energy`), and
+   appends ONE ledger row per finished point -- the last thing a point does, so an
+   interrupted point leaves no row and runs again on the next invocation. A CUDA point whose
+   predicted peak memory exceeds the device's is skipped with the reason instead
+   (:mod:`harness.memory_model`).
 """
 
 from __future__ import annotations

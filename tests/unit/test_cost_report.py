@@ -62,7 +62,8 @@ def test_energy_section_says_what_more_gpus_cost_per_sample():
     assert len(energy.tables[0].rows) == 8
     html = R.render_html(report)
     assert 'id="energy"' in html and "J/sample" in html
-    assert "Energy per sample" in R.render_text(report)
+    text = R.render_text(report)
+    assert "Energy per sample" in text and "costs 9% more energy per sample" in text
 
 
 def test_no_energy_no_section():

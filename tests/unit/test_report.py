@@ -39,6 +39,7 @@ def test_full_sweep_has_every_section(full_sweep):
     rep = report.load_report(full_sweep)
     assert section_ids(rep) == [
         "scaling",
+        "memory",  # the fake sweep has peak memory at three batch sizes
         "precision",
         "batch",
         "knobs",
