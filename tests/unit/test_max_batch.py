@@ -110,3 +110,52 @@ def test_configurations_group_points_by_everything_but_batch_and_repeat():
     assert {s.per_device_batch for s in groups.values()} == {32}  # the smallest is the start
     trial = MB.trial_spec(specs[0], 256, MB.MaxBatchSearch(trial_steps=3))
     assert (trial.per_device_batch, trial.measured_steps, trial.warmup_steps) == (256, 3, 1)
+
+
+# -- the CPU memory limit that makes out-of-memory real in tests -----------------------------
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "nan", "inf", "lots"])
+def test_a_bad_memory_limit_is_one_line_naming_the_variable(raw):
+    from distrinews.worker import MEMORY_LIMIT_ENV, apply_memory_limit
+
+    with pytest.raises(UserError) as err:
+        apply_memory_limit({MEMORY_LIMIT_ENV: raw})  # refused before any limit is set
+    assert str(err.value) == (
+        f"{MEMORY_LIMIT_ENV} = {raw!r} is not allowed; expected a number of GiB > 0"
+    )
+    assert apply_memory_limit({}) is None
+
+
+@pytest.mark.slow
+def test_the_memory_limit_caps_the_address_space_above_its_start_size():
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "from distrinews.worker import apply_memory_limit, _mapped_bytes\n"
+        "before = _mapped_bytes()\n"
+        "limit = apply_memory_limit({'DISTRINEWS_RANK_MEMORY_LIMIT_GIB': '0.25'})\n"
+        "assert resource.getrlimit(resource.RLIMIT_AS)[0] == limit\n"
+        "print(limit - before)\n"
+        "try:\n"
+        "    bytearray(2**29)\n"
+        "except MemoryError:\n"
+        "    print('MemoryError')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    headroom, error = out.stdout.split()
+    assert abs(int(headroom) - 2**28) < 2**20  # 0.25 GiB above what it mapped at start
+    assert error == "MemoryError"  # 0.5 GiB more does not fit: a real allocation failure
+
+
+def test_every_way_of_running_out_of_memory_is_classified_oom():
+    from distrinews.worker import classify
+
+    assert classify(MemoryError()) == "oom"  # Python's own allocation failure under RLIMIT_AS
+    cpu = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 16777216 bytes."
+    assert classify(RuntimeError(cpu)) == "oom"
+    assert classify(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling")) == "oom"
+    assert classify(RuntimeError("something else")) == "crashed"
