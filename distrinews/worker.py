@@ -280,7 +280,10 @@ def classify(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, UserError):
         return "invalid_spec"
-    if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text:
+    out_of_memory = ("can't allocate memory", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED")
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
+        s in text for s in out_of_memory
+    ):
         return "oom"
     if isinstance(exc, NonFiniteLossError):
         return "nan_loss"
@@ -449,6 +452,51 @@ class _SigtermWatch:
             os._exit(code)
 
 
+#: Environment knob: extra address space (GiB) a rank may map beyond what it holds at start-up.
+MEMORY_LIMIT_ENV = "DISTRINEWS_RANK_MEMORY_LIMIT_GIB"
+
+
+def apply_memory_limit(env: dict[str, str] | None = None) -> int | None:
+    """Cap this rank's address space if ``DISTRINEWS_RANK_MEMORY_LIMIT_GIB`` is set.
+
+    This is how a CPU machine runs out of memory for real, at a size a test can afford: the
+    limit (``RLIMIT_AS``, via ``resource.setrlimit``) is the address space the rank has mapped
+    when it starts (Python, torch and their libraries: about 0.7 GiB) plus the given GiB, so
+    the same setting means the same headroom on any machine. Past it, allocations fail in the
+    real allocator ("can't allocate memory") and the run is classified oom, exit 3, exactly
+    like a GPU running out. Returns the limit in bytes, or None when the knob is unset.
+    """
+    raw = (os.environ if env is None else env).get(MEMORY_LIMIT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        gib = float(raw)
+    except ValueError:
+        gib = float("nan")
+    if not gib > 0 or gib == float("inf"):
+        raise UserError(
+            f"{MEMORY_LIMIT_ENV} = {raw!r} is not allowed; expected a number of GiB > 0"
+        )
+    import resource
+
+    mapped = _mapped_bytes()
+    limit = mapped + int(gib * 2**30)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
+
+
+def _mapped_bytes() -> int:
+    """The process's current address space size (VmSize in /proc/self/status)."""
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise UserError(f"{MEMORY_LIMIT_ENV} needs Linux (/proc/self/status has no VmSize)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m distrinews.worker", description=__doc__.split("\n")[0]
@@ -486,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     watch = _SigtermWatch(out, rank)
     watch.start()
     try:
+        apply_memory_limit()
         run, fit_spec = _read_spec(args)
         with process_group(
             device=run.device, backend=run.resolved_backend, timeout_s=args.timeout_s

@@ -30,7 +30,7 @@ import pandas as pd
 
 from distrinews.errors import UserError
 from distrinews.safeio import loads_strict
-from harness import store, telemetry
+from harness import energy, store, telemetry
 
 #: The ledger schema version this code reads.
 SCHEMA_VERSION = 1
@@ -81,6 +81,7 @@ NUMERIC_COLUMNS = (
     *store.METRIC_KEYS,
     "step_time_s_rank_spread",
     *(k for k in telemetry.SUMMARY_KEYS if k != "gpu_throttle_reasons"),
+    *energy.NUMERIC_KEYS,
 )
 TEXT_COLUMNS = (
     "sweep",
@@ -94,6 +95,8 @@ TEXT_COLUMNS = (
     "point_dir",
     "gpu_throttle_reasons",
     "env_fingerprint",
+    "energy_method",
+    "energy_unavailable_reason",
 )
 #: The throughput every scaling figure and the gate use by default.
 THROUGHPUT = "samples_per_s"

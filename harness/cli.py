@@ -311,6 +311,18 @@ def _after_sweep(sweep_dir: Path) -> None:
     show_default=True,
     help="Refuse a grid with more points than this (a guard against a typo in an axis).",
 )
+@click.option(
+    "--find-max-batch/--no-find-max-batch",
+    default=None,
+    help="Before the points, search each configuration's largest per-device batch that fits "
+    "(doubling, then bisection; bounds from the sweep file's [max_batch]). Default: as the "
+    "sweep file says.",
+)
+@click.option(
+    "--no-predict-oom",
+    is_flag=True,
+    help="Launch CUDA points even when the memory model predicts they run out of memory.",
+)
 @user_errors
 def sweep(
     sweep_file: str | None,
@@ -325,6 +337,8 @@ def sweep(
     nodes: int | None,
     progress: bool,
     max_points: int,
+    find_max_batch: bool | None,
+    no_predict_oom: bool,
 ) -> None:
     """Run a sweep (a TOML file, or a built-in name) and record every point.
 
@@ -350,6 +364,8 @@ def sweep(
         nodes=nodes,
         progress=progress,
         max_points=max_points,
+        find_max_batch=find_max_batch,
+        predict_oom=not no_predict_oom,
     )
     if dry_run:
         sweep_dir, planned = sweeps.prepare(spec, options)

@@ -33,7 +33,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from distrinews.errors import UserError
-from harness import analysis, attribution, serving_store, store
+from harness import analysis, attribution, max_batch, serving_store, store
 from harness.analysis import THROUGHPUT
 
 #: Metrics that get a bootstrap interval wherever the report shows them.
@@ -792,11 +792,17 @@ def build_report(
     title: str = "sweep",
     generated_at: str | None = None,
     serving: Sequence[dict[str, Any]] = (),
+    max_batch_rows: Sequence[dict[str, Any]] = (),
+    trials: pd.DataFrame | None = None,
 ) -> Report:
     """Assemble the whole report from the ledger frame and the side files (all already read).
 
-    ``serving`` holds bench-serve rows (serving.jsonl), shown in a section of their own.
+    ``serving`` holds bench-serve rows (serving.jsonl), shown in a section of their own;
+    ``max_batch_rows`` the largest-batch searches (max_batch.jsonl) and ``trials`` their trial
+    runs (harness.cost_report).
     """
+    from harness import cost_report  # it builds on this module's helpers
+
     telemetry = telemetry if telemetry is not None else pd.DataFrame()
     rank_times = rank_times or {}
     generated_at = generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -833,6 +839,17 @@ def build_report(
         why = _why_section(summary, curves)
         if why is not None:
             sections.append(why)
+    sections.extend(
+        cost_report.cost_sections(
+            summary,
+            curves,
+            labels,
+            env=env,
+            memory_frame=cost_report.memory_frame(frame, trials),
+            searches=max_batch_rows,
+        )
+    )
+    if n_ok:
         sections.extend(_settings_sections(frame, summary))
         sections.extend(_hardware_sections(summary, telemetry, rank_times, labels, run_labels))
     if serving:
@@ -1402,10 +1419,10 @@ def render_text(report: Report) -> str:
     for section in report.sections:
         if section.id == "why":
             out.append(f"{section.title}\n{'-' * len(section.title)}\n{section.intro}\n")
-        if section.id in ("scaling", "why", "serving", "failures"):
+        if section.id in ("scaling", "why", "energy", "max-batch", "serving", "failures"):
             for table in section.tables:
                 out.append(_table_text(table, section.title))
-            if not section.tables and section.intro:
+            if section.intro and (not section.tables or section.id == "energy"):
                 out.append(f"{section.title}: {section.intro}\n")
     return "\n".join(out).rstrip() + "\n"
 
@@ -1443,6 +1460,7 @@ def load_report(sweep_dir: Path) -> Report:
         if serving_store.serving_path(sweep_dir).is_file()
         else []
     )
+    trials_dir = sweep_dir / max_batch.TRIALS_DIR
     return build_report(
         frame,
         env=env,
@@ -1450,6 +1468,8 @@ def load_report(sweep_dir: Path) -> Report:
         rank_times=rank_times,
         title=sweep_dir.name,
         serving=serving,
+        max_batch_rows=max_batch.read_results(sweep_dir),
+        trials=analysis.load_frame(trials_dir) if trials_dir.is_dir() else None,
     )
 
 

@@ -51,6 +51,8 @@ from distrinews.errors import UserError
 from distrinews.runspec import DDPKnobs, RunSpec
 from distrinews.safeio import check_value
 
+from .max_batch import MaxBatchSearch
+
 SCALING_MODES = ("weak", "strong")
 STRONG_VIA = ("batch", "accum")
 LAUNCHERS = ("local", "slurm")
@@ -63,7 +65,17 @@ DEFAULT_MAX_POINTS = 10_000
 #: Longest sweep name (it is a folder name; file systems stop at 255 bytes).
 MAX_NAME_LEN = 100
 
-TOP_KEYS = ("name", "description", "scaling", "strong_via", "repeats", "timeout_s", "run", "axes")
+TOP_KEYS = (
+    "name",
+    "description",
+    "scaling",
+    "strong_via",
+    "repeats",
+    "timeout_s",
+    "run",
+    "axes",
+    "max_batch",
+)
 
 #: RunSpec fields the harness sets itself (never in [run] or [axes] by their own name).
 _MANAGED = frozenset({"nodes", "nproc_per_node", "repeat", "ddp", "nccl_env"})
@@ -214,6 +226,8 @@ class SweepSpec:
     """Ordered (axis name, values); DDP knobs are "ddp.<knob>", NCCL settings "nccl.<key>"."""
     source: str = "<sweep>"
     """Where the spec came from, for messages."""
+    max_batch: MaxBatchSearch = field(default_factory=MaxBatchSearch)
+    """The [max_batch] table: search the largest per-device batch that fits (off by default)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -349,6 +363,7 @@ class SweepSpec:
             "run": self.run.to_dict(),
             "axes": {name: list(values) for name, values in self.axes},
             "source": self.source,
+            "max_batch": self.max_batch.to_dict(),
         }
 
     def with_run(self, **overrides: Any) -> SweepSpec:
@@ -449,6 +464,8 @@ def parse_sweep(text: str, *, source: str = "<sweep>") -> SweepSpec:
     axes = _parse_axes(doc.get("axes", {}), run, source)
     scalars = ("name", "description", "scaling", "strong_via", "repeats", "timeout_s")
     kwargs = {k: doc[k] for k in scalars if k in doc}
+    if "max_batch" in doc:
+        kwargs["max_batch"] = MaxBatchSearch.from_table(doc["max_batch"], source=source)
     return SweepSpec(**kwargs, run=run, axes=axes, source=source)
 
 

@@ -7,16 +7,21 @@
 3. reads the ledger and plans each point (:func:`plan`): already ok -> done; failed before ->
    kept unless ``retry_failed``; cannot run here -> a "skipped" row with the reason;
    otherwise run,
-4. runs the points in ascending GPU count, each with a fresh torchrun (:mod:`harness.launch`)
-   while NVML is sampled (:mod:`harness.telemetry`), and appends ONE ledger row per finished
-   point -- the last thing a point does, so an interrupted point leaves no row and runs again
-   on the next invocation.
+4. when the sweep asks for it (``[max_batch]``, ``--find-max-batch``), first searches each
+   configuration's largest per-device batch that fits (:mod:`harness.max_batch`),
+5. runs the points in ascending GPU count, each with a fresh torchrun (:mod:`harness.launch`)
+   while NVML is sampled (:mod:`harness.telemetry`; energy: :mod:`harness.energy`), and
+   appends ONE ledger row per finished point -- the last thing a point does, so an
+   interrupted point leaves no row and runs again on the next invocation. A CUDA point whose
+   predicted peak memory exceeds the device's is skipped with the reason instead
+   (:mod:`harness.memory_model`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -32,7 +37,7 @@ from typing import Any
 from distrinews.errors import UserError
 from distrinews.runspec import RunSpec
 
-from . import envinfo, store, telemetry
+from . import energy, envinfo, max_batch, memory_model, store, telemetry
 from .launch import (
     LAUNCHER_LOG,
     LOGS_DIR,
@@ -84,6 +89,10 @@ class SweepOptions:
     """Interpreter that runs torchrun and the worker."""
     max_points: int = DEFAULT_MAX_POINTS
     """Refuse a grid larger than this (a guard against typos; raise it on purpose)."""
+    find_max_batch: bool | None = None
+    """Search the largest batch that fits (harness.max_batch); None: as the sweep file says."""
+    predict_oom: bool = True
+    """Skip CUDA points the memory model predicts to run out of memory (harness.memory_model)."""
 
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
@@ -258,20 +267,37 @@ def run_sweep(
                 f"resuming {sweep_dir}: {done} point(s) already ok"
                 + (f", {kept} failed kept (--retry-failed re-runs them)" if kept else "")
             )
+        run_here = functools.partial(
+            run_point,
+            sweep=spec.name,
+            scaling_mode=spec.scaling,
+            timeout_s=timeout_s,
+            options=options,
+            env_info=env_info,
+            sampler_for=sampler_for,
+        )
+        searching = spec.max_batch
+        if options.find_max_batch is not None:
+            searching = dataclasses.replace(searching, search=options.find_max_batch)
+        if searching.search:
+            max_batch.run_searches(
+                [p.point.spec for p in planned if p.action in ("run", "done", "kept_failed")],
+                sweep_dir,
+                searching,
+                run_trial=run_here,
+                echo=echo,
+                redo=options.retry_failed,
+            )
         bar = _progress(len(to_run), enabled=options.progress)
         try:
             for point in to_run:
+                if options.predict_oom and (why := _predicted_oom(point, sweep_dir, env_info)):
+                    _record_predicted_oom(sweep_dir, spec, point, why, env_info["fingerprint"])
+                    bar.update(1)
+                    bar.write(f"{'skipped':<10} {point.run_id}  {describe(point)}  {why}")
+                    continue
                 bar.set_description_str(f"running {point.run_id} {describe(point)}")
-                row = run_point(
-                    point.spec,
-                    sweep_dir,
-                    sweep=spec.name,
-                    scaling_mode=spec.scaling,
-                    timeout_s=timeout_s,
-                    options=options,
-                    env_info=env_info,
-                    sampler_for=sampler_for,
-                )
+                row = run_here(point.spec, sweep_dir)
                 bar.set_postfix_str(f"last: {row['status']}")
                 bar.update(1)
                 bar.write(format_row(row, point))
@@ -321,10 +347,39 @@ def _record_skip(sweep_dir: Path, spec: SweepSpec, p: PlannedPoint, fingerprint:
         scaling_mode=spec.scaling,
         point_dir=_rel(p.point.run_id),
         record=None,
-        telemetry=telemetry.summarise([], None, available=False),
+        telemetry={
+            **telemetry.summarise([], None, available=False),
+            **energy.unavailable("the point was skipped"),
+        },
         env_fingerprint=fingerprint,
     )
     store.append_row(sweep_dir, row)
+
+
+def _predicted_oom(point: Point, sweep_dir: Path, env_info: dict[str, Any]) -> str | None:
+    """Why the memory model (or the max-batch search) says this point will not fit, or None."""
+    if point.spec.device != "cuda":
+        return None
+    rows = [
+        *store.latest_by_run_id(store.read_ledger(sweep_dir)).values(),
+        *store.latest_by_run_id(store.read_ledger(sweep_dir / max_batch.TRIALS_DIR)).values(),
+    ]
+    return memory_model.oom_reason(
+        store.config_columns(point.spec),
+        rows=rows,
+        searches=max_batch.read_results(sweep_dir),
+        capacity_gib=memory_model.device_capacity_gib(env_info),
+    )
+
+
+def _record_predicted_oom(
+    sweep_dir: Path, spec: SweepSpec, point: Point, why: str, fingerprint: str
+) -> None:
+    """A "skipped" row with the prediction; not repeated when the last row says the same."""
+    prev = store.latest_by_run_id(store.read_ledger(sweep_dir)).get(point.run_id)
+    if prev and prev.get("status") == "skipped" and prev.get("reason") == why:
+        return
+    _record_skip(sweep_dir, spec, PlannedPoint(point=point, action="skip", note=why), fingerprint)
 
 
 def _named(spec: SweepSpec, options: SweepOptions) -> SweepSpec:
@@ -429,6 +484,15 @@ def run_point(
     outcome = _check_record(outcome, record)
     window = _window(record) if outcome.status == "ok" else None
     summary = telemetry.summarise(samples, window, available=sampler.available)
+    summary.update(
+        energy.summarise_energy(
+            samples,
+            window,
+            n_samples=energy.window_samples(record),
+            available=sampler.available,
+            unavailable_reason=sampler.unavailable_reason,
+        )
+    )
     row = store.make_row(
         sweep=sweep,
         spec=spec,

@@ -140,6 +140,9 @@ class NvmlSampler:
                 lambda h=handle: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)
             )
             mask = self._read(lambda h=handle: self._reasons(h)) if self._reasons else None
+            # The board's running energy total (mJ, Volta+): harness.energy takes the
+            # measured window's joules from it; None where the board has no counter.
+            energy = self._read(lambda h=handle: nvml.nvmlDeviceGetTotalEnergyConsumption(h))
             out.append(
                 {
                     "t_unix": t,
@@ -151,6 +154,7 @@ class NvmlSampler:
                     "sm_clock_mhz": clock,
                     "temp_c": temp,
                     "throttle_reasons": throttle_names(mask) if mask is not None else None,
+                    "energy_mj": energy,
                 }
             )
         return out
@@ -159,6 +163,8 @@ class NvmlSampler:
         try:
             return getter()
         except self._nvml.NVMLError:  # not supported on this board, or a transient failure
+            return None
+        except AttributeError:  # an nvidia-ml-py too old to have this call
             return None
 
     def _loop(self) -> None:
