@@ -833,22 +833,26 @@ def build_report(
         notes.append("env.json is missing: the environment of this sweep is unknown.")
     notes.extend(_telemetry_notes(frame, telemetry))
 
+    cost = cost_report.cost_sections(
+        summary,
+        curves,
+        labels,
+        env=env,
+        memory_frame=cost_report.memory_frame(frame, trials),
+        searches=max_batch_rows,
+    )
+    # Energy per sample sits beside the efficiency curve; why it drops follows, then the
+    # memory model and the largest batch.
+    energy = [s for s in cost if s.id == "energy"]
     sections: list[Section] = []
     if n_ok:
         sections.extend(_scaling_sections(frame, summary, curves))
+    sections.extend(energy)
+    if n_ok:
         why = _why_section(summary, curves)
         if why is not None:
             sections.append(why)
-    sections.extend(
-        cost_report.cost_sections(
-            summary,
-            curves,
-            labels,
-            env=env,
-            memory_frame=cost_report.memory_frame(frame, trials),
-            searches=max_batch_rows,
-        )
-    )
+    sections.extend(s for s in cost if s.id != "energy")
     if n_ok:
         sections.extend(_settings_sections(frame, summary))
         sections.extend(_hardware_sections(summary, telemetry, rank_times, labels, run_labels))
