@@ -85,7 +85,7 @@ def test_max_batch_table_parses_and_bad_values_are_one_line():
     for bad, needle in [
         ("search = 1", "max_batch.search = 1: expected true or false"),
         ("max_trials = 0", "max_batch.max_trials = 0: expected an integer >= 1"),
-        ("budget_s = nan", "max_batch.budget_s = nan: expected a number of seconds > 0"),
+        ("budget_s = nan", "max_batch.budget_s = nan: not a finite number"),  # refused on read
         ("limit = 2.5", "max_batch.limit = 2.5"),
         ("steps = 3", "unknown key 'max_batch.steps'"),
     ]:
