@@ -623,16 +623,16 @@ def report(results_dir: Path, output: Path | None, fmt: str) -> None:
 @click.option(
     "--rtol",
     type=click.FloatRange(0, 1, max_open=True),
-    default=0.05,
-    show_default=True,
-    help="Relative throughput change that counts as a regression.",
+    default=None,
+    help="Relative throughput change that counts as a regression "
+    "[default: the baseline sweep's [gate] rtol, else 0.05].",
 )
 @click.option(
     "--efficiency-tol-pp",
     type=click.FloatRange(min=0),
-    default=5.0,
-    show_default=True,
-    help="Scaling-efficiency drop (percentage points) that counts as a regression.",
+    default=None,
+    help="Scaling-efficiency drop (percentage points) that counts as a regression "
+    "[default: the baseline sweep's [gate] efficiency_tol_pp, else 5].",
 )
 @click.option(
     "--alpha",
@@ -655,8 +655,8 @@ def report(results_dir: Path, output: Path | None, fmt: str) -> None:
 def compare_cmd(
     baseline: Path,
     current: Path,
-    rtol: float,
-    efficiency_tol_pp: float,
+    rtol: float | None,
+    efficiency_tol_pp: float | None,
     alpha: float,
     metric: str,
     allow_env_change: bool,
@@ -667,9 +667,12 @@ def compare_cmd(
 
     Exit 0: no regression; 1: regression; 2: unusable input.
     """
-    from harness.compare import GateSettings, run_compare
+    from harness.compare import run_compare
 
-    settings = GateSettings(
+    text, result = run_compare(
+        baseline,
+        current,
+        fmt,
         rtol=rtol,
         efficiency_tol_pp=efficiency_tol_pp,
         alpha=alpha,
@@ -677,7 +680,6 @@ def compare_cmd(
         allow_env_change=allow_env_change,
         fail_on_missing=fail_on_missing,
     )
-    text, result = run_compare(baseline, current, settings, fmt)
     click.echo(text, nl=False)
     sys.exit(1 if result.regressed else 0)
 

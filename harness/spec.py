@@ -53,7 +53,19 @@ SCALING_MODES = ("weak", "strong")
 STRONG_VIA = ("batch", "accum")
 LAUNCHERS = ("local", "slurm")
 
-TOP_KEYS = ("name", "description", "scaling", "strong_via", "repeats", "timeout_s", "run", "axes")
+TOP_KEYS = (
+    "name",
+    "description",
+    "scaling",
+    "strong_via",
+    "repeats",
+    "timeout_s",
+    "gate",
+    "run",
+    "axes",
+)
+#: Keys of the optional [gate] table: the regression gate's tolerances for this machine class.
+GATE_KEYS = ("rtol", "efficiency_tol_pp")
 
 #: RunSpec fields the harness sets itself (never in [run] or [axes] by their own name).
 _MANAGED = frozenset({"nodes", "nproc_per_node", "repeat", "ddp", "nccl_env"})
@@ -185,6 +197,10 @@ class SweepSpec:
     """Each configuration runs this many times (RunSpec.repeat 0..repeats-1) for noise estimates."""
     timeout_s: float = 900.0
     """Per-point wall-clock limit; past it the whole torchrun process group is killed."""
+    gate: tuple[tuple[str, float], ...] = ()
+    """The [gate] table: ``compare`` tolerances (rtol, efficiency_tol_pp) that suit the noise of
+    the machine class this sweep runs on; a baseline's sweep.json carries them to the gate, and
+    command-line options still win."""
     run: RunSpec = field(default_factory=RunSpec)
     """The template every point starts from (the [run] table)."""
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
@@ -213,6 +229,14 @@ class SweepSpec:
             or self.timeout_s <= 0
         ):
             raise UserError(f"{self.source}: timeout_s = {self.timeout_s!r}; expected a number > 0")
+        for key, value in self.gate:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and (0 <= value < 1 if key == "rtol" else value >= 0)
+            if key not in GATE_KEYS or not ok:
+                raise UserError(
+                    f"{self.source}: gate.{key} = {value!r}; allowed: rtol a fraction in [0, 1), "
+                    "efficiency_tol_pp a number >= 0"
+                )
         names = [name for name, _ in self.axes]
         if self.scaling == "strong" and "global_batch" not in names:
             raise UserError(
@@ -292,6 +316,7 @@ class SweepSpec:
             "strong_via": self.strong_via,
             "repeats": self.repeats,
             "timeout_s": self.timeout_s,
+            "gate": dict(self.gate),
             "run": self.run.to_dict(),
             "axes": {name: list(values) for name, values in self.axes},
             "source": self.source,
@@ -387,7 +412,9 @@ def parse_sweep(text: str, *, source: str = "<sweep>") -> SweepSpec:
     axes = _parse_axes(doc.get("axes", {}), run, source)
     scalars = ("name", "description", "scaling", "strong_via", "repeats", "timeout_s")
     kwargs = {k: doc[k] for k in scalars if k in doc}
-    return SweepSpec(**kwargs, run=run, axes=axes, source=source)
+    gate = _table(doc.get("gate", {}), source, "gate")
+    _no_unknown(gate, GATE_KEYS, source, "gate.")
+    return SweepSpec(**kwargs, gate=tuple(gate.items()), run=run, axes=axes, source=source)
 
 
 def _no_unknown(table: dict[str, Any], allowed: Sequence[str], source: str, where: str) -> None:
