@@ -54,6 +54,7 @@ from .distributed import (
     synchronize,
 )
 from .errors import UserError
+from .files import ordinary_mode
 from .metrics import WindowCounts, matmul_params, peak_flops, summarize
 from .runspec import RunSpec
 from .train import (
@@ -270,6 +271,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
             json.dump(obj, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
+        ordinary_mode(tmp)  # mkstemp made it 0600; results are for the team to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -294,6 +296,7 @@ def write_error(out: Path, exc: BaseException, rank: int) -> int:
         json.dump(body, fh, indent=2)
         fh.flush()
         os.fsync(fh.fileno())
+    ordinary_mode(tmp)
     try:
         os.link(tmp, out / "error.json")  # atomic and exclusive: the first rank wins
         os.unlink(tmp)
@@ -326,7 +329,10 @@ def run_fit_local(
         with process_group(
             device=run.device, backend=run.resolved_backend, timeout_s=timeout_s
         ) as ctx:
-            return fit(spec, ctx, out, log=on_log)
+            result = fit(spec, ctx, out, log=on_log)
+        # The same summary a torchrun run leaves behind: --help promises it in --out.
+        write_json_atomic(out / "fit_result.json", asdict(result))
+        return result
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "fit.json"
     spec_path.write_text(spec.to_json())

@@ -252,6 +252,12 @@ def _after_sweep(sweep_dir: Path) -> None:
     default=None,
     help="Per-point limit in seconds (default: the sweep file's timeout_s).",
 )
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs per configuration (default: the sweep file's; 1 is quick but cannot be gated).",
+)
 @click.option("--retry-failed", is_flag=True, help="Re-run points whose last attempt failed.")
 @click.option("--dry-run", is_flag=True, help="Print the points and what would happen; exit.")
 @click.option(
@@ -276,6 +282,7 @@ def sweep(
     data: str | None,
     tokenizer: str | None,
     timeout_s: float | None,
+    repeats: int | None,
     retry_failed: bool,
     dry_run: bool,
     launcher: str,
@@ -287,6 +294,8 @@ def sweep(
     With no SWEEP_FILE, a default fitted to this machine: every local GPU count 1..N with
     distilbert-base bf16, or a small gloo sweep of the tiny model on CPU. Re-running resumes.
     """
+    import dataclasses
+
     import torch
 
     from harness import sweep as sweeps
@@ -297,6 +306,8 @@ def sweep(
     overrides = {k: v for k, v in (("data", data), ("tokenizer", tokenizer)) if v is not None}
     if overrides:
         spec = spec.with_run(**overrides)
+    if repeats is not None:
+        spec = dataclasses.replace(spec, repeats=repeats)
     options = sweeps.SweepOptions(
         results=results,
         name=name,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -1459,5 +1458,4 @@ def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     sweep_dir = Path(sweep_dir)
     out = Path(out_path) if out_path is not None else sweep_dir / "report.html"
     store.atomic_write_text(out, render_html(load_report(sweep_dir)))
-    os.chmod(out, 0o644)  # a report is for sharing; the atomic temp file was created 0600
     return out

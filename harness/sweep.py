@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.files import ordinary_mode
 from distrinews.runspec import RunSpec
 
 from . import envinfo, store, telemetry
@@ -380,6 +381,9 @@ def run_point(
         )
     finally:
         samples = sampler.stop()
+        # torchrun makes its per-run log folder with mkdtemp (0700): give it the umask's mode.
+        for folder in (pdir / LOGS_DIR).glob("*/"):
+            ordinary_mode(folder)
     finished_at = _now()
     store.atomic_write_text(
         pdir / "telemetry.jsonl",

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from distrinews import files
 from distrinews.errors import UserError
 from distrinews.runspec import RunSpec
 from harness import launch, spec, store
@@ -353,7 +354,9 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
 def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
     """`distrinews-bench sweep` with no argument on this GPU-less machine: the cpu-smoke sweep."""
     results = tmp_path / "results"
-    done = _cli("sweep", "--results", str(results), "--no-progress", timeout=240)
+    # One repeat: the whole path at a quarter of the cost (the gate-ready repeats of cpu-smoke
+    # are checked in tests/unit/test_spec.py).
+    done = _cli("sweep", "--results", str(results), "--no-progress", "--repeats", "1", timeout=240)
     assert done.returncode == 0, done.stderr
     sweep_dir = results / "cpu-smoke"
     assert f"results: {sweep_dir}" in done.stdout
@@ -366,7 +369,21 @@ def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
     out = _cli("export", str(results), "-o", str(table))
     assert out.returncode == 0, out.stderr
     frame = pd.read_parquet(table)
-    assert len(frame) == 2 and set(frame["status"]) == {"ok"}
+    assert len(frame) == len(rows) and set(frame["status"]) == {"ok"}
+    # A clean end leaves no lock file behind.
+    assert not (sweep_dir / store.LOCK_NAME).exists()
+    # Every result file and folder gets the umask's ordinary mode, like the ledger: a
+    # teammate can read it (mkstemp/mkdtemp would make 0600/0700).
+    umask = files.umask()
+    made = [sweep_dir, table, *sweep_dir.rglob("*")]
+    wrong = [
+        f"{p.relative_to(tmp_path)}: {oct(p.stat().st_mode & 0o777)}"
+        for p in made
+        if p.stat().st_mode & 0o777 != (0o777 if p.is_dir() else 0o666) & ~umask
+    ]
+    assert not wrong, wrong
+    names = {p.name for p in made}
+    assert {"env.json", "sweep.json", "run.json", "record.json", "status.json"} <= names
 
 
 @pytest.mark.slow
