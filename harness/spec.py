@@ -376,7 +376,10 @@ def why_skipped(spec: RunSpec, res: Resources) -> str | None:
             )
         return f"needs {spec.nodes} nodes; the allocation has {res.nodes}"
     if spec.device == "cuda" and spec.nproc_per_node > res.gpus_per_node:
-        return f"needs {spec.nproc_per_node} GPUs per node; this machine has {res.gpus_per_node}"
+        n = spec.nproc_per_node
+        return (
+            f"needs {n} GPU{'' if n == 1 else 's'} per node; this machine has {res.gpus_per_node}"
+        )
     if spec.device == "cpu" and spec.precision == "tf32":
         return "tf32 is a CUDA matmul mode; it has no meaning on cpu"
     return None

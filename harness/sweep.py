@@ -508,7 +508,9 @@ class _NoBar:
 
 
 def _progress(total: int, *, enabled: bool) -> Any:
-    if not enabled:
+    # A bar redraws itself with carriage returns: in a log file or a pipe those frames pile up
+    # between the result lines, so redirected stderr gets plain lines only.
+    if not enabled or not sys.stderr.isatty():
         return _NoBar()
     from tqdm import tqdm
 

@@ -164,6 +164,24 @@ def test_sbatch_command_writes_a_script_for_a_valid_sweep(tmp_path):
     assert bad.exit_code == 2 and not (tmp_path / "x").exists()
 
 
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    """Redirected stderr gets plain result lines: no bar frames between them."""
+    import io
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a file or pipe: isatty() is False
+    assert isinstance(sw._progress(3, enabled=True), sw._NoBar)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = sw._progress(3, enabled=True)
+    assert not isinstance(bar, sw._NoBar)
+    bar.close()
+    assert not isinstance(sw._progress(3, enabled=False), type(bar))
+
+
 def test_second_sweep_into_a_locked_folder_is_refused_with_one_line(tmp_path):
     results = tmp_path / "r"
     path = tmp_path / "s.toml"

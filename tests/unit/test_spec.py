@@ -140,6 +140,7 @@ def test_auto_gpu_counts_are_one_to_n():
     assert all(p.spec.precision == "bf16" and p.spec.model == "base" for p in points)
     on_cpu = sweep.expand(S.Resources(gpus_per_node=0))
     assert on_cpu and all("this machine has 0" in p.skip_reason for p in on_cpu)
+    assert "needs 1 GPU per node;" in on_cpu[0].skip_reason  # the plural agrees
 
 
 def test_every_builtin_sweep_parses_and_default_is_fitted_to_the_machine():
