@@ -273,7 +273,11 @@ def _after_sweep(sweep_dir: Path) -> None:
     default=None,
     help="Nodes available to --launcher slurm (default: the allocation's).",
 )
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    help="Progress bar on stderr when it is a terminal (redirected: plain lines only).",
+)
 @user_errors
 def sweep(
     sweep_file: str | None,

@@ -76,7 +76,7 @@ class SweepOptions:
     nodes: int | None = None
     """Nodes available to the slurm launcher (default: the allocation's size)."""
     progress: bool = True
-    """Show a tqdm progress bar on stderr."""
+    """Show a tqdm progress bar on stderr (only when stderr is a terminal)."""
     python: str = field(default_factory=lambda: sys.executable)
     """Interpreter that runs torchrun and the worker."""
 
