@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -289,11 +290,13 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
     # The CPU default, with enough measured steps that the second point is still running when
     # the test interrupts it (the default's 3 steps can finish between a poll and the signal).
     path = tmp_path / "resume.toml"
-    path.write_text(
-        (Path(spec.__file__).parent / "sweeps" / "cpu-smoke.toml").read_text()
-        .replace('name = "cpu-smoke"', 'name = "resume"')
-        .replace("measured_steps = 3", "measured_steps = 150")
-    )  # fmt: skip
+    # One repeat: two points, as the checks below count them.
+    text = (Path(spec.__file__).parent / "sweeps" / "cpu-smoke.toml").read_text()
+    text = text.replace('name = "cpu-smoke"', 'name = "resume"')
+    text = re.sub(r"(?m)^measured_steps = \d+", "measured_steps = 150", text)
+    text = re.sub(r"(?m)^repeats = \d+", "repeats = 1", text)
+    assert "measured_steps = 150" in text and "repeats = 1" in text
+    path.write_text(text)
     results = tmp_path / "results"
     sweep_dir = results / "resume"
     args = [sys.executable, "-m", "harness.cli", "sweep", str(path), "--results", str(results),
