@@ -23,7 +23,7 @@ def install(session: nox.Session, extras: str = "serve,gpu,test") -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite, slow tests included (CI runs the same)."""
     install(session)
-    session.run("python", "-m", "pytest", "-q", *session.posargs)
+    session.run("python", "-m", "pytest", "-q", "-n", "3", "--dist", "worksteal", *session.posargs)
 
 
 @nox.session

@@ -32,6 +32,7 @@ import torch
 
 from .dataset import file_sha256
 from .errors import UserError
+from .files import ordinary_mode
 from .model import LABELS, NewsClassifier
 from .safeio import loads_strict
 
@@ -155,6 +156,7 @@ def save_checkpoint(
         }
         # config.json last: its presence (with the checksum) marks a complete checkpoint.
         _write_json_durable(tmp / CONFIG_FILE, config)
+        ordinary_mode(tmp)  # mkdtemp made it 0700; a checkpoint is for the team to serve
         _fsync_dir(tmp)
         if final.exists():  # re-saving the same step: swap, never delete before the new one is in
             old = root / f".old-{final.name}-{os.getpid()}"

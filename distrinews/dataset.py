@@ -51,6 +51,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .errors import DataError, UserError
+from .files import ordinary_mode
+from .hub import hub_offline, offline_mode_set
 from .model import DEFAULT_PRETRAINED, LABELS, VOCAB_SIZE
 
 HUB_DATASET = "fancyzhx/ag_news"
@@ -316,13 +318,22 @@ def _load_hub(split: str) -> NewsData:
             "the 'datasets' package is needed for source 'hub'; install it, or use a local "
             "file or 'synthetic'"
         ) from None
+    alternatives = (
+        "offline alternatives: a local AG News .csv (original layout), a .parquet/.jsonl with "
+        "text/label columns, or 'synthetic'"
+    )
+    if not offline_mode_set() and hub_offline():
+        # Unreachable and not told to be offline: datasets would retry for a minute.
+        raise DataError(
+            f"cannot load {HUB_DATASET} ({split}): the Hugging Face Hub is unreachable "
+            f"(HF_HUB_OFFLINE=1 uses a copy in the local cache); {alternatives}"
+        )
     try:
         ds = datasets.load_dataset(HUB_DATASET, split=split)
     except Exception as exc:  # connection errors surface as several exception types
         raise DataError(
             f"cannot load {HUB_DATASET} ({split}) from the Hugging Face Hub "
-            f"({type(exc).__name__}); offline alternatives: a local AG News .csv "
-            "(original layout), a .parquet/.jsonl with text/label columns, or 'synthetic'"
+            f"({type(exc).__name__}); {alternatives}"
         ) from None
     texts = [_check_text(t, f"{HUB_DATASET}[{split}] row {i}") for i, t in enumerate(ds["text"])]
     labels = [_label_from_value(v, f"{HUB_DATASET} row {i}") for i, v in enumerate(ds["label"])]
@@ -390,7 +401,8 @@ def get_tokenizer(name_or_path: str | Path = DEFAULT_PRETRAINED):
     if str(name_or_path).endswith(".txt"):
         raise DataError(f"{path}: vocab file not found")
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path))
+        # Offline or unreachable: the local cache only, no minute of retries.
+        return AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=hub_offline())
     except (OSError, ValueError) as exc:
         raise DataError(
             f"cannot load tokenizer {str(name_or_path)!r} ({type(exc).__name__}); offline "
@@ -784,6 +796,7 @@ def _write_cache(path: Path, ids: np.ndarray, lengths: np.ndarray) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, ids=ids, lengths=lengths)
+        ordinary_mode(tmp)  # a shared cache must be readable by the team, like any file
         os.replace(tmp, path)
     except OSError:
         pass  # the cache is an optimisation; a read-only cache folder must not fail a run

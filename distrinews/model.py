@@ -29,6 +29,7 @@ from torch import nn
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
 from .errors import UserError
+from .hub import hub_offline
 
 LABELS: tuple[str, ...] = ("World", "Sports", "Business", "Sci/Tech")
 NUM_LABELS = len(LABELS)
@@ -101,6 +102,7 @@ class NewsClassifier(nn.Module):
                 id2label=dict(enumerate(LABELS)),
                 label2id={name: i for i, name in enumerate(LABELS)},
                 attn_implementation=attn_implementation,
+                local_files_only=hub_offline(),  # offline: the cache only, no minute of retries
             )
         except OSError as exc:
             raise UserError(

@@ -557,9 +557,27 @@ def fit(
     """
     run, device = spec.run, ctx.device
     out = Path(out_dir)
+    # Say what happens before the first step: loading and tokenizing can take a minute.
+    log(f"data: loading {run.data} (tokenizer {run.tokenizer}, max_length {run.max_length})")
+    t0 = time.perf_counter()
     train_ds, held_ds, tokenizer = load_text_data(run, spec.eval_fraction, need_tokenizer=True)
+    how = (
+        "synthetic token ids"
+        if str(run.data).startswith("synthetic")
+        else ("token ids from the cache" if train_ds.cache_hit else "tokenized")
+    )
+    log(
+        f"data: {len(train_ds):,} training + {len(held_ds):,} held-out items, {how} "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     configure_precision(run.precision, device)
     model = build_model(run).to(device).train()
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"model: {run.model} ({n_params / 1e6:.1f}M parameters, {run.init} init, "
+        f"{run.precision}) on {ctx.world_size} {device.type} rank"
+        f"{'' if ctx.world_size == 1 else 's'}, batch {run.per_device_batch} per rank"
+    )
     optimizer = build_optimizer(model, run.lr, device)
     scaler = make_scaler(run.precision, device)
     state = TrainingState(step=0, epoch=0, batch_in_epoch=0)

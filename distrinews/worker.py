@@ -59,6 +59,7 @@ from .distributed import (
 )
 from .errors import UserError
 from .explain import plant_slowdown
+from .files import ordinary_mode
 from .metrics import WindowCounts, matmul_params, peak_flops, summarize
 from .runspec import FAILURE_FAULTS, RunSpec
 from .train import (
@@ -307,6 +308,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
             json.dump(obj, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
+        ordinary_mode(tmp)  # mkstemp made it 0600; results are for the team to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -331,6 +333,7 @@ def write_error(out: Path, exc: BaseException, rank: int) -> int:
         json.dump(body, fh, indent=2)
         fh.flush()
         os.fsync(fh.fileno())
+    ordinary_mode(tmp)
     try:
         os.link(tmp, out / "error.json")  # atomic and exclusive: the first rank wins
         os.unlink(tmp)
@@ -366,7 +369,10 @@ def run_fit_local(
         with process_group(
             device=run.device, backend=run.resolved_backend, timeout_s=timeout_s
         ) as ctx:
-            return fit(spec, ctx, out, log=on_log)
+            result = fit(spec, ctx, out, log=on_log)
+        # The same summary a torchrun run leaves behind: --help promises it in --out.
+        write_json_atomic(out / "fit_result.json", asdict(result))
+        return result
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "fit.json"
     spec_path.write_text(spec.to_json())

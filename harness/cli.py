@@ -288,6 +288,12 @@ def _after_sweep(sweep_dir: Path) -> None:
     default=None,
     help="Per-point limit in seconds (default: the sweep file's timeout_s).",
 )
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Runs per configuration (default: the sweep file's; 1 is quick but cannot be gated).",
+)
 @click.option("--retry-failed", is_flag=True, help="Re-run points whose last attempt failed.")
 @click.option("--dry-run", is_flag=True, help="Print the points and what would happen; exit.")
 @click.option(
@@ -303,7 +309,11 @@ def _after_sweep(sweep_dir: Path) -> None:
     default=None,
     help="Nodes available to --launcher slurm (default: the allocation's).",
 )
-@click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    help="Progress bar on stderr when it is a terminal (redirected: plain lines only).",
+)
 @click.option(
     "--max-points",
     type=click.IntRange(min=1),
@@ -331,6 +341,7 @@ def sweep(
     data: str | None,
     tokenizer: str | None,
     timeout_s: float | None,
+    repeats: int | None,
     retry_failed: bool,
     dry_run: bool,
     launcher: str,
@@ -345,6 +356,8 @@ def sweep(
     With no SWEEP_FILE, a default fitted to this machine: every local GPU count 1..N with
     distilbert-base bf16, or a small gloo sweep of the tiny model on CPU. Re-running resumes.
     """
+    import dataclasses
+
     import torch
 
     from harness import sweep as sweeps
@@ -355,6 +368,8 @@ def sweep(
     overrides = {k: v for k, v in (("data", data), ("tokenizer", tokenizer)) if v is not None}
     if overrides:
         spec = spec.with_run(**overrides)
+    if repeats is not None:
+        spec = dataclasses.replace(spec, repeats=repeats)
     options = sweeps.SweepOptions(
         results=results,
         name=name,
@@ -743,16 +758,16 @@ def report(results_dir: Path, output: Path | None, fmt: str) -> None:
 @click.option(
     "--rtol",
     type=FiniteFloatRange(0, 1, max_open=True),
-    default=0.05,
-    show_default=True,
-    help="Relative throughput change that counts as a regression.",
+    default=None,
+    help="Relative throughput change that counts as a regression "
+    "[default: the baseline sweep's [gate] rtol, else 0.05].",
 )
 @click.option(
     "--efficiency-tol-pp",
     type=FiniteFloatRange(min=0),
-    default=5.0,
-    show_default=True,
-    help="Scaling-efficiency drop (percentage points) that counts as a regression.",
+    default=None,
+    help="Scaling-efficiency drop (percentage points) that counts as a regression "
+    "[default: the baseline sweep's [gate] efficiency_tol_pp, else 5].",
 )
 @click.option(
     "--alpha",
@@ -775,8 +790,8 @@ def report(results_dir: Path, output: Path | None, fmt: str) -> None:
 def compare_cmd(
     baseline: Path,
     current: Path,
-    rtol: float,
-    efficiency_tol_pp: float,
+    rtol: float | None,
+    efficiency_tol_pp: float | None,
     alpha: float,
     metric: str,
     allow_env_change: bool,
@@ -787,9 +802,12 @@ def compare_cmd(
 
     Exit 0: no regression; 1: regression; 2: unusable input.
     """
-    from harness.compare import GateSettings, run_compare
+    from harness.compare import run_compare
 
-    settings = GateSettings(
+    text, result = run_compare(
+        baseline,
+        current,
+        fmt,
         rtol=rtol,
         efficiency_tol_pp=efficiency_tol_pp,
         alpha=alpha,
@@ -797,7 +815,6 @@ def compare_cmd(
         allow_env_change=allow_env_change,
         fail_on_missing=fail_on_missing,
     )
-    text, result = run_compare(baseline, current, settings, fmt)
     click.echo(text, nl=False)
     sys.exit(1 if result.regressed else 0)
 

@@ -11,11 +11,14 @@ gives every point and every scaling-efficiency step a verdict:
   change that excludes zero for efficiency. Both conditions, so a change inside the run-to-run
   noise is "unchanged" and a statistically clear but tiny change (1%) does not fail CI;
 - **unchanged**: neither;
+- **inconclusive**: the change is larger than the threshold but there are too few repeats for
+  the test to ever reach ``alpha`` (single runs; 2 vs 2; fewer than 3 runs at an efficiency
+  step). One run cannot tell a slowdown from a noisy minute, so the gate does not call it a
+  regression: it prints the change and says how many repeats a verdict needs;
 - **missing** (in the baseline only) / **new** (in the current only).
 
-With too few repeats for the test to ever reach ``alpha`` (single runs; 2 vs 2), the gate falls
-back to the threshold alone and says so in the point's ``method``. A point that ran ok in the
-baseline but failed in every current repeat is a regression.
+A point that ran ok in the baseline but failed in every current repeat is a regression (a
+failure needs no statistics).
 
 Exit codes (the CLI): 0 no regression, 1 regression, 2 unusable input (missing folder, corrupt
 ledger, no common points, environment changed without ``--allow-env-change``).
@@ -37,7 +40,7 @@ from distrinews.errors import UserError
 from harness import analysis, envinfo, store
 from harness.analysis import THROUGHPUT
 
-VERDICTS = ("regressed", "improved", "unchanged", "missing", "new")
+VERDICTS = ("regressed", "improved", "unchanged", "inconclusive", "missing", "new")
 #: Fingerprint fields whose change makes two sweeps incomparable (harness.envinfo writes them).
 ENV_FIELDS = envinfo.FINGERPRINT_FIELDS
 #: Ledger columns the gate can compare: rates, where lower means slower.
@@ -100,6 +103,8 @@ class Side:
     """env.json of a results folder; None for an exported table."""
     source: str
     """Where it came from, for messages."""
+    gate: dict[str, float] = field(default_factory=dict)
+    """The [gate] tolerances of the sweep file (sweep.json); empty for a table or none set."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +122,7 @@ class Comparison:
     curves: pd.DataFrame
     """One row per (scaling curve, GPU count) in both: efficiency change in pp and interval."""
     verdict: str
-    """Overall: regressed, improved or unchanged."""
+    """Overall: regressed, improved, inconclusive (untestable changes only) or unchanged."""
     notes: tuple[str, ...] = field(default_factory=tuple)
     """Env differences allowed, fallbacks, join mode: what a reader must know."""
 
@@ -136,7 +141,9 @@ def load_side(path: Path) -> Side:
         if not store.ledger_path(path).is_file():
             raise UserError(f"{path}: no {store.LEDGER_NAME} here; not a results folder")
         frame = analysis.load_frame(path)
-        return Side(frame=frame, env=analysis.load_env(path), source=str(path))
+        return Side(
+            frame=frame, env=analysis.load_env(path), source=str(path), gate=_sweep_gate(path)
+        )
     if not path.exists():
         raise UserError(f"{path}: no such results folder or table")
     suffix = path.suffix.lower()
@@ -157,6 +164,33 @@ def load_side(path: Path) -> Side:
             raise UserError(f"{path}: table has no {col!r} column; export it with the harness")
     frame = analysis.normalize_frame(raw, source=str(path))
     return Side(frame=frame, env=None, source=str(path))
+
+
+def _sweep_gate(path: Path) -> dict[str, float]:
+    """The ``gate`` table of ``path/sweep.json`` (valid keys and numbers only; else empty)."""
+    doc = store.read_json(path / "sweep.json")
+    spec = doc.get("spec") if isinstance(doc, dict) else None
+    gate = spec.get("gate") if isinstance(spec, dict) else None
+    if not isinstance(gate, dict):
+        return {}
+    return {
+        k: float(v)
+        for k, v in gate.items()
+        if k in ("rtol", "efficiency_tol_pp")
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    }
+
+
+def settings_for(baseline: Side, **given: Any) -> GateSettings:
+    """GateSettings from the options given (None: not given), then the baseline's [gate]
+    tolerances, then the defaults: a noisy machine class states its tolerance once, in its
+    sweep file, and every comparison against its baseline uses it."""
+    chosen = {k: v for k, v in given.items() if v is not None}
+    for key, value in baseline.gate.items():
+        chosen.setdefault(key, value)
+    return GateSettings(**chosen)
 
 
 # -- environment -----------------------------------------------------------------------------
@@ -270,21 +304,30 @@ def compare(baseline: Side, current: Side, settings: GateSettings | None = None)
                 "--allow-env-change to compare anyway"
             )
         notes.append(f"Environment changed (allowed): {text}.")
+    if baseline.gate:
+        given = ", ".join(f"{k} = {v:g}" for k, v in baseline.gate.items())
+        notes.append(
+            f"The baseline's sweep file sets [gate] {given} (the noise of its machine class); "
+            "--rtol / --efficiency-tol-pp override it."
+        )
     b_frame, c_frame, how = _joinable(baseline.frame, current.frame)
     notes.append(f"Points joined on {how}.")
     points = _compare_points(b_frame, c_frame, settings)
-    common = points["verdict"].isin(("regressed", "improved", "unchanged")).sum()
+    common = points["verdict"].isin(("regressed", "improved", "unchanged", "inconclusive")).sum()
     if common == 0:
         raise UserError(
             f"no common points between {baseline.source} ({b_frame['key'].nunique()} points) and "
             f"{current.source} ({c_frame['key'].nunique()} points); did the sweep change?"
         )
     curves = _compare_curves(b_frame, c_frame, settings)
-    methods = set(points["method"].dropna())
-    if any(m.startswith("threshold only") for m in methods):
+    n_inconclusive = int((points["verdict"] == "inconclusive").sum()) + (
+        int((curves["verdict"] == "inconclusive").sum()) if len(curves) else 0
+    )
+    if n_inconclusive:
         notes.append(
-            "Some points have too few repeats for a significance test: for them the gate uses "
-            f"the {settings.rtol:.0%} threshold alone (see each point's method)."
+            f"{n_inconclusive} change(s) beyond the threshold have too few repeats for a "
+            "significance test (single runs, or 2 vs 2), so they are inconclusive, not "
+            "regressions: use repeats >= 3 on both sides (5 to tolerate one outlier)."
         )
     bad = {
         "points": int((points["verdict"] == "regressed").sum()),
@@ -306,6 +349,8 @@ def compare(baseline: Side, current: Side, settings: GateSettings | None = None)
         len(curves) and (curves["verdict"] == "improved").any()
     ):
         verdict = "improved"
+    elif n_inconclusive:
+        verdict = "inconclusive"  # exit 0: nothing the data can support is a regression
     else:
         verdict = "unchanged"
     return Comparison(
@@ -417,15 +462,12 @@ def judge_point(bv: np.ndarray, cv: np.ndarray, s: GateSettings) -> dict[str, An
             verdict = "unchanged"
         return {"change": change, "p_value": p, "method": method, "verdict": verdict}
     why = "single run" if min(len(cv), len(bv)) == 1 else f"{len(cv)} vs {len(bv)} runs"
-    if change < -s.rtol:
-        verdict = "regressed"
-    elif change > s.rtol:
-        verdict = "improved"
-    else:
-        verdict = "unchanged"
+    # Without a test the change may be noise: beyond the threshold it is inconclusive, never a
+    # regression the gate cannot support.
+    verdict = "inconclusive" if abs(change) > s.rtol else "unchanged"
     return {
         "change": change,
-        "method": f"threshold only ({why}: too few repeats for a test)",
+        "method": f"no test ({why}: too few repeats); {s.rtol:.0%} threshold",
         "verdict": verdict,
     }
 
@@ -478,13 +520,16 @@ def _compare_curves(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
     out["change_pp_lo"] = np.where(testable, lo, np.nan)
     out["change_pp_hi"] = np.where(testable, hi, np.nan)
     tol = s.efficiency_tol_pp
-    regressed = (out["change_pp"] < -tol) & (~testable | (out["change_pp_hi"] < 0))
-    improved = (out["change_pp"] > tol) & (~testable | (out["change_pp_lo"] > 0))
-    out["verdict"] = np.select([regressed, improved], ["regressed", "improved"], "unchanged")
+    regressed = testable & (out["change_pp"] < -tol) & (out["change_pp_hi"] < 0)
+    improved = testable & (out["change_pp"] > tol) & (out["change_pp_lo"] > 0)
+    inconclusive = ~testable & (out["change_pp"].abs() > tol)
+    out["verdict"] = np.select(
+        [regressed, improved, inconclusive], ["regressed", "improved", "inconclusive"], "unchanged"
+    )
     out["method"] = np.where(
         testable,
         f"bootstrap 95% interval + {tol:g} pp threshold",
-        f"threshold only (fewer than 3 runs at N or N0): {tol:g} pp",
+        f"no test (fewer than 3 runs at N or N0); {tol:g} pp threshold",
     )
     return out[cols].sort_values(["verdict", "curve", "world_size"]).reset_index(drop=True)
 
@@ -611,7 +656,8 @@ def _text_table(title: str, header: list[str], rows: list[list[str]]) -> str:
 
 
 def render_markdown(cmp: Comparison) -> str:
-    icon = {"regressed": "❌", "improved": "✅", "unchanged": "✔️"}[cmp.verdict]
+    icons = {"regressed": "❌", "improved": "✅", "unchanged": "✔️", "inconclusive": "❔"}
+    icon = icons[cmp.verdict]
     out = [
         f"### distrinews compare: {icon} **{cmp.verdict}**",
         "",
@@ -684,8 +730,10 @@ RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_js
 
 
 def run_compare(
-    baseline: Path, current: Path, settings: GateSettings, fmt: str = "text"
+    baseline: Path, current: Path, fmt: str = "text", **options: Any
 ) -> tuple[str, Comparison]:
-    """Load both sides, compare, render: what the CLI calls."""
-    cmp = compare(load_side(baseline), load_side(current), settings)
+    """Load both sides, compare, render: what the CLI calls. ``options`` are GateSettings
+    fields; None means "not given" (the baseline's [gate] or the default applies)."""
+    base = load_side(baseline)
+    cmp = compare(base, load_side(current), settings_for(base, **options))
     return RENDERERS[fmt](cmp), cmp

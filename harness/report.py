@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from plotly.subplots import make_subplots
 from distrinews.errors import UserError
 from harness import analysis, attribution, max_batch, serving_store, store
 from harness.analysis import THROUGHPUT
+from harness.definitions import DEFINITIONS
 
 #: Metrics that get a bootstrap interval wherever the report shows them.
 SUMMARY_METRICS = (THROUGHPUT, "mfu", "mem_peak_gib", "step_time_s_rank_spread")
@@ -59,69 +59,6 @@ PALETTE = (
 #: No plotly template: resolving one deep-copies it per figure (slow on big sweeps); the few
 #: styles that matter are set in _layout.
 TEMPLATE = "none"
-
-#: DESIGN.md §3, as printed at the end of every report.
-DEFINITIONS: tuple[tuple[str, str], ...] = (
-    (
-        "Measured window",
-        "After warmup_steps optimizer steps (discarded), over measured_steps steps; bounded by a "
-        "device synchronize on every rank, with no host syncs inside. Per-step times come from "
-        "CUDA events on GPU and perf_counter on CPU; every rank's step times are gathered.",
-    ),
-    (
-        "samples/s",
-        "Training sequences per second over the measured window: global (all ranks) and per "
-        "device (global / GPU count).",
-    ),
-    (
-        "tokens/s",
-        "Counted twice: real tokens/s (non-pad tokens, the useful work) and padded tokens/s "
-        "(what the hardware computed, pads included).",
-    ),
-    (
-        "Weak scaling",
-        "Per-device batch fixed, so the global batch grows with the GPU count N. "
-        "speedup(N) = X(N)/X(1); efficiency(N) = X(N)/(N·X(1)), X = global samples/s.",
-    ),
-    (
-        "Strong scaling",
-        "Global batch fixed (per-device batch or accumulation shrinks as N grows). "
-        "efficiency(N) = X(N)/(N·X(1)) with X measured at the same global batch.",
-    ),
-    (
-        "Reference GPU count",
-        "When a curve has no 1-GPU point, its smallest GPU count N0 is the reference: "
-        "efficiency(N) = X(N)·N0/(N·X(N0)). Each curve's N0 is shown in the scaling table.",
-    ),
-    (
-        "FLOPs per token",
-        "Training FLOPs per token = 6·N_matmul + 12·L·d·T, with N_matmul = 42,467,328 for "
-        "DistilBERT-base (6 layers × 7,077,888), L = 6, d = 768, T = tokens per sequence.",
-    ),
-    (
-        "MFU / HFU",
-        "Model FLOPs utilisation: training FLOPs on real tokens per second divided by the "
-        "device's peak dense tensor FLOP/s for the precision used (H100/H200 SXM bf16/fp16 "
-        "989.4 TF, tf32 494.7; A100 312/156). Hardware FLOPs utilisation counts padded tokens. "
-        "Unknown device: blank, never a guess.",
-    ),
-    (
-        "All-reduce bus bandwidth",
-        "busbw = algbw · 2(N−1)/N (the nccl-tests convention).",
-    ),
-    (
-        "Repeats and intervals",
-        "Every number is the median over a point's ok repeats; [low, high] is a bootstrap 95% "
-        "interval (resample the repeats with replacement, 2,000 times, seeded; percentiles "
-        "2.5 and 97.5). A single run has no interval: shown as a bare number.",
-    ),
-    (
-        "Rank spread",
-        "step_time_s_rank_spread = slowest rank's median step time / fastest rank's: 1.00 means "
-        "no straggler.",
-    ),
-)
-
 
 # -- the report model ------------------------------------------------------------------------
 
@@ -162,6 +99,8 @@ class Report:
 
     title: str
     """Page title (the sweep name)."""
+    kind: str = "Scaling"
+    """What the page reports: "Scaling" (a training sweep) or "Serving" (bench-serve only)."""
     generated_at: str
     """When the report was built (ISO-8601 UTC)."""
     notes: tuple[str, ...]
@@ -246,6 +185,19 @@ def _layout(fig: go.Figure, title: str, **kwargs: Any) -> go.Figure:
     axis = {"showgrid": True, "gridcolor": "#e5e8ee", "zeroline": False, "linecolor": "#aab"}
     fig.update_xaxes(**axis, automargin=True, title_standoff=8)
     fig.update_yaxes(**axis, automargin=True)
+    return _say_log_scale(fig)
+
+
+def _say_log_scale(fig: go.Figure) -> go.Figure:
+    """Every logarithmic axis says so in its title: equal steps on it are ratios, not sums."""
+
+    def mark(axis: Any) -> None:
+        title = axis.title.text or ""
+        if axis.type == "log" and "log scale" not in title:
+            axis.update(title_text=f"{title} (log scale)" if title else "log scale")
+
+    fig.for_each_xaxis(mark)
+    fig.for_each_yaxis(mark)
     return fig
 
 
@@ -312,12 +264,14 @@ def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
     if curves.empty:
         return None
     fig = go.Figure()
+    banded = False
     for i, cid in enumerate(_top_curves(curves, THROUGHPUT)):
         c = curves[curves["curve_id"] == cid].sort_values("world_size")
         color = PALETTE[i % len(PALETTE)]
         x = c["world_size"].to_numpy(float)
         lo, hi = c["efficiency_lo"].to_numpy(float), c["efficiency_hi"].to_numpy(float)
         if np.isfinite(lo).all():
+            banded = True
             fig.add_trace(
                 go.Scatter(
                     x=np.concatenate([x, x[::-1]]),
@@ -343,9 +297,12 @@ def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
             )
         )
     fig.add_hline(y=100, line={"color": "#888", "dash": "dash", "width": 1})
+    title = "Scaling efficiency vs GPU count"
+    # Promise a band only when one is drawn (single runs have no interval).
+    title += " (band: bootstrap 95% interval)" if banded else " (single runs: no interval band)"
     return _layout(
         fig,
-        "Scaling efficiency vs GPU count (band: bootstrap 95% interval)",
+        title,
         xaxis=_ws_axis(curves["world_size"]),
         yaxis={"title": "efficiency (%)"},
     )
@@ -562,8 +519,9 @@ def fig_stragglers(
             fig.add_trace(
                 go.Box(
                     y=steps,
-                    x=[f"{label} r{rank}"] * len(steps),
-                    name=label,
+                    # A short category per box (point P1.., rank); the legend names the points.
+                    x=[f"P{i + 1} rank {rank}"] * len(steps),
+                    name=f"P{i + 1}: {label}",
                     legendgroup=label,
                     showlegend=rank == 0,
                     marker={"color": PALETTE[i % len(PALETTE)]},
@@ -574,7 +532,7 @@ def fig_stragglers(
             )
     if rank_times:
         fig.update_yaxes(title_text="step time (s)", row=1, col=cols)
-        fig.update_xaxes(showticklabels=False, row=1, col=cols)
+        fig.update_xaxes(title_text="point and rank", type="category", row=1, col=cols)
     return _layout(fig, "Stragglers: per-rank step-time spread")
 
 
@@ -624,6 +582,8 @@ def fig_mfu_tokens(summary: pd.DataFrame, labels: dict[str, str]) -> go.Figure |
     if ok.empty or not (has_mfu or has_tok):
         return None
     titles = [t for t, on in (("MFU (real tokens)", has_mfu), ("tokens/s", has_tok)) if on]
+    if not has_mfu:
+        titles[0] = f"tokens/s (no MFU: {_no_mfu_reason(ok)})"
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
     col = 1
     if has_mfu:
@@ -653,18 +613,40 @@ def fig_mfu_tokens(summary: pd.DataFrame, labels: dict[str, str]) -> go.Figure |
     if has_tok:
         best = ok.sort_values(THROUGHPUT, ascending=False).head(8)
         names = [labels.get(k, k) for k in best["config_key"]]
+        # Short categories on the axis (P1 = fastest), the full configuration on hover.
+        cats = [f"P{i + 1}" for i in range(len(names))]
         for name, column, color in (
             ("real tokens/s", "real_tokens_per_s", PALETTE[0]),
             ("padded tokens/s", "padded_tokens_per_s", PALETTE[7]),
         ):
             fig.add_trace(
-                go.Bar(x=names, y=best[column], name=name, marker={"color": color}),
+                go.Bar(
+                    x=cats,
+                    y=best[column],
+                    name=name,
+                    text=names,
+                    marker={"color": color},
+                    hovertemplate=f"%{{x}}: %{{text}}<br>%{{y:,.0f}} tokens/s<extra>{name}</extra>",
+                ),
                 row=1,
                 col=col,
             )
-        fig.update_xaxes(showticklabels=False, title_text="fastest points (hover)", row=1, col=col)
+        fig.update_xaxes(
+            title_text="fastest points (P1 fastest; hover for the configuration)",
+            type="category",
+            row=1,
+            col=col,
+        )
         fig.update_yaxes(title_text="tokens/s", row=1, col=col)
     return _layout(fig, "Model FLOPs utilisation and padding", barmode="group")
+
+
+def _no_mfu_reason(ok: pd.DataFrame) -> str:
+    """Why a sweep has no MFU: CPU ranks, or GPUs without a known peak."""
+    devices = set(ok["device"].dropna()) if "device" in ok else set()
+    if devices and devices <= {"cpu"}:
+        return "CPU ranks have no peak FLOP/s to divide by"
+    return "no known peak FLOP/s for this device and precision"
 
 
 # -- assembling the report (pure) ------------------------------------------------------------
@@ -745,7 +727,7 @@ def fig_serving(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
         legend={"orientation": "h", "y": -0.25},
         template="plotly_white",
     )
-    return fig
+    return _say_log_scale(fig)
 
 
 def _checkpoint_label(ckpt: str | None) -> str:
@@ -794,12 +776,14 @@ def build_report(
     serving: Sequence[dict[str, Any]] = (),
     max_batch_rows: Sequence[dict[str, Any]] = (),
     trials: pd.DataFrame | None = None,
+    log_dirs: Collection[str] | None = None,
 ) -> Report:
     """Assemble the whole report from the ledger frame and the side files (all already read).
 
     ``serving`` holds bench-serve rows (serving.jsonl), shown in a section of their own;
     ``max_batch_rows`` the largest-batch searches (max_batch.jsonl) and ``trials`` their trial
-    runs (harness.cost_report).
+    runs (harness.cost_report). ``log_dirs``: the point_dirs whose logs/ folder exists (None:
+    not checked); the failures table names a logs folder only when it is there.
     """
     from harness import cost_report  # it builds on this module's helpers
 
@@ -818,18 +802,41 @@ def build_report(
         d: f"{labels.get(k, k)} #{_num(rep)}"
         for d, k, rep in zip(frame["point_dir"], frame["config_key"], frame["repeat"], strict=True)
     }
-    n_runs, n_ok = len(frame), int((frame["status"] == "ok").sum()) if len(frame) else 0
-    if n_runs == 0 and serving:
+    statuses = frame["status"] if len(frame) else pd.Series(dtype=object)
+    n_runs, n_ok = len(frame), int((statuses == "ok").sum())
+    # Skipped points never ran (they cannot run here): they are not failures.
+    n_skipped = int((statuses == "skipped").sum())
+    n_failed = n_runs - n_ok - n_skipped
+    serving_only = n_runs == 0 and bool(serving)
+    if serving_only:
         notes.insert(0, "This folder holds serving benchmarks only: no training sweep points.")
     elif n_runs == 0:
         notes.insert(0, "This sweep has no finished points yet: the ledger is empty.")
-    elif n_ok == 0:
+    elif n_ok == 0 and not n_skipped:
         notes.insert(0, f"All {n_runs} runs failed: no throughput to show. See the failures table.")
-    elif n_ok < n_runs:
-        notes.append(f"{n_runs - n_ok} of {n_runs} runs failed; they are listed under Failures.")
+    elif n_ok == 0 and not n_failed:
+        notes.insert(
+            0,
+            f"All {n_runs} points were skipped: none can run on this machine (the reasons are "
+            "under Skipped). Nothing failed.",
+        )
+    elif n_ok == 0:
+        notes.insert(
+            0,
+            f"No run finished ok: {n_failed} failed (see Failures) and {n_skipped} were skipped "
+            "(see Skipped).",
+        )
+    else:
+        if n_failed:
+            notes.append(f"{n_failed} of {n_runs} runs failed; they are listed under Failures.")
+        if n_skipped:
+            notes.append(
+                f"{n_skipped} of {n_runs} points were skipped (they cannot run on this "
+                "machine); the reasons are listed under Skipped."
+            )
     if n_ok and (summary["n_ok"] == 1).all():
         notes.append("Every point ran once: no repeats, so no confidence intervals.")
-    if env is None:
+    if env is None and not serving_only:
         notes.append("env.json is missing: the environment of this sweep is unknown.")
     notes.extend(_telemetry_notes(frame, telemetry))
 
@@ -858,14 +865,24 @@ def build_report(
         sections.extend(_hardware_sections(summary, telemetry, rank_times, labels, run_labels))
     if serving:
         sections.append(_serving_section(serving))
-    failures = _failures_table(frame, labels)
+    failures = _failures_table(frame, labels, log_dirs)
     if failures is not None:
         sections.append(
             Section(
                 id="failures",
                 title="Failures",
-                intro="Every run that did not finish ok, with the reason and where its logs are.",
+                intro="Every run that failed, with the reason and where its logs are.",
                 tables=(failures,),
+            )
+        )
+    skipped = _skipped_table(frame, labels)
+    if skipped is not None:
+        sections.append(
+            Section(
+                id="skipped",
+                title="Skipped",
+                intro="Points this machine cannot run, so they never started (no logs).",
+                tables=(skipped,),
             )
         )
     if len(summary):
@@ -877,9 +894,10 @@ def build_report(
                 tables=(_points_table(summary, curves, label_cols),),
             )
         )
-    sections.append(
-        Section(id="environment", title="Environment", tables=(_env_table(env, frame),))
-    )
+    if not serving_only:  # bench-serve rows carry their own checkpoint and host
+        sections.append(
+            Section(id="environment", title="Environment", tables=(_env_table(env, frame),))
+        )
     sections.append(
         Section(
             id="definitions",
@@ -894,11 +912,33 @@ def build_report(
     )
     return Report(
         title=title,
+        kind="Serving" if serving_only else "Scaling",
         generated_at=generated_at,
         notes=tuple(notes),
-        headline=_headline(frame, summary, curves, labels),
+        headline=_serving_headline(serving)
+        if serving_only
+        else _headline(frame, summary, curves, labels),
         sections=tuple(sections),
     )
+
+
+def _serving_headline(rows: Sequence[dict[str, Any]]) -> Table:
+    """A serving-only folder: the best requests/s and the latency at that level."""
+    done = [r for r in rows if isinstance(r.get("requests_per_s"), (int, float))]
+    out = [("bench-serve levels", _num(len(rows), 0))]
+    if done:
+        best = max(done, key=lambda r: r["requests_per_s"])
+        out.append(("best requests/s", _num(best["requests_per_s"])))
+        out.append(("at concurrency", _num(best.get("concurrency"), 0)))
+        out.append(
+            (
+                "its p50 / p99 latency (ms)",
+                " / ".join(
+                    _num(_to_ms(best.get(k))) or "n/a" for k in ("latency_s_p50", "latency_s_p99")
+                ),
+            )
+        )
+    return Table(columns=("", ""), rows=tuple(out))
 
 
 def _serving_section(rows: Sequence[dict[str, Any]]) -> Section:
@@ -965,7 +1005,8 @@ def _headline(
     if not ok.empty:
         n_max = ok["world_size"].max()
         top = ok[ok["world_size"] == n_max].sort_values(THROUGHPUT, ascending=False).iloc[0]
-        rows.append(("largest GPU count", _num(n_max)))
+        unit = device_unit(frame)
+        rows.append((f"largest {unit} count", _num(n_max)))
         rows.append((f"best configuration at N={_num(n_max)}", labels.get(top["config_key"], "")))
         rows.append(
             (
@@ -975,7 +1016,7 @@ def _headline(
         )
         n = float(top["world_size"])
         per_gpu = _ci(top[THROUGHPUT] / n, top[f"{THROUGHPUT}_lo"] / n, top[f"{THROUGHPUT}_hi"] / n)
-        rows.append(("its samples/s per GPU", per_gpu))
+        rows.append((f"its samples/s per {unit}", per_gpu))
         eff = curves[curves["config_key"] == top["config_key"]]
         if not eff.empty:
             e = eff.iloc[0]
@@ -987,7 +1028,7 @@ def _headline(
                 )
             )
         else:
-            rows.append(("its scaling efficiency", "no smaller GPU count on its curve"))
+            rows.append(("its scaling efficiency", f"no smaller {unit} count on its curve"))
         rows.append(
             ("its MFU", _pct(top["mfu"], top["mfu_lo"], top["mfu_hi"]) or "unknown (no peak)")
         )
@@ -995,6 +1036,12 @@ def _headline(
         if fastest["config_key"] != top["config_key"]:
             rows.append(("fastest overall", labels.get(fastest["config_key"], "")))
     return Table(columns=("", ""), rows=tuple(rows))
+
+
+def device_unit(frame: pd.DataFrame) -> str:
+    """What one rank is, for labels: "GPU" when any point ran on CUDA, else "CPU rank"."""
+    devices = set(frame["device"].dropna()) if "device" in frame and len(frame) else set()
+    return "CPU rank" if devices and devices <= {"cpu"} else "GPU"
 
 
 def _scaling_sections(
@@ -1110,7 +1157,7 @@ def _settings_sections(frame: pd.DataFrame, summary: pd.DataFrame) -> list[Secti
             Section(
                 id="knobs",
                 title="DDP knobs and NCCL settings",
-                intro=f"Varied: {', '.join(knobs)}. Compared at the largest GPU count.",
+                intro=f"Varied: {', '.join(knobs)}. Compared at the largest device count.",
                 figures=(fig,),
             )
         )
@@ -1162,8 +1209,10 @@ def _hardware_sections(
     return out
 
 
-def _failures_table(frame: pd.DataFrame, labels: dict[str, str]) -> Table | None:
-    bad = frame[frame["status"] != "ok"] if len(frame) else frame
+def _failures_table(
+    frame: pd.DataFrame, labels: dict[str, str], log_dirs: Collection[str] | None = None
+) -> Table | None:
+    bad = frame[~frame["status"].isin(("ok", "skipped"))] if len(frame) else frame
     if bad.empty:
         return None
     bad = bad.sort_values(["status", "world_size", "config_key", "repeat"], kind="stable")
@@ -1173,16 +1222,34 @@ def _failures_table(frame: pd.DataFrame, labels: dict[str, str]) -> Table | None
             labels.get(r["config_key"], r["config_key"]),
             _num(r["repeat"]),
             "" if r["reason"] is None or r["reason"] != r["reason"] else str(r["reason"]),
-            f"{r['point_dir']}/logs/" if isinstance(r["point_dir"], str) else "",
+            f"{r['point_dir']}/logs/"
+            if isinstance(r["point_dir"], str) and (log_dirs is None or r["point_dir"] in log_dirs)
+            else "no logs",
         )
         for r in bad.to_dict("records")
     )
     return Table(columns=("status", "point", "repeat", "reason", "logs"), rows=rows, sortable=True)
 
 
+def _skipped_table(frame: pd.DataFrame, labels: dict[str, str]) -> Table | None:
+    skipped = frame[frame["status"] == "skipped"] if len(frame) else frame
+    if skipped.empty:
+        return None
+    skipped = skipped.sort_values(["world_size", "config_key", "repeat"], kind="stable")
+    rows = tuple(
+        (
+            labels.get(r["config_key"], r["config_key"]),
+            _num(r["repeat"]),
+            "" if r["reason"] is None or r["reason"] != r["reason"] else str(r["reason"]),
+        )
+        for r in skipped.to_dict("records")
+    )
+    return Table(columns=("point", "repeat", "why it cannot run here"), rows=rows, sortable=True)
+
+
 POINT_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("world_size", "N", 0),
-    ("per_device_batch", "batch/GPU", 0),
+    ("per_device_batch", "batch/device", 0),
     ("global_batch", "global batch", 0),
     ("precision", "precision", 0),
     ("compile", "compile", 0),
@@ -1203,7 +1270,7 @@ def _points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[
         *extra,
         "ok/runs",
         "samples/s [95% CI]",
-        "samples/s/GPU",
+        "samples/s/device",
         "efficiency",
         "MFU",
         "mem GiB",
@@ -1275,6 +1342,16 @@ def _env_table(env: dict[str, Any] | None, frame: pd.DataFrame) -> Table:
 
 
 def _env_value(value: Any) -> str:
+    """A readable cell: no raw None, [], {}, True/False."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "not available"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, dict)) and not value:
+        return "none"
+    numbers = isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
+    if numbers:
+        return ", ".join(str(v) for v in value)
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         counts = pd.Series(value).value_counts()
         return ", ".join(f"{n} × {name}" for name, n in counts.items())
@@ -1349,9 +1426,9 @@ def render_html(report: Report) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>distrinews scaling report: {esc(report.title)}</title>",
+        f"<title>distrinews {esc(report.kind.lower())} report: {esc(report.title)}</title>",
         f"<style>{_CSS}</style></head><body><main>",
-        f"<h1>Scaling report: {esc(report.title)}</h1>",
+        f"<h1>{esc(report.kind)} report: {esc(report.title)}</h1>",
         f'<div class="meta">generated {esc(report.generated_at)} by distrinews-bench</div>',
     ]
     nav = " ".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in report.sections)
@@ -1414,7 +1491,7 @@ def _sort_attr(value: Any) -> str:
 
 def render_text(report: Report) -> str:
     """The headline, notes, scaling and failures tables as plain text for a terminal."""
-    out = [f"Scaling report: {report.title}  (generated {report.generated_at})", ""]
+    out = [f"{report.kind} report: {report.title}  (generated {report.generated_at})", ""]
     for note in report.notes:
         out.append(f"! {note}")
     if report.notes:
@@ -1423,7 +1500,9 @@ def render_text(report: Report) -> str:
     for section in report.sections:
         if section.id == "why":
             out.append(f"{section.title}\n{'-' * len(section.title)}\n{section.intro}\n")
-        if section.id in ("scaling", "why", "energy", "max-batch", "serving", "failures"):
+        if section.id in (
+            "scaling", "why", "energy", "max-batch", "serving", "failures", "skipped"
+        ):  # fmt: skip
             for table in section.tables:
                 out.append(_table_text(table, section.title))
             if section.intro and (not section.tables or section.id == "energy"):
@@ -1465,6 +1544,11 @@ def load_report(sweep_dir: Path) -> Report:
         else []
     )
     trials_dir = sweep_dir / max_batch.TRIALS_DIR
+    log_dirs = {
+        d
+        for d in (frame["point_dir"].dropna().unique() if len(frame) else ())
+        if (sweep_dir / str(d) / "logs").is_dir()
+    }
     return build_report(
         frame,
         env=env,
@@ -1474,6 +1558,7 @@ def load_report(sweep_dir: Path) -> Report:
         serving=serving,
         max_batch_rows=max_batch.read_results(sweep_dir),
         trials=analysis.load_frame(trials_dir) if trials_dir.is_dir() else None,
+        log_dirs=log_dirs,
     )
 
 
@@ -1521,7 +1606,6 @@ def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
         out = Path(out_path)
         store.check_output(out, kind="HTML report", written_by_us=is_report_html)
     store.atomic_write_text(out, render_html(load_report(sweep_dir)))
-    os.chmod(out, 0o644)  # a report is for sharing; the atomic temp file was created 0600
     return out
 
 

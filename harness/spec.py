@@ -72,10 +72,13 @@ TOP_KEYS = (
     "strong_via",
     "repeats",
     "timeout_s",
+    "gate",
     "run",
     "axes",
     "max_batch",
 )
+#: Keys of the optional [gate] table: the regression gate's tolerances for this machine class.
+GATE_KEYS = ("rtol", "efficiency_tol_pp")
 
 #: RunSpec fields the harness sets itself (never in [run] or [axes] by their own name).
 _MANAGED = frozenset({"nodes", "nproc_per_node", "repeat", "ddp", "nccl_env"})
@@ -220,6 +223,10 @@ class SweepSpec:
     """Each configuration runs this many times (RunSpec.repeat 0..repeats-1) for noise estimates."""
     timeout_s: float = 900.0
     """Per-point wall-clock limit; past it the whole torchrun process group is killed."""
+    gate: tuple[tuple[str, float], ...] = ()
+    """The [gate] table: ``compare`` tolerances (rtol, efficiency_tol_pp) that suit the noise of
+    the machine class this sweep runs on; a baseline's sweep.json carries them to the gate, and
+    command-line options still win."""
     run: RunSpec = field(default_factory=RunSpec)
     """The template every point starts from (the [run] table)."""
     axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
@@ -263,6 +270,14 @@ class SweepSpec:
             raise UserError(
                 f"{self.source}: timeout_s = {self.timeout_s!r}; expected a finite number > 0"
             )
+        for key, value in self.gate:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and (0 <= value < 1 if key == "rtol" else value >= 0)
+            if key not in GATE_KEYS or not ok:
+                raise UserError(
+                    f"{self.source}: gate.{key} = {value!r}; allowed: rtol a fraction in [0, 1), "
+                    "efficiency_tol_pp a number >= 0"
+                )
         names = [name for name, _ in self.axes]
         if self.scaling == "strong" and "global_batch" not in names:
             raise UserError(
@@ -360,6 +375,7 @@ class SweepSpec:
             "strong_via": self.strong_via,
             "repeats": self.repeats,
             "timeout_s": self.timeout_s,
+            "gate": dict(self.gate),
             "run": self.run.to_dict(),
             "axes": {name: list(values) for name, values in self.axes},
             "source": self.source,
@@ -420,13 +436,17 @@ def why_skipped(spec: RunSpec, res: Resources) -> str | None:
             )
         return f"needs {spec.nodes} nodes; the allocation has {res.nodes}"
     if spec.device == "cuda" and spec.nproc_per_node > res.gpus_per_node:
-        return f"needs {spec.nproc_per_node} GPUs per node; this machine has {res.gpus_per_node}"
+        n = spec.nproc_per_node
+        return (
+            f"needs {n} GPU{'' if n == 1 else 's'} per node; this machine has {res.gpus_per_node}"
+        )
     if spec.device == "cpu" and spec.nproc_per_node > res.cpus_per_node:
         # More gloo ranks than cores time-slice one another: the "scaling" would measure the
         # scheduler, not DDP.
+        n = spec.nproc_per_node
         return (
-            f"needs {spec.nproc_per_node} CPU ranks per node; this machine has "
-            f"{res.cpus_per_node} cores"
+            f"needs {n} CPU rank{'' if n == 1 else 's'} per node; this machine has "
+            f"{res.cpus_per_node} core{'' if res.cpus_per_node == 1 else 's'}"
         )
     if spec.device == "cpu" and spec.precision == "tf32":
         return "tf32 is a CUDA matmul mode; it has no meaning on cpu"
@@ -466,7 +486,9 @@ def parse_sweep(text: str, *, source: str = "<sweep>") -> SweepSpec:
     kwargs = {k: doc[k] for k in scalars if k in doc}
     if "max_batch" in doc:
         kwargs["max_batch"] = MaxBatchSearch.from_table(doc["max_batch"], source=source)
-    return SweepSpec(**kwargs, run=run, axes=axes, source=source)
+    gate = _table(doc.get("gate", {}), source, "gate")
+    _no_unknown(gate, GATE_KEYS, source, "gate.")
+    return SweepSpec(**kwargs, gate=tuple(gate.items()), run=run, axes=axes, source=source)
 
 
 def _no_unknown(table: dict[str, Any], allowed: Sequence[str], source: str, where: str) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.files import ordinary_mode
 from distrinews.runspec import RunSpec
 from distrinews.safeio import loads_strict, open_nofollow, refuse_symlink
 
@@ -71,6 +72,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        ordinary_mode(tmp)  # mkstemp made it 0600; results are for the team to read
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -383,26 +385,41 @@ def sweep_lock(sweep_dir: Path) -> Iterator[Path]:
     """Hold an exclusive lock on ``sweep_dir`` for the life of a sweep.
 
     ``fcntl.flock`` on ``.lock``: the kernel drops it when the process dies, even by SIGKILL, so
-    there is no stale lock to clean up. A second sweep into the same folder gets a UserError.
+    a killed sweep's leftover file locks nothing. A second sweep into the same folder gets a
+    UserError. A clean end removes the file while still holding the lock; a sweep that opened
+    the old file in that instant finds, once it holds the lock, that the path no longer names
+    the file it locked, and starts over on a fresh one -- so two sweeps never both hold it.
     """
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / LOCK_NAME
-    # O_NOFOLLOW: a .lock symlink planted by someone else must not make us truncate its target.
-    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        # O_NOFOLLOW: a .lock symlink planted by someone else must not make us truncate its
+        # target.
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
             raise UserError(
                 f"{sweep_dir} is in use by another sweep (pid {holder}); wait for it or use "
                 "another --name/--results"
             ) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # we locked a file the last holder had already removed: try again
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # still locked here: nobody can take the file we remove
         os.close(fd)  # closing the descriptor releases the flock
 
 
@@ -452,6 +469,7 @@ def export_ledger(results: Path, out: Path) -> int:
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
+        ordinary_mode(tmp)
         os.replace(tmp, out)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.files import ordinary_mode
 from distrinews.runspec import RunSpec
 
 from . import energy, envinfo, max_batch, memory_model, store, telemetry
@@ -84,7 +85,7 @@ class SweepOptions:
     nodes: int | None = None
     """Nodes available to the slurm launcher (default: the allocation's size)."""
     progress: bool = True
-    """Show a tqdm progress bar on stderr."""
+    """Show a tqdm progress bar on stderr (only when stderr is a terminal)."""
     python: str = field(default_factory=lambda: sys.executable)
     """Interpreter that runs torchrun and the worker."""
     max_points: int = DEFAULT_MAX_POINTS
@@ -460,6 +461,9 @@ def run_point(
         )
     finally:
         samples = sampler.stop()
+        # torchrun makes its per-run log folder with mkdtemp (0700): give it the umask's mode.
+        for folder in (pdir / LOGS_DIR).glob("*/"):
+            ordinary_mode(folder)
     finished_at = _now()
     store.atomic_write_text(
         pdir / "telemetry.jsonl",
@@ -635,7 +639,9 @@ class _NoBar:
 
 
 def _progress(total: int, *, enabled: bool) -> Any:
-    if not enabled:
+    # A bar redraws itself with carriage returns: in a log file or a pipe those frames pile up
+    # between the result lines, so redirected stderr gets plain lines only.
+    if not enabled or not sys.stderr.isatty():
         return _NoBar()
     from tqdm import tqdm
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from distrinews import files
 from distrinews.errors import UserError
 from distrinews.runspec import RunSpec
 from harness import launch, spec, store
@@ -197,6 +199,24 @@ def test_sbatch_for_a_cpu_sweep_asks_for_no_gpus_and_a_cuda_sweep_needs_them(tmp
     assert gpu.exit_code == 2 and "give --gpus-per-node" in gpu.output
 
 
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    """Redirected stderr gets plain result lines: no bar frames between them."""
+    import io
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a file or pipe: isatty() is False
+    assert isinstance(sw._progress(3, enabled=True), sw._NoBar)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = sw._progress(3, enabled=True)
+    assert not isinstance(bar, sw._NoBar)
+    bar.close()
+    assert not isinstance(sw._progress(3, enabled=False), type(bar))
+
+
 def test_second_sweep_into_a_locked_folder_is_refused_with_one_line(tmp_path):
     results = tmp_path / "r"
     path = tmp_path / "s.toml"
@@ -308,11 +328,13 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
     # The CPU default, with enough measured steps that the second point is still running when
     # the test interrupts it (the default's 3 steps can finish between a poll and the signal).
     path = tmp_path / "resume.toml"
-    path.write_text(
-        (Path(spec.__file__).parent / "sweeps" / "cpu-smoke.toml").read_text()
-        .replace('name = "cpu-smoke"', 'name = "resume"')
-        .replace("measured_steps = 3", "measured_steps = 150")
-    )  # fmt: skip
+    # One repeat: two points, as the checks below count them.
+    text = (Path(spec.__file__).parent / "sweeps" / "cpu-smoke.toml").read_text()
+    text = text.replace('name = "cpu-smoke"', 'name = "resume"')
+    text = re.sub(r"(?m)^measured_steps = \d+", "measured_steps = 150", text)
+    text = re.sub(r"(?m)^repeats = \d+", "repeats = 1", text)
+    assert "measured_steps = 150" in text and "repeats = 1" in text
+    path.write_text(text)
     results = tmp_path / "results"
     sweep_dir = results / "resume"
     args = [sys.executable, "-m", "harness.cli", "sweep", str(path), "--results", str(results),
@@ -391,7 +413,9 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
 def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
     """`distrinews-bench sweep` with no argument on this GPU-less machine: the cpu-smoke sweep."""
     results = tmp_path / "results"
-    done = _cli("sweep", "--results", str(results), "--no-progress", timeout=240)
+    # One repeat: the whole path at a quarter of the cost (the gate-ready repeats of cpu-smoke
+    # are checked in tests/unit/test_spec.py).
+    done = _cli("sweep", "--results", str(results), "--no-progress", "--repeats", "1", timeout=240)
     assert done.returncode == 0, done.stderr
     sweep_dir = results / "cpu-smoke"
     assert f"results: {sweep_dir}" in done.stdout
@@ -404,7 +428,21 @@ def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
     out = _cli("export", str(results), "-o", str(table))
     assert out.returncode == 0, out.stderr
     frame = pd.read_parquet(table)
-    assert len(frame) == 2 and set(frame["status"]) == {"ok"}
+    assert len(frame) == len(rows) and set(frame["status"]) == {"ok"}
+    # A clean end leaves no lock file behind.
+    assert not (sweep_dir / store.LOCK_NAME).exists()
+    # Every result file and folder gets the umask's ordinary mode, like the ledger: a
+    # teammate can read it (mkstemp/mkdtemp would make 0600/0700).
+    umask = files.umask()
+    made = [sweep_dir, table, *sweep_dir.rglob("*")]
+    wrong = [
+        f"{p.relative_to(tmp_path)}: {oct(p.stat().st_mode & 0o777)}"
+        for p in made
+        if p.stat().st_mode & 0o777 != (0o777 if p.is_dir() else 0o666) & ~umask
+    ]
+    assert not wrong, wrong
+    names = {p.name for p in made}
+    assert {"env.json", "sweep.json", "run.json", "record.json", "status.json"} <= names
 
 
 @pytest.mark.slow

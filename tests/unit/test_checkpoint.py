@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from distrinews import files
 from distrinews.checkpoint import (
     CheckpointError,
     TrainingState,
@@ -49,6 +50,11 @@ def test_save_then_load_for_inference_gives_the_same_logits(tmp_path, tokenizer)
     ids, mask = enc["input_ids"], enc["attention_mask"]
     torch.testing.assert_close(bundle.model(ids, mask), model(ids, mask), rtol=0, atol=0)
     assert ids[0, 0].item() == 101  # the saved tokenizer is the real uncased WordPiece one
+    # Folders and files get the umask's ordinary mode (mkdtemp would leave the folder 0700).
+    umask = files.umask()
+    for path in [ckpt, *ckpt.rglob("*")]:
+        want = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert path.stat().st_mode & 0o777 == want, (path.name, oct(path.stat().st_mode))
 
 
 def test_latest_and_retention(tmp_path):

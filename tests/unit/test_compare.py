@@ -102,14 +102,28 @@ def test_detection_power_and_false_alarm_rate(cv):
     assert null["regressed"] <= 0.01
 
 
-def test_single_runs_fall_back_to_threshold_and_say_so():
+def test_single_runs_never_call_a_regression_they_cannot_support():
     s = compare.GateSettings(rtol=0.05)
-    out = compare.judge_point(np.array([1000.0]), np.array([930.0]), s)
-    assert out["verdict"] == "regressed" and "threshold only (single run" in out["method"]
+    out = compare.judge_point(np.array([1000.0]), np.array([580.0]), s)  # -42%, one run each
+    assert out["verdict"] == "inconclusive" and "no test (single run" in out["method"]
+    assert out["change"] == pytest.approx(-0.42)
     out = compare.judge_point(np.array([1000.0]), np.array([970.0]), s)
     assert out["verdict"] == "unchanged"
     out = compare.judge_point(np.array([1000.0, 1001.0]), np.array([900.0, 901.0]), s)
-    assert out["verdict"] == "regressed" and "2 vs 2 runs" in out["method"]
+    assert out["verdict"] == "inconclusive" and "2 vs 2 runs" in out["method"]
+    # Three repeats a side can reach alpha = 0.05: the same drop is then a regression.
+    out = compare.judge_point(np.array([1000.0, 1001.0, 1002.0]), np.array([900.0, 901, 902]), s)
+    assert out["verdict"] == "regressed"
+
+
+def test_single_run_sweeps_exit_0_and_say_why(tmp_path):
+    b = sweep(tmp_path / "b", seed=1, repeats=1, failures=False)
+    slow = tmp_path / "slow"
+    perturb.perturb(b, slow, scale=0.6)
+    r = invoke(str(b), str(slow))
+    assert r.exit_code == 0, r.output
+    assert "inconclusive" in r.output and "repeats >= 3" in r.output
+    assert "VERDICT: INCONCLUSIVE" in r.output
 
 
 def test_small_change_inside_noise_is_unchanged_even_if_significant():
@@ -331,3 +345,19 @@ def test_perturb_module_entry_point(tmp_path):
     )
     assert again.returncode == 2 and again.stderr.strip().startswith("error:")
     assert "Traceback" not in again.stderr
+
+
+def test_baseline_sweep_file_gate_sets_the_tolerance_and_options_override_it(tmp_path):
+    b = sweep(tmp_path / "b", seed=1, repeats=5, failures=False)
+    slow = tmp_path / "slow"
+    perturb.perturb(b, slow, scale=0.9)  # a 10% drop
+    assert invoke(str(b), str(slow)).exit_code == 1  # default rtol 5%: regression
+    doc = json.loads((b / "sweep.json").read_text()) if (b / "sweep.json").exists() else {}
+    doc.setdefault("spec", {})["gate"] = {"rtol": 0.15, "efficiency_tol_pp": 15}
+    (b / "sweep.json").write_text(json.dumps(doc))
+    r = invoke(str(b), str(slow))
+    assert r.exit_code == 0 and "rtol 15%" in r.output and "[gate] rtol = 0.15" in r.output
+    assert invoke(str(b), str(slow), "--rtol", "0.05").exit_code == 1  # the option wins
+    deeper = tmp_path / "deeper"
+    perturb.perturb(b, deeper, scale=0.8)  # the planted 20% drop is still caught
+    assert invoke(str(b), str(deeper)).exit_code == 1

@@ -234,3 +234,142 @@ def test_environment_table_shows_each_field_once():
     fields = [row[0] for row in table.rows]
     assert fields[0] == "fingerprint" and "torch" in fields and "hostname" in fields
     assert len(fields) == len(set(fields))
+
+
+# -- legibility: what a reader sees without hovering --------------------------------------------
+
+
+def _figures(rep: report.Report) -> dict[str, list]:
+    return {s.id: list(s.figures) for s in rep.sections}
+
+
+def _axes(fig) -> list:
+    out = []
+    fig.for_each_xaxis(out.append)
+    fig.for_each_yaxis(out.append)
+    return out
+
+
+def _cpu_sweep(tmp_path, **kw):
+    sweep = write_sweep(
+        tmp_path,
+        FakeSweep(world_sizes=(1, 2), batches=(16,), telemetry=False, failures=False, **kw),
+    )
+    rows = store.read_ledger(sweep)
+    for r in rows:
+        r.update(mfu=None, hfu=None, mem_peak_gib=None, device="cpu")
+    store.ledger_path(sweep).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return sweep
+
+
+def test_every_log_axis_says_so(full_sweep):
+    figs = [f for fs in _figures(report.load_report(full_sweep)).values() for f in fs]
+    log_axes = [a for f in figs for a in _axes(f) if a.type == "log"]
+    assert len(log_axes) >= 3  # throughput (both axes), efficiency, batch ...
+    assert all("log scale" in (a.title.text or "") for a in log_axes)
+    (throughput, _) = _figures(report.load_report(full_sweep))["scaling"]
+    assert throughput.layout.yaxis.type == "log"
+    assert "log scale" in throughput.layout.yaxis.title.text
+    lin = [a for f in figs for a in _axes(f) if a.type != "log"]
+    assert not any("log scale" in (a.title.text or "") for a in lin)
+
+
+def test_straggler_boxes_and_token_bars_have_category_labels(full_sweep):
+    figs = _figures(report.load_report(full_sweep))
+    (stragglers,) = figs["stragglers"]
+    boxes = [t for t in stragglers.data if t.type == "box"]
+    assert boxes and all(t.x[0].startswith("P") and " rank " in t.x[0] for t in boxes)
+    box_axis = stragglers.layout[f"xaxis{boxes[0].xaxis[1:]}"]
+    assert box_axis.showticklabels is not False and box_axis.type == "category"
+    assert all(t.name.startswith("P") and ": " in t.name for t in boxes)  # legend: P1: config
+    (mfu,) = figs["mfu"]
+    bars = [t for t in mfu.data if t.type == "bar"]
+    assert bars and list(bars[0].x) == [f"P{i + 1}" for i in range(len(bars[0].x))]
+    bar_axis = mfu.layout[f"xaxis{bars[0].xaxis[1:]}"]
+    assert bar_axis.showticklabels is not False and "P1 fastest" in bar_axis.title.text
+
+
+def test_efficiency_title_promises_a_band_only_when_one_is_drawn(tmp_path):
+    many = write_sweep(tmp_path / "many", FakeSweep(world_sizes=(1, 2, 4), batches=(16,)))
+    once = write_sweep(
+        tmp_path / "once", FakeSweep(world_sizes=(1, 2, 4), batches=(16,), repeats=1)
+    )
+    (_, eff) = _figures(report.load_report(many))["scaling"]
+    assert "band: bootstrap 95% interval" in eff.layout.title.text
+    assert any(t.fill == "toself" for t in eff.data)
+    (_, eff) = _figures(report.load_report(once))["scaling"]
+    assert "band" not in eff.layout.title.text.replace("no interval band", "")
+    assert "single runs: no interval band" in eff.layout.title.text
+    assert not any(t.fill == "toself" for t in eff.data)
+
+
+def test_cpu_runs_are_ranks_not_gpus_and_mfu_absence_is_explained(tmp_path):
+    rep = report.load_report(_cpu_sweep(tmp_path))
+    headline = dict(rep.headline.rows)
+    assert headline["largest CPU rank count"] == "2"
+    assert "its samples/s per CPU rank" in headline
+    assert not any("GPU" in k for k in headline)
+    (mfu,) = _figures(rep)["mfu"]
+    titles = [a.text for a in mfu.layout.annotations]
+    assert any("no MFU: CPU ranks have no peak FLOP/s" in t for t in titles), titles
+    points = next(s for s in rep.sections if s.id == "points").tables[0]
+    assert not any("GPU" in c for c in points.columns)
+
+
+def test_environment_values_are_readable():
+    env = {
+        "fingerprint": "abc",
+        "fingerprint_fields": {"gpu_names": [], "gpu_count": 0, "driver": None, "nccl": None},
+        "git_dirty": False,
+        "topology": None,
+        "gpus": [],
+        "cpu_count": 2,
+        "hostname": "box",
+    }
+    cells = dict(report._env_table(env, pd.DataFrame()).rows)
+    assert cells["gpu_names"] == "none" and cells["gpus"] == "none"
+    assert cells["driver"] == "not available" and cells["topology"] == "not available"
+    assert cells["git_dirty"] == "no" and cells["gpu_count"] == "0"
+    assert not {"None", "[]", "{}", "False", "True"} & set(cells.values())
+
+
+def test_serving_only_report_is_titled_for_serving(tmp_path):
+    from harness.serving_store import append_serving_row
+    from tests.unit.test_bench_serve import _row
+
+    for concurrency in (1, 4):
+        append_serving_row(tmp_path, _row(concurrency))
+    rep = report.load_report(tmp_path)
+    html = report.render_html(rep)
+    assert rep.kind == "Serving" and "<h1>Serving report:" in html and "Scaling report" not in html
+    assert report.render_text(rep).startswith("Serving report:")
+    cells = [c for row in rep.headline.rows for c in row]
+    assert "0 / 0" not in cells and "points / runs" not in cells
+    assert dict(rep.headline.rows)["best requests/s"] == "80"
+    assert "env.json" not in " ".join(rep.notes)
+    assert "environment" not in section_ids(rep)
+
+
+def test_skipped_is_not_failed_and_no_link_to_missing_logs(tmp_path):
+    sweep = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2), batches=(16,), repeats=2))
+    rows = store.read_ledger(sweep)
+    for r in rows:
+        r.update(status="skipped", reason="needs 2 GPUs per node; this machine has 0",
+                 samples_per_s=None)  # fmt: skip
+    store.ledger_path(sweep).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = report.load_report(sweep)
+    text = report.render_text(rep)
+    assert rep.notes[0].startswith(f"All {len(rows)} points were skipped")
+    assert "failed" not in " ".join(rep.notes).replace("Nothing failed", "")
+    assert "failures" not in section_ids(rep) and "skipped" in section_ids(rep)
+    assert "Failures" not in text and "runs failed" not in text
+    # A failed run whose logs folder is gone is not pointed at.
+    rows[0].update(status="crashed", reason="boom")
+    store.ledger_path(sweep).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import shutil
+
+    shutil.rmtree(sweep / rows[0]["point_dir"] / "logs")
+    rep = report.load_report(sweep)
+    (failures,) = next(s for s in rep.sections if s.id == "failures").tables
+    assert [r[4] for r in failures.rows] == ["no logs"]
+    assert "1 failed" in rep.notes[0] and f"{len(rows) - 1} were skipped" in rep.notes[0]

@@ -140,6 +140,7 @@ def test_auto_gpu_counts_are_one_to_n():
     assert all(p.spec.precision == "bf16" and p.spec.model == "base" for p in points)
     on_cpu = sweep.expand(S.Resources(gpus_per_node=0))
     assert on_cpu and all("this machine has 0" in p.skip_reason for p in on_cpu)
+    assert "needs 1 GPU per node;" in on_cpu[0].skip_reason  # the plural agrees
 
 
 def test_every_builtin_sweep_parses_and_default_is_fitted_to_the_machine():
@@ -148,8 +149,11 @@ def test_every_builtin_sweep_parses_and_default_is_fitted_to_the_machine():
     assert S.resolve_sweep(None, gpu_count=0).name == "cpu-smoke"
     assert S.resolve_sweep(None, gpu_count=2).name == "default-gpu"
     cpu = S.resolve_sweep(None, gpu_count=0).expand(CPU)
-    assert [p.spec.nproc_per_node for p in cpu] == [1, 2]
+    # 1 and 2 ranks, each repeated enough for the gate's significance test (>= 3 a point).
+    assert sorted({p.spec.nproc_per_node for p in cpu}) == [1, 2]
+    assert [p.spec.nproc_per_node for p in cpu].count(1) >= 3
     assert all(p.spec.model == "tiny" and p.spec.resolved_backend == "gloo" for p in cpu)
+    assert dict(S.resolve_sweep(None, gpu_count=0).gate)["rtol"] < 0.2  # catches a 20% drop
 
 
 def test_with_run_overrides_the_template_and_drops_that_axis():
@@ -182,6 +186,10 @@ BAD = [
     ("name = 'x'\nscaling = 'linear'", r"scaling = 'linear'; allowed: weak, strong"),
     ("name = 'x'\nscaling = 'strong'", r"needs axes\.global_batch"),
     ("name = 'x'\nrepeats = 0", r"repeats = 0"),
+    ("name = 'x'\n[gate]\nrtol = 1.5", r"gate\.rtol = 1\.5; allowed: rtol a fraction"),
+    ("name = 'x'\n[gate]\nefficiency_tol_pp = 'big'", r"gate\.efficiency_tol_pp = 'big'"),
+    ("name = 'x'\n[gate]\nalpha = 0.1", r"unknown key 'gate\.alpha'; allowed: rtol"),
+    ("name = 'x'\ngate = 3", r"gate must be a table"),
     ("name = 'a b'", r"name = 'a b'"),
     ("description = 'no name'", r"missing key 'name'"),
     ("name = 'x'\n[axes\nfoo = 1", r"invalid TOML"),

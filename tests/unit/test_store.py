@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -95,6 +96,34 @@ def test_second_lock_holder_is_refused_with_one_line(tmp_path):
         assert "in use by another sweep" in proc.stdout
     with store.sweep_lock(tmp_path):  # released on exit
         pass
+    assert not (tmp_path / store.LOCK_NAME).exists()  # and no file left behind
+
+
+def test_lock_removed_at_the_end_never_lets_two_sweeps_hold_it(tmp_path, monkeypatch):
+    """The holder ends (unlinking .lock) between a second sweep's open and its flock: the
+    second must not keep a lock on the removed file while a third locks a new one."""
+    import fcntl
+
+    holder = store.sweep_lock(tmp_path)
+    holder.__enter__()
+    real_flock, calls = fcntl.flock, []
+
+    def flock(fd, op):
+        if not calls:
+            calls.append(fd)
+            holder.__exit__(None, None, None)  # the first sweep ends right now
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with store.sweep_lock(tmp_path) as path:
+        assert path.exists()  # the lock we hold is on the file the path names
+        third = os.open(path, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                real_flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(third)
+    assert len(calls) == 1 and not path.exists()
 
 
 def test_atomic_write_json_replaces_whole_file(tmp_path):

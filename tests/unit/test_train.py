@@ -127,10 +127,18 @@ def test_train_command_resumes_and_its_checkpoint_serves(tmp_path, agnews_csv, v
     first = CliRunner().invoke(cli, [*args, "--epochs", "1"])
     assert first.exit_code == 0, first.output
     assert "epoch 0: held-out accuracy" in first.output
+    # Before its first step, train says what it is doing: data, tokens, model size, ranks.
+    before = first.output.split("step 1 ")[0]
+    assert "data: loading synthetic:256" in before and "synthetic token ids" in before
+    assert "model: tiny (" in before and "M parameters" in before and "on 1 cpu rank," in before
     second = CliRunner().invoke(cli, [*args, "--epochs", "2"])
     assert second.exit_code == 0, second.output
     assert "resumed from" in second.output and "epoch 1: held-out accuracy" in second.output
     assert "epoch 0:" not in second.output  # epoch 0 was not trained again
+    # --help promises fit_result.json in --out, for one rank as for torchrun runs.
+    result = json.loads((tmp_path / "fit_result.json").read_text())
+    assert [epoch for epoch, _ in result["accuracies"]] == [1]
+    assert result["losses"] and result["seconds"] > 0
     bundle = load_for_inference(tmp_path)
     assert bundle.meta["epoch"] == 2 and bundle.tokenizer is not None
     enc = bundle.tokenizer(["Oil prices climb"], return_tensors="pt")

@@ -1,0 +1,135 @@
+"""What the numbers mean: the one home of the metric definitions (DESIGN.md §3).
+
+The report prints :data:`DEFINITIONS` at its end, and the README's "What the numbers mean"
+section is :func:`markdown` verbatim (``python -m harness.definitions`` prints it;
+tests/unit/test_definitions.py fails when the two drift apart). Change a definition here, then
+paste the printed section into the README.
+"""
+
+from __future__ import annotations
+
+#: (term, definition) in reading order. Plain text: the report escapes it, the README wraps it.
+DEFINITIONS: tuple[tuple[str, str], ...] = (
+    (
+        "Measured window",
+        "After warmup_steps optimizer steps (discarded), over measured_steps steps; bounded by a "
+        "device synchronize on every rank, with no host syncs inside. Per-step times come from "
+        "CUDA events on GPU and perf_counter on CPU; every rank's step times are gathered.",
+    ),
+    (
+        "samples/s",
+        "Training sequences per second over the measured window: global (all ranks) and per "
+        "device (global / number of ranks; one rank per GPU, or per process on CPU).",
+    ),
+    (
+        "tokens/s",
+        "Counted twice: real tokens/s (non-pad tokens, the useful work) and padded tokens/s "
+        "(what the hardware computed, pads included).",
+    ),
+    (
+        "Padding waste",
+        "The share of padded tokens that are padding: 1 − real / padded tokens. On the real "
+        "test split at batch 256, length-grouped dynamic padding wastes about 9% against 60% "
+        "for fixed 128-token padding.",
+    ),
+    (
+        "Weak scaling",
+        "Per-device batch fixed, so the global batch grows with the GPU count N. "
+        "speedup(N) = X(N)/X(1); efficiency(N) = X(N)/(N·X(1)), X = global samples/s.",
+    ),
+    (
+        "Strong scaling",
+        "Global batch fixed (per-device batch or accumulation shrinks as N grows). "
+        "efficiency(N) = X(N)/(N·X(1)) with X measured at the same global batch.",
+    ),
+    (
+        "Reference GPU count",
+        "When a curve has no 1-GPU point, its smallest GPU count N0 is the reference: "
+        "efficiency(N) = X(N)·N0/(N·X(N0)). Each curve's N0 is shown in the scaling table.",
+    ),
+    (
+        "FLOPs per token",
+        "Training FLOPs per token = 6·N_matmul + 12·L·d·T, with N_matmul = 42,467,328 for "
+        "DistilBERT-base (6 layers × 7,077,888), L = 6, d = 768, T = tokens per sequence. "
+        "Achieved FLOPs sum 6·N_matmul·t + 12·L·d·t² over the sequences of the window, so mixed "
+        "lengths count exactly.",
+    ),
+    (
+        "MFU / HFU",
+        "Model FLOPs utilisation: training FLOPs on real tokens per second divided by the "
+        "device's peak dense tensor FLOP/s for the precision used (H100/H200 SXM bf16/fp16 "
+        "989.4 TF, tf32 494.7 TF, fp32 66.9 TF; H100 PCIe 756/378/51.2 TF; A100 312/156/19.5 "
+        "TF). Hardware FLOPs utilisation counts padded tokens. An unknown device (a CPU "
+        "included) has no peak: blank, with a warning, never a guess.",
+    ),
+    (
+        "All-reduce bus bandwidth",
+        "busbw = algbw · 2(N−1)/N (the nccl-tests convention).",
+    ),
+    (
+        "Repeats and intervals",
+        "Every number is the median over a point's ok repeats, never a lone mean; [low, high] "
+        "is a bootstrap 95% interval (resample the repeats with replacement, 2,000 times, "
+        "seeded; percentiles 2.5 and 97.5). A single run has no interval: shown as a bare "
+        "number.",
+    ),
+    (
+        "Step-time percentiles",
+        "step_time_s_p50, _p90 and _p99 pool every rank's measured steps: the median step and "
+        "the slow tail (p99 of 100 steps is about the slowest one).",
+    ),
+    (
+        "Rank spread",
+        "step_time_s_rank_spread = slowest rank's median step time / fastest rank's: 1.00 means "
+        "no straggler.",
+    ),
+    (
+        "data_wait_share",
+        "The share of the measured window spent waiting for the next batch (0 to 1): above a "
+        "few percent the input pipeline, not the model, sets the pace.",
+    ),
+    (
+        "mem_peak_gib",
+        "The peak allocated device memory of a rank over the run, in GiB (torch's allocator; "
+        "blank on CPU).",
+    ),
+    (
+        "Energy",
+        "GPU boards only (CPUs, network and cooling are not in it): NVML's total-energy counter "
+        "(nvmlDeviceGetTotalEnergyConsumption, mJ) of every GPU of the point, sampled beside it "
+        "and interpolated at the measured window's edges; a board without the counter has its "
+        "sampled power integrated over the window (trapezoid rule), and energy_method says which "
+        "(counter, power_integral, or both when GPUs differ). energy_j sums the GPUs; "
+        "energy_j_per_sample = energy_j / samples trained in the window (all ranks); "
+        "samples_per_kwh = 3.6e6 / energy_j_per_sample; power_w_mean_per_gpu = energy_j / "
+        "window seconds / GPUs. No NVML, a CPU point or a failed point: blank, with "
+        "energy_unavailable_reason.",
+    ),
+    (
+        "Memory model",
+        "Per model, precision, sequence policy, max_length, compile and GPU count: peak memory "
+        "= fixed + per-sample × per-device batch, a least-squares line over the ok runs' "
+        "mem_peak_gib (CUDA only; two batch sizes at least), shown against the device's memory "
+        "with the largest batch it predicts to fit.",
+    ),
+)
+
+
+def markdown(width: int = 98) -> str:
+    """The README's "What the numbers mean" bullets: ``- **term**: definition``, wrapped."""
+    import textwrap
+
+    lines: list[str] = []
+    for term, text in DEFINITIONS:
+        lines += textwrap.wrap(
+            f"**{term}**: {text}",
+            width=width,
+            initial_indent="- ",
+            subsequent_indent="  ",
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
