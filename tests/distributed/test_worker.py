@@ -104,7 +104,10 @@ def test_two_rank_record_schema(tmp_path):
     assert len(rec["compute_step_times_s"]) == 2 and all(
         len(r) >= 3 and all(t > 0 for t in r) for r in rec["compute_step_times_s"]
     )
-    assert 0 < m["compute_step_time_s"] < m["step_time_s_p99"]
+    # No all-reduce makes a step cheaper, but the compute-only steps run after the window, at
+    # another moment of a shared 2-core box: bound it by the window's slow tail with headroom
+    # (an explain phase that timed the wrong thing -- whole windows, or seconds as ms -- fails).
+    assert 0 < m["compute_step_time_s"] < 2 * m["step_time_s_p99"]
     n_params = sum(p.numel() for p in _tiny_model().parameters())
     assert rec["grad_dtype"] == "float32" and m["grad_bytes"] == 4 * n_params
     assert m["bucket_count"] == len(rec["buckets"]) >= 1
