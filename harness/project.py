@@ -580,7 +580,7 @@ def _model_for(
             )
             times = _bucket_times(probe, feed)
             hide, clamped = fit_hide_share(
-                times, compute, inp.grad_accum, exposed, ready_fractions(dense)
+                times, compute, inp.grad_accum, exposed, ready_fractions(dense), inp.hide_share
             )
             used["exposed_comm_s"] = float(exposed[0])
             used["hide_share_source"] = f"fitted to the exposed all-reduce at N = {feed}"

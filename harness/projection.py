@@ -12,11 +12,12 @@ thousands of bootstrap draws at once (that is how the 95% intervals are carried)
 - ``exposed_comm``: the part of the gradient all-reduce that backward could not hide. DDP cuts
   the gradient into *buckets* (bucket 0 is ready first in backward) and all-reduces each one as
   soon as it is ready, one after another on one communication stream. The buckets become ready
-  while backward runs (the *hide window*, ``hide_share`` of the compute step); the bucket
-  produced last — for DistilBERT the word-embedding gradient, a third of all bytes — is ready
-  only when backward ends, so it can never hide. Exposed = when the last all-reduce ends minus
-  when backward ended. With gradient accumulation only the last micro-step's backward can hide
-  the (single) all-reduce.
+  while backward runs (the *hide window*, ``hide_share`` of the compute step), in proportion to
+  the bytes produced so far; the bucket produced last — for DistilBERT the word-embedding
+  gradient, a third of all bytes — is ready only when backward ends, so it can never hide (nor
+  can the bucket the last layers complete at that same moment). Exposed = when the last
+  all-reduce ends minus when backward ended. With gradient accumulation only the last
+  micro-step's backward can hide the (single) all-reduce.
 - ``straggler``: every step waits for the slowest of N ranks. If one rank's step time varies
   with coefficient of variation ``jitter_share``, the expected maximum of N such times exceeds
   the median by about jitter·sqrt(2·ln N) (extreme-value approximation for normal noise).
@@ -176,28 +177,35 @@ def fit_hide_share(
     grad_accum: int,
     exposed_s: np.ndarray,
     fractions: np.ndarray,
+    prior: float = 2.0 / 3.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The hide window (as a share of the compute step) that reproduces a measured exposure.
 
     ``bucket_times`` (D, K) at the measured GPU count, ``compute_s`` and ``exposed_s`` (D,).
-    Exposure only falls as the window grows, so bisection finds it. Returns the share (D,) and
-    a bool (D,) that is True where the measurement fell outside what the model can produce
-    (more hidden than all but the last bucket, or more exposed than all buckets): the share is
-    then clamped to 1 or 0.
+    Exposure only falls as the window grows, so bisection finds the smallest window that
+    gives it. Once the window is long enough, only the buckets finishing at the end of backward
+    stay exposed and a longer window changes nothing: a measurement at that floor only says
+    "at least this long", and the window is then the larger of that bound and ``prior``.
+    Returns the share (D,) and a bool (D,), True where the measurement fell outside what the
+    model can produce (less exposed than the floor, or more than all buckets together): the
+    share is then clamped to 1 or 0.
     """
     full = compute_s / grad_accum  # the last micro-step's whole duration
     lo = np.zeros_like(full)
     hi = full.copy()
     most = exposed_comm_s(bucket_times, lo, fractions)
     least = exposed_comm_s(bucket_times, hi, fractions)
+    tol = 1e-9 + 1e-6 * np.abs(exposed_s)
     for _ in range(50):
         mid = (lo + hi) / 2
-        too_exposed = exposed_comm_s(bucket_times, mid, fractions) > exposed_s
+        too_exposed = exposed_comm_s(bucket_times, mid, fractions) > exposed_s + tol
         lo = np.where(too_exposed, mid, lo)
         hi = np.where(too_exposed, hi, mid)
-    share = (lo + hi) / 2 / full
-    clamped = (exposed_s < least - 1e-12) | (exposed_s > most + 1e-12)
-    share = np.where(exposed_s <= least, 1.0, np.where(exposed_s >= most, 0.0, share))
+    share = hi / full
+    floor = exposed_s <= least + tol
+    share = np.where(floor, np.maximum(share, prior), share)
+    clamped = (exposed_s < least - tol) | (exposed_s > most + tol)
+    share = np.where(exposed_s >= most + tol, 0.0, np.minimum(share, 1.0))
     return share, clamped
 
 
