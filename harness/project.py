@@ -51,7 +51,9 @@ from harness.projection import (
 
 DEFAULT_HIDE_NOTE = "default 2/3 (backward = 2x forward)"
 DEFAULT_GPUS = (8, 16, 32, 64, 128, 256, 512, 1024)
-N_BOOT = 1000
+#: Bootstrap draws per input: enough for a stable 95% percentile interval of a smooth
+#: function of medians, few enough to project a 1,000-point sweep in about a second.
+N_BOOT = 400
 LEVEL = 0.95
 
 
@@ -230,11 +232,14 @@ def pure_inputs(
 # -- inputs from a sweep ---------------------------------------------------------------------
 
 
-def _values(frame: pd.DataFrame, column: str) -> tuple[float, ...]:
-    if column not in frame.columns:
-        return ()
-    vals = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
-    return tuple(float(v) for v in vals if np.isfinite(v))
+def _values(rows: Sequence[dict[str, Any]], column: str) -> tuple[float, ...]:
+    """The finite numbers of ``column`` over ``rows`` (ledger rows as dicts)."""
+    out = []
+    for row in rows:
+        v = row.get(column)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out.append(float(v))
+    return tuple(out)
 
 
 def _record(sweep_dir: Path, point_dir: Any) -> dict[str, Any] | None:
@@ -320,18 +325,25 @@ def sweep_inputs(sweep_dir: Path) -> tuple[list[CurveInputs], list[str]]:
     weak = ok[ok["scaling_mode"] == "weak"].copy()
     keys = list(analysis.curve_columns("weak"))
     weak["_curve"] = analysis.row_keys(weak, keys).to_numpy()
-    curves = analysis.scaling(weak, n_boot=analysis.N_BOOT) if len(weak) else pd.DataFrame()
-    eff = curves.set_index("config_key") if len(curves) else pd.DataFrame()
-    summary = analysis.summarize(weak, ())
-    label_cols = analysis.label_columns(summary, keys)
+    curves = analysis.scaling(weak, n_boot=N_BOOT) if len(weak) else pd.DataFrame()
+    eff: dict[str, tuple[float | None, ...]] = {}
+    for r in curves.to_dict("records") if len(curves) else ():
+        eff[r["config_key"]] = tuple(
+            _finite_or_none(r[k]) for k in ("efficiency", "efficiency_lo", "efficiency_hi")
+        )
+    label_cols = analysis.label_columns(weak, keys)
+    by_curve: dict[str, list[dict[str, Any]]] = {}
+    for row in weak.to_dict("records"):
+        by_curve.setdefault(row["_curve"], []).append(row)
     out: list[CurveInputs] = []
     lacking = 0
-    for _curve, part in weak.groupby("_curve", sort=True):
-        base = part[part["world_size"] == 1]
-        if base.empty:
+    for curve_key in sorted(by_curve):
+        part = by_curve[curve_key]
+        base = [r for r in part if r["world_size"] == 1]
+        if not base:
             lacking += 1
             continue
-        first = base.iloc[0]
+        first = base[0]
         config = {k: analysis._plain(first[k]) for k in keys}
         curve_id = analysis.config_digest({"scaling_mode": "weak", **config})
         label = f"weak: {analysis.point_label(first, label_cols)}" if label_cols else "weak"
@@ -348,15 +360,15 @@ def sweep_inputs(sweep_dir: Path) -> tuple[list[CurveInputs], list[str]]:
 
 def _curve_inputs(
     sweep_dir: Path,
-    part: pd.DataFrame,
-    base: pd.DataFrame,
+    part: list[dict[str, Any]],
+    base: list[dict[str, Any]],
     config: dict[str, Any],
     curve_id: str,
     label: str,
-    eff: pd.DataFrame,
+    eff: dict[str, tuple[float | None, ...]],
 ) -> CurveInputs:
     sources: dict[str, str] = {}
-    base_records = [_record(sweep_dir, p) for p in base["point_dir"]]
+    base_records = [_record(sweep_dir, r.get("point_dir")) for r in base]
     # Compute-only step at N = 1: per-repeat medians when there are repeats, else the steps.
     compute = _values(base, "compute_step_time_s")
     per_step = [t for r in base_records for t in _step_lists(r, "compute_step_times_s")]
@@ -381,15 +393,19 @@ def _curve_inputs(
         f"robust CV of {len(per_step)} N = 1 step times" if per_step else "none (no step times)"
     )
     # Buckets: DDP's own (record.json), else the gradient split by the cap, else the shapes.
-    records = base_records + [_record(sweep_dir, p) for p in part["point_dir"]]
     buckets: list[float] = []
-    for r in records:
+    records = list(base_records)
+    for r in (*base_records, *(_record(sweep_dir, r.get("point_dir")) for r in part)):
+        records.append(r)
         buckets = _record_buckets(r)
         if buckets:
             sources["buckets"] = f"DDP buckets recorded by the worker ({len(buckets)})"
             break
     cap = float(config.get("ddp_bucket_cap_mb") or 25.0) * MIB
-    shapes = model_param_shapes(str(config.get("model")))
+    hook = str(config.get("ddp_comm_hook") or "none")
+    needs_shapes = hook == "powersgd" or not (buckets or _values(part, "grad_bytes"))
+    # Building the shape imports transformers (seconds): only when nothing recorded says it.
+    shapes = model_param_shapes(str(config.get("model"))) if needs_shapes else None
     if not buckets:
         grad = _values(part, "grad_bytes")
         if grad:
@@ -404,7 +420,6 @@ def _curve_inputs(
                 f"{sweep_dir}: {label}: no gradient size recorded (grad_bytes or buckets) and "
                 f"model {config.get('model')!r} is not a known shape; project it with --grad-mb"
             )
-    hook = str(config.get("ddp_comm_hook") or "none")
     psgd = None
     if hook == "powersgd":
         rank = next((_powersgd_rank(r) for r in records if r), 1)
@@ -415,24 +430,28 @@ def _curve_inputs(
                 "parameter shapes; project it with --comm-hook powersgd --matrix-dim"
             )
     measured = []
-    for n, at_n in part[part["world_size"] > 1].groupby("world_size"):
-        key = at_n["config_key"].iloc[0]
-        row = eff.loc[key] if len(eff) and key in eff.index else None
+    by_n: dict[int, list[dict[str, Any]]] = {}
+    for r in part:
+        if r["world_size"] > 1:
+            by_n.setdefault(int(r["world_size"]), []).append(r)
+    for n in sorted(by_n):
+        at_n = by_n[n]
         busbw = _values(at_n, "allreduce_busbw_gbps")
         exposed = _values(at_n, "exposed_comm_s")
         if not exposed:
             share, total = _values(at_n, "overlap_share"), _values(at_n, "allreduce_time_s")
             if share and total and len(share) == len(total):
                 exposed = tuple((1 - s) * t for s, t in zip(share, total, strict=True))
+        e, lo, hi = eff.get(at_n[0]["config_key"], (None, None, None))
         measured.append(
             Measured(
-                gpus=int(n),
-                nodes=int(at_n["nodes"].iloc[0]),
+                gpus=n,
+                nodes=int(at_n[0]["nodes"]),
                 busbw_gbps=busbw,
                 exposed_comm_s=exposed,
-                efficiency=_float(row, "efficiency"),
-                efficiency_lo=_float(row, "efficiency_lo"),
-                efficiency_hi=_float(row, "efficiency_hi"),
+                efficiency=e,
+                efficiency_lo=lo,
+                efficiency_hi=hi,
             )
         )
     grad_accum = int(config.get("grad_accum") or 1)
@@ -454,11 +473,12 @@ def _curve_inputs(
     )
 
 
-def _float(row: Any, key: str) -> float | None:
-    if row is None:
+def _finite_or_none(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
         return None
-    value = row[key]
-    return float(value) if value is not None and np.isfinite(value) else None
+    return v if math.isfinite(v) else None
 
 
 # -- projection ------------------------------------------------------------------------------
@@ -474,21 +494,41 @@ class Projection:
     notes: list[str]
 
 
-def _draws(samples: Sequence[float], n_boot: int, seed: int) -> np.ndarray:
-    """(1 + n_boot,) medians: the point estimate first, then bootstrap medians."""
-    arr = np.asarray(samples, dtype=float)
-    boot = analysis.bootstrap_medians([arr], n_boot=n_boot, seed=seed)[0]
-    return np.concatenate([[np.median(arr)], boot])
+def _draws_all(samples: Sequence[Sequence[float]], n_boot: int, seed: int) -> list[np.ndarray]:
+    """Per sample, (1 + n_boot,) medians: the point estimate, then bootstrap medians (a sample
+    of one value repeats it: no spread; an empty one gives NaN)."""
+    if not samples:
+        return []
+    arrays = [np.asarray(s, dtype=float) for s in samples]
+    boot = analysis.bootstrap_medians(arrays, n_boot=n_boot, seed=seed)
+    first = np.array([np.median(a) if a.size else np.nan for a in arrays])
+    return list(np.concatenate([first[:, None], boot], axis=1))
 
 
-def _ci(values: np.ndarray) -> list[float] | None:
-    """95% percentile interval of the draws after the first; None when they do not vary."""
-    boot = values[1:]
-    if boot.size == 0 or not np.isfinite(boot).all() or np.ptp(boot) == 0:
-        return None
-    tail = (1 - LEVEL) / 2 * 100
-    lo, hi = np.percentile(boot, [tail, 100 - tail])
-    return [float(lo), float(hi)]
+class _Bands:
+    """Point estimates and 95% intervals of step time and efficiency for C stacked curves.
+
+    ``step`` and ``eff`` are (C, D, G): draw 0 of each curve is its point estimate; the
+    interval is the percentile interval of the other draws (None where they do not vary:
+    inputs measured once carry no spread).
+    """
+
+    def __init__(self, step: np.ndarray, eff: np.ndarray) -> None:
+        tail = (1 - LEVEL) / 2 * 100
+        self.step, self.eff = step[:, 0], eff[:, 0]
+        boot_step, boot_eff = step[:, 1:], eff[:, 1:]
+        if boot_step.shape[1]:
+            self.step_lo, self.step_hi = np.percentile(boot_step, [tail, 100 - tail], axis=1)
+            self.eff_lo, self.eff_hi = np.percentile(boot_eff, [tail, 100 - tail], axis=1)
+            self.varies = np.ptp(boot_eff, axis=1) > 0
+        else:
+            self.varies = np.zeros(self.step.shape, dtype=bool)
+
+    def step_ci(self, k: int, j: int) -> tuple[float, float] | None:
+        return (self.step_lo[k, j], self.step_hi[k, j]) if self.varies[k, j] else None
+
+    def eff_ci(self, k: int, j: int) -> tuple[float, float] | None:
+        return (self.eff_lo[k, j], self.eff_hi[k, j]) if self.varies[k, j] else None
 
 
 def project(
@@ -501,11 +541,22 @@ def project(
     seed: int = 0,
     notes: Sequence[str] = (),
 ) -> Projection:
-    """Predict every curve at ``gpus`` and at each N it measured (validation, no peeking)."""
+    """Predict every curve at ``gpus`` and at each N it measured (validation, no peeking).
+
+    Curves that share a bucket layout and the same measured GPU counts are evaluated together
+    (their bootstrap draws stacked), which is what keeps a 1,000-point sweep fast.
+    """
+    # All bootstrap draws at once (bootstrap_medians vectorises over samples of equal length).
+    computes = _draws_all([inp.compute_step_s for inp in inputs], n_boot, seed)
+    points = [(ci, m) for ci, inp in enumerate(inputs) for m in inp.measured]
+    busbws = _draws_all([m.busbw_gbps for _, m in points], n_boot, seed + 1)
+    exposeds = _draws_all([m.exposed_comm_s for _, m in points], n_boot, seed + 2)
+    draws = {(ci, m.gpus): (b, e) for (ci, m), b, e in zip(points, busbws, exposeds, strict=True)}
+    infos = [_curve_info(inp) for inp in inputs]
     rows: list[dict[str, Any]] = []
-    curves: list[dict[str, Any]] = []
+    groups: dict[tuple, list[int]] = {}
+    plans: list[dict[int | None, list[int]]] = []
     for ci, inp in enumerate(inputs):
-        compute = _draws(inp.compute_step_s, n_boot, seed)
         measured = {m.gpus: m for m in inp.measured}
         targets = sorted(set(gpus) | set(measured))
         # Which measured point feeds the prediction at N: the largest single-node one below N
@@ -515,14 +566,53 @@ def project(
         for n in targets:
             below = [g for g in usable if g < n]
             feeds.setdefault(below[-1] if below else None, []).append(n)
-        info = _curve_info(inp, fabric, gpus_per_node)
-        for feed, ns in sorted(feeds.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
-            model, used = _model_for(inp, feed, compute, fabric, gpus_per_node, n_boot, seed + ci)
-            info["fits"].append(used)
-            pred = predict_steps(model, ns)
+        plans.append(feeds)
+        for feed, ns in feeds.items():
+            fits = feed is not None and bool(measured[feed].exposed_comm_s)
+            key = (
+                inp.bucket_bytes,
+                inp.wire_share,
+                inp.collectives_per_bucket,
+                inp.grad_accum,
+                inp.hide_share,
+                feed,
+                fits,
+                tuple(ns),
+            )
+            groups.setdefault(key, []).append(ci)
+    results: dict[tuple[int, int | None], tuple[Any, _Bands, dict[str, Any], int]] = {}
+    for key, members in groups.items():
+        feed, fits, ns = key[5], key[6], list(key[7])
+        first = inputs[members[0]]
+        compute = np.concatenate([computes[ci] for ci in members])
+        jitter = np.concatenate(
+            [np.full(len(computes[ci]), inputs[ci].jitter_share) for ci in members]
+        )
+        busbw = exposed = None
+        if feed is not None:
+            busbw = np.concatenate([draws[(ci, feed)][0] for ci in members])
+            if fits:
+                exposed = np.concatenate([draws[(ci, feed)][1] for ci in members])
+        model, used = _model_for(
+            first, feed, compute, jitter, busbw, exposed, fabric, gpus_per_node
+        )
+        pred = predict_steps(model, ns)
+        d = len(computes[members[0]])
+        step = pred.step_s.reshape(len(members), d, len(ns))
+        bands = _Bands(step, compute.reshape(len(members), d, 1) / step)
+        for k, ci in enumerate(members):
+            mine = {
+                name: (value[k * d] if isinstance(value, np.ndarray) else value)
+                for name, value in used.items()
+            }
+            results[(ci, feed)] = (pred, bands, mine, k)
+    for ci, inp in enumerate(inputs):
+        measured = {m.gpus: m for m in inp.measured}
+        for feed, ns in sorted(plans[ci].items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
+            pred, bands, used, k = results[(ci, feed)]
+            infos[ci]["fits"].append(_plain_used(used, feed, inp))
             for j, n in enumerate(ns):
-                rows.append(_row(inp, n, gpus_per_node, pred, j, compute, measured.get(n), feed))
-        curves.append(info)
+                rows.append(_row(inp, n, gpus_per_node, pred, bands, k, j, measured.get(n), feed))
     rows.sort(key=lambda r: (r.get("curve") or "", r["gpus"]))
     settings = {
         "fabric": fabric.name,
@@ -540,34 +630,53 @@ def project(
         "gpus": list(gpus),
         "interval": f"{LEVEL:.0%} bootstrap over the measured inputs ({n_boot} draws)",
     }
-    return Projection(rows=rows, curves=curves, settings=settings, notes=list(notes))
+    return Projection(rows=rows, curves=infos, settings=settings, notes=list(notes))
+
+
+def _plain_used(used: dict[str, Any], feed: int | None, inp: CurveInputs) -> dict[str, Any]:
+    """One curve's fit facts as plain JSON values, with where each came from."""
+    out: dict[str, Any] = {"fed_by_gpus": feed}
+    out["intra_busbw_gbps"] = float(used["intra_busbw_gbps"])
+    if feed is None:
+        out["intra_busbw_source"] = used["intra_busbw_source"]
+    else:
+        m = next(x for x in inp.measured if x.gpus == feed)
+        out["intra_busbw_source"] = f"measured at N = {feed} ({len(m.busbw_gbps)} run(s))"
+    out["hide_share"] = float(used["hide_share"])
+    if "exposed_comm_s" in used:
+        out["exposed_comm_s"] = float(used["exposed_comm_s"])
+        out["hide_share_source"] = f"fitted to the exposed all-reduce at N = {feed}"
+        if bool(used.get("clamped")):
+            out["hide_share_note"] = "measurement outside the model's range; clamped"
+    else:
+        out["hide_share_source"] = inp.sources.get("hide_share", DEFAULT_HIDE_NOTE)
+    return out
 
 
 def _model_for(
     inp: CurveInputs,
     feed: int | None,
     compute: np.ndarray,
+    jitter: np.ndarray,
+    busbw: np.ndarray | None,
+    exposed: np.ndarray | None,
     fabric: Fabric,
     gpus_per_node: int,
-    n_boot: int,
-    seed: int,
 ) -> tuple[StepModel, dict[str, Any]]:
-    """The step model fed by the measured point ``feed`` (None: the fabric and defaults)."""
+    """The step model fed by the measured point ``feed`` (None: the fabric and defaults).
+
+    Arrays are draws (of one or several stacked curves); the returned facts are arrays too.
+    """
     hide = np.full(compute.shape, inp.hide_share)
-    used: dict[str, Any] = {"fed_by_gpus": feed}
-    if feed is None:
+    used: dict[str, Any] = {}
+    if busbw is None:
         net = Network.from_fabric(fabric, gpus_per_node)
         used["intra_busbw_gbps"] = fabric.intra.busbw_gbps
         used["intra_busbw_source"] = f"fabric {fabric.intra.name}"
     else:
-        m = next(x for x in inp.measured if x.gpus == feed)
-        busbw = _draws(m.busbw_gbps, n_boot, seed + 1)
         net = Network.from_fabric(fabric, gpus_per_node, intra_busbw_gbps=busbw)
-        used["intra_busbw_gbps"] = float(busbw[0])
-        used["intra_busbw_source"] = f"measured at N = {feed} ({len(m.busbw_gbps)} run(s))"
-        if m.exposed_comm_s:
-            exposed = _draws(m.exposed_comm_s, n_boot, seed + 2)
-            dense = np.asarray(inp.bucket_bytes, dtype=float)
+        used["intra_busbw_gbps"] = busbw
+        if exposed is not None and feed is not None:
             probe = StepModel(
                 compute_s=compute,
                 bucket_bytes=inp.bucket_bytes,
@@ -579,15 +688,13 @@ def _model_for(
                 net=net,
             )
             times = _bucket_times(probe, feed)
+            dense = np.asarray(inp.bucket_bytes, dtype=float)
             hide, clamped = fit_hide_share(
                 times, compute, inp.grad_accum, exposed, ready_fractions(dense), inp.hide_share
             )
-            used["exposed_comm_s"] = float(exposed[0])
-            used["hide_share_source"] = f"fitted to the exposed all-reduce at N = {feed}"
-            if clamped[0]:
-                used["hide_share_note"] = "measurement outside the model's range; clamped"
-    used["hide_share"] = float(hide[0])
-    used.setdefault("hide_share_source", inp.sources.get("hide_share", DEFAULT_HIDE_NOTE))
+            used["exposed_comm_s"] = exposed
+            used["clamped"] = clamped
+    used["hide_share"] = hide
     model = StepModel(
         compute_s=compute,
         bucket_bytes=inp.bucket_bytes,
@@ -595,7 +702,7 @@ def _model_for(
         collectives_per_bucket=inp.collectives_per_bucket,
         grad_accum=inp.grad_accum,
         hide_share=hide,
-        jitter_share=inp.jitter_share,
+        jitter_share=jitter,
         net=net,
     )
     return model, used
@@ -617,36 +724,43 @@ def _row(
     n: int,
     gpus_per_node: int,
     pred: Any,
+    bands: _Bands,
+    k: int,
     j: int,
-    compute: np.ndarray,
     measured: Measured | None,
     feed: int | None,
 ) -> dict[str, Any]:
-    step = pred.step_s[:, j]
-    eff = compute / step
+    """One output row: curve ``k`` of the stacked prediction, GPU count ``j``."""
     row: dict[str, Any] = {}
     if inp.curve_id is not None:
         row["curve_id"] = inp.curve_id
         row["curve"] = inp.curve
-        row.update({k: v for k, v in inp.config.items()})
+        row.update(inp.config)
     nodes = 1 if n <= gpus_per_node else n // gpus_per_node
-    samples = n * inp.samples_per_step / step if inp.samples_per_step else None
-    tree = float(pred.tree_share[j])
+    step, eff = float(bands.step[k, j]), float(bands.eff[k, j])
+    step_ci, eff_ci = bands.step_ci(k, j), bands.eff_ci(k, j)
+    offset = k * (len(pred.step_s) // len(bands.step))  # this curve's draw 0
+    per_step = inp.samples_per_step
+    samples = n * per_step / step if per_step else None
+    samples_ci = None
+    if per_step and step_ci is not None:  # samples/s falls as the step grows: flip the ends
+        samples_ci = [n * per_step / step_ci[1], n * per_step / step_ci[0]]
+    tree = float(pred.tree_share[j])  # the same for every draw: bytes decide, not spread
     row.update(
         {
             "gpus": int(n),
             "nodes": int(nodes),
-            "step_time_ms": float(step[0] * 1e3),
-            "step_time_ms_ci": _scaled(_ci(step), 1e3),
-            "samples_per_s": float(samples[0]) if samples is not None else None,
-            "samples_per_s_ci": _ci(samples) if samples is not None else None,
-            "speedup": float(n * eff[0]),
-            "speedup_ci": _scaled(_ci(eff), n),
-            "efficiency": float(eff[0]),
-            "efficiency_ci": _ci(eff),
-            "allreduce_ms": float(pred.allreduce_s[0, j] * 1e3),
-            "exposed_comm_ms": float(pred.exposed_comm_s[0, j] * 1e3),
-            "straggler_ms": float(pred.straggler_s[0, j] * 1e3),
+            "step_time_ms": step * 1e3,
+            "step_time_ms_ci": _scaled(step_ci, 1e3),
+            "samples_per_s": samples,
+            "samples_per_s_ci": samples_ci,
+            "speedup": n * eff,
+            "speedup_ci": _scaled(eff_ci, n),
+            "efficiency": eff,
+            "efficiency_ci": _scaled(eff_ci, 1.0),
+            "allreduce_ms": float(pred.allreduce_s[offset, j] * 1e3),
+            "exposed_comm_ms": float(pred.exposed_comm_s[offset, j] * 1e3),
+            "straggler_ms": float(pred.straggler_s[offset, j] * 1e3),
             "inter_node_algorithm": None if nodes == 1 else ("tree" if tree > 0.5 else "ring"),
             "fed_by_gpus": feed,
             "measured_efficiency": None,
@@ -658,15 +772,15 @@ def _row(
         row["measured_efficiency"] = measured.efficiency
         if measured.efficiency_lo is not None and measured.efficiency_hi is not None:
             row["measured_efficiency_ci"] = [measured.efficiency_lo, measured.efficiency_hi]
-        row["error_pp"] = (row["efficiency"] - measured.efficiency) * 100.0
+        row["error_pp"] = (eff - measured.efficiency) * 100.0
     return row
 
 
-def _scaled(ci: list[float] | None, factor: float) -> list[float] | None:
-    return None if ci is None else [ci[0] * factor, ci[1] * factor]
+def _scaled(ci: Sequence[float] | None, factor: float) -> list[float] | None:
+    return None if ci is None else [float(ci[0]) * factor, float(ci[1]) * factor]
 
 
-def _curve_info(inp: CurveInputs, fabric: Fabric, gpus_per_node: int) -> dict[str, Any]:
+def _curve_info(inp: CurveInputs) -> dict[str, Any]:
     """The inputs of one curve as the reader should see them."""
     compute = np.asarray(inp.compute_step_s, dtype=float)
     return {

@@ -111,29 +111,35 @@ def allreduce_time_s(
     scalar or (D,) draws. Returns times (D, G, K) in seconds (D = 1 for a scalar bandwidth) and
     a (D, G, K) bool array, True where the inter-node tree beat the ring.
     """
-    b = np.asarray(nbytes, dtype=float)[None, None, :]
-    n = np.asarray(gpus, dtype=float)[None, :, None]
-    bw_intra = np.atleast_1d(np.asarray(net.intra_busbw_gbps, dtype=float))[:, None, None] * 1e9
+    b = np.asarray(nbytes, dtype=float)[None, :]  # (1, K)
+    n = np.asarray(gpus, dtype=float)[:, None]  # (G, 1)
+    inv_intra = 1e-9 / np.atleast_1d(np.asarray(net.intra_busbw_gbps, dtype=float))
     bw_inter = float(net.inter_busbw_gbps) * 1e9
     g = float(net.gpus_per_node)
     lat_ring = net.intra_ring_step_s if net.intra_latency else 0.0
     lat_base = net.base_latency_s if net.intra_latency else 0.0
-
+    # Every time is fixed + bytes_intra / intra bandwidth: the fixed part and the intra-node
+    # bytes are (G, K), and only the bandwidth varies across draws, so the (D, G, K) result
+    # is one fused multiply-add.
     single = n <= g
-    # One node: a ring of n GPUs.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_single = lat_base + 2 * (n - 1) * lat_ring + 2 * (n - 1) / n * b / bw_intra
-    # Several nodes: reduce-scatter + all-gather inside the node, shards across nodes.
     m = np.maximum(n / g, 1.0)
     shard = b / g
-    t_intra = 2 * (g - 1) / g * b / bw_intra + 2 * (g - 1) * lat_ring
     ring = 2 * (m - 1) / m * shard / bw_inter + 2 * (m - 1) * net.inter_ring_step_s
     tree = 2 * shard / (TREE_BW_SHARE * bw_inter) + 2 * np.log2(m) * net.inter_tree_step_s
     use_tree = (tree < ring) & ~single
-    t_multi = net.base_latency_s + t_intra + np.minimum(ring, tree)
-    times = np.where(single, t_single, t_multi)
-    times = np.where(n <= 1, 0.0, times)
-    return times, np.broadcast_to(use_tree, times.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # One node: a ring of n GPUs. Several: reduce-scatter + all-gather inside the node,
+        # each GPU's shard across the nodes.
+        fixed = np.where(
+            single,
+            lat_base + 2 * (n - 1) * lat_ring,
+            net.base_latency_s + 2 * (g - 1) * lat_ring + np.minimum(ring, tree),
+        )
+        intra_bytes = np.where(single, 2 * (n - 1) / n * b, 2 * (g - 1) / g * b)
+    fixed = np.where(n <= 1, 0.0, fixed)
+    intra_bytes = np.where(n <= 1, 0.0, intra_bytes)
+    times = fixed[None] + intra_bytes[None] * inv_intra[:, None, None]
+    return times, np.broadcast_to(use_tree[None], times.shape)
 
 
 def ready_fractions(bucket_bytes: Sequence[float]) -> np.ndarray:
@@ -196,7 +202,7 @@ def fit_hide_share(
     most = exposed_comm_s(bucket_times, lo, fractions)
     least = exposed_comm_s(bucket_times, hi, fractions)
     tol = 1e-9 + 1e-6 * np.abs(exposed_s)
-    for _ in range(50):
+    for _ in range(24):  # 2^-24 of the step: far below any timing noise
         mid = (lo + hi) / 2
         too_exposed = exposed_comm_s(bucket_times, mid, fractions) > exposed_s + tol
         lo = np.where(too_exposed, mid, lo)
@@ -279,7 +285,8 @@ def hook_wire_share(comm_hook: str, *, powersgd: float | None = None) -> float:
 class StepModel:
     """Everything one curve's prediction needs; arrays hold bootstrap draws (draw 0 = point).
 
-    ``compute_s``, ``hide_share`` (D,) arrays; ``net.intra_busbw_gbps`` scalar or (D,).
+    ``compute_s``, ``hide_share`` (D,) arrays; ``jitter_share`` and ``net.intra_busbw_gbps``
+    scalars or (D,). Several curves of the same bucket layout stack their draws along D.
     """
 
     compute_s: np.ndarray
@@ -288,7 +295,7 @@ class StepModel:
     collectives_per_bucket: int
     grad_accum: int
     hide_share: np.ndarray
-    jitter_share: float
+    jitter_share: np.ndarray | float
     net: Network
 
 
@@ -315,7 +322,8 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
     window = compute * np.asarray(model.hide_share, dtype=float)[:, None] / model.grad_accum
     exposed = exposed_comm_s(times, window, fractions)  # (D, G)
     exposed = np.where(g[None, :] <= 1, 0.0, exposed)
-    stall = straggler_s(compute, model.jitter_share, g[None, :])
+    jitter = np.asarray(model.jitter_share, dtype=float)
+    stall = straggler_s(compute, jitter[:, None] if jitter.ndim else jitter, g[None, :])
     step = compute + exposed + stall
     total = times.sum(axis=-1)
     weights = per_collective / per_collective.sum() if per_collective.sum() else per_collective
