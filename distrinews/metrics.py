@@ -20,7 +20,27 @@ Definitions (the report prints these):
 * **MFU** (model FLOPs utilisation) = model FLOPs on *real* tokens per second / (peak FLOP/s ×
   devices). **HFU** here = the same on *padded* tokens: what the hardware was made to compute.
   Both are null when the device's peak is unknown — never a guess.
-* **data_wait_share** — share of the window spent waiting for the next batch.
+* **data_wait_share** — share of the window spent waiting for the next batch; **data_wait_s**
+  the same per optimizer step, in seconds (mean over ranks).
+
+Why the efficiency is what it is (:func:`explain_figures`; measured after the window by
+distrinews/explain.py; null at one rank, where there is no all-reduce and nobody to wait for):
+
+* **compute_step_time_s** — an optimizer step under DDP's ``no_sync()`` (no gradient
+  all-reduce) on the same data stream, without its data wait: median over steps per rank, then
+  the *lower* median over ranks (the typical rank; with two ranks the faster one, so a slow rank
+  counts as a straggler, not as compute).
+* **allreduce_time_s** — the all-reduce ceiling: median time of one all-reduce of exactly the
+  gradient's bytes and dtype in the run's process group; **algbw** = bytes / time,
+  **busbw** = algbw · 2(N−1)/N (the nccl-tests convention), in GB/s (1e9 bytes/s).
+  **allreduce_bucketed_time_s** — the same for each of DDP's buckets, summed: DDP's all-reduce
+  as DDP issues it (bucket by bucket), at the ceiling.
+* **straggler_wait_s** — per step, the slowest rank's no_sync step (data wait included) minus
+  the typical rank's (lower median); median over steps. A synchronous step waits for the slowest.
+* **exposed_comm_s** — the communication backward did not hide: median synchronised step (the
+  slowest rank's, measured window) minus median compute-only step of the slowest rank (data wait
+  included, so data and stragglers are not counted twice); clamped at 0 (noise).
+* **overlap_share** — 1 − exposed_comm_s / allreduce_time_s, clamped to 0..1.
 """
 
 from __future__ import annotations
@@ -159,6 +179,7 @@ def summarize(
         "step_time_s_p99": percentile(steps, 99),
         "step_time_s_mean": sum(steps) / len(steps),
         "data_wait_share": min(1.0, max(0.0, data_wait_s / measured_time_s)),
+        "data_wait_s": data_wait_s / measured_steps,
         "mem_peak_gib": mem_peak_gib,
         "mfu": mfu,
         "hfu": hfu,
@@ -174,3 +195,68 @@ def rank_spread(step_times_s: Iterable[Sequence[float]]) -> float:
     """max over ranks of p50 / min over ranks of p50 (1.0 = no straggler)."""
     medians = [percentile(list(r), 50) for r in step_times_s]
     return max(medians) / min(medians)
+
+
+def lower_median(values: Sequence[float]) -> float:
+    """The lower of the two middle values for an even count (the middle one for odd)."""
+    if not values:
+        raise ValueError("lower_median of no values")
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def bus_bandwidth(algbw: float, world_size: int) -> float:
+    """nccl-tests' bus bandwidth of an all-reduce: algbw · 2(N−1)/N (what each link carries)."""
+    return algbw * 2.0 * (world_size - 1) / world_size
+
+
+def explain_figures(
+    *,
+    window_step_times_s: Sequence[Sequence[float]],
+    work_step_times_s: Sequence[Sequence[float]],
+    work_data_wait_s: Sequence[Sequence[float]],
+    allreduce_time_s: float | None,
+    grad_bytes: int,
+) -> dict[str, Any]:
+    """The metrics that explain a point's efficiency (definitions in this module's docstring).
+
+    ``window_step_times_s``: per rank, the measured window's synchronised steps.
+    ``work_step_times_s`` / ``work_data_wait_s``: per rank, per step, the compute-only
+    (``no_sync``) steps and the data wait inside each. ``allreduce_time_s``: the ceiling (None
+    at one rank). Figures with no meaning at one rank are None, never 0.
+    """
+    world_size = len(window_step_times_s)
+    if world_size == 0 or len(work_step_times_s) != world_size:
+        raise ValueError("one list of step times per rank is needed, in both phases")
+    steps = min(len(r) for r in work_step_times_s)
+    if steps == 0:
+        raise ValueError("no compute-only steps")
+    compute_per_rank = [
+        percentile([w - d for w, d in zip(ws[:steps], ds[:steps], strict=True)], 50)
+        for ws, ds in zip(work_step_times_s, work_data_wait_s, strict=True)
+    ]
+    out: dict[str, Any] = {
+        "compute_step_time_s": lower_median(compute_per_rank),
+        "allreduce_time_s": None,
+        "allreduce_algbw_gbps": None,
+        "allreduce_busbw_gbps": None,
+        "grad_bytes": grad_bytes,
+        "exposed_comm_s": None,
+        "overlap_share": None,
+        "straggler_wait_s": None,
+    }
+    if world_size == 1:
+        return out
+    per_step = list(zip(*(r[:steps] for r in work_step_times_s), strict=True))
+    out["straggler_wait_s"] = percentile([max(s) - lower_median(s) for s in per_step], 50)
+    synced = [max(s) for s in zip(*window_step_times_s, strict=False)]
+    slowest_work = [max(s) for s in per_step]
+    exposed = max(0.0, percentile(synced, 50) - percentile(slowest_work, 50))
+    out["exposed_comm_s"] = exposed
+    if allreduce_time_s is not None and allreduce_time_s > 0:
+        algbw = grad_bytes / allreduce_time_s / 1e9
+        out["allreduce_time_s"] = allreduce_time_s
+        out["allreduce_algbw_gbps"] = algbw
+        out["allreduce_busbw_gbps"] = bus_bandwidth(algbw, world_size)
+        out["overlap_share"] = min(1.0, max(0.0, 1.0 - exposed / allreduce_time_s))
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -28,7 +29,13 @@ DEVICES = ("cuda", "cpu")
 BACKENDS = ("auto", "nccl", "gloo")
 INITS = ("random", "pretrained")
 #: Deliberate failures, so tests can drive every failure class through a real launch.
-FAULTS = ("none", "crash", "hang", "oom", "nan", "rank_exit")
+FAILURE_FAULTS = ("crash", "hang", "oom", "nan", "rank_exit")
+#: Planted slowdowns of ``fault_ms`` each, only at world size > 1, so the efficiency they cost
+#: is known and its attribution can be checked: slow_rank (the last rank sleeps in every
+#: step's forward: a straggler), slow_data (every batch fetch sleeps: data wait), slow_comm (a
+#: communication hook delays every step's last all-reduce bucket: exposed communication).
+SLOW_FAULTS = ("slow_rank", "slow_data", "slow_comm")
+FAULTS = ("none", *FAILURE_FAULTS, *SLOW_FAULTS)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -78,7 +85,7 @@ class DDPKnobs:
 
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
-    """One training run. Every field takes part in ``run_id``."""
+    """One training run. Every field takes part in ``run_id`` (see HASH_OMIT_DEFAULTS)."""
 
     nodes: int = 1
     """Number of machines."""
@@ -123,9 +130,19 @@ class RunSpec:
     repeat: int = 0
     """Repeat index: identical configurations measured several times for noise estimates."""
     fault: str = "none"
-    """Deliberate failure for tests: none, crash, hang, oom, nan, rank_exit."""
+    """Deliberate failure (crash, hang, oom, nan, rank_exit) or planted slowdown (slow_rank,
+    slow_data, slow_comm; see SLOW_FAULTS), or none."""
+    fault_ms: float = 0.0
+    """Delay of a planted slowdown in milliseconds (per step, or per batch fetch for
+    slow_data); unused by the other faults."""
+    explain: bool = True
+    """After the measured window, measure what explains the efficiency (compute-only steps,
+    the all-reduce ceiling, exposed communication, straggler wait): distrinews/explain.py."""
 
-    KEY_EXCLUDE: ClassVar[frozenset[str]] = frozenset({"repeat"})
+    KEY_EXCLUDE: ClassVar[frozenset[str]] = frozenset({"repeat", "explain"})
+    #: Fields added after results were first recorded: left out of run_id and config_key while
+    #: they hold their default, so points measured before they existed keep their ids.
+    HASH_OMIT_DEFAULTS: ClassVar[dict[str, Any]] = {"fault_ms": 0.0, "explain": True}
 
     def __post_init__(self) -> None:
         _int_at_least("nodes", self.nodes, 1)
@@ -161,6 +178,15 @@ class RunSpec:
         _int_at_least("seed", self.seed, 0)
         _int_at_least("repeat", self.repeat, 0)
         _choice("fault", self.fault, FAULTS)
+        if (
+            not isinstance(self.fault_ms, (int, float))
+            or isinstance(self.fault_ms, bool)
+            or not math.isfinite(self.fault_ms)
+            or not 0 <= self.fault_ms <= 60_000
+        ):
+            raise UserError(f"fault_ms = {self.fault_ms!r} must be a number of ms in 0..60000")
+        object.__setattr__(self, "fault_ms", float(self.fault_ms))
+        _bool("explain", self.explain)
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -175,6 +201,12 @@ class RunSpec:
             return "ddp.static_graph with grad_accum > 1 is broken in PyTorch (#143580)"
         if self.ddp.comm_hook == "bf16" and self.device != "cuda":
             return "ddp.comm_hook = 'bf16' needs CUDA + NCCL (gloo has no bf16 all-reduce)"
+        if self.fault == "slow_comm" and self.ddp.comm_hook != "none":
+            # DDP takes one communication hook; the delay is planted through that one slot.
+            return (
+                "fault = 'slow_comm' plants its own communication hook: "
+                "needs ddp.comm_hook = 'none'"
+            )
         return None
 
     @property
@@ -195,13 +227,17 @@ class RunSpec:
     @property
     def run_id(self) -> str:
         """Stable id of this exact point (repeat included): 12 hex chars of a SHA-256."""
-        return _digest(self.to_dict())
+        return _digest(self._hash_body())
 
     @property
     def config_key(self) -> str:
         """Stable id of the configuration without the repeat index: repeats share it."""
-        body = {k: v for k, v in self.to_dict().items() if k not in self.KEY_EXCLUDE}
+        body = {k: v for k, v in self._hash_body().items() if k not in self.KEY_EXCLUDE}
         return _digest(body)
+
+    def _hash_body(self) -> dict[str, Any]:
+        omit = {k for k, v in self.HASH_OMIT_DEFAULTS.items() if getattr(self, k) == v}
+        return {k: v for k, v in self.to_dict().items() if k not in omit}
 
     # -- (de)serialisation -----------------------------------------------------------------
 

@@ -300,6 +300,11 @@ class StepTimer:
     def data_wait_s(self) -> float:
         return sum(self._elapsed(p) for p in self.waits)
 
+    def data_wait_per_step_s(self, micro_steps: int) -> list[float]:
+        """Data wait of each step (``micro_steps`` batch fetches per optimizer step)."""
+        waits = [self._elapsed(p) for p in self.waits]
+        return [sum(waits[i : i + micro_steps]) for i in range(0, len(waits), micro_steps)]
+
 
 # --------------------------------------------------------------------------------------------
 # The step
@@ -358,8 +363,14 @@ class Trainer:
         inner = getattr(self.model, "_orig_mod", self.model)  # torch.compile wraps the DDP module
         return inner if isinstance(inner, DDP) else None
 
-    def forward_backward(self, stream: BatchStream, timer: StepTimer | None = None) -> torch.Tensor:
-        """The micro-steps of one optimizer step: gradients in ``.grad``; returns the loss."""
+    def forward_backward(
+        self, stream: BatchStream, timer: StepTimer | None = None, *, sync: bool = True
+    ) -> torch.Tensor:
+        """The micro-steps of one optimizer step: gradients in ``.grad``; returns the loss.
+
+        ``sync=False`` runs every micro-step under ``no_sync()``: no gradient all-reduce at all
+        (a compute-only step, distrinews/explain.py; ranks' weights drift apart after it).
+        """
         ddp = self._ddp()
         total = torch.zeros((), device=self.device)
         for micro in range(self.grad_accum):
@@ -369,7 +380,7 @@ class Trainer:
             if timer is not None:
                 timer.data_end()
             self.totals.add(batch)
-            last = micro == self.grad_accum - 1
+            last = micro == self.grad_accum - 1 and sync
             # Skip the all-reduce on all but the last micro-step: gradients accumulate locally.
             sync = nullcontext() if last or ddp is None else ddp.no_sync()
             with sync:
@@ -393,11 +404,13 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def step(self, stream: BatchStream, timer: StepTimer | None = None) -> torch.Tensor:
+    def step(
+        self, stream: BatchStream, timer: StepTimer | None = None, *, sync: bool = True
+    ) -> torch.Tensor:
         """One optimizer step; returns its loss as a device tensor (no host sync)."""
         if timer is not None:
             timer.step_start()
-        loss = self.forward_backward(stream, timer)
+        loss = self.forward_backward(stream, timer, sync=sync)
         self.optimizer_step()
         if timer is not None:
             timer.step_end()

@@ -15,12 +15,15 @@ Fine-tune (what ``distrinews-bench train`` launches): ``--fit fit.json`` instead
 A benchmark run does ``warmup_steps`` discarded optimizer steps, then ``measured_steps`` timed
 ones between two device synchronizes, gathers every rank's step times, and rank 0 writes
 ``DIR/record.json`` atomically (schema: notes/contracts.md; figures: distrinews/metrics.py).
+Then, unless ``explain`` is off, it measures what explains the efficiency (compute-only steps,
+the all-reduce ceiling; distrinews/explain.py) in the same process group, after the window.
 
 Failures speak: the first failing rank writes ``DIR/error.json`` (later ones
 ``error.rank<N>.json``) naming the class — oom, nan_loss, nccl_error, rank_died, crashed,
 invalid_spec — and the process exits with 3, 4, 5, 5, 1 or 2 respectively. ``RunSpec.fault``
 injects each of these for real (a huge allocation, a NaN weight, a rank calling ``os._exit``,
-an exception, an endless sleep) so tests drive every path through a real launch.
+an exception, an endless sleep) so tests drive every path through a real launch; its slow_*
+values plant known slowdowns instead (distrinews/explain.py).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import Any
 
 import torch
 
+from . import explain
 from .distributed import (
     DEFAULT_TIMEOUT_S,
     DistContext,
@@ -54,8 +58,9 @@ from .distributed import (
     synchronize,
 )
 from .errors import UserError
+from .explain import plant_slowdown
 from .metrics import WindowCounts, matmul_params, peak_flops, summarize
-from .runspec import RunSpec
+from .runspec import FAILURE_FAULTS, RunSpec
 from .train import (
     BatchStream,
     FitResult,
@@ -121,7 +126,9 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         drop_last=False,  # tiny data sets still fill steps; the stream cycles epochs anyway
     )
     pad_to = run.max_length if run.seq_policy == "fixed" else None
-    stream = BatchStream(dataset, sampler, pad_to=pad_to, device=device)
+    stream = plant_slowdown(
+        run, ctx, trainer, BatchStream(dataset, sampler, pad_to=pad_to, device=device)
+    )
 
     if ctx.is_main:
         on_log(f"warmup: {run.warmup_steps} steps")
@@ -141,7 +148,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
     losses: list[torch.Tensor] = []
     start_unix, t0 = time.time(), time.perf_counter()
     for i in range(run.measured_steps):
-        if run.fault != "none" and i == fault_step:
+        if run.fault in FAILURE_FAULTS and i == fault_step:
             inject_fault(run.fault, ctx, model)
         losses.append(trainer.step(stream, timer))
     synchronize(device)  # the window ends when the device has finished its last step
@@ -159,6 +166,17 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         "loss_last": float(losses[-1]),
     }
     ranks = all_gather_objects(mine, ctx)
+    if run.explain:
+        # After the window, so nothing measured above is disturbed: distrinews/explain.py.
+        explained = explain.measure(
+            run, ctx, trainer, stream, model,
+            window_step_times_s=[r["step_times_s"] for r in ranks],
+            window_elapsed_s=max(r["elapsed_s"] for r in ranks),
+        )  # fmt: skip
+        if ctx.is_main:
+            on_log(f"explain: {explained['metrics']}")
+    else:
+        explained = explain.skipped()
     totals = {k: sum(r["totals"][k] for r in ranks) for k in mine["totals"]}
     cfg = model.config
     gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
@@ -189,8 +207,11 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         "run_id": run.run_id,
         "config_key": run.config_key,
         "spec": run.to_dict(),
-        "metrics": metrics,
+        "metrics": {**metrics, **explained["metrics"]},
         "step_times_s": [r["step_times_s"] for r in ranks],
+        "compute_step_times_s": explained["compute_step_times_s"],
+        "buckets": explained["buckets"],
+        "grad_dtype": explained["grad_dtype"],
         "measured_window": {"start_unix": start_unix, "end_unix": end_unix},
         "env": environment(ctx, gpu_name),
         "warnings": warnings,

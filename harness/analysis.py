@@ -58,7 +58,11 @@ CONFIG_COLUMNS = (
     "nccl_env",
     "warmup_steps",
     "measured_steps",
+    "fault",
+    "fault_ms",
 )
+#: Config columns added after ledgers were first written, with the value older rows meant.
+CONFIG_DEFAULTS = {"fault": "none", "fault_ms": 0.0}
 #: Config columns that say how many GPUs, i.e. the x axis of a scaling curve.
 SIZE_COLUMNS = ("nodes", "nproc_per_node", "world_size")
 DDP_COLUMNS = (
@@ -133,6 +137,9 @@ def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFr
         bad = int((before & frame[col].isna()).sum())
         if bad:
             notes.append(f"{source}: column {col} held non-numbers in {bad} row(s); shown blank")
+    for col, default in CONFIG_DEFAULTS.items():
+        frame[col] = frame[col].astype(object).where(frame[col].notna(), default)
+    frame["fault_ms"] = pd.to_numeric(frame["fault_ms"], errors="coerce").astype(float)
     for col in ("world_size", "nodes", "nproc_per_node", "per_device_batch", "global_batch"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     if len(frame):

@@ -317,6 +317,19 @@ METRIC_KEYS = (
     "measured_time_s",
     "loss_first",
     "loss_last",
+    # What explains the efficiency (distrinews/metrics.py explain_figures; null at one rank,
+    # where there is no all-reduce, and when the run's explain switch is off).
+    "data_wait_s",
+    "compute_step_time_s",
+    "allreduce_time_s",
+    "allreduce_algbw_gbps",
+    "allreduce_busbw_gbps",
+    "allreduce_bucketed_time_s",
+    "grad_bytes",
+    "bucket_count",
+    "exposed_comm_s",
+    "overlap_share",
+    "straggler_wait_s",
 )
 
 
@@ -347,6 +360,7 @@ def config_columns(spec: RunSpec) -> dict[str, Any]:
         "warmup_steps": spec.warmup_steps,
         "measured_steps": spec.measured_steps,
         "fault": spec.fault,
+        "fault_ms": spec.fault_ms,
     }
 
 

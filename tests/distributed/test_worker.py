@@ -22,12 +22,17 @@ from distrinews.runspec import RunSpec
 pytestmark = pytest.mark.slow
 
 RECORD_KEYS = {"schema_version", "run_id", "config_key", "spec", "metrics", "step_times_s",
-               "measured_window", "env", "warnings"}  # fmt: skip
+               "measured_window", "env", "warnings", "compute_step_times_s", "buckets",
+               "grad_dtype"}  # fmt: skip
 METRIC_KEYS = {
     "samples_per_s", "samples_per_s_per_device", "real_tokens_per_s", "padded_tokens_per_s",
     "step_time_s_p50", "step_time_s_p90", "step_time_s_p99", "step_time_s_mean",
     "data_wait_share", "mem_peak_gib", "mfu", "hfu", "flops_per_step", "measured_steps",
-    "measured_time_s", "loss_first", "loss_last",
+    "measured_time_s", "loss_first", "loss_last", "data_wait_s",
+    # what explains the efficiency (distrinews/explain.py)
+    "compute_step_time_s", "allreduce_time_s", "allreduce_algbw_gbps", "allreduce_busbw_gbps",
+    "allreduce_bucketed_time_s", "grad_bytes", "bucket_count", "exposed_comm_s",
+    "overlap_share", "straggler_wait_s",
 }  # fmt: skip
 ENV_KEYS = {"torch", "cuda", "nccl", "gpu_name", "hostname", "python", "backend", "world_size",
             "device_count"}  # fmt: skip
@@ -53,6 +58,7 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(tmp_path: Path, spec: RunSpec) -> tuple[subprocess.CompletedProcess, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     spec_path, out = tmp_path / "run.json", tmp_path / "out"
     spec_path.write_text(spec.to_json())
     proc = subprocess.run(
@@ -93,6 +99,53 @@ def test_two_rank_record_schema(tmp_path):
     win = rec["measured_window"]
     assert win["start_unix"] < win["end_unix"]
     assert rec["env"]["backend"] == "gloo" and rec["env"]["world_size"] == 2
+    # The explain measurements, after the window, in the same process group.
+    assert m["data_wait_s"] == pytest.approx(m["data_wait_share"] * m["measured_time_s"] / 6)
+    assert len(rec["compute_step_times_s"]) == 2 and all(
+        len(r) >= 3 and all(t > 0 for t in r) for r in rec["compute_step_times_s"]
+    )
+    assert 0 < m["compute_step_time_s"] < m["step_time_s_p99"]
+    n_params = sum(p.numel() for p in _tiny_model().parameters())
+    assert rec["grad_dtype"] == "float32" and m["grad_bytes"] == 4 * n_params
+    assert m["bucket_count"] == len(rec["buckets"]) >= 1
+    assert sum(b["bytes"] for b in rec["buckets"]) == m["grad_bytes"]  # DDP's own buckets
+    assert all(b["allreduce_time_s"] > 0 for b in rec["buckets"])
+    assert m["allreduce_bucketed_time_s"] == pytest.approx(
+        sum(b["allreduce_time_s"] for b in rec["buckets"])
+    )
+    assert m["allreduce_time_s"] > 0 and m["allreduce_algbw_gbps"] == pytest.approx(
+        m["grad_bytes"] / m["allreduce_time_s"] / 1e9
+    )
+    assert m["allreduce_busbw_gbps"] == pytest.approx(m["allreduce_algbw_gbps"])  # 2(N-1)/N = 1
+    assert m["exposed_comm_s"] >= 0 and 0 <= m["overlap_share"] <= 1
+    assert m["straggler_wait_s"] >= 0
+
+
+def _tiny_model():
+    from distrinews.model import NewsClassifier
+
+    return NewsClassifier.from_config("tiny", seed=0)
+
+
+def test_one_rank_explains_compute_only_and_explain_off_writes_nulls(tmp_path):
+    proc, out = _torchrun(tmp_path / "on", _spec(measured_steps=3))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((out / "record.json").read_text())
+    m = rec["metrics"]
+    assert m["compute_step_time_s"] > 0 and m["grad_bytes"] > 0
+    # One rank: no all-reduce to time or expose, nobody to wait for -- null, never 0.
+    for key in ("allreduce_time_s", "allreduce_algbw_gbps", "allreduce_busbw_gbps",
+                "allreduce_bucketed_time_s",
+                "exposed_comm_s", "overlap_share", "straggler_wait_s"):  # fmt: skip
+        assert m[key] is None, key
+    assert all(b["allreduce_time_s"] is None for b in rec["buckets"])
+
+    proc, out = _torchrun(tmp_path / "off", _spec(measured_steps=3, explain=False))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((out / "record.json").read_text())
+    assert set(rec) == RECORD_KEYS and set(rec["metrics"]) == METRIC_KEYS
+    assert rec["compute_step_times_s"] is None and rec["buckets"] is None
+    assert rec["metrics"]["compute_step_time_s"] is None and rec["metrics"]["grad_bytes"] is None
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,255 @@
+"""Why a point's efficiency is what it is: planted slowdowns, and the measurements after the window.
+
+A DDP step on N ranks costs what one rank's work costs (forward, backward, optimizer, data
+wait), plus the wait for the slowest rank (straggler), plus the part of the gradient all-reduce
+that backward did not hide (exposed communication). After the measured window, in the same
+worker and process group, the worker measures each of these (a few seconds at most;
+``RunSpec.explain = false`` switches it off):
+
+1. **compute-only steps** — the same kind of optimizer steps on the same data stream under
+   DDP's ``no_sync()``: no all-reduce, so every rank runs at its own pace. Per rank and step:
+   the step time and its data wait. Gathered, they give the compute-only step time and, step
+   by step, how long the typical rank would wait for the slowest (straggler wait).
+2. **the all-reduce ceiling** — ``dist.all_reduce`` of exactly the gradient's bytes and dtype,
+   then of each of DDP's actual buckets (sizes from DDP's own logging data, in DDP's order:
+   bucket 0 is the first ready in backward), median after warmup, every rank issuing the same
+   number of collectives.
+
+The arithmetic (exposed communication, overlap share, bandwidths) is pure and lives in
+:func:`distrinews.metrics.explain_figures`.
+
+Planted slowdowns (``RunSpec.fault`` in SLOW_FAULTS, ``fault_ms`` each, only at N > 1) make a
+known cause so the attribution can be checked: :func:`plant_slowdown`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .distributed import DistContext, all_gather_objects, barrier, synchronize
+from .metrics import explain_figures, lower_median, percentile
+from .runspec import SLOW_FAULTS, RunSpec
+from .train import BatchStream, StepTimer, Trainer
+
+#: Wall-clock budget of the compute-only steps (the step count adapts, at least MIN_STEPS).
+COMPUTE_BUDGET_S = 2.0
+MIN_STEPS = 3
+#: All-reduce microbenchmark: warmup collectives, then repetitions within a time budget.
+ALLREDUCE_WARMUP = 2
+ALLREDUCE_MIN_REPS, ALLREDUCE_MAX_REPS = 3, 20
+ALLREDUCE_BUDGET_S = 0.5
+BUCKETS_BUDGET_S = 1.0
+
+
+# -- planted slowdowns -----------------------------------------------------------------------
+
+
+class DelayedStream:
+    """A batch stream whose every fetch first sleeps: a data loader that cannot keep up."""
+
+    def __init__(self, stream: BatchStream, delay_s: float) -> None:
+        self.stream, self.delay_s = stream, delay_s
+
+    def next(self) -> Any:
+        time.sleep(self.delay_s)
+        return self.stream.next()
+
+
+def plant_slowdown(
+    run: RunSpec, ctx: DistContext, trainer: Trainer, stream: BatchStream
+) -> BatchStream | DelayedStream:
+    """Install the spec's planted slowdown (if any, and only at N > 1); returns the stream to use.
+
+    - slow_rank: the last rank sleeps ``fault_ms`` per optimizer step inside forward (a forward
+      pre-hook, ``fault_ms / grad_accum`` per micro-step): a straggler the others wait for.
+    - slow_data: every batch fetch sleeps ``fault_ms`` on every rank: data wait.
+    - slow_comm: a DDP communication hook sleeps ``fault_ms`` before all-reducing the last
+      bucket of every step (ready at the end of backward, so nothing can hide it).
+    """
+    if run.fault not in SLOW_FAULTS or ctx.world_size == 1 or run.fault_ms <= 0:
+        return stream
+    delay_s = run.fault_ms / 1e3
+    ddp = trainer._ddp()
+    if run.fault == "slow_data":
+        return DelayedStream(stream, delay_s)
+    if run.fault == "slow_rank":
+        if ctx.rank == ctx.world_size - 1:
+            inner = ddp.module if ddp is not None else trainer.model
+            per_micro = delay_s / run.grad_accum
+            inner.register_forward_pre_hook(lambda module, args: time.sleep(per_micro))
+        return stream
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    # No annotations: DDP compares them to dist.GradBucket itself, and this module's
+    # ``from __future__ import annotations`` would turn them into strings it rejects.
+    def delayed_allreduce(state, bucket):
+        if bucket.is_last():
+            time.sleep(delay_s)
+        return default_hooks.allreduce_hook(None, bucket)
+
+    if ddp is None:
+        raise AssertionError("slow_comm needs the DDP-wrapped model")
+    ddp.register_comm_hook(None, delayed_allreduce)
+    return stream
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+
+def compute_only_steps(
+    trainer: Trainer, stream: Any, steps: int, device: torch.device
+) -> tuple[list[float], list[float]]:
+    """``steps`` optimizer steps under ``no_sync()``: (step times, data wait per step)."""
+    trainer.step(stream, sync=False)  # untimed: a possible recompile, first no_sync forward
+    synchronize(device)
+    timer = StepTimer(device)
+    for _ in range(steps):
+        trainer.step(stream, timer, sync=False)
+    synchronize(device)
+    return timer.step_times_s(), timer.data_wait_per_step_s(trainer.grad_accum)
+
+
+def ddp_bucket_bytes(trainer: Trainer) -> list[int]:
+    """DDP's bucket sizes in bytes, in its order (bucket 0 = first ready in backward)."""
+    ddp = trainer._ddp()
+    if ddp is None:
+        return []
+    sizes = str(ddp._get_ddp_logging_data().get("bucket_sizes", ""))
+    return [int(s) for s in sizes.split(",") if s.strip()]
+
+
+def allreduce_time_s(
+    nbytes: int, dtype: torch.dtype, ctx: DistContext, *, budget_s: float = ALLREDUCE_BUDGET_S
+) -> float | None:
+    """Median seconds of one ``dist.all_reduce`` of ``nbytes`` of ``dtype`` (None at N = 1).
+
+    Every rank must call this with the same arguments: the repetition count is agreed on (the
+    slowest rank's warmup decides), so all ranks issue the same collectives.
+    """
+    if ctx.world_size == 1 or nbytes <= 0:
+        return None
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    buf = torch.zeros(max(1, nbytes // itemsize), dtype=dtype, device=ctx.device)
+    cuda = ctx.device.type == "cuda"
+
+    def once() -> float:
+        # Start together: otherwise one rank's late arrival counts as all-reduce time.
+        barrier(ctx)
+        synchronize(ctx.device)
+        if cuda:  # device time of the collective, as nccl-tests measures it
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            dist.all_reduce(buf)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        dist.all_reduce(buf)
+        return time.perf_counter() - t0
+
+    warm = max(once() for _ in range(ALLREDUCE_WARMUP))
+    agreed = torch.tensor([warm], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    per_op = max(float(agreed.item()), 1e-6)
+    reps = int(min(ALLREDUCE_MAX_REPS, max(ALLREDUCE_MIN_REPS, budget_s / per_op)))
+    return percentile([once() for _ in range(reps)], 50)
+
+
+def grad_bytes_and_dtype(model: torch.nn.Module) -> tuple[int, torch.dtype]:
+    """Bytes of the dense gradients DDP all-reduces per step, and their dtype."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    dtypes = {p.dtype for p in params}
+    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    return sum(p.numel() * p.element_size() for p in params), dtype
+
+
+def measure(
+    run: RunSpec,
+    ctx: DistContext,
+    trainer: Trainer,
+    stream: Any,
+    model: torch.nn.Module,
+    *,
+    window_step_times_s: list[list[float]],
+    window_elapsed_s: float,
+) -> dict[str, Any]:
+    """All explain measurements (every rank calls this, after the window and the gather).
+
+    Returns ``{"metrics": {...}, "compute_step_times_s": per rank, "buckets": [...],
+    "grad_dtype": str}``, identical on every rank.
+    """
+    seconds_per_step = window_elapsed_s / max(1, len(window_step_times_s[0]))
+    steps = max(MIN_STEPS, min(run.measured_steps, math.ceil(COMPUTE_BUDGET_S / seconds_per_step)))
+    barrier(ctx)
+    work, waits = compute_only_steps(trainer, stream, steps, ctx.device)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    gathered = all_gather_objects((work, waits), ctx)
+    grad_bytes, dtype = grad_bytes_and_dtype(model)
+    bucket_bytes = ddp_bucket_bytes(trainer)
+    barrier(ctx)
+    whole = allreduce_time_s(grad_bytes, dtype, ctx)
+    per_bucket_budget = BUCKETS_BUDGET_S / max(1, len(bucket_bytes))
+    bucket_times = [
+        allreduce_time_s(b, dtype, ctx, budget_s=per_bucket_budget) for b in bucket_bytes
+    ]
+    # Each rank timed the same collectives; the figure is the median over ranks.
+    whole_all = all_gather_objects(whole, ctx)
+    buckets_all = all_gather_objects(bucket_times, ctx)
+    whole = None if whole is None else lower_median(whole_all)
+    buckets = [
+        {
+            "bytes": b,
+            "allreduce_time_s": None if t is None else lower_median([r[i] for r in buckets_all]),
+        }
+        for i, (b, t) in enumerate(zip(bucket_bytes, bucket_times, strict=True))
+    ]
+    metrics = explain_figures(
+        window_step_times_s=window_step_times_s,
+        work_step_times_s=[g[0] for g in gathered],
+        work_data_wait_s=[g[1] for g in gathered],
+        allreduce_time_s=whole,
+        grad_bytes=grad_bytes,
+    )
+    metrics["bucket_count"] = len(bucket_bytes) if bucket_bytes else None
+    # DDP's all-reduce as DDP issues it (bucket by bucket), each at the ceiling, summed.
+    timed = [b["allreduce_time_s"] for b in buckets]
+    metrics["allreduce_bucketed_time_s"] = (
+        sum(timed) if timed and all(t is not None for t in timed) else None
+    )
+    compute_times = [[w - d for w, d in zip(*g, strict=True)] for g in gathered]
+    return {
+        "metrics": metrics,
+        "compute_step_times_s": compute_times,
+        "buckets": buckets,
+        "grad_dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+#: The metric keys :func:`measure` adds (null when explain is off or meaningless).
+EXPLAIN_METRIC_KEYS = (
+    "compute_step_time_s",
+    "allreduce_time_s",
+    "allreduce_algbw_gbps",
+    "allreduce_busbw_gbps",
+    "allreduce_bucketed_time_s",
+    "grad_bytes",
+    "bucket_count",
+    "exposed_comm_s",
+    "overlap_share",
+    "straggler_wait_s",
+)
+
+
+def skipped() -> dict[str, Any]:
+    """What the record carries when ``explain`` is off: every key, every value null."""
+    return {
+        "metrics": dict.fromkeys(EXPLAIN_METRIC_KEYS),
+        "compute_step_times_s": None,
+        "buckets": None,
+        "grad_dtype": None,
+    }

@@ -1,0 +1,60 @@
+"""The all-reduce ceiling (distrinews.explain.allreduce_time_s) against an independent
+``dist.all_reduce`` timing of the same bytes, on 2 real gloo ranks (spawned, file:// rendezvous).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from distrinews import explain
+from distrinews.distributed import process_group
+
+pytestmark = pytest.mark.slow
+
+#: Big enough that one all-reduce takes milliseconds on gloo: timer noise is small next to it.
+NBYTES = 16 * 2**20
+
+
+def _independent(nbytes: int, reps: int) -> float:
+    buf = torch.zeros(nbytes // 4, dtype=torch.float32)
+    for _ in range(2):
+        dist.all_reduce(buf)
+    times = []
+    for _ in range(reps):
+        dist.barrier()
+        t0 = time.perf_counter()
+        dist.all_reduce(buf)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _rank(rank: int, init: str, out: str) -> None:
+    torch.set_num_threads(1)
+    with process_group(
+        device="cpu", backend="gloo", rank=rank, world_size=2, init_method=init
+    ) as ctx:
+        # Interleaved three times, so a burst of load on this shared box hits both alike.
+        ours, theirs = [], []
+        for _ in range(3):
+            ours.append(explain.allreduce_time_s(NBYTES, torch.float32, ctx))
+            theirs.append(_independent(NBYTES, reps=10))
+        if rank == 0:
+            Path(out).write_text(json.dumps({"ours": ours, "theirs": theirs}))
+
+
+def test_allreduce_ceiling_agrees_with_an_independent_timing(tmp_path):
+    out = tmp_path / "times.json"
+    mp.spawn(_rank, args=(f"file://{tmp_path / 'rdzv'}", str(out)), nprocs=2, join=True)
+    times = json.loads(out.read_text())
+    ours, theirs = statistics.median(times["ours"]), statistics.median(times["theirs"])
+    print(f"\nall-reduce of {NBYTES} bytes on 2 gloo ranks: explain {ours * 1e3:.2f} ms, "
+          f"independent dist.all_reduce {theirs * 1e3:.2f} ms")  # fmt: skip
+    assert ours == pytest.approx(theirs, rel=0.20)
