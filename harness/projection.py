@@ -220,13 +220,14 @@ def ddp_buckets(
 ) -> list[int]:
     """DDP's bucket sizes for parameters given in ``model.parameters()`` order.
 
-    DDP fills buckets in reverse parameter order (the order gradients appear in backward); a
-    bucket closes once it reaches its cap (the first bucket's cap is 1 MiB), so a parameter
-    bigger than the cap gets a bucket of its own. Returned in DDP's order (bucket 0 first).
+    DDP (after its first iteration) fills buckets in the order gradients appear in backward,
+    about the reverse parameter order; a bucket closes once it reaches its cap (the first
+    bucket's cap is 1 MiB, or the cap when that is smaller), so a parameter bigger than the cap
+    gets a bucket of its own. Returned in DDP's order (bucket 0 first).
     """
     buckets: list[int] = []
     size = 0
-    cap = first_cap_bytes
+    cap = min(first_cap_bytes, bucket_cap_bytes)
     for nbytes in reversed(list(param_bytes)):
         size += int(nbytes)
         if size >= cap:
