@@ -40,7 +40,9 @@ from harness.projection import (
     Network,
     StepModel,
     ddp_buckets,
+    exposed_comm_s,
     fit_hide_share,
+    fit_latency_bandwidth,
     hook_wire_share,
     powersgd_share,
     predict_steps,
@@ -68,6 +70,8 @@ class Measured:
     nodes: int
     busbw_gbps: tuple[float, ...] = ()
     exposed_comm_s: tuple[float, ...] = ()
+    bucket_times: tuple[tuple[float, float], ...] = ()
+    """(bytes, seconds) of all-reduces of DDP's buckets at this N (record.json ``buckets``)."""
     efficiency: float | None = None
     efficiency_lo: float | None = None
     efficiency_hi: float | None = None
@@ -442,6 +446,14 @@ def _curve_inputs(
             share, total = _values(at_n, "overlap_share"), _values(at_n, "allreduce_time_s")
             if share and total and len(share) == len(total):
                 exposed = tuple((1 - s) * t for s, t in zip(share, total, strict=True))
+        timed = []
+        for r in at_n:
+            for b in (_record(sweep_dir, r.get("point_dir")) or {}).get("buckets") or []:
+                size, t = (
+                    (b.get("bytes"), b.get("allreduce_time_s")) if isinstance(b, dict) else (0, 0)
+                )
+                if _positive(size) and _positive(t):
+                    timed.append((float(size), float(t)))
         e, lo, hi = eff.get(at_n[0]["config_key"], (None, None, None))
         measured.append(
             Measured(
@@ -449,6 +461,7 @@ def _curve_inputs(
                 nodes=int(at_n[0]["nodes"]),
                 busbw_gbps=busbw,
                 exposed_comm_s=exposed,
+                bucket_times=tuple(timed),
                 efficiency=e,
                 efficiency_lo=lo,
                 efficiency_hi=hi,
@@ -470,6 +483,15 @@ def _curve_inputs(
         curve=label,
         config=config,
         sources=sources,
+    )
+
+
+def _positive(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
     )
 
 
@@ -569,7 +591,10 @@ def project(
         plans.append(feeds)
         for feed, ns in feeds.items():
             fits = feed is not None and bool(measured[feed].exposed_comm_s)
+            # A latency fitted to this curve's own bucket timings cannot be stacked.
+            alone = feed is not None and _latency_fit(measured[feed]) is not None
             key = (
+                ci if alone else None,
                 inp.bucket_bytes,
                 inp.wire_share,
                 inp.collectives_per_bucket,
@@ -582,7 +607,7 @@ def project(
             groups.setdefault(key, []).append(ci)
     results: dict[tuple[int, int | None], tuple[Any, _Bands, dict[str, Any], int]] = {}
     for key, members in groups.items():
-        feed, fits, ns = key[5], key[6], list(key[7])
+        feed, fits, ns = key[6], key[7], list(key[8])
         first = inputs[members[0]]
         compute = np.concatenate([computes[ci] for ci in members])
         jitter = np.concatenate(
@@ -593,8 +618,9 @@ def project(
             busbw = np.concatenate([draws[(ci, feed)][0] for ci in members])
             if fits:
                 exposed = np.concatenate([draws[(ci, feed)][1] for ci in members])
+        lat = _latency_fit(next(m for m in first.measured if m.gpus == feed)) if feed else None
         model, used = _model_for(
-            first, feed, compute, jitter, busbw, exposed, fabric, gpus_per_node
+            first, feed, compute, jitter, busbw, exposed, fabric, gpus_per_node, lat
         )
         pred = predict_steps(model, ns)
         d = len(computes[members[0]])
@@ -642,12 +668,19 @@ def _plain_used(used: dict[str, Any], feed: int | None, inp: CurveInputs) -> dic
     else:
         m = next(x for x in inp.measured if x.gpus == feed)
         out["intra_busbw_source"] = f"measured at N = {feed} ({len(m.busbw_gbps)} run(s))"
+        if "latency_s" in used:
+            out["latency_s"] = float(used["latency_s"])
+            out["intra_busbw_source"] = (
+                f"fitted with a latency of {1e6 * out['latency_s']:.0f} µs per ring step to "
+                f"{len(m.bucket_times)} bucket all-reduces at N = {feed}"
+            )
     out["hide_share"] = float(used["hide_share"])
     if "exposed_comm_s" in used:
         out["exposed_comm_s"] = float(used["exposed_comm_s"])
         out["hide_share_source"] = f"fitted to the exposed all-reduce at N = {feed}"
         if bool(used.get("clamped")):
             out["hide_share_note"] = "measurement outside the model's range; clamped"
+        out["sync_overhead_s"] = float(used.get("sync_overhead_s", 0.0))
     else:
         out["hide_share_source"] = inp.sources.get("hide_share", DEFAULT_HIDE_NOTE)
     return out
@@ -662,13 +695,17 @@ def _model_for(
     exposed: np.ndarray | None,
     fabric: Fabric,
     gpus_per_node: int,
+    latency: tuple[float, float] | None = None,
 ) -> tuple[StepModel, dict[str, Any]]:
     """The step model fed by the measured point ``feed`` (None: the fabric and defaults).
 
     Arrays are draws (of one or several stacked curves); the returned facts are arrays too.
+    ``latency`` is (α s per step, busbw GB/s) fitted to the feed's bucket all-reduces: then the
+    intra-node link is that line (latency growing with N) instead of the plain bandwidth.
     """
     hide = np.full(compute.shape, inp.hide_share)
     used: dict[str, Any] = {}
+    overhead = np.zeros(compute.shape)
     if busbw is None:
         net = Network.from_fabric(fabric, gpus_per_node)
         used["intra_busbw_gbps"] = fabric.intra.busbw_gbps
@@ -676,6 +713,17 @@ def _model_for(
     else:
         net = Network.from_fabric(fabric, gpus_per_node, intra_busbw_gbps=busbw)
         used["intra_busbw_gbps"] = busbw
+        if latency is not None:
+            alpha, fitted = latency
+            net = replace(
+                net,
+                intra_busbw_gbps=fitted,
+                intra_ring_step_s=alpha,
+                base_latency_s=0.0,
+                intra_latency=True,
+            )
+            used["intra_busbw_gbps"] = fitted
+            used["latency_s"] = alpha
         if exposed is not None and feed is not None:
             probe = StepModel(
                 compute_s=compute,
@@ -689,11 +737,17 @@ def _model_for(
             )
             times = _bucket_times(probe, feed)
             dense = np.asarray(inp.bucket_bytes, dtype=float)
+            fractions = ready_fractions(dense)
             hide, clamped = fit_hide_share(
-                times, compute, inp.grad_accum, exposed, ready_fractions(dense), inp.hide_share
+                times, compute, inp.grad_accum, exposed, fractions, inp.hide_share
             )
+            # Exposure beyond what even no overlap gives: a cost of synchronising the
+            # all-reduce model does not explain (hooks, copies, scheduling), carried as is.
+            window = compute * hide / inp.grad_accum
+            overhead = np.maximum(exposed - exposed_comm_s(times, window, fractions), 0.0)
             used["exposed_comm_s"] = exposed
             used["clamped"] = clamped
+            used["sync_overhead_s"] = overhead
     used["hide_share"] = hide
     model = StepModel(
         compute_s=compute,
@@ -704,8 +758,16 @@ def _model_for(
         hide_share=hide,
         jitter_share=jitter,
         net=net,
+        sync_overhead_s=overhead,
     )
     return model, used
+
+
+def _latency_fit(m: Measured) -> tuple[float, float] | None:
+    if not m.bucket_times:
+        return None
+    sizes, times = zip(*m.bucket_times, strict=True)
+    return fit_latency_bandwidth(sizes, times, m.gpus)
 
 
 def _bucket_times(model: StepModel, n: int) -> np.ndarray:
@@ -900,6 +962,12 @@ def input_lines(result: Projection, curve: dict[str, Any]) -> list[str]:
             f"({fit['intra_busbw_source']}), hide window {100 * fit['hide_share']:.0f}% of the "
             f"compute step ({fit['hide_share_source']})"
             + (f"; {fit['hide_share_note']}" if fit.get("hide_share_note") else "")
+            + (
+                f"; {1e3 * fit['sync_overhead_s']:.1f} ms per step of synchronising the "
+                "all-reduce does not explain, carried unchanged"
+                if fit.get("sync_overhead_s")
+                else ""
+            )
         )
     return lines
 

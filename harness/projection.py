@@ -215,6 +215,29 @@ def fit_hide_share(
     return share, clamped
 
 
+def fit_latency_bandwidth(
+    bucket_bytes: Sequence[float], bucket_times_s: Sequence[float], gpus: int
+) -> tuple[float, float] | None:
+    """Per-step latency α (s) and bus bandwidth (GB/s) from all-reduces of several sizes at N.
+
+    A ring all-reduce of b bytes on N ranks takes 2(N−1)·α + 2(N−1)/N · b / busbw: a straight
+    line in b. Least squares over the buckets gives both; None when the sizes do not vary
+    enough (or the fit is not physical: a negative slope or latency), so the caller keeps the
+    plain measured bandwidth.
+    """
+    b = np.asarray(bucket_bytes, dtype=float)
+    t = np.asarray(bucket_times_s, dtype=float)
+    ok = np.isfinite(b) & np.isfinite(t)
+    b, t = b[ok], t[ok]
+    if gpus < 2 or b.size < 2 or np.ptp(b) < 0.5 * b.max():
+        return None
+    slope, intercept = np.polyfit(b, t, 1)
+    if slope <= 0 or intercept < 0:
+        return None
+    steps = 2 * (gpus - 1)
+    return float(intercept / steps), float(steps / gpus / slope / 1e9)
+
+
 def ddp_buckets(
     param_bytes: Sequence[int], bucket_cap_bytes: float, first_cap_bytes: float = FIRST_BUCKET_BYTES
 ) -> list[int]:
@@ -298,6 +321,9 @@ class StepModel:
     hide_share: np.ndarray
     jitter_share: np.ndarray | float
     net: Network
+    sync_overhead_s: np.ndarray | float = 0.0
+    """Per-step cost of synchronising that the all-reduce does not explain (measured at a
+    smaller N as exposure beyond what any overlap could give), carried unchanged to N > 1."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +351,9 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
     exposed = np.where(g[None, :] <= 1, 0.0, exposed)
     jitter = np.asarray(model.jitter_share, dtype=float)
     stall = straggler_s(compute, jitter[:, None] if jitter.ndim else jitter, g[None, :])
+    overhead = np.asarray(model.sync_overhead_s, dtype=float)
+    overhead = overhead[:, None] if overhead.ndim else overhead
+    exposed = exposed + np.where(g[None, :] <= 1, 0.0, overhead)
     step = compute + exposed + stall
     total = times.sum(axis=-1)
     weights = per_collective / per_collective.sum() if per_collective.sum() else per_collective

@@ -37,6 +37,8 @@ class Plant:
     """Relative noise on the measured step and bandwidth per repeat (0: exact)."""
     model: str = "base"
     seed: int = 0
+    overhead_s: float = 0.0
+    """Per-step synchronisation cost at N > 1 beyond the all-reduce (planted, recoverable)."""
     # (At 1 GB/s the exposure at N = 2 is above the floor, so it pins the window down.)
 
 
@@ -64,6 +66,7 @@ def planted_steps(plant: Plant, gpus) -> dict[str, np.ndarray]:
         hide_share=np.array([plant.hide_share]),
         jitter_share=0.0,
         net=planted_network(plant),
+        sync_overhead_s=plant.overhead_s,
     )
     pred = predict_steps(model, list(gpus))
     return {
