@@ -41,6 +41,7 @@ distrinews/explain.py; null at one rank, where there is no all-reduce and nobody
   slowest rank's, measured window) minus median compute-only step of the slowest rank (data wait
   included, so data and stragglers are not counted twice); clamped at 0 (noise).
 * **overlap_share** — 1 − exposed_comm_s / allreduce_time_s, clamped to 0..1.
+* **explain_time_s** — the wall-clock seconds these measurements added to the run.
 """
 
 from __future__ import annotations

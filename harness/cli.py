@@ -601,16 +601,20 @@ def bench_serve(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["html", "text"]),
+    type=click.Choice(["html", "text", "json"]),
     default="html",
     show_default=True,
-    help="html: write one self-contained file; text: print the headline tables.",
+    help="html: write one self-contained file; text: print the headline tables; json: print "
+    "the report's numbers (headline, curves, decomposition) as one JSON object.",
 )
 @user_errors
 def report(results_dir: Path, output: Path | None, fmt: str) -> None:
     """Render the scaling report of one sweep folder."""
-    from harness.report import load_report, render_report, render_text
+    from harness.report import load_report, render_json, render_report, render_text
 
+    if fmt == "json":
+        click.echo(render_json(results_dir), nl=False)
+        return
     if fmt == "text":
         click.echo(render_text(load_report(results_dir)), nl=False)
         return

@@ -33,7 +33,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from distrinews.errors import UserError
-from harness import analysis, serving_store, store
+from harness import analysis, attribution, serving_store, store
 from harness.analysis import THROUGHPUT
 
 #: Metrics that get a bootstrap interval wherever the report shows them.
@@ -832,6 +832,9 @@ def build_report(
     sections: list[Section] = []
     if n_ok:
         sections.extend(_scaling_sections(frame, summary, curves))
+        why = _why_section(summary, curves)
+        if why is not None:
+            sections.append(why)
         sections.extend(_projection_sections(projection))
         sections.extend(_settings_sections(frame, summary))
         sections.extend(_hardware_sections(summary, telemetry, rank_times, labels, run_labels))
@@ -863,7 +866,12 @@ def build_report(
         Section(
             id="definitions",
             title="What the numbers mean",
-            tables=(Table(columns=("term", "definition"), rows=DEFINITIONS),),
+            tables=(
+                Table(
+                    columns=("term", "definition"),
+                    rows=(*DEFINITIONS, *attribution.DEFINITIONS),
+                ),
+            ),
         )
     )
     return Report(
@@ -1512,7 +1520,9 @@ def render_text(report: Report) -> str:
         out.append("")
     out.append(_table_text(report.headline, "Headline"))
     for section in report.sections:
-        if section.id in ("scaling", "serving", "failures"):
+        if section.id == "why":
+            out.append(f"{section.title}\n{'-' * len(section.title)}\n{section.intro}\n")
+        if section.id in ("scaling", "why", "serving", "failures"):
             for table in section.tables:
                 out.append(_table_text(table, section.title))
             if not section.tables and section.intro:
@@ -1541,14 +1551,7 @@ def _table_text(table: Table, title: str) -> str:
 
 def load_report(sweep_dir: Path) -> Report:
     """Read a sweep folder (ledger, env.json, a few telemetry and record files) into a Report."""
-    sweep_dir = Path(sweep_dir)
-    if sweep_dir.is_dir() and not store.ledger_path(sweep_dir).is_file():
-        inside = sorted(p.name for p in sweep_dir.iterdir() if store.ledger_path(p).is_file())
-        if inside:  # a results root, not one sweep: say which sweeps it holds
-            raise UserError(
-                f"{sweep_dir}: not a sweep folder; it holds the sweeps {', '.join(inside)} -- "
-                f"pass one of them, e.g. {sweep_dir / inside[0]}"
-            )
+    sweep_dir = _sweep_dir(sweep_dir)
     frame = analysis.load_frame(sweep_dir)
     env = analysis.load_env(sweep_dir)
     telemetry = analysis.load_telemetry(sweep_dir, telemetry_points(frame)) if len(frame) else None
@@ -1590,6 +1593,19 @@ def _load_projection(sweep_dir: Path, frame: pd.DataFrame) -> Any:
         return None
 
 
+def _sweep_dir(sweep_dir: Path) -> Path:
+    """``sweep_dir`` as a Path; a results root (sweeps inside) is a UserError naming them."""
+    sweep_dir = Path(sweep_dir)
+    if sweep_dir.is_dir() and not store.ledger_path(sweep_dir).is_file():
+        inside = sorted(p.name for p in sweep_dir.iterdir() if store.ledger_path(p).is_file())
+        if inside:  # a results root, not one sweep: say which sweeps it holds
+            raise UserError(
+                f"{sweep_dir}: not a sweep folder; it holds the sweeps {', '.join(inside)} -- "
+                f"pass one of them, e.g. {sweep_dir / inside[0]}"
+            )
+    return sweep_dir
+
+
 def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     """Render ``sweep_dir`` to one self-contained HTML file (atomically); return its path.
 
@@ -1601,3 +1617,249 @@ def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     store.atomic_write_text(out, render_html(load_report(sweep_dir)))
     os.chmod(out, 0o644)  # a report is for sharing; the atomic temp file was created 0600
     return out
+
+
+# -- why efficiency drops (harness.attribution) ----------------------------------------------
+
+#: Stack colours of the loss parts (unexplained in grey: it is the remainder, not a cause).
+PART_COLORS = {
+    "compute": "#636efa",
+    "exposed_comm": "#ef553b",
+    "data_wait": "#00cc96",
+    "straggler": "#ab63fa",
+    "unexplained": "#b0b7c3",
+}
+
+
+def fig_why(decomp: pd.DataFrame, curve_id: str) -> go.Figure | None:
+    """Stacked bars: each GPU count's lost efficiency split into its parts (pp) on one curve.
+
+    Parts can be negative (a part smaller than at N0, or a negative remainder): they stack
+    below zero, and the black marker is the total 1 − E(N).
+    """
+    rows = decomp[(decomp["curve_id"] == curve_id) & decomp["explained"].astype(bool)]
+    if rows.empty:
+        return None
+    rows = rows.sort_values("world_size")
+    x = [f"N={int(n)}" for n in rows["world_size"]]
+    mode = rows["scaling_mode"].iloc[0]
+    fig = go.Figure()
+    for part in attribution.COMPONENTS:
+        name = attribution.part_name(part, mode)
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=rows[f"{part}_pp"],
+                name=name,
+                marker={"color": PART_COLORS[part]},
+                hovertemplate=f"%{{x}}<br>{name}: %{{y:.1f}} pp<extra></extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=rows["loss_pp"],
+            mode="markers",
+            name="1 − E(N) (total)",
+            marker={"color": "black", "symbol": "diamond", "size": 10},
+            hovertemplate="%{x}<br>lost: %{y:.1f} pp<extra></extra>",
+        )
+    )
+    return _layout(
+        fig,
+        f"Why efficiency drops: {rows['curve'].iloc[0]}",
+        barmode="relative",
+        xaxis={"title": f"GPU count (vs N0={int(rows['base_world_size'].iloc[0])})"},
+        yaxis={"title": "lost efficiency (percentage points)"},
+    )
+
+
+def fig_allreduce(summary: pd.DataFrame, curve: pd.DataFrame) -> go.Figure | None:
+    """Per GPU count on one curve: the all-reduce ceiling, DDP's buckets at the ceiling, and
+    what DDP's step actually exposed, in ms per step."""
+    keys = curve.loc[curve["world_size"] > 1, "config_key"]
+    pts = summary[summary["config_key"].isin(keys)].sort_values("world_size")
+    if pts.empty or pts["allreduce_time_s"].isna().all():
+        return None
+    x = [f"N={int(n)}" for n in pts["world_size"]]
+    fig = go.Figure()
+    bars = (
+        ("allreduce_time_s", "ceiling: one all-reduce of the whole gradient", "#8c9bb5"),
+        ("allreduce_bucketed_time_s", "DDP's buckets, one by one, at the ceiling", "#636efa"),
+        ("exposed_comm_s", "exposed in DDP's step (not hidden by backward)", "#ef553b"),
+    )
+    for col, name, color in bars:
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=pts[col] * 1e3,
+                name=name,
+                marker={"color": color},
+                hovertemplate=f"%{{x}}<br>{name}: %{{y:.2f}} ms<extra></extra>",
+            )
+        )
+    return _layout(
+        fig,
+        "DDP's all-reduce against the measured ceiling",
+        barmode="group",
+        xaxis={"title": "GPU count"},
+        yaxis={"title": "ms per step"},
+    )
+
+
+def why_table(decomp: pd.DataFrame) -> Table:
+    """Every decomposed point: efficiency, the points lost and each part, in pp."""
+    rows, sort_values = [], []
+    for r in decomp.sort_values(["curve", "world_size"]).to_dict("records"):
+        parts = [r[f"{c}_pp"] for c in attribution.COMPONENTS]
+        rows.append(
+            (
+                r["curve"],
+                _num(r["world_size"], 0),
+                _pct(r["efficiency"]),
+                _pp(r["loss_pp"]),
+                *(_pp(p) if r["explained"] else "not measured" for p in parts),
+            )
+        )
+        sort_values.append((r["curve"], r["world_size"], r["efficiency"], r["loss_pp"], *parts))
+    return Table(
+        columns=(
+            "curve",
+            "N",
+            "efficiency",
+            "pp lost",
+            *(f"{attribution.NAMES[c]} pp" for c in attribution.COMPONENTS),
+        ),
+        rows=tuple(rows),
+        sort_values=tuple(sort_values),
+        sortable=True,
+    )
+
+
+def _pp(value: float) -> str:
+    return f"{value:.1f}" if np.isfinite(value) else ""
+
+
+def why_sentence(decomp: pd.DataFrame, summary: pd.DataFrame) -> str | None:
+    """The biggest cause of lost efficiency at the largest N, with its numbers."""
+    row = attribution.headline_row(decomp, summary, THROUGHPUT)
+    if row is None:
+        return None
+    by_key = summary.set_index("config_key")
+    return attribution.biggest_cause(
+        row, by_key.loc[row["config_key"]].to_dict(), by_key.loc[row["base_key"]].to_dict()
+    )
+
+
+def _why_section(summary: pd.DataFrame, curves: pd.DataFrame) -> Section | None:
+    decomp = attribution.decompose(summary, curves)
+    if decomp.empty:
+        return None
+    sentence = why_sentence(decomp, summary) or ""
+    row = attribution.headline_row(decomp, summary, THROUGHPUT)
+    curve = curves[curves["curve_id"] == row["curve_id"]]
+    figs = tuple(
+        f
+        for f in (fig_why(decomp, row["curve_id"]), fig_allreduce(summary, curve))
+        if f is not None
+    )
+    intro = (
+        f"{sentence} Each GPU count's lost efficiency 1 − E(N), in percentage points against "
+        "the curve's smallest GPU count N0, split into the causes measured after each point's "
+        "window; the remainder is shown as it is (definitions at the end of the report)."
+    )
+    return Section(id="why", title="Why efficiency drops", intro=intro, figures=figs,
+                   tables=(why_table(decomp),))  # fmt: skip
+
+
+# -- JSON for machines -----------------------------------------------------------------------
+
+#: Columns of each scaling-curve row in the JSON report.
+JSON_CURVE_COLUMNS = (
+    "curve_id", "curve", "scaling_mode", "world_size", "base_world_size", "config_key",
+    THROUGHPUT, f"{THROUGHPUT}_lo", f"{THROUGHPUT}_hi", "speedup", "speedup_lo", "speedup_hi",
+    "efficiency", "efficiency_lo", "efficiency_hi",
+)  # fmt: skip
+
+
+def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
+    """The report's numbers for machines: headline, scaling curves and the decomposition.
+
+    Numbers stay numbers (NaN -> null); ``decomposition`` rows carry the configuration columns
+    (analysis.CONFIG_COLUMNS, ``fault`` included), ``world_size``, ``efficiency`` and
+    ``loss_pp`` = {compute, exposed_comm, data_wait, straggler, unexplained}.
+    """
+    summary = analysis.summarize(frame, SUMMARY_METRICS)
+    curves = analysis.scaling(frame, summary=summary)
+    decomp = attribution.decompose(summary, curves)
+    by_key = summary.set_index("config_key") if len(summary) else summary
+    headline: dict[str, Any] = {
+        "points": len(summary),
+        "runs": len(frame),
+        "runs_by_status": frame["status"].value_counts().to_dict() if len(frame) else {},
+    }
+    ok = summary[summary[THROUGHPUT].notna()] if len(summary) else summary
+    if len(ok):
+        n_max = ok["world_size"].max()
+        top = ok[ok["world_size"] == n_max].sort_values(THROUGHPUT, ascending=False).iloc[0]
+        eff = curves[curves["config_key"] == top["config_key"]]
+        headline.update(
+            {
+                "largest_world_size": n_max,
+                "best_config_key": top["config_key"],
+                THROUGHPUT: top[THROUGHPUT],
+                f"{THROUGHPUT}_lo": top[f"{THROUGHPUT}_lo"],
+                f"{THROUGHPUT}_hi": top[f"{THROUGHPUT}_hi"],
+                "efficiency": eff["efficiency"].iloc[0] if len(eff) else None,
+                "mfu": top["mfu"],
+            }
+        )
+    headline["why"] = why_sentence(decomp, summary) if len(decomp) else None
+    rows = []
+    for r in decomp.to_dict("records"):
+        config = by_key.loc[r["config_key"]]
+        rows.append(
+            {
+                **{c: analysis._plain(config[c]) for c in analysis.CONFIG_COLUMNS},
+                "config_key": r["config_key"],
+                "curve_id": r["curve_id"],
+                "scaling_mode": r["scaling_mode"],
+                "world_size": analysis._plain(r["world_size"]),
+                "base_world_size": analysis._plain(r["base_world_size"]),
+                "efficiency": r["efficiency"],
+                "loss_pp": attribution.loss_pp_dict(r),
+                "total_loss_pp": r["loss_pp"],
+            }
+        )
+    body = {
+        "title": title,
+        "headline": headline,
+        "curves": curves[list(JSON_CURVE_COLUMNS)].to_dict("records"),
+        "decomposition": rows,
+        "definitions": {t: d for t, d in (*DEFINITIONS, *attribution.DEFINITIONS)},
+    }
+    return _json_clean(body)
+
+
+def _json_clean(value: Any) -> Any:
+    """Plain JSON: numpy scalars to Python, NaN/inf to null, whole floats kept as floats."""
+    if isinstance(value, dict):
+        return {str(k): _json_clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_clean(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return None if pd.isna(value) else str(value)
+
+
+def render_json(sweep_dir: Path) -> str:
+    """The JSON report of a sweep folder (one object, pretty-printed)."""
+    sweep_dir = _sweep_dir(sweep_dir)
+    frame = analysis.load_frame(sweep_dir)
+    return json.dumps(build_json(frame, title=sweep_dir.name), indent=2, allow_nan=False) + "\n"

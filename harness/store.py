@@ -330,6 +330,7 @@ METRIC_KEYS = (
     "exposed_comm_s",
     "overlap_share",
     "straggler_wait_s",
+    "explain_time_s",
 )
 
 

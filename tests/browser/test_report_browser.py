@@ -125,3 +125,16 @@ def test_empty_and_all_failed_reports_load_cleanly(browser, tmp_path):
     assert page.locator("#failures ~ div table tbody tr, #failures ~ table tbody tr").count() >= 1
     assert errors == []
     page.close()
+
+
+def test_why_section_draws_its_stacked_bars_and_the_ceiling(browser, tmp_path):
+    sweep = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2, 4), batches=(32,)))
+    page, errors, _ = open_page(browser, report.render_report(sweep, tmp_path / "why.html"))
+    for div in ("fig-why-0", "fig-why-1"):
+        page.wait_for_selector(f"#{div} .main-svg", timeout=30_000)
+    # five stacked parts (bars) plus the total marker on the first chart
+    assert page.locator("#fig-why-0 .barlayer .trace").count() == 5
+    assert page.locator("#fig-why-1 .barlayer .trace").count() == 3
+    assert "points lost are" in page.inner_text("body")
+    assert errors == []
+    page.close()

@@ -20,7 +20,7 @@ from distrinews.distributed import process_group
 pytestmark = pytest.mark.slow
 
 #: Big enough that one all-reduce takes milliseconds on gloo: timer noise is small next to it.
-NBYTES = 16 * 2**20
+NBYTES = 8 * 2**20
 
 
 def _independent(nbytes: int, reps: int) -> float:
@@ -41,11 +41,16 @@ def _rank(rank: int, init: str, out: str) -> None:
     with process_group(
         device="cpu", backend="gloo", rank=rank, world_size=2, init_method=init
     ) as ctx:
-        # Interleaved three times, so a burst of load on this shared box hits both alike.
+        # Many short rounds, alternating which goes first; each round's ratio compares the two
+        # under the same load on this shared box, and the median ratio ignores load bursts.
         ours, theirs = [], []
-        for _ in range(3):
-            ours.append(explain.allreduce_time_s(NBYTES, torch.float32, ctx))
-            theirs.append(_independent(NBYTES, reps=10))
+        for i in range(5):
+            if i % 2:
+                theirs.append(_independent(NBYTES, reps=10))
+                ours.append(explain.allreduce_time_s(NBYTES, torch.float32, ctx))
+            else:
+                ours.append(explain.allreduce_time_s(NBYTES, torch.float32, ctx))
+                theirs.append(_independent(NBYTES, reps=10))
         if rank == 0:
             Path(out).write_text(json.dumps({"ours": ours, "theirs": theirs}))
 
@@ -55,6 +60,9 @@ def test_allreduce_ceiling_agrees_with_an_independent_timing(tmp_path):
     mp.spawn(_rank, args=(f"file://{tmp_path / 'rdzv'}", str(out)), nprocs=2, join=True)
     times = json.loads(out.read_text())
     ours, theirs = statistics.median(times["ours"]), statistics.median(times["theirs"])
-    print(f"\nall-reduce of {NBYTES} bytes on 2 gloo ranks: explain {ours * 1e3:.2f} ms, "
-          f"independent dist.all_reduce {theirs * 1e3:.2f} ms")  # fmt: skip
-    assert ours == pytest.approx(theirs, rel=0.20)
+    ratio = statistics.median(a / b for a, b in zip(times["ours"], times["theirs"], strict=True))
+    print(
+        f"\nall-reduce of {NBYTES} bytes on 2 gloo ranks: explain {ours * 1e3:.2f} ms, "
+        f"independent dist.all_reduce {theirs * 1e3:.2f} ms, median ratio {ratio:.3f}"
+    )
+    assert ratio == pytest.approx(1.0, rel=0.20)

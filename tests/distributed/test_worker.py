@@ -32,7 +32,7 @@ METRIC_KEYS = {
     # what explains the efficiency (distrinews/explain.py)
     "compute_step_time_s", "allreduce_time_s", "allreduce_algbw_gbps", "allreduce_busbw_gbps",
     "allreduce_bucketed_time_s", "grad_bytes", "bucket_count", "exposed_comm_s",
-    "overlap_share", "straggler_wait_s",
+    "overlap_share", "straggler_wait_s", "explain_time_s",
 }  # fmt: skip
 ENV_KEYS = {"torch", "cuda", "nccl", "gpu_name", "hostname", "python", "backend", "world_size",
             "device_count"}  # fmt: skip
@@ -119,6 +119,7 @@ def test_two_rank_record_schema(tmp_path):
     assert m["allreduce_busbw_gbps"] == pytest.approx(m["allreduce_algbw_gbps"])  # 2(N-1)/N = 1
     assert m["exposed_comm_s"] >= 0 and 0 <= m["overlap_share"] <= 1
     assert m["straggler_wait_s"] >= 0
+    assert 0 < m["explain_time_s"] < 30
 
 
 def _tiny_model():

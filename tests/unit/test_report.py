@@ -39,6 +39,8 @@ def test_full_sweep_has_every_section(full_sweep):
     rep = report.load_report(full_sweep)
     assert section_ids(rep) == [
         "scaling",
+        "why",
+        "projection",
         "precision",
         "batch",
         "knobs",

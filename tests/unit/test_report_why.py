@@ -1,0 +1,67 @@
+"""The "Why efficiency drops" section, its text form, and ``report --format json``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from harness import attribution, report
+from harness.cli import cli
+from tests.helpers_results import FakeSweep, write_sweep
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    return write_sweep(tmp_path_factory.mktemp("why"), FakeSweep(world_sizes=(1, 2, 4, 8)))
+
+
+def test_report_has_the_why_section_with_bars_ceiling_and_sentence(sweep):
+    rep = report.load_report(sweep)
+    why = {s.id: s for s in rep.sections}["why"]
+    assert why.title == "Why efficiency drops"
+    assert why.intro.startswith("At N=8, ") and "points lost are" in why.intro
+    bars, ceiling = why.figures
+    assert [t.name for t in bars.data][:5] == [attribution.NAMES[c] for c in attribution.COMPONENTS]
+    assert bars.layout.barmode == "relative"  # negative parts stack below zero
+    assert {t.name.split(":")[0] for t in ceiling.data} >= {"ceiling"}
+    table = why.tables[0]
+    assert table.columns[:4] == ("curve", "N", "efficiency", "pp lost")
+    # Every row: the parts add up to the points lost (to the printed rounding).
+    for row in table.rows:
+        parts = [float(c) for c in row[4:]]
+        assert sum(parts) == pytest.approx(float(row[3]), abs=0.3)
+    terms = {r[0] for s in rep.sections if s.id == "definitions" for r in s.tables[0].rows}
+    assert {t for t, _ in attribution.DEFINITIONS} <= terms
+
+
+def test_text_report_prints_the_same_sentence(sweep):
+    rep = report.load_report(sweep)
+    why = {s.id: s for s in rep.sections}["why"]
+    text = report.render_text(rep)
+    assert "Why efficiency drops" in text and why.intro in text
+
+
+def test_json_report_keys_and_exact_decomposition(sweep):
+    result = CliRunner().invoke(cli, ["report", str(sweep), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)  # one JSON object, no NaN
+    assert {"headline", "curves", "decomposition"} <= set(body)
+    assert body["headline"]["why"].startswith("At N=8")
+    assert body["headline"]["largest_world_size"] == 8
+    assert {"curve_id", "world_size", "efficiency", "efficiency_lo"} <= set(body["curves"][0])
+    rows = body["decomposition"]
+    assert rows and {r["world_size"] for r in rows} == {2, 4, 8}
+    for row in rows:
+        assert {"fault", "precision", "per_device_batch", "world_size", "efficiency",
+                "loss_pp"} <= set(row)  # fmt: skip
+        assert set(row["loss_pp"]) == {"compute", "exposed_comm", "data_wait", "straggler",
+                                       "unexplained"}  # fmt: skip
+        assert sum(row["loss_pp"].values()) == pytest.approx(100 * (1 - row["efficiency"]))
+
+
+def test_json_report_of_a_results_root_is_one_line_exit_2(sweep):
+    result = CliRunner().invoke(cli, ["report", str(sweep.parent), "--format", "json"])
+    assert result.exit_code == 2
+    assert "not a sweep folder" in result.output and "Traceback" not in result.output
