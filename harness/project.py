@@ -44,6 +44,7 @@ from harness.projection import (
     fit_hide_share,
     fit_latency_bandwidth,
     hook_wire_share,
+    order_spread,
     powersgd_share,
     predict_steps,
     ready_fractions,
@@ -70,6 +71,7 @@ class Measured:
     nodes: int
     busbw_gbps: tuple[float, ...] = ()
     exposed_comm_s: tuple[float, ...] = ()
+    straggler_wait_s: tuple[float, ...] = ()
     bucket_times: tuple[tuple[float, float], ...] = ()
     """(bytes, seconds) of all-reduces of DDP's buckets at this N (record.json ``buckets``)."""
     efficiency: float | None = None
@@ -461,6 +463,7 @@ def _curve_inputs(
                 nodes=int(at_n[0]["nodes"]),
                 busbw_gbps=busbw,
                 exposed_comm_s=exposed,
+                straggler_wait_s=_values(at_n, "straggler_wait_s"),
                 bucket_times=tuple(timed),
                 efficiency=e,
                 efficiency_lo=lo,
@@ -611,7 +614,7 @@ def project(
         first = inputs[members[0]]
         compute = np.concatenate([computes[ci] for ci in members])
         jitter = np.concatenate(
-            [np.full(len(computes[ci]), inputs[ci].jitter_share) for ci in members]
+            [np.full(len(computes[ci]), _jitter(inputs[ci], feed)) for ci in members]
         )
         busbw = exposed = None
         if feed is not None:
@@ -675,6 +678,13 @@ def _plain_used(used: dict[str, Any], feed: int | None, inp: CurveInputs) -> dic
                 f"{len(m.bucket_times)} bucket all-reduces at N = {feed}"
             )
     out["hide_share"] = float(used["hide_share"])
+    out["jitter_share"] = _jitter(inp, feed)
+    m = next((x for x in inp.measured if x.gpus == feed), None)
+    out["jitter_source"] = (
+        f"straggler wait measured at N = {feed}"
+        if m is not None and m.straggler_wait_s
+        else inp.sources.get("jitter", "")
+    )
     if "exposed_comm_s" in used:
         out["exposed_comm_s"] = float(used["exposed_comm_s"])
         out["hide_share_source"] = f"fitted to the exposed all-reduce at N = {feed}"
@@ -761,6 +771,16 @@ def _model_for(
         sync_overhead_s=overhead,
     )
     return model, used
+
+
+def _jitter(inp: CurveInputs, feed: int | None) -> float:
+    """A rank's step-time CV: from the straggler wait measured at ``feed`` (how much the
+    slowest of N ranks exceeded the typical one), else from the N = 1 step times."""
+    m = next((x for x in inp.measured if x.gpus == feed), None)
+    if m is None or not m.straggler_wait_s or not inp.compute_step_s:
+        return inp.jitter_share
+    spread = float(order_spread(m.gpus))
+    return float(np.median(m.straggler_wait_s)) / spread / float(np.median(inp.compute_step_s))
 
 
 def _latency_fit(m: Measured) -> tuple[float, float] | None:
@@ -960,7 +980,8 @@ def input_lines(result: Projection, curve: dict[str, Any]) -> list[str]:
         lines.append(
             f"predictions fed by {who}: intra-node busbw {fit['intra_busbw_gbps']:.3g} GB/s "
             f"({fit['intra_busbw_source']}), hide window {100 * fit['hide_share']:.0f}% of the "
-            f"compute step ({fit['hide_share_source']})"
+            f"compute step ({fit['hide_share_source']}), step jitter "
+            f"{100 * fit['jitter_share']:.1f}% ({fit['jitter_source']})"
             + (f"; {fit['hide_share_note']}" if fit.get("hide_share_note") else "")
             + (
                 f"; {1e3 * fit['sync_overhead_s']:.1f} ms per step of synchronising the "

@@ -184,10 +184,28 @@ def test_accumulation_amortises_one_all_reduce_over_several_micro_steps():
     assert four.exposed_comm_s[0, 0] == pytest.approx(one.exposed_comm_s[0, 0], rel=1e-6)
 
 
-def test_straggler_allowance_grows_with_the_log_of_the_gpu_count():
-    s = pj.straggler_s(np.array([0.1]), 0.02, np.array([1, 8, 1024]))
+def test_straggler_allowance_is_the_spread_of_normal_order_statistics():
+    s = pj.straggler_s(np.array([0.1]), 0.02, np.array([1, 2, 8, 1024]))
     assert s[0] == 0.0
-    assert s[2] == pytest.approx(0.1 * 0.02 * math.sqrt(2 * math.log(1024)))
+    # Exact E[max] − E[lower median] of N standard normals: 2/sqrt(pi) at N = 2, 1.576 at 8.
+    assert s[1] == pytest.approx(0.1 * 0.02 * 2 / math.sqrt(math.pi), rel=0.06)
+    assert s[2] == pytest.approx(0.1 * 0.02 * 1.576, rel=0.02)
+    assert s[3] > s[2]  # keeps growing, like sqrt(2 ln N)
+
+
+def test_jitter_comes_from_the_straggler_wait_measured_below(tmp_path):
+    inp = project.CurveInputs(
+        compute_step_s=(0.1,),
+        bucket_bytes=(1e6,),
+        jitter_share=0.0,
+        measured=(project.Measured(gpus=2, nodes=1, busbw_gbps=(1.0,), straggler_wait_s=(0.004,)),),
+    )
+    cv = project._jitter(inp, 2)
+    assert cv == pytest.approx(0.004 / float(pj.order_spread(2)) / 0.1)
+    result = project.project([inp], [8], NVL, 8, n_boot=10)
+    row = next(r for r in result.rows if r["gpus"] == 8)
+    expected = 0.1 * cv * float(pj.order_spread(8))
+    assert row["straggler_ms"] == pytest.approx(expected * 1e3)
 
 
 def test_ddp_buckets_match_torchs_own_bucketing_for_the_tiny_model():
