@@ -166,22 +166,30 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         "loss_last": float(losses[-1]),
     }
     ranks = all_gather_objects(mine, ctx)
+    warnings = []
+    explained = explain.skipped()
     if run.explain:
         # After the window, so nothing measured above is disturbed: distrinews/explain.py.
-        explained = explain.measure(
-            run, ctx, trainer, stream, model,
-            window_step_times_s=[r["step_times_s"] for r in ranks],
-            window_elapsed_s=max(r["elapsed_s"] for r in ranks),
-        )  # fmt: skip
+        try:
+            explained = explain.measure(
+                run, ctx, trainer, stream, model,
+                window_step_times_s=[r["step_times_s"] for r in ranks],
+                window_elapsed_s=max(r["elapsed_s"] for r in ranks),
+            )  # fmt: skip
+        except Terminated:
+            raise
+        except Exception as exc:  # the window is measured: a failed explanation must not lose it
+            lines = str(exc).strip().splitlines()
+            warnings.append(
+                f"explain measurements failed ({type(exc).__name__}: "
+                f"{lines[0] if lines else ''}); their metrics are null"
+            )
         if ctx.is_main:
             on_log(f"explain: {explained['metrics']}")
-    else:
-        explained = explain.skipped()
     totals = {k: sum(r["totals"][k] for r in ranks) for k in mine["totals"]}
     cfg = model.config
     gpu_name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     peak = peak_flops(gpu_name, run.precision)
-    warnings = []
     if peak is None:
         warnings.append(
             f"mfu and hfu are null: no peak FLOP/s known for {gpu_name or 'cpu'} at "
