@@ -119,7 +119,11 @@ def ddp_bucket_bytes(trainer: Trainer) -> list[int]:
     ddp = trainer._ddp()
     if ddp is None:
         return []
-    sizes = str(ddp._get_ddp_logging_data().get("bucket_sizes", ""))
+    data = ddp._get_ddp_logging_data()
+    # DDP builds one provisional bucket at construction (find_unused_parameters=False) and
+    # rebuilds the real ones, in gradient-ready order, after the first backward; only the
+    # rebuilt sizes are what it all-reduces. "bucket_sizes" keeps the construction-time ones.
+    sizes = str(data.get("rebuilt_bucket_sizes") or data.get("bucket_sizes", ""))
     return [int(s) for s in sizes.split(",") if s.strip()]
 
 

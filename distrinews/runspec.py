@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from .errors import UserError
 from .safeio import loads_strict
+from .synthetic import is_synthetic, parse_shape
 
 SPEC_SCHEMA_VERSION = 1
 
@@ -158,6 +159,8 @@ class RunSpec:
         _choice("init", self.init, INITS)
         if not isinstance(self.model, str) or not self.model:
             raise UserError(f"model = {self.model!r} must be a non-empty string")
+        if is_synthetic(self.model):
+            parse_shape(self.model)  # a bad synthetic shape fails here, before any launch
         if not isinstance(self.data, str) or not self.data:
             raise UserError(f"data = {self.data!r} must be a non-empty string")
         _int_at_least("max_length", self.max_length, 8)

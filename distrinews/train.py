@@ -55,6 +55,8 @@ from .errors import UserError
 from .model import NewsClassifier
 from .runspec import DDPKnobs, RunSpec
 from .safeio import loads_strict, refuse_symlink
+from .sleepnet import SleepNet
+from .synthetic import is_synthetic
 
 #: Dynamic padding rounds the batch width up to a multiple of 8: tensor-core friendly shapes,
 #: and few distinct shapes for torch.compile.
@@ -70,8 +72,14 @@ class NonFiniteLossError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
-def build_model(run: RunSpec) -> NewsClassifier:
-    """The classifier the spec asks for (same weights on every rank: seeded, or pretrained)."""
+def build_model(run: RunSpec) -> NewsClassifier | SleepNet:
+    """The classifier the spec asks for (same weights on every rank: seeded, or pretrained).
+
+    ``synthetic-sleep[:...]`` is the sleeping stand-in that checks the scaling projection
+    (distrinews.synthetic): real gradients, no compute.
+    """
+    if is_synthetic(run.model):
+        return SleepNet.from_spec(run.model)
     if run.init == "pretrained":
         return NewsClassifier.from_pretrained(run.model)
     return NewsClassifier.from_config(run.model, seed=run.seed)

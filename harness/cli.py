@@ -819,6 +819,160 @@ def compare_cmd(
     sys.exit(1 if result.regressed else 0)
 
 
+@cli.command("project")
+@click.argument("results_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--gpus",
+    default=None,
+    help="GPU counts to predict: 8,16,32 or 8,16,...,1024 [default: 8,16,...,1024].",
+)
+@click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--fabric",
+    default=None,
+    help="Interconnect: a preset (dgx-h100, ...), a link, or INTRA,INTER links "
+    "[default: dgx-h100]. An unknown name lists the known ones.",
+)
+@click.option(
+    "--busbw-gbps",
+    default=None,
+    help="All-reduce bus bandwidth INTRA[,INTER] in GB/s; overrides the fabric's (and, "
+    "with a sweep, the measured) bandwidth.",
+)
+@click.option(
+    "--step-time-ms",
+    default=None,
+    help="Pure-input mode: compute-only step time in ms (several, comma-separated: repeats).",
+)
+@click.option("--grad-mb", type=float, default=None, help="Pure-input mode: gradient MiB.")
+@click.option(
+    "--bucket-mb",
+    default="25",
+    show_default=True,
+    help="Pure-input mode: DDP bucket cap in MiB, or the bucket sizes in DDP order.",
+)
+@click.option(
+    "--overlap",
+    type=float,
+    default=None,
+    help="Pure-input mode: share of the compute step backward spans (all-reduces hide "
+    "behind it) [default: 2/3].",
+)
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--comm-hook",
+    type=click.Choice(["none", "fp16", "bf16", "powersgd"]),
+    default="none",
+    show_default=True,
+    help="Pure-input mode: DDP communication hook.",
+)
+@click.option("--powersgd-rank", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--matrix-dim",
+    type=click.IntRange(min=1),
+    default=768,
+    show_default=True,
+    help="Pure-input PowerSGD: the gradient counts as square matrices of this size.",
+)
+@click.option(
+    "--jitter",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Pure-input mode: coefficient of variation of one rank's step time.",
+)
+@click.option(
+    "--per-device-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pure-input mode: samples per GPU per micro-step (for samples/s).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown", "json"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file (atomically) instead of stdout.",
+)
+@user_errors
+def project_cmd(
+    results_dir: Path | None,
+    gpus: str | None,
+    gpus_per_node: int,
+    fabric: str | None,
+    busbw_gbps: str | None,
+    step_time_ms: str | None,
+    grad_mb: float | None,
+    bucket_mb: str,
+    overlap: float | None,
+    grad_accum: int,
+    comm_hook: str,
+    powersgd_rank: int,
+    matrix_dim: int,
+    jitter: float,
+    per_device_batch: int | None,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Predict step time, samples/s and scaling efficiency at 8...1024 GPUs.
+
+    \b
+    From a sweep (every weak-scaling curve with an N = 1 point):
+      distrinews-bench project results/h100x8-scaling --gpus 8,16,...,1024 --fabric dgx-h100
+    From plain numbers (any model, no sweep):
+      distrinews-bench project --step-time-ms 120 --grad-mb 255 --bucket-mb 25 \\
+        --overlap 0.6 --fabric dgx-h100 --gpus 8,16,...,1024
+
+    The model: step = compute + the all-reduce backward cannot hide + a straggler allowance
+    (README, "Scaling projection"). Intervals are 95% bootstraps over the measured inputs.
+    """
+    from harness.project import render, run_project
+    from harness.store import atomic_write_text
+
+    pure_flags = step_time_ms is not None or grad_mb is not None
+    if results_dir is not None and pure_flags:
+        raise UserError("give RESULTS_DIR or --step-time-ms/--grad-mb, not both")
+    pure = None
+    if results_dir is None:
+        if step_time_ms is None or grad_mb is None:
+            raise UserError(
+                "give RESULTS_DIR (a sweep) or both --step-time-ms and --grad-mb (pure inputs)"
+            )
+        pure = {
+            "step_time_ms": step_time_ms,
+            "grad_mb": grad_mb,
+            "bucket_mb": bucket_mb,
+            "overlap": overlap,
+            "grad_accum": grad_accum,
+            "comm_hook": comm_hook,
+            "powersgd_rank": powersgd_rank,
+            "matrix_dim": matrix_dim,
+            "jitter": jitter,
+            "per_device_batch": per_device_batch,
+        }
+    result = run_project(
+        results_dir,
+        gpus=gpus,
+        gpus_per_node=gpus_per_node,
+        fabric=fabric,
+        busbw_gbps=busbw_gbps,
+        pure=pure,
+    )
+    text = render(result, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    atomic_write_text(output, text)
+    click.echo(f"wrote {output}", err=True)
+
+
 def main() -> None:
     cli()
 

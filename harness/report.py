@@ -777,6 +777,7 @@ def build_report(
     max_batch_rows: Sequence[dict[str, Any]] = (),
     trials: pd.DataFrame | None = None,
     log_dirs: Collection[str] | None = None,
+    projection: Any = None,
 ) -> Report:
     """Assemble the whole report from the ledger frame and the side files (all already read).
 
@@ -784,6 +785,7 @@ def build_report(
     ``max_batch_rows`` the largest-batch searches (max_batch.jsonl) and ``trials`` their trial
     runs (harness.cost_report). ``log_dirs``: the point_dirs whose logs/ folder exists (None:
     not checked); the failures table names a logs folder only when it is there.
+    ``projection`` a :class:`harness.project.Projection` (the "Projection" section).
     """
     from harness import cost_report  # it builds on this module's helpers
 
@@ -859,6 +861,7 @@ def build_report(
         why = _why_section(summary, curves)
         if why is not None:
             sections.append(why)
+        sections.extend(_projection_sections(projection))
     sections.extend(s for s in cost if s.id != "energy")
     if n_ok:
         sections.extend(_settings_sections(frame, summary))
@@ -1114,6 +1117,123 @@ def scaling_table(curves: pd.DataFrame) -> Table:
         rows=tuple(rows[i] for i in order),
         sort_values=tuple(sort_values[i] for i in order),
         sortable=True,
+    )
+
+
+def _projection_sections(projection: Any) -> list[Section]:
+    """Predicted efficiency to 1024 GPUs with its band, the measured points on it, the inputs."""
+    if projection is None or not projection.rows:
+        return []
+    from harness.project import TABLE_COLUMNS, input_lines, table_rows
+
+    s = projection.settings
+    intro = (
+        "What the model predicts at more GPUs than were measured, from this sweep's own "
+        "measurements: step = compute-only step + the all-reduce time backward cannot hide + "
+        "a straggler allowance. The all-reduce is bucketed (DDP's buckets, one after another; "
+        "the bucket produced last in backward cannot hide), ring inside a node, hierarchical "
+        "across nodes (ring or tree, whichever NCCL would pick), with a latency per algorithm "
+        "step and 2(N−1)/N·bytes/busbw. Inputs: the compute-only step at N = 1, DDP's buckets, "
+        f"the bus bandwidth and overlap measured at the largest N below each prediction (no "
+        f"peeking), and past that the fabric {s['fabric']} ({s['gpus_per_node']} GPUs per "
+        "node). Bands: 95% bootstrap over the measured inputs. Where the sweep measured an N, "
+        "the measured efficiency sits on the curve and the table gives the error in "
+        "percentage points. Other fabrics, hooks and GPU counts: distrinews-bench project."
+    )
+    figure = fig_projection(projection)
+    tables = []
+    by_curve: dict[Any, list[dict[str, Any]]] = {}
+    for r in projection.rows:
+        by_curve.setdefault(r.get("curve_id"), []).append(r)
+    infos = {c["curve_id"]: c for c in projection.curves}
+    for key in list(by_curve)[:MAX_CURVES]:
+        rows = table_rows(by_curve[key])
+        name = infos[key]["curve"] or "pure inputs"
+        tables.append(
+            Table(
+                columns=("model input", ""),
+                rows=tuple((name, line) for line in input_lines(projection, infos[key])),
+            )
+        )
+        tables.append(Table(columns=TABLE_COLUMNS, rows=tuple(rows)))
+    for note in projection.notes:
+        intro += f" Note: {note}."
+    return [
+        Section(
+            id="projection",
+            title="Projection",
+            intro=intro,
+            figures=(figure,) if figure is not None else (),
+            tables=tuple(tables),
+        )
+    ]
+
+
+def fig_projection(projection: Any) -> go.Figure | None:
+    """Predicted efficiency per curve with its band (lines), measured efficiency (markers)."""
+    by_curve: dict[Any, list[dict[str, Any]]] = {}
+    for r in projection.rows:
+        by_curve.setdefault(r.get("curve_id"), []).append(r)
+    if not by_curve:
+        return None
+    fig = go.Figure()
+    xs: list[float] = []
+    for i, (key, rows) in enumerate(list(by_curve.items())[:MAX_CURVES]):
+        rows = sorted(rows, key=lambda r: r["gpus"])
+        color = PALETTE[i % len(PALETTE)]
+        name = rows[0].get("curve") or "pure inputs"
+        x = np.array([r["gpus"] for r in rows], dtype=float)
+        xs.extend(x)
+        y = np.array([r["efficiency"] for r in rows]) * 100
+        band = [r["efficiency_ci"] for r in rows]
+        if all(b is not None for b in band):
+            lo = np.array([b[0] for b in band]) * 100
+            hi = np.array([b[1] for b in band]) * 100
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([x, x[::-1]]),
+                    y=np.concatenate([hi, lo[::-1]]),
+                    fill="toself",
+                    fillcolor=_rgba(color, 0.15),
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    legendgroup=str(key),
+                    showlegend=False,
+                    name="95% interval",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                name=f"predicted: {name}",
+                legendgroup=str(key),
+                line={"color": color, "dash": "dot"},
+                hovertemplate="N=%{x}<br>predicted %{y:.1f}%<extra>%{fullData.name}</extra>",
+            )
+        )
+        seen = [r for r in rows if r["measured_efficiency"] is not None]
+        if seen:
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["gpus"] for r in seen],
+                    y=[100 * r["measured_efficiency"] for r in seen],
+                    mode="markers",
+                    name=f"measured: {name}",
+                    legendgroup=str(key),
+                    marker={"color": color, "size": 9, "symbol": "diamond"},
+                    customdata=[[r["error_pp"]] for r in seen],
+                    hovertemplate="N=%{x}<br>measured %{y:.1f}%<br>prediction error "
+                    "%{customdata[0]:+.1f} pp<extra>%{fullData.name}</extra>",
+                )
+            )
+    fig.add_hline(y=100, line={"color": "#888", "dash": "dash", "width": 1})
+    return _layout(
+        fig,
+        "Projected scaling efficiency (dotted: predicted, band: 95% interval; diamonds: measured)",
+        xaxis=_ws_axis(xs),
+        yaxis={"title": "efficiency (%)"},
     )
 
 
@@ -1559,7 +1679,27 @@ def load_report(sweep_dir: Path) -> Report:
         max_batch_rows=max_batch.read_results(sweep_dir),
         trials=analysis.load_frame(trials_dir) if trials_dir.is_dir() else None,
         log_dirs=log_dirs,
+        projection=_load_projection(sweep_dir, frame),
     )
+
+
+def _load_projection(sweep_dir: Path, frame: pd.DataFrame) -> Any:
+    """The default projection of a sweep (to 1024 GPUs, dgx-h100 past the measured points),
+    or None when the sweep cannot feed one: no ok N = 1 point, or no compute-only step time
+    (sweeps recorded before the worker measured it)."""
+    from harness import project
+
+    if frame.empty or "compute_step_time_s" not in frame.columns:
+        return None
+    ok = frame["status"] == "ok"
+    if not (ok & pd.to_numeric(frame["compute_step_time_s"], errors="coerce").notna()).any():
+        return None
+    try:
+        return project.run_project(
+            sweep_dir, gpus=None, gpus_per_node=8, fabric=None, busbw_gbps=None, pure=None
+        )
+    except UserError:
+        return None
 
 
 def _sweep_dir(sweep_dir: Path) -> Path:

@@ -40,6 +40,7 @@ def test_full_sweep_has_every_section(full_sweep):
     assert section_ids(rep) == [
         "scaling",
         "why",
+        "projection",
         "memory",  # the fake sweep has peak memory at three batch sizes
         "precision",
         "batch",
