@@ -50,6 +50,7 @@ from typing import Any
 from distrinews.errors import UserError
 from distrinews.runspec import DDPKnobs, RunSpec
 from distrinews.safeio import check_value
+from distrinews.synthetic import is_synthetic
 
 from .max_batch import MaxBatchSearch
 
@@ -440,9 +441,14 @@ def why_skipped(spec: RunSpec, res: Resources) -> str | None:
         return (
             f"needs {n} GPU{'' if n == 1 else 's'} per node; this machine has {res.gpus_per_node}"
         )
-    if spec.device == "cpu" and spec.nproc_per_node > res.cpus_per_node:
+    if (
+        spec.device == "cpu"
+        and spec.nproc_per_node > res.cpus_per_node
+        and not is_synthetic(spec.model)
+    ):
         # More gloo ranks than cores time-slice one another: the "scaling" would measure the
-        # scheduler, not DDP.
+        # scheduler, not DDP. The synthetic-sleep shape is the exception: its compute is a
+        # sleep, so its ranks do not contend for cores (that is what it is for).
         n = spec.nproc_per_node
         return (
             f"needs {n} CPU rank{'' if n == 1 else 's'} per node; this machine has "

@@ -86,6 +86,14 @@ def test_cpu_ranks_beyond_the_cores_are_skipped_with_the_reason(ranks, cores, sk
         assert reason is None
 
 
+def test_synthetic_sleep_ranks_may_outnumber_the_cores():
+    """Its compute is a sleep, so 8 ranks on 2 cores measure DDP, not the scheduler."""
+    sleepy = RunSpec(device="cpu", nproc_per_node=8, model="synthetic-sleep")
+    assert why_skipped(sleepy, Resources(cpus_per_node=2)) is None
+    real = RunSpec(device="cpu", nproc_per_node=8, model="tiny")
+    assert "CPU ranks" in why_skipped(real, Resources(cpus_per_node=2))
+
+
 def test_a_cpu_sweep_past_this_machine_skips_only_the_extra_points(tmp_path):
     cores = specs.local_cpu_count()
     text = BASE + f"[axes]\ngpus_per_node = [1, {cores}, {cores + 1}, {cores * 4}]\n"
