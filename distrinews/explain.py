@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from .distributed import DistContext, all_gather_objects, barrier, synchronize
-from .metrics import explain_figures, lower_median, percentile
+from .metrics import EXPLAIN_METRIC_KEYS, explain_figures, lower_median, percentile
 from .runspec import SLOW_FAULTS, RunSpec
 from .train import BatchStream, StepTimer, Trainer
 
@@ -235,22 +235,6 @@ def measure(
         "buckets": buckets,
         "grad_dtype": str(dtype).removeprefix("torch."),
     }
-
-
-#: The metric keys :func:`measure` adds (null when explain is off or meaningless).
-EXPLAIN_METRIC_KEYS = (
-    "compute_step_time_s",
-    "allreduce_time_s",
-    "allreduce_algbw_gbps",
-    "allreduce_busbw_gbps",
-    "allreduce_bucketed_time_s",
-    "grad_bytes",
-    "bucket_count",
-    "exposed_comm_s",
-    "overlap_share",
-    "straggler_wait_s",
-    "explain_time_s",
-)
 
 
 def skipped() -> dict[str, Any]:

@@ -65,6 +65,23 @@ PEAK_FLOPS: tuple[tuple[tuple[str, ...], tuple[str, ...], Mapping[str, float]], 
 )
 
 
+#: The metric keys distrinews.explain.measure adds to record.json (null when explain is off or
+#: meaningless); harness.store.METRIC_KEYS carries them into the ledger.
+EXPLAIN_METRIC_KEYS = (
+    "compute_step_time_s",
+    "allreduce_time_s",
+    "allreduce_algbw_gbps",
+    "allreduce_busbw_gbps",
+    "allreduce_bucketed_time_s",
+    "grad_bytes",
+    "bucket_count",
+    "exposed_comm_s",
+    "overlap_share",
+    "straggler_wait_s",
+    "explain_time_s",
+)
+
+
 def peak_flops(device_name: str | None, precision: str) -> float | None:
     """Peak dense FLOP/s of one device at ``precision``, or None if unknown (CPU, other GPUs)."""
     if not device_name:

@@ -35,6 +35,7 @@ from typing import Any
 
 from distrinews.errors import UserError
 from distrinews.files import ordinary_mode
+from distrinews.metrics import EXPLAIN_METRIC_KEYS
 from distrinews.runspec import RunSpec
 from distrinews.safeio import loads_strict, open_nofollow, refuse_symlink
 
@@ -542,17 +543,7 @@ METRIC_KEYS = (
     # What explains the efficiency (distrinews/metrics.py explain_figures; null at one rank,
     # where there is no all-reduce, and when the run's explain switch is off).
     "data_wait_s",
-    "compute_step_time_s",
-    "allreduce_time_s",
-    "allreduce_algbw_gbps",
-    "allreduce_busbw_gbps",
-    "allreduce_bucketed_time_s",
-    "grad_bytes",
-    "bucket_count",
-    "exposed_comm_s",
-    "overlap_share",
-    "straggler_wait_s",
-    "explain_time_s",
+    *EXPLAIN_METRIC_KEYS,
 )
 
 
