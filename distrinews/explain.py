@@ -36,9 +36,12 @@ from .metrics import EXPLAIN_METRIC_KEYS, explain_figures, lower_median, percent
 from .runspec import SLOW_FAULTS, RunSpec
 from .train import BatchStream, StepTimer, Trainer
 
-#: Wall-clock budget of the compute-only steps (the step count adapts, at least MIN_STEPS).
+#: Wall-clock budget of the compute-only steps (the step count adapts, MIN_STEPS..MAX_STEPS).
 COMPUTE_BUDGET_S = 2.0
 MIN_STEPS = 3
+#: A median over ten steps is already steady; more only adds cost (with 40 measured steps the
+#: compute-only phase alone was 10% of a cpu-smoke point).
+MAX_STEPS = 10
 #: All-reduce microbenchmark: warmup collectives, then repetitions within a time budget.
 ALLREDUCE_WARMUP = 2
 ALLREDUCE_MIN_REPS, ALLREDUCE_MAX_REPS = 3, 20
@@ -189,7 +192,8 @@ def measure(
     """
     started = time.perf_counter()
     seconds_per_step = window_elapsed_s / max(1, len(window_step_times_s[0]))
-    steps = max(MIN_STEPS, min(run.measured_steps, math.ceil(COMPUTE_BUDGET_S / seconds_per_step)))
+    budget_steps = math.ceil(COMPUTE_BUDGET_S / seconds_per_step)
+    steps = max(MIN_STEPS, min(MAX_STEPS, run.measured_steps, budget_steps))
     barrier(ctx)
     work, waits = compute_only_steps(trainer, stream, steps, ctx.device)
     trainer.optimizer.zero_grad(set_to_none=True)
