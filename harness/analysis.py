@@ -176,11 +176,11 @@ def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFr
 
 def config_digest(values: dict[str, Any]) -> str:
     """A stable id for a dict of config values (used when a table has no config_key)."""
-    clean = {k: _plain(v) for k, v in sorted(values.items())}
+    clean = {k: plain_value(v) for k, v in sorted(values.items())}
     return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """JSON-able, with equal values spelled equally (2 == 2.0, NaN/None -> None)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -398,7 +398,7 @@ def point_label(row: pd.Series | dict[str, Any], columns: Sequence[str]) -> str:
 
 
 def fmt_value(value: Any) -> str:
-    v = _plain(value)
+    v = plain_value(value)
     if v is None:
         return "-"
     if v == "":

@@ -350,7 +350,7 @@ def sweep_inputs(sweep_dir: Path) -> tuple[list[CurveInputs], list[str]]:
             lacking += 1
             continue
         first = base[0]
-        config = {k: analysis._plain(first[k]) for k in keys}
+        config = {k: analysis.plain_value(first[k]) for k in keys}
         curve_id = analysis.config_digest({"scaling_mode": "weak", **config})
         label = f"weak: {analysis.point_label(first, label_cols)}" if label_cols else "weak"
         out.append(_curve_inputs(sweep_dir, part, base, config, curve_id, label, eff))
@@ -910,22 +910,24 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _pct(value: float | None, ci: list[float] | None = None) -> str:
+def _with_ci(
+    value: float | None, ci: list[float] | None, *, scale: float, fmt: str, unit: str = ""
+) -> str:
+    """``value`` (times ``scale``, formatted with ``fmt``) and its interval, or "-"."""
     if value is None:
         return "-"
-    text = f"{value * 100:.1f}%"
+    text = f"{value * scale:{fmt}}{unit}"
     if ci:
-        text += f" [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
+        text += f" [{ci[0] * scale:{fmt}}, {ci[1] * scale:{fmt}}]"
     return text
+
+
+def _pct(value: float | None, ci: list[float] | None = None) -> str:
+    return _with_ci(value, ci, scale=100, fmt=".1f", unit="%")
 
 
 def _ms(value: float | None, ci: list[float] | None = None) -> str:
-    if value is None:
-        return "-"
-    text = f"{value:,.2f}"
-    if ci:
-        text += f" [{ci[0]:,.2f}, {ci[1]:,.2f}]"
-    return text
+    return _with_ci(value, ci, scale=1, fmt=",.2f")
 
 
 TABLE_COLUMNS = (

@@ -1950,12 +1950,12 @@ def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
         config = by_key.loc[r["config_key"]]
         rows.append(
             {
-                **{c: analysis._plain(config[c]) for c in analysis.CONFIG_COLUMNS},
+                **{c: analysis.plain_value(config[c]) for c in analysis.CONFIG_COLUMNS},
                 "config_key": r["config_key"],
                 "curve_id": r["curve_id"],
                 "scaling_mode": r["scaling_mode"],
-                "world_size": analysis._plain(r["world_size"]),
-                "base_world_size": analysis._plain(r["base_world_size"]),
+                "world_size": analysis.plain_value(r["world_size"]),
+                "base_world_size": analysis.plain_value(r["base_world_size"]),
                 "efficiency": r["efficiency"],
                 "loss_pp": attribution.loss_pp_dict(r),
                 "total_loss_pp": r["loss_pp"],
