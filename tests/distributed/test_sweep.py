@@ -26,6 +26,7 @@ from distrinews.runspec import RunSpec
 from harness import launch, spec, store
 from harness import sweep as sw
 from harness.cli import cli
+from tests.helpers_procs import processes_mentioning
 
 TINY = """
 [run]
@@ -52,22 +53,6 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 def _rows(sweep_dir: Path) -> list[dict]:
     return store.read_ledger(sweep_dir)
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes whose command line mentions ``text``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmd and state != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -289,7 +274,7 @@ def test_hang_past_timeout_is_killed_with_its_whole_tree(tmp_path):
     (row,) = _rows(result.sweep_dir)
     assert row["status"] == "timeout" and "12 s" in row["reason"]
     assert row["samples_per_s"] is None
-    assert _processes_mentioning(str(result.sweep_dir)) == []
+    assert processes_mentioning(str(result.sweep_dir)) == []
 
 
 @pytest.mark.slow
@@ -364,7 +349,7 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
         if first.poll() is None:
             first.kill()
     # torchrun got SIGTERM from the kernel when its parent died, and took its workers along.
-    _wait_for(lambda: not _processes_mentioning(str(sweep_dir)), 60, "orphans to exit")
+    _wait_for(lambda: not processes_mentioning(str(sweep_dir)), 60, "orphans to exit")
     after_kill = _rows(sweep_dir)
     assert len(after_kill) == 1 and after_kill[0]["status"] == "ok"
     assert store.ledger_path(sweep_dir).read_bytes().endswith(b"\n")
@@ -382,7 +367,7 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
     assert second.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert _rows(sweep_dir) == after_kill
-    _wait_for(lambda: not _processes_mentioning(str(sweep_dir)), 30, "orphans to exit")
+    _wait_for(lambda: not processes_mentioning(str(sweep_dir)), 30, "orphans to exit")
 
     # 3. Run to the end: the finished point is kept, the other runs once.
     done = _cli("sweep", str(path), "--results", str(results), "--no-progress", timeout=240)
@@ -509,4 +494,4 @@ def test_srun_sampler_stops_its_step_and_merges_node_files(tmp_path):
     time.sleep(0.2)
     samples = sampler.stop()
     assert sampler.available and samples and {s["host"] for s in samples} == {"n1"}
-    assert not _processes_mentioning(str(folder))
+    assert not processes_mentioning(str(folder))

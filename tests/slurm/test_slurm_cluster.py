@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 
 from harness import store
+from tests.helpers_procs import processes_mentioning
 
 from .conftest import (
     job_field,
     login_shell_env,
-    processes_mentioning,
     wait_for,
     wait_job_gone,
 )
