@@ -307,7 +307,8 @@ class SweepSpec:
         return size
 
     def expand(self, resources: Resources, *, max_points: int = DEFAULT_MAX_POINTS) -> list[Point]:
-        """The grid, in ascending world size (then file order), duplicates dropped.
+        """The grid in rounds: every configuration once (ascending world size, then file order),
+        then every configuration again for the next repeat; duplicates dropped.
 
         Points that cannot run on ``resources`` are kept with a ``skip_reason``, so the ledger
         says what was not measured and why. A grid larger than ``max_points`` is refused before
@@ -330,10 +331,14 @@ class SweepSpec:
             choice = dict(zip(names, combo, strict=True))
             for repeat in range(self.repeats):
                 points.append(self._point(choice, repeat, resources))
-        # Stable sort: ascending GPU count, so small, cheap points fail fast and run first;
-        # then by repeat, so repeats of one configuration are spread out in time instead of
-        # back to back (slow drift in clocks or temperature then shows up as noise, not bias).
-        points.sort(key=lambda p: (p.spec.world_size, p.spec.repeat))
+        # Stable sort, repeat first: round r measures every configuration once before round r+1
+        # starts, so a noisy minute (a neighbour on a shared host, clocks, temperature) lands on
+        # one repeat of several configurations -- noise their medians absorb -- instead of on
+        # every repeat of one configuration, where it reads as a regression (all 5 repeats of
+        # cpu-smoke's 2-rank point ran 18% slow back to back in one CI run) and biases the
+        # efficiency N vs N0, whose two ends would otherwise be measured minutes apart. Inside
+        # a round: ascending GPU count, so small, cheap points fail fast and run first.
+        points.sort(key=lambda p: (p.spec.repeat, p.spec.world_size))
         unique: dict[str, Point] = {}
         for point in points:
             unique.setdefault(point.run_id, point)

@@ -9,7 +9,8 @@
    otherwise run,
 4. when the sweep asks for it (``[max_batch]``, ``--find-max-batch``), first searches each
    configuration's largest per-device batch that fits (:mod:`harness.max_batch`),
-5. runs the points in ascending GPU count, each with a fresh torchrun (:mod:`harness.launch`)
+5. runs the points round by round (every configuration once per repeat, ascending GPU count
+   inside a round), each with a fresh torchrun (:mod:`harness.launch`)
    while NVML is sampled (:mod:`harness.telemetry`; energy: :mod:`harness.energy`), and
    appends ONE ledger row per finished point -- the last thing a point does, so an
    interrupted point leaves no row and runs again on the next invocation. A CUDA point whose

@@ -44,8 +44,12 @@ def test_grid_is_the_product_in_ascending_world_size_with_stable_ids():
     assert (
         len(points) == 2 * 2 * 2 * 2 * 2 * 2
     )  # gpus x batch x precision x bucket x proto x repeats
-    sizes = [p.spec.world_size for p in points]
-    assert sizes == sorted(sizes) and sizes[0] == 1
+    # Rounds: every configuration once (ascending world size) before any second repeat.
+    repeats = [p.spec.repeat for p in points]
+    assert repeats == sorted(repeats)
+    for r in (0, 1):
+        sizes = [p.spec.world_size for p in points if p.spec.repeat == r]
+        assert sizes == sorted(sizes) and sizes[0] == 1
     assert len({p.run_id for p in points}) == len(points)
     # Repeats share the config key, differ in run id.
     by_key = {}
