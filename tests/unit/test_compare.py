@@ -361,3 +361,71 @@ def test_baseline_sweep_file_gate_sets_the_tolerance_and_options_override_it(tmp
     deeper = tmp_path / "deeper"
     perturb.perturb(b, deeper, scale=0.8)  # the planted 20% drop is still caught
     assert invoke(str(b), str(deeper)).exit_code == 1
+
+
+# -- the pool tool ---------------------------------------------------------------------------
+
+
+def test_pooled_sessions_keep_every_repeat_and_absorb_a_session_offset(tmp_path):
+    from harness.tools import pool
+
+    # Three sessions of one sweep, each offset as a shared host drifts between sessions.
+    offsets = (1.0, 0.88, 1.15)
+    sessions = [
+        sweep(tmp_path / f"s{k}", seed=k, repeats=5, failures=False, cv=0.03, throughput_scale=o)
+        for k, o in enumerate(offsets)
+    ]
+    base = tmp_path / "pooled"
+    n = pool.pool(base, sessions)
+    rows = store.read_ledger(base)
+    assert n == len(rows) == sum(len(store.read_ledger(s)) for s in sessions)
+    assert len({r["run_id"] for r in rows}) == n  # nothing hidden by "latest row per run_id"
+    by_key: dict[str, list[int]] = {}
+    for r in rows:
+        by_key.setdefault(r["config_key"], []).append(r["repeat"])
+    assert all(sorted(v) == list(range(15)) for v in by_key.values())
+    assert json.loads((base / "pool.json").read_text())["sessions"][2]["source"] == str(sessions[2])
+    env = json.loads((base / "env.json").read_text())
+    assert env == json.loads((sessions[0] / "env.json").read_text())
+    side = compare.load_side(base)
+    assert side.frame.groupby("config_key").size().eq(15).all()
+
+    # A fresh session 10% below the middle session: against the pool (centred on the middle)
+    # it is inside the 15% tolerance; against a baseline made in the one fast session alone
+    # the same numbers are a significant 22% drop -- the false alarm pooling prevents.
+    slow_session = sweep(tmp_path / "fresh", seed=7, repeats=5, failures=False, cv=0.03,
+                         throughput_scale=0.90)  # fmt: skip
+    settings = compare.GateSettings(rtol=0.15)
+    pooled = compare.compare(side, compare.load_side(slow_session), settings)
+    single = compare.compare(compare.load_side(sessions[2]), compare.load_side(slow_session),
+                             settings)  # fmt: skip
+    assert not pooled.regressed and single.regressed
+    # A real 30% slowdown of the fresh session is still caught against the pool.
+    slowed = tmp_path / "slowed"
+    perturb.perturb(sweep(tmp_path / "fresh2", seed=8, repeats=5, failures=False, cv=0.03),
+                    slowed, scale=0.7)  # fmt: skip
+    assert compare.compare(side, compare.load_side(slowed), settings).regressed
+
+
+def test_pool_refuses_mixed_sweeps_environments_and_an_existing_destination(tmp_path):
+    from harness.tools import pool
+
+    a = sweep(tmp_path / "a", seed=1)
+    b = sweep(tmp_path / "b", seed=2)
+    other_env = sweep(tmp_path / "c", seed=3, env={"driver": "999.1"})
+    other_name = sweep(tmp_path / "d", seed=4, name="another")
+    with pytest.raises(UserError, match="field fingerprint differs"):
+        pool.pool(tmp_path / "x1", [a, other_env])
+    with pytest.raises(UserError, match="sweep 'another'"):
+        pool.pool(tmp_path / "x2", [a, other_name])
+    with pytest.raises(UserError, match="at least two"):
+        pool.pool(tmp_path / "x3", [a])
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(UserError, match="already exists"):
+        pool.pool(tmp_path / "taken", [a, b])
+    assert not any((tmp_path / n).exists() for n in ("x1", "x2", "x3"))
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.tools.pool", str(tmp_path / "taken"), str(a), str(b)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "already exists" in done.stderr
