@@ -172,7 +172,7 @@ def test_powersgd_sends_low_rank_gradients_after_its_start(knob_grads):
 
 
 def _resume_worker(rank: int, init: str, out: str) -> None:
-    run = RunSpec(device="cpu", nproc_per_node=WORLD, model="tiny", data="synthetic:320",
+    run = RunSpec(device="cpu", nproc_per_node=WORLD, model="tiny", data="synthetic:160",
                   per_device_batch=8, precision="fp32", lr=1e-3, max_length=64,
                   seq_policy="dynamic", seed=1)  # fmt: skip
     root = Path(out)
@@ -180,10 +180,10 @@ def _resume_worker(rank: int, init: str, out: str) -> None:
     with process_group(
         device="cpu", backend="gloo", rank=rank, world_size=WORLD, init_method=init, timeout_s=60
     ) as ctx:
-        full = fit(FitSpec(run=run, epochs=2, checkpoint_every=5), ctx, root / "a", log=quiet)
-        cut = FitSpec(run=run, epochs=2, checkpoint_every=5, stop_after_steps=23)
+        full = fit(FitSpec(run=run, epochs=2, checkpoint_every=3), ctx, root / "a", log=quiet)
+        cut = FitSpec(run=run, epochs=2, checkpoint_every=3, stop_after_steps=7)
         fit(cut, ctx, root / "b", log=quiet)
-        resumed = fit(FitSpec(run=run, epochs=2, checkpoint_every=5), ctx, root / "b", log=quiet)
+        resumed = fit(FitSpec(run=run, epochs=2, checkpoint_every=3), ctx, root / "b", log=quiet)
     results = {"full": full.losses, "resumed": resumed.losses, "from": resumed.resumed_from,
                "acc_full": full.accuracies, "acc_resumed": resumed.accuracies}  # fmt: skip
     (root / f"result-rank{rank}.json").write_text(json.dumps(results))
@@ -194,10 +194,12 @@ def test_two_rank_resume_is_bit_exact(tmp_path):
     for rank in range(WORLD):
         res = json.loads((tmp_path / f"result-rank{rank}.json").read_text())
         full = [tuple(x) for x in res["full"]]
-        # 288 training items / (2 ranks x 8) = 18 steps per epoch
-        assert [s for s, _ in full] == list(range(1, 37))
-        assert res["from"].endswith("step-00000020")  # killed at 23; last checkpoint at 20
-        assert [tuple(x) for x in res["resumed"]] == full[20:]  # bit for bit
-        assert res["acc_resumed"] == res["acc_full"][1:]
+        # 144 training items / (2 ranks x 8) = 9 steps per epoch
+        assert [s for s, _ in full] == list(range(1, 19))
+        # Killed at 7; the last checkpoint is mid-epoch 1 (step 6), so the resumed run
+        # replays the rest of epoch 1, its evaluation and the epoch boundary.
+        assert res["from"].endswith("step-00000006")
+        assert [tuple(x) for x in res["resumed"]] == full[6:]  # bit for bit
+        assert res["acc_resumed"] == res["acc_full"]
     hist_a = (tmp_path / "a" / "history.jsonl").read_text()
     assert (tmp_path / "b" / "history.jsonl").read_text() == hist_a
