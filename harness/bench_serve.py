@@ -185,7 +185,7 @@ def load_texts(data: str | None, *, max_chars: int = 2000) -> tuple[str, ...]:
     return tuple(text[:max_chars] for text in news.texts)
 
 
-def summarize(level: LevelResult, *, texts_per_request: int) -> dict[str, Any]:
+def level_columns(level: LevelResult, *, texts_per_request: int) -> dict[str, Any]:
     """The measured columns of a serving row for one level (pure)."""
     lat = level.latencies_s
     ok = len(lat)
@@ -320,7 +320,7 @@ async def bench_serve_async(
                 "device": info.get("device"),
                 "batch_window_s": info.get("batch_window_s"),
                 "url": spec.url,
-                **summarize(level, texts_per_request=spec.texts_per_request),
+                **level_columns(level, texts_per_request=spec.texts_per_request),
             }
             rows.append(row)
             if on_level is not None:

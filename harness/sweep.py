@@ -350,7 +350,7 @@ def _record_skip(sweep_dir: Path, spec: SweepSpec, p: PlannedPoint, fingerprint:
         point_dir=_rel(p.point.run_id),
         record=None,
         telemetry={
-            **telemetry.summarise([], None, available=False),
+            **telemetry.window_columns([], None, available=False),
             **energy.unavailable("the point was skipped"),
         },
         env_fingerprint=fingerprint,
@@ -488,7 +488,7 @@ def run_point(
     )
     outcome = _check_record(outcome, record)
     window = _window(record) if outcome.status == "ok" else None
-    summary = telemetry.summarise(samples, window, available=sampler.available)
+    summary = telemetry.window_columns(samples, window, available=sampler.available)
     summary.update(
         energy.summarise_energy(
             samples,

@@ -249,7 +249,7 @@ def make_sampler(
     return NvmlSampler(nvml, devices, interval_s=interval_s)
 
 
-def summarise(
+def window_columns(
     samples: Sequence[Sample], window: tuple[float, float] | None, *, available: bool = True
 ) -> dict[str, Any]:
     """Ledger telemetry columns over the samples inside ``window`` (start, end unix seconds).

@@ -29,7 +29,7 @@ def test_bench_summarise_one_hour(benchmark, bench_report):
     """Summarising an hour of 8-GPU samples at 5 Hz (144,000 samples)."""
     one = T.make_sampler(visible=None, count=8, interval_s=1, nvml=fake_nvml(8)).sample_once()
     samples = [dict(s, t_unix=float(i)) for i in range(18_000) for s in one]
-    summary = benchmark(T.summarise, samples, (100.0, 3000.0))
+    summary = benchmark(T.window_columns, samples, (100.0, 3000.0))
     assert summary["telemetry_samples"] == 2901 * 8
     if benchmark.stats:
         ms = benchmark.stats.stats.median * 1e3

@@ -24,9 +24,9 @@ from harness.bench_serve import (
     bench_serve_async,
     check_url,
     format_table,
+    level_columns,
     parse_concurrency,
     request_bodies,
-    summarize,
 )
 from harness.cli import cli
 from harness.report import fig_serving
@@ -97,11 +97,11 @@ def test_request_bodies_cycle_through_the_texts():
     assert bodies == [{"texts": ["a", "b"]}, {"texts": ["c", "a"]}, {"texts": ["b", "c"]}]
 
 
-def test_summarize_computes_rate_and_percentiles():
+def test_level_columns_computes_rate_and_percentiles():
     level = LevelResult(
         concurrency=4, latencies_s=tuple(i / 100 for i in range(1, 101)), errors=2, duration_s=2.0
     )
-    row = summarize(level, texts_per_request=3)
+    row = level_columns(level, texts_per_request=3)
     assert (row["requests"], row["errors"]) == (102, 2)
     assert row["requests_per_s"] == pytest.approx(50.0)  # successes only
     assert row["texts_per_s"] == pytest.approx(150.0)
@@ -111,8 +111,8 @@ def test_summarize_computes_rate_and_percentiles():
     assert row["latency_s_mean"] == pytest.approx(0.505)
 
 
-def test_summarize_a_level_where_everything_failed_gives_nulls_not_zeros():
-    row = summarize(
+def test_level_columns_a_level_where_everything_failed_gives_nulls_not_zeros():
+    row = level_columns(
         LevelResult(concurrency=1, latencies_s=(), errors=5, duration_s=1.0), texts_per_request=1
     )
     assert row["requests_per_s"] == 0.0 and row["errors"] == 5

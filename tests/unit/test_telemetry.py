@@ -90,7 +90,7 @@ def test_unsupported_metric_is_none_not_zero():
     )
     (sample,) = sampler.sample_once()
     assert sample["power_w"] is None and sample["util_pct"] == 50
-    summary = T.summarise([sample], None)
+    summary = T.window_columns([sample], None)
     assert summary["gpu_power_w_mean"] is None and summary["gpu_util_pct_mean"] == 50
 
 
@@ -102,7 +102,7 @@ def test_no_nvml_gives_a_null_sampler_with_a_reason():
     assert sampler.stop() == []
     none_visible = T.make_sampler(visible="7", count=1, nvml=fake_nvml(2))
     assert isinstance(none_visible, T.NullSampler)
-    summary = T.summarise([], None, available=False)
+    summary = T.window_columns([], None, available=False)
     assert summary["telemetry_available"] is False
     assert all(summary[k] is None for k in T.SUMMARY_KEYS)
 
@@ -136,13 +136,13 @@ def test_summary_covers_only_the_measured_window():
             (3.0, 0, 9.0, ["gpu_idle"]),  # teardown: outside
         ]
     ]
-    summary = T.summarise(samples, (0.5, 2.5))
+    summary = T.window_columns(samples, (0.5, 2.5))
     assert summary["telemetry_samples"] == 2
     assert summary["gpu_util_pct_mean"] == 95
     assert summary["gpu_mem_used_gib_max"] == 6.0
     assert summary["gpu_temp_c_max"] == 32
     assert summary["gpu_throttle_reasons"] == "sw_power_cap"
-    empty = T.summarise(samples, (10, 11))
+    empty = T.window_columns(samples, (10, 11))
     assert empty["telemetry_available"] is True and empty["telemetry_samples"] == 0
     assert empty["gpu_util_pct_mean"] is None and empty["gpu_throttle_reasons"] is None
 
