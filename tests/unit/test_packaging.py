@@ -93,3 +93,70 @@ def test_ci_keeps_an_exact_copy_of_the_slurm_cluster_script():
         pytest.skip(f"no {shared} beside the project to compare with")
     copy = root / ".ci" / "local-cluster.sh"
     assert copy.read_bytes() == shared.read_bytes(), "refresh .ci/local-cluster.sh from shared/"
+
+
+# Inside the harness, imports follow the pipeline: results are written by the run stage, read
+# by the analysis, shown by the report, and only the entry points see everything. A module
+# may import its own stage or an earlier one, never a later one (the report may read what a run
+# wrote; a run never formats a report). A new module must be placed here on purpose.
+HARNESS_STAGES = {
+    # 0. results contract and pure models: no stage of their own
+    "store": 0, "envinfo": 0, "fabrics": 0, "definitions": 0, "energy": 0, "memory_model": 0,
+    "attribution": 0,
+    # 1. what a run's side processes record
+    "telemetry": 1, "serving_store": 1,
+    # 2. running: specs, launching, sweeping, searching, load-testing the server
+    "spec": 2, "max_batch": 2, "launch": 2, "sweep": 2, "bench_serve": 2,
+    # 3. numbers from results (pure pandas/numpy)
+    "analysis": 3, "projection": 3, "compare": 3, "project": 3,
+    # 4. presentation
+    "report": 4, "cost_report": 4,
+    # 5. entry points
+    "cli": 5, "tools": 5,
+}  # fmt: skip
+
+
+def harness_imports(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
+    """Top-level harness modules that ``path`` imports (absolute or relative, any depth)."""
+    package = package or path.relative_to(ROOT).with_suffix("").parts[:-1]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = list(package[: len(package) - node.level + 1]) if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            if module == "harness":
+                names |= {alias.name for alias in node.names}
+            elif module.startswith("harness."):
+                names.add(module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("harness.")}
+    return names
+
+
+def check_stages(own: str, deps: set[str]) -> None:
+    assert own in HARNESS_STAGES, f"harness/{own}: new module; give it a stage in HARNESS_STAGES"
+    for dep in deps - {own}:
+        assert dep in HARNESS_STAGES, f"harness/{own} imports harness.{dep}, which has no stage"
+        assert HARNESS_STAGES[dep] <= HARNESS_STAGES[own], (
+            f"harness/{own} (stage {HARNESS_STAGES[own]}) imports harness.{dep} "
+            f"(stage {HARNESS_STAGES[dep]}): a later stage"
+        )
+
+
+HARNESS_FILES = [p for p in sorted((ROOT / "harness").rglob("*.py")) if p.name != "__init__.py"]
+
+
+@pytest.mark.parametrize("path", HARNESS_FILES, ids=str)
+def test_harness_imports_follow_the_pipeline(path):
+    check_stages(path.relative_to(ROOT / "harness").with_suffix("").parts[0], harness_imports(path))
+
+
+def test_the_stage_check_sees_a_backward_import(tmp_path):
+    # The check must be able to fail: a run-stage module importing the report and analysis.
+    probe = tmp_path / "probe.py"
+    probe.write_text("from harness import report\nfrom .analysis import summarize\n")
+    assert harness_imports(probe, package=("harness",)) == {"report", "analysis"}
+    with pytest.raises(AssertionError, match="a later stage"):
+        check_stages("sweep", {"report", "analysis"})
+    with pytest.raises(AssertionError, match="new module"):
+        check_stages("brand_new", set())
