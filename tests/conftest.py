@@ -72,3 +72,49 @@ def _destroy_leftover_process_group():
 def _private_cache(tmp_path, monkeypatch):
     """Each test gets its own tokenization cache, so cache hits are never accidental."""
     monkeypatch.setenv("DISTRINEWS_CACHE", str(tmp_path / "cache"))
+
+
+# -- a test that starts real processes is marked slow -------------------------------------------
+# Every way this suite starts a process (subprocess, asyncio's subprocesses, multiprocessing's
+# spawn, torchrun) ends in _posixsubprocess.fork_exec (subprocess never takes its posix_spawn
+# path here: that needs close_fds=False); counting its calls per test tells which tests start
+# processes, so the `slow` marker (what `-m "not slow"` leaves out) cannot lie.
+_spawned: list[str] = []
+#: Quick system lookups the product itself makes (the git sha for env.json, ctypes finding
+#: libc, Slurm's hostname expansion): milliseconds each, not what "slow" is about.
+CHEAP_TOOLS = {"git", "ldconfig", "scontrol"}
+
+
+def _counting_fork_exec(real):
+    def fork_exec(*args, **kwargs):
+        exe = os.fsdecode(args[0][0]) if args and args[0] else "?"
+        if os.path.basename(exe) not in CHEAP_TOOLS:
+            _spawned.append(exe)
+        return real(*args, **kwargs)
+
+    return fork_exec
+
+
+def pytest_configure(config):
+    import _posixsubprocess
+    import subprocess
+
+    # subprocess keeps its own reference (``_fork_exec``); multiprocessing looks it up each time.
+    for owner, name in ((_posixsubprocess, "fork_exec"), (subprocess, "_fork_exec")):
+        real = getattr(owner, name, None)
+        if real is not None and not getattr(real, "_distrinews_counting", False):
+            wrapped = _counting_fork_exec(real)
+            wrapped._distrinews_counting = True
+            setattr(owner, name, wrapped)
+
+
+@pytest.fixture(autouse=True)
+def _processes_need_the_slow_marker(request):
+    """Fails a test that started a process without ``@pytest.mark.slow``."""
+    _spawned.clear()
+    yield
+    if _spawned and request.node.get_closest_marker("slow") is None:
+        pytest.fail(
+            f"started {len(_spawned)} process(es) ({_spawned[0]}, ...) without "
+            "@pytest.mark.slow: mark it, so -m 'not slow' stays in-process"
+        )

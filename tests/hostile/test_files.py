@@ -59,6 +59,7 @@ def test_no_resume_into_a_new_or_empty_folder_is_fine(tmp_path):
 # -- item 7: --retry-failed keeps the failed attempt's evidence --------------------------------
 
 
+@pytest.mark.slow
 def test_retry_failed_keeps_each_failed_attempt_beside_the_new_one(tmp_path):
     """A real launch through a stand-in interpreter that fails like a crashed torchrun."""
     fake = tmp_path / "fake-python"

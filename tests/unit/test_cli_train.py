@@ -26,6 +26,7 @@ def test_bad_data_is_one_line_exit_2(args, message):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_bad_csv_row_names_file_and_line_through_a_real_process(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text('"3","t","d"\n"9","t","d"\n')

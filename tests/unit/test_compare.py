@@ -331,6 +331,7 @@ def test_perturb_scales_rates_and_times_of_ok_rows_only(tmp_path):
         perturb.perturb(src, dst, scale=0.8)
 
 
+@pytest.mark.slow
 def test_perturb_module_entry_point(tmp_path):
     src = sweep(tmp_path / "src", seed=1)
     dst = tmp_path / "dst"
@@ -407,6 +408,7 @@ def test_pooled_sessions_keep_every_repeat_and_absorb_a_session_offset(tmp_path)
     assert compare.compare(side, compare.load_side(slowed), settings).regressed
 
 
+@pytest.mark.slow
 def test_pool_refuses_mixed_sweeps_environments_and_an_existing_destination(tmp_path):
     from harness.tools import pool
 

@@ -293,6 +293,7 @@ def test_run_process_timeout_kills_the_whole_tree(tmp_path):
     assert "killed after timeout" in (tmp_path / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_run_process_returns_the_exit_code_and_keeps_output(tmp_path):
     result = L.run_process(
         [sys.executable, "-c", "import sys; print('hello'); sys.exit(3)"],

@@ -78,6 +78,7 @@ def test_latest_row_per_run_id_wins():
     assert set(latest) == {"a", "b"}
 
 
+@pytest.mark.slow
 def test_second_lock_holder_is_refused_with_one_line(tmp_path):
     # The lock must hold across processes (flock is per open file description).
     with store.sweep_lock(tmp_path):

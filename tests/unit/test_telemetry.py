@@ -171,6 +171,7 @@ def test_node_sampler_streams_lines_until_stopped_and_files_merge_in_time_order(
     assert {s["host"] for s in merged} == {"a", "b"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_node_sampler_without_gpus_lives_until_sigterm_and_writes_its_node_files(tmp_path, device):
     """What each node's sampler of a SLURM point does where there is nothing to sample (a CPU
