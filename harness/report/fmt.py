@@ -186,11 +186,8 @@ def curve_names(curves: pd.DataFrame, points: pd.DataFrame) -> dict[str, str]:
 def with_curve_names(curves: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """``curves`` with a ``curve`` column (:func:`curve_names`) right after ``curve_id``."""
     named = curves.copy()
-    named.insert(
-        list(named.columns).index("curve_id") + 1,
-        "curve",
-        named["curve_id"].map(curve_names(curves, points)) if len(named) else pd.Series(dtype=str),
-    )
+    at = named.columns.get_loc("curve_id") + 1
+    named.insert(at, "curve", named["curve_id"].map(curve_names(curves, points)).astype(object))
     return named
 
 
