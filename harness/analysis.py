@@ -380,24 +380,10 @@ def varying(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) -> lis
     ]
 
 
-def label_columns(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) -> list[str]:
-    """The varying columns worth naming a point by: derived ones (ranks per node, global
-    batch) are left out when the columns they follow from already say it."""
-    cols = varying(frame, columns)
-    if "world_size" in cols or "nodes" in cols:
-        cols = [c for c in cols if c != "nproc_per_node"]
-    if "global_batch" in cols and ({"world_size", "per_device_batch"} & set(cols)):
-        cols.remove("global_batch")
-    return cols
-
-
-def point_label(row: pd.Series | dict[str, Any], columns: Sequence[str]) -> str:
-    """A short human name for a point: ``precision=bf16 per_device_batch=32``."""
-    parts = [f"{c}={fmt_value(row[c])}" for c in columns]
-    return " ".join(parts) if parts else "all points"
-
-
-def fmt_value(value: Any) -> str:
+def value_key(value: Any) -> str:
+    """One spelling per configuration value, for grouping and ordering a factor's levels:
+    equal values spelled equally (2 == 2.0), missing ``-``, empty ``none``. Labels use the same
+    spelling (:func:`harness.report.fmt.fmt_value`), so a group and its label always agree."""
     v = plain_value(value)
     if v is None:
         return "-"
@@ -428,8 +414,8 @@ def scaling(
 ) -> pd.DataFrame:
     """Speedup and efficiency along every scaling curve, with bootstrap intervals.
 
-    One row per (curve, GPU count): ``curve_id`` (stable across sweeps), ``curve`` (a label:
-    the mode, then the settings that tell curves apart), ``scaling_mode``, ``world_size``,
+    One row per (curve, GPU count): ``curve_id`` (stable across sweeps; its human name comes
+    from :func:`harness.report.fmt.with_curve_names`), ``scaling_mode``, ``world_size``,
     ``base_world_size`` (N0) and ``base_key``, the point's median ``metric`` and interval,
     ``ideal`` (N/N0·X(N0)), ``speedup``/``efficiency`` with ``_lo``/``_hi``. The efficiency
     interval comes from resampling the repeats at N and at N0 independently (ratio of bootstrap
@@ -438,7 +424,6 @@ def scaling(
     """
     cols = [
         "curve_id",
-        "curve",
         "scaling_mode",
         "world_size",
         "base_world_size",
@@ -479,19 +464,13 @@ def scaling(
         grouped = part.groupby("_curve", sort=False)
         part["base_world_size"] = grouped["world_size"].transform("first")
         part["base_key"] = grouped["config_key"].transform("first")
-        label_cols = label_columns(part, keys)
         firsts = grouped.head(1).to_dict("records")
         ids = {
             r["_curve"]: config_digest({"scaling_mode": mode, **{k: r[k] for k in keys}})
             + ("" if "|nodes=" not in r["_curve"] else f"-n{int(r['nodes'])}")
             for r in firsts
         }
-        names = {
-            r["_curve"]: f"{mode}: {point_label(r, label_cols)}" if label_cols else mode
-            for r in firsts
-        }
         part["curve_id"] = part["_curve"].map(ids)
-        part["curve"] = part["_curve"].map(names)
         parts.append(part)
     if not parts:
         return pd.DataFrame(columns=cols)
@@ -545,29 +524,27 @@ def factor_effect(
     Points are grouped by every other config column; inside a group each level's median is
     divided by the reference level's (``reference`` when the group has it, else the first level
     in natural order: fp32 < tf32 < fp16 < bf16, False < True, numbers ascending), with a
-    bootstrap interval of the ratio. Empty when the factor never varies inside a group.
+    bootstrap interval of the ratio. Empty when the factor never varies inside a group. One row
+    per compared point (``config_key``); :func:`harness.report.fmt.group_names` names its group.
     """
-    cols = ["group", "world_size", "level", "reference", "speedup", "speedup_lo", "speedup_hi"]
+    cols = ["config_key", "world_size", "level", "reference", "speedup", "speedup_lo", "speedup_hi"]
     if summary is None or metric not in summary.columns:
         summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
     summary = summary[summary[metric].notna()]
     if summary.empty or factor not in summary.columns:
         return pd.DataFrame(columns=cols)
-    others = [c for c in CONFIG_COLUMNS if c != factor]
-    if factor in ("per_device_batch", "grad_accum"):
-        others.remove("global_batch")
-    s = summary.assign(_g=row_keys(summary, others), _lvl=summary[factor].map(fmt_value))
+    others = factor_others(factor)
+    s = summary.assign(_g=row_keys(summary, others), _lvl=summary[factor].map(value_key))
     s = s[s.groupby("_g")["_lvl"].transform("nunique") > 1]
     if s.empty:
         return pd.DataFrame(columns=cols)
-    ref = fmt_value(reference) if reference is not None else None
+    ref = value_key(reference) if reference is not None else None
     levels = sorted(set(s["_lvl"]), key=_sort_key)
     rank = {v: (-1 if v == ref else i) for i, v in enumerate(levels)}
     s = s.assign(_rank=s["_lvl"].map(rank)).sort_values(["_g", "_rank"], kind="stable")
     refs = s.groupby("_g").head(1)[["_g", "config_key", metric, "_lvl"]]
     out = s.merge(refs, on="_g", suffixes=("", "_ref"))
     out = out[out["config_key"] != out["config_key_ref"]]
-    label_cols = [c for c in label_columns(summary, others) if c != "world_size"]
     samples = point_samples(frame, metric)
     lo, hi = ratio_interval(
         [samples[k] for k in out["config_key"]],
@@ -577,7 +554,7 @@ def factor_effect(
     )
     return pd.DataFrame(
         {
-            "group": [point_label(r, label_cols) for r in out.to_dict("records")],
+            "config_key": out["config_key"].to_numpy(),
             "world_size": out["world_size"].to_numpy(),
             "level": out["_lvl"].to_numpy(),
             "reference": out["_lvl_ref"].to_numpy(),
@@ -586,6 +563,15 @@ def factor_effect(
             "speedup_hi": hi,
         }
     )[cols]
+
+
+def factor_others(factor: str) -> list[str]:
+    """The configuration columns held equal while ``factor`` varies (a batch factor frees the
+    global batch, which follows from it)."""
+    others = [c for c in CONFIG_COLUMNS if c != factor]
+    if factor in ("per_device_batch", "grad_accum"):
+        others.remove("global_batch")
+    return others
 
 
 def ratio_interval(

@@ -187,7 +187,9 @@ def decompose(summary: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     for part in SOURCES:
         rows.loc[~complete, [f"{part}_pp", f"{part}_s"]] = np.nan
     rows["explained"] = complete
-    return rows[list(COLUMNS)].reset_index(drop=True)
+    # ``curve`` (the curve's name) is there when the caller named the curves
+    # (harness.report.fmt.with_curve_names); the numbers do not need it.
+    return rows.reindex(columns=list(COLUMNS)).reset_index(drop=True)
 
 
 def extra_loss_shares(reference: dict[str, Any], other: dict[str, Any]) -> dict[str, float]:

@@ -39,6 +39,7 @@ import pandas as pd
 from distrinews.errors import UserError
 from harness import analysis, envinfo, store
 from harness.analysis import THROUGHPUT
+from harness.report import fmt
 
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive", "missing", "new")
 #: Fingerprint fields whose change makes two sweeps incomparable (harness.envinfo writes them).
@@ -382,7 +383,7 @@ def _joinable(b: pd.DataFrame, c: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
 
 
 def _compare_points(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.DataFrame:
-    label_cols = analysis.label_columns(pd.concat([b, c], ignore_index=True))
+    label_cols = fmt.label_columns(pd.concat([b, c], ignore_index=True))
     first = pd.concat([c, b], ignore_index=True).drop_duplicates("key").set_index("key")
     b_ok = _ok_samples(b, s.metric)
     c_ok = _ok_samples(c, s.metric)
@@ -393,7 +394,7 @@ def _compare_points(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
         bv, cv = b_ok.get(key, np.empty(0)), c_ok.get(key, np.empty(0))
         row: dict[str, Any] = {
             "key": key,
-            "point": analysis.point_label(first.loc[key], label_cols),
+            "point": fmt.point_label(first.loc[key], label_cols),
             "world_size": first.loc[key, "world_size"],
             "baseline": float(np.median(bv)) if len(bv) else np.nan,
             "n_baseline": len(bv),
@@ -490,6 +491,7 @@ def _compare_curves(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
     c_keyed = c.assign(config_key=c["key"])
     bc = analysis.scaling(b_keyed, s.metric, n_boot=s.n_boot, seed=s.seed)
     cc = analysis.scaling(c_keyed, s.metric, n_boot=s.n_boot, seed=s.seed)
+    cc = fmt.with_curve_names(cc, c_keyed)  # the current sweep names the curves
     if bc.empty or cc.empty:
         return pd.DataFrame(columns=cols)
     bc = bc[bc["world_size"] > bc["base_world_size"]]
@@ -509,7 +511,7 @@ def _compare_curves(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
     testable = n_min >= 3
     out = pd.DataFrame(
         {
-            "curve": joined["curve_c"],
+            "curve": joined["curve"],
             "world_size": joined["world_size"],
             "base_world_size": joined["base_world_size"],
             "baseline": joined["efficiency_b"] * 100.0,
@@ -559,24 +561,6 @@ def _efficiency_boot(
 # -- rendering (pure) ------------------------------------------------------------------------
 
 
-def _pct(v: float) -> str:
-    return "" if v is None or not np.isfinite(v) else f"{v * 100:+.1f}%"
-
-
-def _pp(v: float) -> str:
-    return "" if v is None or not np.isfinite(v) else f"{v:+.1f} pp"
-
-
-def _rate(v: float, n: int) -> str:
-    return "" if not np.isfinite(v) else f"{v:,.1f} (n={n})"
-
-
-def _interval(lo: float, hi: float, fmt) -> str:
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return ""
-    return f"[{fmt(lo)}, {fmt(hi)}]"
-
-
 def _point_rows(cmp: Comparison) -> list[list[str]]:
     rows = []
     for r in cmp.points.to_dict("records"):
@@ -584,10 +568,10 @@ def _point_rows(cmp: Comparison) -> list[list[str]]:
             [
                 r["verdict"],
                 r["point"],
-                _rate(r["baseline"], r["n_baseline"]),
-                _rate(r["current"], r["n_current"]),
-                _pct(r["change"]),
-                _interval(r["change_lo"], r["change_hi"], _pct),
+                fmt.rate(r["baseline"], r["n_baseline"]),
+                fmt.rate(r["current"], r["n_current"]),
+                fmt.signed_pct(r["change"]),
+                fmt.bracket(r["change_lo"], r["change_hi"], fmt.signed_pct),
                 "" if not np.isfinite(r["p_value"]) else f"{r['p_value']:.3f}",
                 r["note"] or (r["method"] or ""),
             ]
@@ -603,8 +587,8 @@ def _curve_rows(cmp: Comparison) -> list[list[str]]:
             f"{int(r['world_size'])} (vs {int(r['base_world_size'])})",
             f"{r['baseline']:.1f}%",
             f"{r['current']:.1f}%",
-            _pp(r["change_pp"]),
-            _interval(r["change_pp_lo"], r["change_pp_hi"], _pp),
+            fmt.signed_pp(r["change_pp"]),
+            fmt.bracket(r["change_pp_lo"], r["change_pp_hi"], fmt.signed_pp),
         ]
         for r in cmp.curves.to_dict("records")
     ]

@@ -102,6 +102,15 @@ def predict_gib(fits: pd.DataFrame, config: dict[str, Any]) -> float | None:
     return float(fit["fixed_gib"] + fit["per_sample_gib"] * float(config["per_device_batch"]))
 
 
+def fits_within(fit: pd.Series | dict[str, Any], capacity_gib: float | None) -> int | None:
+    """The largest batch a :func:`fit_memory` line says fits in ``capacity_gib`` (None: unknown
+    capacity or no per-sample slope)."""
+    if capacity_gib is None or not fit["per_sample_gib"] > 0:
+        return None
+    room = (capacity_gib - fit["fixed_gib"]) / fit["per_sample_gib"]
+    return max(0, math.floor(room)) if np.isfinite(room) else None
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return float(a) == float(b)

@@ -51,6 +51,7 @@ from harness.projection import (
     robust_cv,
     split_buckets,
 )
+from harness.report import fmt
 
 DEFAULT_HIDE_NOTE = "default 2/3 (backward = 2x forward)"
 DEFAULT_GPUS = (8, 16, 32, 64, 128, 256, 512, 1024)
@@ -337,7 +338,7 @@ def sweep_inputs(sweep_dir: Path) -> tuple[list[CurveInputs], list[str]]:
         eff[r["config_key"]] = tuple(
             _finite_or_none(r[k]) for k in ("efficiency", "efficiency_lo", "efficiency_hi")
         )
-    label_cols = analysis.label_columns(weak, keys)
+    label_cols = fmt.label_columns(weak, keys)
     by_curve: dict[str, list[dict[str, Any]]] = {}
     for row in weak.to_dict("records"):
         by_curve.setdefault(row["_curve"], []).append(row)
@@ -352,7 +353,7 @@ def sweep_inputs(sweep_dir: Path) -> tuple[list[CurveInputs], list[str]]:
         first = base[0]
         config = {k: analysis.plain_value(first[k]) for k in keys}
         curve_id = analysis.config_digest({"scaling_mode": "weak", **config})
-        label = f"weak: {analysis.point_label(first, label_cols)}" if label_cols else "weak"
+        label = f"weak: {fmt.point_label(first, label_cols)}" if label_cols else "weak"
         out.append(_curve_inputs(sweep_dir, part, base, config, curve_id, label, eff))
     if not out:
         raise UserError(
@@ -910,26 +911,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _with_ci(
-    value: float | None, ci: list[float] | None, *, scale: float, fmt: str, unit: str = ""
-) -> str:
-    """``value`` (times ``scale``, formatted with ``fmt``) and its interval, or "-"."""
-    if value is None:
-        return "-"
-    text = f"{value * scale:{fmt}}{unit}"
-    if ci:
-        text += f" [{ci[0] * scale:{fmt}}, {ci[1] * scale:{fmt}}]"
-    return text
-
-
-def _pct(value: float | None, ci: list[float] | None = None) -> str:
-    return _with_ci(value, ci, scale=100, fmt=".1f", unit="%")
-
-
-def _ms(value: float | None, ci: list[float] | None = None) -> str:
-    return _with_ci(value, ci, scale=1, fmt=",.2f")
-
-
 TABLE_COLUMNS = (
     "GPUs",
     "nodes",
@@ -949,11 +930,13 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             (
                 f"{r['gpus']:,}",
                 f"{r['nodes']:,}",
-                _ms(r["step_time_ms"], r["step_time_ms_ci"]),
+                fmt.ms_ci(r["step_time_ms"], r["step_time_ms_ci"]),
                 "-" if r["samples_per_s"] is None else f"{r['samples_per_s']:,.0f}",
-                _pct(r["efficiency"], r["efficiency_ci"]),
-                _ms(r["exposed_comm_ms"]),
-                _pct(r["measured_efficiency"]) if r["measured_efficiency"] is not None else "",
+                fmt.pct_ci(r["efficiency"], r["efficiency_ci"]),
+                fmt.ms_ci(r["exposed_comm_ms"]),
+                fmt.pct_ci(r["measured_efficiency"])
+                if r["measured_efficiency"] is not None
+                else "",
                 "" if r["error_pp"] is None else f"{r['error_pp']:+.1f}",
             )
         )

@@ -10,6 +10,7 @@ import pytest
 
 from distrinews.errors import UserError
 from harness import analysis, store
+from harness.report import fmt
 from tests.helpers_results import FakeSweep, write_sweep
 
 
@@ -87,8 +88,9 @@ def test_strong_scaling_groups_by_global_batch_not_per_device_batch():
     w = curves[curves["scaling_mode"] == "weak"].set_index("world_size")
     assert s.loc[4, "efficiency"] == pytest.approx(3000 / (4 * 1000))
     assert w.loc[4, "efficiency"] == pytest.approx(1900 / (4 * 500))
-    assert all(c.startswith("strong") for c in s["curve"])
-    assert all(c.startswith("weak") for c in w["curve"])
+    names = fmt.curve_names(curves, frame)  # the report's name for each curve
+    assert all(names[c].startswith("strong") for c in s["curve_id"])
+    assert all(names[c].startswith("weak") for c in w["curve_id"])
 
 
 def test_curve_without_one_gpu_uses_its_smallest_count_as_reference():

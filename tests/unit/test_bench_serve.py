@@ -29,7 +29,7 @@ from harness.bench_serve import (
     request_bodies,
 )
 from harness.cli import cli
-from harness.report import fig_serving
+from harness.report.figures import fig_serving
 from harness.serving_store import (
     SERVING_KEYS,
     append_serving_row,

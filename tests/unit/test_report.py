@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from distrinews.errors import UserError
 from harness import report, store
 from harness.cli import cli
+from harness.definitions import DEFINITIONS
+from harness.report.sections import env_table
 from tests.helpers_results import FakeSweep, write_sweep
 
 FULL = FakeSweep(
@@ -76,7 +78,7 @@ def test_html_is_self_contained_with_plotly_once(full_sweep, tmp_path):
     rep = report.load_report(full_sweep)
     n_figs = sum(len(s.figures) for s in rep.sections)
     assert text.count('class="plotly-graph-div"') == n_figs
-    for term, _ in report.DEFINITIONS:
+    for term, _ in DEFINITIONS:
         assert term in text
     assert text.count('class="sortable"') >= 2
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # no temp file left behind
@@ -231,7 +233,7 @@ def test_environment_table_shows_each_field_once():
         (Path(__file__).parents[2] / "results/baselines/cpu-smoke/env.json").read_text()
     )
     assert set(env["fingerprint_fields"]) & (set(env) - {"fingerprint_fields"})
-    table = report._env_table(env, pd.DataFrame())
+    table = env_table(env, pd.DataFrame())
     fields = [row[0] for row in table.rows]
     assert fields[0] == "fingerprint" and "torch" in fields and "hostname" in fields
     assert len(fields) == len(set(fields))
@@ -327,7 +329,7 @@ def test_environment_values_are_readable():
         "cpu_count": 2,
         "hostname": "box",
     }
-    cells = dict(report._env_table(env, pd.DataFrame()).rows)
+    cells = dict(env_table(env, pd.DataFrame()).rows)
     assert cells["gpu_names"] == "none" and cells["gpus"] == "none"
     assert cells["driver"] == "not available" and cells["topology"] == "not available"
     assert cells["git_dirty"] == "no" and cells["gpu_count"] == "0"

@@ -1,13 +1,14 @@
-"""The report's cost sections from hand-made ledger rows: the energy sentence and chart, the
-memory model against the device's capacity, and the largest-batch table."""
+"""harness.report.cost from hand-made ledger rows: the energy sentence and chart, the memory
+model against the device's capacity, and the largest-batch table."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from distrinews.runspec import RunSpec
-from harness import analysis, cost_report, store
+from harness import analysis, store
 from harness import report as R
+from harness.report import cost
 
 ENV = {"gpus": [{"memory_total_gib": 79.6}] * 8, "gpu_count": 8}
 #: Planted joules per sample per GPU count: bf16 costs 9% more at 8 GPUs, fp32 10% less.
@@ -132,5 +133,5 @@ def test_max_batch_table_lists_every_search():
 
 def test_trials_feed_the_memory_model():
     trials = analysis.frame_from_rows(memory_rows())
-    merged = cost_report.memory_frame(analysis.frame_from_rows([]), trials)
+    merged = cost.memory_frame(analysis.frame_from_rows([]), trials)
     assert len(merged) == 3

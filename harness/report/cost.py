@@ -1,23 +1,23 @@
 """The report's cost sections: energy per sample, the memory model, the largest batch that fits.
 
-Pure builders like the rest of :mod:`harness.report` (frames in, :class:`~harness.report.Section`
-out); :func:`cost_sections` is what ``build_report`` calls. Each section appears only when the
-sweep has the data for it: energy needs NVML telemetry, the memory model peak-memory readings
-(CUDA) at two batch sizes or more, the largest-batch table a max-batch search.
+Pure like the other sections (frames in, :class:`~harness.report.model.Section` out);
+:func:`cost_sections` is what :func:`harness.report.build.build_report` calls. Each section
+appears only when the sweep has the data for it: energy needs NVML telemetry, the memory model
+peak-memory readings (CUDA) at two batch sizes or more, the largest-batch table a max-batch
+search.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
 from harness import memory_model
-from harness import report as R
+from harness.report import fmt
+from harness.report.figures import MAX_CURVES, fig_energy, fig_memory
+from harness.report.model import Section, Table
 
 ENERGY = "energy_j_per_sample"
 
@@ -30,7 +30,7 @@ def cost_sections(
     env: dict[str, Any] | None,
     memory_frame: pd.DataFrame,
     searches: Sequence[dict[str, Any]] = (),
-) -> list[R.Section]:
+) -> list[Section]:
     """Energy (after the scaling curves), memory model and largest batch, where supported.
 
     ``memory_frame`` holds every finished run with a peak-memory reading (the ledger plus the
@@ -48,9 +48,6 @@ def cost_sections(
     return out
 
 
-# -- energy ----------------------------------------------------------------------------------
-
-
 def energy_lines(summary: pd.DataFrame, curves: pd.DataFrame, labels: dict[str, str]) -> list:
     """(name, rows sorted by GPU count) per scaling curve with energy; lone points by label."""
     ok = summary[summary[ENERGY].notna()]
@@ -63,7 +60,7 @@ def energy_lines(summary: pd.DataFrame, curves: pd.DataFrame, labels: dict[str, 
         for _, group in merged.groupby("curve_id", sort=True)
     ]
     lines.sort(key=lambda kv: kv[1][ENERGY].iloc[-1])
-    return lines[: R.MAX_CURVES]
+    return lines[:MAX_CURVES]
 
 
 def energy_sentence(name: str, line: pd.DataFrame) -> str | None:
@@ -72,7 +69,7 @@ def energy_sentence(name: str, line: pd.DataFrame) -> str | None:
         return None
     first, last = line.iloc[0], line.iloc[-1]
     change = last[ENERGY] / first[ENERGY] - 1.0
-    n0, n1 = R._num(first["world_size"]), R._num(last["world_size"])
+    n0, n1 = fmt.num(first["world_size"]), fmt.num(last["world_size"])
     if abs(change) < 0.005:
         verdict = "costs the same energy per sample"
     else:
@@ -83,35 +80,7 @@ def energy_sentence(name: str, line: pd.DataFrame) -> str | None:
     )
 
 
-def fig_energy(lines: list) -> go.Figure | None:
-    """Joules per sample against GPU count, one line per curve (precision, batch, ...)."""
-    if not lines:
-        return None
-    fig = go.Figure()
-    sizes = []
-    for i, (name, line) in enumerate(lines):
-        sizes.extend(line["world_size"])
-        fig.add_trace(
-            go.Scatter(
-                x=line["world_size"],
-                y=line[ENERGY],
-                mode="lines+markers",
-                name=name,
-                line={"color": R.PALETTE[i % len(R.PALETTE)]},
-                hovertemplate="N=%{x}<br>%{y:.4g} J/sample<extra>%{fullData.name}</extra>",
-            )
-        )
-    return R._layout(
-        fig,
-        "Energy per training sample vs GPU count (GPU boards only; lower is cheaper)",
-        xaxis=R._ws_axis(sizes),
-        yaxis={"title": "J per sample (median)", "rangemode": "tozero"},
-    )
-
-
-def energy_section(
-    summary: pd.DataFrame, curves: pd.DataFrame, labels: dict[str, str]
-) -> R.Section:
+def energy_section(summary: pd.DataFrame, curves: pd.DataFrame, labels: dict[str, str]) -> Section:
     lines = energy_lines(summary, curves, labels)
     sentences = [s for name, line in lines if (s := energy_sentence(name, line))]
     rows, sort_values = [], []
@@ -120,10 +89,10 @@ def energy_section(
             rows.append(
                 (
                     name,
-                    R._num(r["world_size"]),
+                    fmt.num(r["world_size"]),
                     f"{r[ENERGY]:.4g}",
-                    R._num(r.get("samples_per_kwh"), 0),
-                    R._num(r.get("power_w_mean_per_gpu")),
+                    fmt.num(r.get("samples_per_kwh"), 0),
+                    fmt.num(r.get("power_w_mean_per_gpu")),
                 )
             )
             sort_values.append(
@@ -135,7 +104,7 @@ def energy_section(
                     r.get("power_w_mean_per_gpu"),
                 )
             )
-    table = R.Table(
+    table = Table(
         columns=("configuration", "GPUs", "J/sample", "samples/kWh", "W per GPU"),
         rows=tuple(rows),
         sort_values=tuple(sort_values),
@@ -147,8 +116,8 @@ def energy_section(
         "CPU, network and cooling are not in it. Beside the efficiency curve: a curve that "
         "scales at 90% spends about 1/0.9 the energy per sample."
     )
-    fig = fig_energy(lines)
-    return R.Section(
+    fig = fig_energy(lines, ENERGY)
+    return Section(
         id="energy",
         title="Energy per sample",
         intro=intro,
@@ -157,98 +126,23 @@ def energy_section(
     )
 
 
-# -- the memory model ------------------------------------------------------------------------
-
-
-def group_label(row: dict[str, Any] | pd.Series) -> str:
-    """``base bf16 fixed@128 x8 cuda`` -- a memory-model group (or a searched configuration)."""
-    compiled = " compile" if bool(row.get("compile")) else ""
-    return (
-        f"{row.get('model')} {row.get('precision')} {row.get('seq_policy')}@"
-        f"{R._num(row.get('max_length'))} x{R._num(row.get('world_size'))} "
-        f"{row.get('device')}{compiled}"
-    )
-
-
-def fits_within(fit: pd.Series | dict[str, Any], capacity_gib: float | None) -> int | None:
-    """The largest batch the line says fits in ``capacity_gib`` (None: unknown or no slope)."""
-    if capacity_gib is None or not fit["per_sample_gib"] > 0:
-        return None
-    room = (capacity_gib - fit["fixed_gib"]) / fit["per_sample_gib"]
-    return max(0, math.floor(room)) if np.isfinite(room) else None
-
-
-def fig_memory(frame: pd.DataFrame, fits: pd.DataFrame, capacity_gib: float | None) -> go.Figure:
-    """Measured peaks (markers) and the fitted lines, against the device's memory."""
-    fig = go.Figure()
-    ok = frame[(frame["status"] == "ok") & frame[memory_model.METRIC].notna()]
-    x_max = 1.0
-    for i, fit in enumerate(fits.head(R.MAX_CURVES).to_dict("records")):
-        color = R.PALETTE[i % len(R.PALETTE)]
-        name = group_label(fit)
-        mask = np.ones(len(ok), dtype=bool)
-        for col in memory_model.GROUP_COLUMNS:
-            mask &= (ok[col].astype(str) == str(fit[col])).to_numpy()
-        points = ok[mask]
-        top = fits_within(fit, capacity_gib) or 0
-        end = max(fit["batch_max"], min(top, 4 * fit["batch_max"]))
-        x_max = max(x_max, end)
-        fig.add_trace(
-            go.Scatter(
-                x=points["per_device_batch"],
-                y=points[memory_model.METRIC],
-                mode="markers",
-                name=name,
-                legendgroup=name,
-                marker={"color": color},
-                hovertemplate="batch %{x}<br>%{y:.2f} GiB<extra>%{fullData.name}</extra>",
-            )
-        )
-        xs = np.array([0.0, end])
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=fit["fixed_gib"] + fit["per_sample_gib"] * xs,
-                mode="lines",
-                name=f"{name} (fit)",
-                legendgroup=name,
-                showlegend=False,
-                line={"color": color, "dash": "dot"},
-                hoverinfo="skip",
-            )
-        )
-    if capacity_gib is not None:
-        fig.add_hline(
-            y=capacity_gib,
-            line={"color": "#d62728", "dash": "dash", "width": 1},
-            annotation_text=f"device memory {capacity_gib:.1f} GiB",
-            annotation_position="top left",
-        )
-    return R._layout(
-        fig,
-        "Peak memory vs per-device batch (dotted: fixed + per-sample fit)",
-        xaxis={"title": "per-device batch", "range": [0, x_max * 1.05]},
-        yaxis={"title": "peak allocated memory per GPU (GiB)", "rangemode": "tozero"},
-    )
-
-
-def memory_section(frame: pd.DataFrame, capacity_gib: float | None) -> R.Section | None:
+def memory_section(frame: pd.DataFrame, capacity_gib: float | None) -> Section | None:
     fits = memory_model.fit_memory(frame)
     if fits.empty:
         return None
     rows = tuple(
         (
-            group_label(f),
+            fmt.group_label(f),
             f"{f['fixed_gib']:.2f}",
             f"{f['per_sample_gib'] * 1024:.1f}",
-            R._num(f["n_runs"]),
-            f"{R._num(f['batch_min'])}-{R._num(f['batch_max'])}",
+            fmt.num(f["n_runs"]),
+            f"{fmt.num(f['batch_min'])}-{fmt.num(f['batch_max'])}",
             f"{f['max_residual_gib']:.2f}",
-            R._num(fits_within(f, capacity_gib)),
+            fmt.num(memory_model.fits_within(f, capacity_gib)),
         )
         for f in fits.to_dict("records")
     )
-    table = R.Table(
+    table = Table(
         columns=(
             "group",
             "fixed GiB",
@@ -270,7 +164,7 @@ def memory_section(frame: pd.DataFrame, capacity_gib: float | None) -> R.Section
         "point whose predicted peak is above the device's memory (--no-predict-oom launches it). "
         "The CUDA context and fragmentation come on top of the allocated peak."
     )
-    return R.Section(
+    return Section(
         id="memory",
         title="Memory model",
         intro=intro,
@@ -278,8 +172,6 @@ def memory_section(frame: pd.DataFrame, capacity_gib: float | None) -> R.Section
         tables=(table,),
     )
 
-
-# -- the largest batch that fits -------------------------------------------------------------
 
 _STOPPED = {
     "converged": "exact",
@@ -291,26 +183,26 @@ _STOPPED = {
 }
 
 
-def max_batch_section(searches: Sequence[dict[str, Any]]) -> R.Section:
+def max_batch_section(searches: Sequence[dict[str, Any]]) -> Section:
     rows, sort_values = [], []
-    for s in sorted(searches, key=lambda r: group_label(r)):
+    for s in sorted(searches, key=lambda r: fmt.group_label(r)):
         stopped = _STOPPED.get(str(s.get("stopped")), str(s.get("stopped")))
         if s.get("reason"):
             stopped += f": {s['reason']}"
         rows.append(
             (
-                group_label(s),
-                R._num(s.get("largest_batch_ok")) or "none",
-                R._num(s.get("smallest_batch_oom")) or "none seen",
+                fmt.group_label(s),
+                fmt.num(s.get("largest_batch_ok")) or "none",
+                fmt.num(s.get("smallest_batch_oom")) or "none seen",
                 stopped,
-                R._num(s.get("trials")),
-                R._num(s.get("search_s")),
+                fmt.num(s.get("trials")),
+                fmt.num(s.get("search_s")),
                 str(s.get("trial_log") or ""),
             )
         )
         sort_values.append(
             (
-                group_label(s),
+                fmt.group_label(s),
                 s.get("largest_batch_ok"),
                 s.get("smallest_batch_oom"),
                 stopped,
@@ -319,7 +211,7 @@ def max_batch_section(searches: Sequence[dict[str, Any]]) -> R.Section:
                 s.get("trial_log"),
             )
         )
-    return R.Section(
+    return Section(
         id="max-batch",
         title="Largest batch that fits",
         intro=(
@@ -329,7 +221,7 @@ def max_batch_section(searches: Sequence[dict[str, Any]]) -> R.Section:
             "ran out of memory. Trial runs are in max_batch/ beside the ledger."
         ),
         tables=(
-            R.Table(
+            Table(
                 columns=(
                     "configuration",
                     "largest batch that ran",

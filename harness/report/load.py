@@ -1,0 +1,129 @@
+"""The report's I/O: read a sweep folder into a Report, write the HTML page, print the JSON.
+
+The only module of :mod:`harness.report` that touches disk. :func:`load_report` reads the
+ledger, env.json and the few side files the page draws (telemetry and per-rank step times of
+the runs :mod:`harness.report.model` picks, serving.jsonl, the max-batch searches and trials,
+which logs folders exist) and the default projection, then builds the Report;
+:func:`render_report` writes it atomically (``distrinews-bench report RESULTS_DIR`` and the end
+of a sweep call it); :func:`render_json` is ``report --format json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from distrinews.errors import UserError
+from harness import analysis, max_batch, serving_store, store
+from harness.report import page_html, page_json
+from harness.report.build import build_report
+from harness.report.model import Report, straggler_points, telemetry_points
+
+
+def load_report(sweep_dir: Path) -> Report:
+    """Read a sweep folder (ledger, env.json, a few telemetry and record files) into a Report."""
+    sweep_dir = sweep_folder(sweep_dir)
+    frame = analysis.load_frame(sweep_dir)
+    env = analysis.load_env(sweep_dir)
+    telemetry = analysis.load_telemetry(sweep_dir, telemetry_points(frame)) if len(frame) else None
+    rank_times = (
+        analysis.load_rank_step_times(sweep_dir, straggler_points(frame)) if len(frame) else {}
+    )
+    serving = (
+        serving_store.read_serving_rows(sweep_dir)
+        if serving_store.serving_path(sweep_dir).is_file()
+        else []
+    )
+    trials_dir = sweep_dir / max_batch.TRIALS_DIR
+    log_dirs = {
+        d
+        for d in (frame["point_dir"].dropna().unique() if len(frame) else ())
+        if (sweep_dir / str(d) / "logs").is_dir()
+    }
+    return build_report(
+        frame,
+        env=env,
+        telemetry=telemetry,
+        rank_times=rank_times,
+        title=sweep_dir.name,
+        serving=serving,
+        max_batch_rows=max_batch.read_results(sweep_dir),
+        trials=analysis.load_frame(trials_dir) if trials_dir.is_dir() else None,
+        log_dirs=log_dirs,
+        projection=_load_projection(sweep_dir, frame),
+    )
+
+
+def _load_projection(sweep_dir: Path, frame: pd.DataFrame) -> Any:
+    """The default projection of a sweep (to 1024 GPUs, dgx-h100 past the measured points),
+    or None when the sweep cannot feed one: no ok N = 1 point, or no compute-only step time
+    (sweeps recorded before the worker measured it)."""
+    from harness import project
+
+    if frame.empty or "compute_step_time_s" not in frame.columns:
+        return None
+    ok = frame["status"] == "ok"
+    if not (ok & pd.to_numeric(frame["compute_step_time_s"], errors="coerce").notna()).any():
+        return None
+    try:
+        return project.run_project(
+            sweep_dir, gpus=None, gpus_per_node=8, fabric=None, busbw_gbps=None, pure=None
+        )
+    except UserError:
+        return None
+
+
+def sweep_folder(sweep_dir: Path) -> Path:
+    """``sweep_dir`` as a Path, refused (UserError) when it is not a sweep's results folder.
+
+    A results root (sweeps inside) names them; a folder holding no ledger, sweep.json or
+    serving ledger is not results at all: refused, as export and compare do.
+    """
+    sweep_dir = Path(sweep_dir)
+    if sweep_dir.is_dir() and not store.ledger_path(sweep_dir).is_file():
+        inside = sorted(p.name for p in sweep_dir.iterdir() if store.ledger_path(p).is_file())
+        if inside:  # a results root, not one sweep: say which sweeps it holds
+            raise UserError(
+                f"{sweep_dir}: not a sweep folder; it holds the sweeps {', '.join(inside)} -- "
+                f"pass one of them, e.g. {sweep_dir / inside[0]}"
+            )
+        # A sweep just started has sweep.json and no ledger yet; a bench-serve folder has
+        # serving.jsonl. Anything else is not results: refuse, as export and compare do.
+        markers = ("sweep.json", serving_store.SERVING_LEDGER)
+        if not any((sweep_dir / m).is_file() for m in markers):
+            raise UserError(
+                f"{sweep_dir}: not a sweep folder (no {store.LEDGER_NAME}, sweep.json or "
+                f"{serving_store.SERVING_LEDGER}); pass results/<sweep>"
+            )
+    return sweep_dir
+
+
+def is_report_html(head: bytes) -> bool:
+    """Whether a file's first bytes are a report this package rendered (it may be replaced)."""
+    return head.startswith(b"<!DOCTYPE html>") and b"<title>distrinews scaling report" in head
+
+
+def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
+    """Render ``sweep_dir`` to one self-contained HTML file (atomically); return its path.
+
+    ``out_path`` defaults to ``sweep_dir/report.html``. Bad input (missing folder, corrupt
+    ledger) raises UserError with a one-line reason.
+    """
+    sweep_dir = Path(sweep_dir)
+    if out_path is None:  # report.html is the sweep folder's own file (see harness.store)
+        out = sweep_dir / "report.html"
+        store.check_output(out, kind="HTML report", written_by_us=lambda head: True)
+    else:
+        out = Path(out_path)
+        store.check_output(out, kind="HTML report", written_by_us=is_report_html)
+    store.atomic_write_text(out, page_html.render_html(load_report(sweep_dir)))
+    return out
+
+
+def render_json(sweep_dir: Path) -> str:
+    """The JSON report of a sweep folder (one object, pretty-printed)."""
+    sweep_dir = sweep_folder(sweep_dir)
+    frame = analysis.load_frame(sweep_dir)
+    return page_json.dumps(page_json.build_json(frame, title=sweep_dir.name))

@@ -1,0 +1,622 @@
+"""The report's sections: each part of the page built from analysis frames (pure).
+
+A section function takes the frames :mod:`harness.report.build` computed (the ledger frame,
+its per-point summary, the named scaling curves, labels) and returns a
+:class:`~harness.report.model.Section` (or None / [] when the sweep has no data for it):
+headline, scaling, why efficiency drops, projection, precision/compile, batch, DDP knobs,
+stragglers, telemetry, MFU, serving, failures, skipped, all points, environment, definitions.
+The cost sections (energy, memory model, largest batch) are in :mod:`harness.report.cost`.
+Cells are spelled by :mod:`harness.report.fmt`, charts drawn by :mod:`harness.report.figures`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness import analysis, attribution
+from harness.analysis import THROUGHPUT
+from harness.definitions import DEFINITIONS
+from harness.report import fmt
+from harness.report.figures import (
+    MAX_CURVES,
+    fig_allreduce,
+    fig_batch,
+    fig_efficiency,
+    fig_factor,
+    fig_knobs,
+    fig_mfu_tokens,
+    fig_projection,
+    fig_serving,
+    fig_stragglers,
+    fig_telemetry,
+    fig_throughput,
+    fig_why,
+)
+from harness.report.model import Section, Table
+
+
+def headline_table(
+    frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame, labels: dict[str, str]
+) -> Table:
+    n_points = len(summary)
+    n_runs = len(frame)
+    statuses = frame["status"].value_counts().to_dict() if n_runs else {}
+    rows = [
+        ("points / runs", f"{n_points} / {n_runs}"),
+        ("runs by status", ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none"),
+    ]
+    ok = summary[summary[THROUGHPUT].notna()]
+    if not ok.empty:
+        n_max = ok["world_size"].max()
+        top = ok[ok["world_size"] == n_max].sort_values(THROUGHPUT, ascending=False).iloc[0]
+        unit = device_unit(frame)
+        rows.append((f"largest {unit} count", fmt.num(n_max)))
+        rows.append(
+            (f"best configuration at N={fmt.num(n_max)}", labels.get(top["config_key"], ""))
+        )
+        rows.append(
+            (
+                "its throughput (samples/s)",
+                fmt.ci(top[THROUGHPUT], top[f"{THROUGHPUT}_lo"], top[f"{THROUGHPUT}_hi"]),
+            )
+        )
+        n = float(top["world_size"])
+        per_gpu = fmt.ci(
+            top[THROUGHPUT] / n, top[f"{THROUGHPUT}_lo"] / n, top[f"{THROUGHPUT}_hi"] / n
+        )
+        rows.append((f"its samples/s per {unit}", per_gpu))
+        eff = curves[curves["config_key"] == top["config_key"]]
+        if not eff.empty:
+            e = eff.iloc[0]
+            ref = fmt.num(e["base_world_size"])
+            rows.append(
+                (
+                    f"its scaling efficiency ({e['scaling_mode']}, vs N={ref})",
+                    fmt.pct(e["efficiency"], e["efficiency_lo"], e["efficiency_hi"]),
+                )
+            )
+        else:
+            rows.append(("its scaling efficiency", f"no smaller {unit} count on its curve"))
+        rows.append(
+            ("its MFU", fmt.pct(top["mfu"], top["mfu_lo"], top["mfu_hi"]) or "unknown (no peak)")
+        )
+        fastest = ok.sort_values(THROUGHPUT, ascending=False).iloc[0]
+        if fastest["config_key"] != top["config_key"]:
+            rows.append(("fastest overall", labels.get(fastest["config_key"], "")))
+    return Table(columns=("", ""), rows=tuple(rows))
+
+
+def device_unit(frame: pd.DataFrame) -> str:
+    """What one rank is, for labels: "GPU" when any point ran on CUDA, else "CPU rank"."""
+    devices = set(frame["device"].dropna()) if "device" in frame and len(frame) else set()
+    return "CPU rank" if devices and devices <= {"cpu"} else "GPU"
+
+
+def scaling_sections(
+    frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame
+) -> list[Section]:
+    if curves.empty:
+        return [
+            Section(
+                id="scaling",
+                title="Scaling",
+                intro="Only one GPU count has ok results, so there is no scaling curve to draw.",
+            )
+        ]
+    modes = sorted(set(curves["scaling_mode"]))
+    described = {
+        "weak": "weak scaling (per-device batch fixed, global batch grows with N)",
+        "strong": "strong scaling (global batch fixed, per-device batch shrinks)",
+    }
+    n_curves = curves["curve_id"].nunique()
+    more = (
+        f" Showing the {MAX_CURVES} fastest of {n_curves} curves." if n_curves > MAX_CURVES else ""
+    )
+    intro = (
+        "Curves use " + " and ".join(described[m] for m in modes) + "; each curve's name starts "
+        "with its mode. Efficiency = X(N)·N0/(N·X(N0)) against the curve's smallest GPU count N0."
+        + more
+    )
+    table = scaling_table(curves)
+    figs = tuple(f for f in (fig_throughput(curves), fig_efficiency(curves)) if f is not None)
+    return [Section(id="scaling", title="Scaling", intro=intro, figures=figs, tables=(table,))]
+
+
+def scaling_table(curves: pd.DataFrame) -> Table:
+    """One row per curve: its mode, reference N0, efficiency at each GPU count, top throughput."""
+    # The reference count is 100% by definition: only GPU counts above some curve's N0 get a column.
+    above = curves[curves["world_size"] > curves["base_world_size"]]
+    sizes = sorted({int(n) for n in above["world_size"]})
+    rows, sort_values = [], []
+    by_curve: dict[str, list[dict[str, Any]]] = {}
+    for r in curves.sort_values("world_size").to_dict("records"):
+        by_curve.setdefault(r["curve_id"], []).append(r)
+    for recs in by_curve.values():
+        by_n = {int(r["world_size"]): r for r in recs}
+        first, last = recs[0], recs[-1]
+        cells = [
+            fmt.pct(by_n[n]["efficiency"], by_n[n]["efficiency_lo"], by_n[n]["efficiency_hi"])
+            if n in by_n
+            else ""
+            for n in sizes
+        ]
+        rows.append(
+            (
+                first["curve"],
+                fmt.num(first["base_world_size"]),
+                *cells,
+                fmt.ci(last[THROUGHPUT], last[f"{THROUGHPUT}_lo"], last[f"{THROUGHPUT}_hi"]),
+            )
+        )
+        sort_values.append(
+            (
+                first["curve"],
+                first["base_world_size"],
+                *(by_n[n]["efficiency"] if n in by_n else None for n in sizes),
+                last[THROUGHPUT],
+            )
+        )
+    order = np.argsort([-(v[-1] or 0) for v in sort_values], kind="stable")
+    return Table(
+        columns=("curve", "N0", *(f"eff. N={n}" for n in sizes), "samples/s at largest N"),
+        rows=tuple(rows[i] for i in order),
+        sort_values=tuple(sort_values[i] for i in order),
+        sortable=True,
+    )
+
+
+def why_section(summary: pd.DataFrame, curves: pd.DataFrame) -> Section | None:
+    decomp = attribution.decompose(summary, curves)
+    if decomp.empty:
+        return None
+    sentence = why_sentence(decomp, summary) or ""
+    row = attribution.headline_row(decomp, summary, THROUGHPUT)
+    curve = curves[curves["curve_id"] == row["curve_id"]]
+    figs = tuple(
+        f
+        for f in (fig_why(decomp, row["curve_id"]), fig_allreduce(summary, curve))
+        if f is not None
+    )
+    intro = (
+        f"{sentence} Each GPU count's lost efficiency 1 − E(N), in percentage points against "
+        "the curve's smallest GPU count N0, split into the causes measured after each point's "
+        "window; the remainder is shown as it is (definitions at the end of the report)."
+    )
+    return Section(id="why", title="Why efficiency drops", intro=intro, figures=figs,
+                   tables=(why_table(decomp),))  # fmt: skip
+
+
+def why_table(decomp: pd.DataFrame) -> Table:
+    """Every decomposed point: efficiency, the points lost and each part, in pp."""
+    rows, sort_values = [], []
+    for r in decomp.sort_values(["curve", "world_size"]).to_dict("records"):
+        parts = [r[f"{c}_pp"] for c in attribution.COMPONENTS]
+        rows.append(
+            (
+                r["curve"],
+                fmt.num(r["world_size"], 0),
+                fmt.pct(r["efficiency"]),
+                fmt.pp(r["loss_pp"]),
+                *(fmt.pp(p) if r["explained"] else "not measured" for p in parts),
+            )
+        )
+        sort_values.append((r["curve"], r["world_size"], r["efficiency"], r["loss_pp"], *parts))
+    return Table(
+        columns=(
+            "curve",
+            "N",
+            "efficiency",
+            "pp lost",
+            *(f"{attribution.NAMES[c]} pp" for c in attribution.COMPONENTS),
+        ),
+        rows=tuple(rows),
+        sort_values=tuple(sort_values),
+        sortable=True,
+    )
+
+
+def why_sentence(decomp: pd.DataFrame, summary: pd.DataFrame) -> str | None:
+    """The biggest cause of lost efficiency at the largest N, with its numbers."""
+    row = attribution.headline_row(decomp, summary, THROUGHPUT)
+    if row is None:
+        return None
+    by_key = summary.set_index("config_key")
+    return attribution.biggest_cause(
+        row, by_key.loc[row["config_key"]].to_dict(), by_key.loc[row["base_key"]].to_dict()
+    )
+
+
+def projection_sections(projection: Any) -> list[Section]:
+    """Predicted efficiency to 1024 GPUs with its band, the measured points on it, the inputs."""
+    if projection is None or not projection.rows:
+        return []
+    from harness.project import TABLE_COLUMNS, input_lines, table_rows
+
+    s = projection.settings
+    intro = (
+        "What the model predicts at more GPUs than were measured, from this sweep's own "
+        "measurements: step = compute-only step + the all-reduce time backward cannot hide + "
+        "a straggler allowance. The all-reduce is bucketed (DDP's buckets, one after another; "
+        "the bucket produced last in backward cannot hide), ring inside a node, hierarchical "
+        "across nodes (ring or tree, whichever NCCL would pick), with a latency per algorithm "
+        "step and 2(N−1)/N·bytes/busbw. Inputs: the compute-only step at N = 1, DDP's buckets, "
+        f"the bus bandwidth and overlap measured at the largest N below each prediction (no "
+        f"peeking), and past that the fabric {s['fabric']} ({s['gpus_per_node']} GPUs per "
+        "node). Bands: 95% bootstrap over the measured inputs. Where the sweep measured an N, "
+        "the measured efficiency sits on the curve and the table gives the error in "
+        "percentage points. Other fabrics, hooks and GPU counts: distrinews-bench project."
+    )
+    figure = fig_projection(projection)
+    tables = []
+    by_curve: dict[Any, list[dict[str, Any]]] = {}
+    for r in projection.rows:
+        by_curve.setdefault(r.get("curve_id"), []).append(r)
+    infos = {c["curve_id"]: c for c in projection.curves}
+    for key in list(by_curve)[:MAX_CURVES]:
+        rows = table_rows(by_curve[key])
+        name = infos[key]["curve"] or "pure inputs"
+        tables.append(
+            Table(
+                columns=("model input", ""),
+                rows=tuple((name, line) for line in input_lines(projection, infos[key])),
+            )
+        )
+        tables.append(Table(columns=TABLE_COLUMNS, rows=tuple(rows)))
+    for note in projection.notes:
+        intro += f" Note: {note}."
+    return [
+        Section(
+            id="projection",
+            title="Projection",
+            intro=intro,
+            figures=(figure,) if figure is not None else (),
+            tables=tuple(tables),
+        )
+    ]
+
+
+def settings_sections(frame: pd.DataFrame, summary: pd.DataFrame) -> list[Section]:
+    out = []
+    figs = []
+    for factor, ref, title in (
+        ("precision", "fp32", "Precision speedup (vs fp32, or the slowest precision present)"),
+        ("compile", False, "torch.compile speedup (vs eager)"),
+    ):
+        effect = analysis.factor_effect(frame, factor, reference=ref, summary=summary)
+        effect.insert(
+            0, "group", fmt.group_names(effect, summary[summary[THROUGHPUT].notna()], factor)
+        )
+        fig = fig_factor(effect, factor, title)
+        if fig is not None:
+            figs.append(fig)
+    if figs:
+        out.append(
+            Section(
+                id="precision",
+                title="Precision and compile",
+                intro="Speedup of each setting over its reference with all else equal "
+                "(bars: median ratio; whiskers: bootstrap 95% interval).",
+                figures=tuple(figs),
+            )
+        )
+    batch = fig_batch(summary)
+    if batch is not None:
+        out.append(
+            Section(
+                id="batch",
+                title="Batch size",
+                intro="Throughput and peak memory per GPU as the per-device batch grows.",
+                figures=(batch,),
+            )
+        )
+    knobs = analysis.varying(
+        summary[summary[THROUGHPUT].notna()], (*analysis.DDP_COLUMNS, "nccl_env")
+    )
+    fig = fig_knobs(summary, knobs)
+    if fig is not None:
+        out.append(
+            Section(
+                id="knobs",
+                title="DDP knobs and NCCL settings",
+                intro=f"Varied: {', '.join(knobs)}. Compared at the largest device count.",
+                figures=(fig,),
+            )
+        )
+    return out
+
+
+def hardware_sections(
+    summary: pd.DataFrame,
+    telemetry: pd.DataFrame,
+    rank_times: dict[str, list[list[float]]],
+    labels: dict[str, str],
+    run_labels: dict[str, str],
+) -> list[Section]:
+    out = []
+    named_times = {run_labels.get(k, k): v for k, v in rank_times.items()}
+    fig = fig_stragglers(summary, named_times, labels)
+    if fig is not None:
+        out.append(
+            Section(
+                id="stragglers",
+                title="Stragglers",
+                intro="A spread near 1.00 means all ranks step at the same pace; a slow rank "
+                "holds every all-reduce back.",
+                figures=(fig,),
+            )
+        )
+    fig = fig_telemetry(telemetry, run_labels)
+    if fig is not None:
+        out.append(
+            Section(
+                id="telemetry",
+                title="GPU telemetry",
+                intro="NVML samples of the fastest run at each GPU count (utilisation and power: "
+                "mean over GPUs; memory: max over GPUs).",
+                figures=(fig,),
+            )
+        )
+    fig = fig_mfu_tokens(summary, labels)
+    if fig is not None:
+        out.append(
+            Section(
+                id="mfu",
+                title="MFU and padding",
+                intro="MFU counts real tokens only; the gap between padded and real tokens/s is "
+                "compute spent on padding.",
+                figures=(fig,),
+            )
+        )
+    return out
+
+
+def serving_headline(rows: Sequence[dict[str, Any]]) -> Table:
+    """A serving-only folder: the best requests/s and the latency at that level."""
+    done = [r for r in rows if isinstance(r.get("requests_per_s"), (int, float))]
+    out = [("bench-serve levels", fmt.num(len(rows), 0))]
+    if done:
+        best = max(done, key=lambda r: r["requests_per_s"])
+        out.append(("best requests/s", fmt.num(best["requests_per_s"])))
+        out.append(("at concurrency", fmt.num(best.get("concurrency"), 0)))
+        out.append(
+            (
+                "its p50 / p99 latency (ms)",
+                " / ".join(
+                    fmt.num(fmt.to_ms(best.get(k))) or "n/a"
+                    for k in ("latency_s_p50", "latency_s_p99")
+                ),
+            )
+        )
+    return Table(columns=("", ""), rows=tuple(out))
+
+
+def serving_section(rows: Sequence[dict[str, Any]]) -> Section:
+    """The inference service under load: requests/s and latency per concurrency level."""
+    ordered = sorted(rows, key=lambda r: (str(r.get("started_at")), r.get("concurrency", 0)))
+    table = Table(
+        columns=(
+            "run",
+            "concurrency",
+            "requests",
+            "errors",
+            "requests/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+        ),
+        rows=tuple(
+            (
+                f"{fmt.checkpoint_label(r.get('checkpoint'))} · {r.get('started_at')}",
+                fmt.num(r.get("concurrency"), 0),
+                fmt.num(r.get("requests"), 0),
+                fmt.num(r.get("errors"), 0),
+                fmt.num(r.get("requests_per_s")),
+                fmt.num(fmt.to_ms(r.get("latency_s_p50"))),
+                fmt.num(fmt.to_ms(r.get("latency_s_p95"))),
+                fmt.num(fmt.to_ms(r.get("latency_s_p99"))),
+            )
+            for r in ordered
+        ),
+    )
+    figure = fig_serving(rows)
+    return Section(
+        id="serving",
+        title="Serving",
+        intro="distrinews-bench bench-serve against the HTTP inference service: closed-loop "
+        "clients per concurrency level; latency is end to end (request sent to answer read).",
+        figures=(figure,) if figure is not None else (),
+        tables=(table,),
+    )
+
+
+def failures_table(
+    frame: pd.DataFrame, labels: dict[str, str], log_dirs: Collection[str] | None = None
+) -> Table | None:
+    bad = frame[~frame["status"].isin(("ok", "skipped"))] if len(frame) else frame
+    if bad.empty:
+        return None
+    bad = bad.sort_values(["status", "world_size", "config_key", "repeat"], kind="stable")
+    rows = tuple(
+        (
+            r["status"],
+            labels.get(r["config_key"], r["config_key"]),
+            fmt.num(r["repeat"]),
+            "" if r["reason"] is None or r["reason"] != r["reason"] else str(r["reason"]),
+            f"{r['point_dir']}/logs/"
+            if isinstance(r["point_dir"], str) and (log_dirs is None or r["point_dir"] in log_dirs)
+            else "no logs",
+        )
+        for r in bad.to_dict("records")
+    )
+    return Table(columns=("status", "point", "repeat", "reason", "logs"), rows=rows, sortable=True)
+
+
+def skipped_table(frame: pd.DataFrame, labels: dict[str, str]) -> Table | None:
+    skipped = frame[frame["status"] == "skipped"] if len(frame) else frame
+    if skipped.empty:
+        return None
+    skipped = skipped.sort_values(["world_size", "config_key", "repeat"], kind="stable")
+    rows = tuple(
+        (
+            labels.get(r["config_key"], r["config_key"]),
+            fmt.num(r["repeat"]),
+            "" if r["reason"] is None or r["reason"] != r["reason"] else str(r["reason"]),
+        )
+        for r in skipped.to_dict("records")
+    )
+    return Table(columns=("point", "repeat", "why it cannot run here"), rows=rows, sortable=True)
+
+
+POINT_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("world_size", "N", 0),
+    ("per_device_batch", "batch/device", 0),
+    ("global_batch", "global batch", 0),
+    ("precision", "precision", 0),
+    ("compile", "compile", 0),
+    ("scaling_mode", "mode", 0),
+)
+
+
+def points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[str]) -> Table:
+    eff = {
+        r["config_key"]: r
+        for r in curves[["config_key", "efficiency", "efficiency_lo", "efficiency_hi"]].to_dict(
+            "records"
+        )
+    }
+    extra = [c for c in label_cols if c not in {c for c, _, _ in POINT_COLUMNS}]
+    columns = (
+        *(h for _, h, _ in POINT_COLUMNS),
+        *extra,
+        "ok/runs",
+        "samples/s [95% CI]",
+        "samples/s/device",
+        "efficiency",
+        "MFU",
+        "mem GiB",
+        "rank spread",
+        "failed",
+    )
+    rows, sort_values = [], []
+    order = summary.sort_values([THROUGHPUT], ascending=False, na_position="last")
+    for r in order.to_dict("records"):
+        e = eff.get(
+            r["config_key"],
+            {"efficiency": np.nan, "efficiency_lo": np.nan, "efficiency_hi": np.nan},
+        )
+        n = float(r["world_size"]) if np.isfinite(r["world_size"]) else np.nan
+        raw = (
+            *(r[c] for c, _, _ in POINT_COLUMNS),
+            *(r[c] for c in extra),
+            r["n_ok"],
+            r[THROUGHPUT],
+            r[THROUGHPUT] / n,
+            e["efficiency"],
+            r["mfu"],
+            r["mem_peak_gib"],
+            r["step_time_s_rank_spread"],
+            r["failed"],
+        )
+        text = (
+            *(fmt.fmt_value(r[c]) for c, _, _ in POINT_COLUMNS),
+            *(fmt.fmt_value(r[c]) for c in extra),
+            f"{int(r['n_ok'])}/{int(r['n_runs'])}",
+            fmt.ci(r[THROUGHPUT], r[f"{THROUGHPUT}_lo"], r[f"{THROUGHPUT}_hi"]),
+            fmt.ci(r[THROUGHPUT] / n, r[f"{THROUGHPUT}_lo"] / n, r[f"{THROUGHPUT}_hi"] / n),
+            fmt.pct(e["efficiency"], e["efficiency_lo"], e["efficiency_hi"]),
+            fmt.pct(r["mfu"], r["mfu_lo"], r["mfu_hi"]),
+            fmt.ci(r["mem_peak_gib"], r["mem_peak_gib_lo"], r["mem_peak_gib_hi"], digits=2),
+            fmt.ci(
+                r["step_time_s_rank_spread"],
+                r["step_time_s_rank_spread_lo"],
+                r["step_time_s_rank_spread_hi"],
+                digits=3,
+            ),
+            r["failed"],
+        )
+        rows.append(text)
+        sort_values.append(raw)
+    return Table(
+        columns=tuple(columns), rows=tuple(rows), sort_values=tuple(sort_values), sortable=True
+    )
+
+
+def env_table(env: dict[str, Any] | None, frame: pd.DataFrame) -> Table:
+    rows: list[tuple[str, str]] = []
+    if env is None:
+        rows.append(("env.json", "missing"))
+    else:
+        fields = env.get("fingerprint_fields") or {}
+        rows.append(("fingerprint", str(env.get("fingerprint", ""))))
+        for key, value in fields.items():
+            rows.append((key, fmt.env_value(value)))
+        for key, value in env.items():
+            # The fingerprint's fields come first; each is shown once.
+            if key not in ("fingerprint", "fingerprint_fields", *fields):
+                rows.append((key, fmt.env_value(value)))
+    if len(frame):
+        prints = sorted({str(p) for p in frame["env_fingerprint"].dropna()})
+        if len(prints) > 1:
+            rows.append(("ledger fingerprints", "MIXED: " + ", ".join(prints)))
+    return Table(columns=("field", "value"), rows=tuple(rows))
+
+
+def failures_section(
+    frame: pd.DataFrame, labels: dict[str, str], log_dirs: Collection[str] | None
+) -> Section | None:
+    """Every run that failed, with its reason and logs folder (None when none failed)."""
+    failures = failures_table(frame, labels, log_dirs)
+    if failures is None:
+        return None
+    return Section(
+        id="failures",
+        title="Failures",
+        intro="Every run that failed, with the reason and where its logs are.",
+        tables=(failures,),
+    )
+
+
+def skipped_section(frame: pd.DataFrame, labels: dict[str, str]) -> Section | None:
+    """The points this machine cannot run (None when none was skipped)."""
+    skipped = skipped_table(frame, labels)
+    if skipped is None:
+        return None
+    return Section(
+        id="skipped",
+        title="Skipped",
+        intro="Points this machine cannot run, so they never started (no logs).",
+        tables=(skipped,),
+    )
+
+
+def points_section(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[str]) -> Section:
+    """Every configuration in one sortable table."""
+    return Section(
+        id="points",
+        title="All points",
+        intro="One row per configuration (median over ok repeats). Click a header to sort.",
+        tables=(points_table(summary, curves, label_cols),),
+    )
+
+
+def environment_section(env: dict[str, Any] | None, frame: pd.DataFrame) -> Section:
+    """env.json, fingerprint fields first, and a warning when the ledger mixes fingerprints."""
+    return Section(id="environment", title="Environment", tables=(env_table(env, frame),))
+
+
+def definitions_section() -> Section:
+    """What every metric and term on the page means (harness.definitions, attribution)."""
+    return Section(
+        id="definitions",
+        title="What the numbers mean",
+        tables=(
+            Table(
+                columns=("term", "definition"),
+                rows=(*DEFINITIONS, *attribution.DEFINITIONS),
+            ),
+        ),
+    )
