@@ -108,9 +108,10 @@ HARNESS_STAGES = {
     # 2. running: specs, launching, sweeping, searching, load-testing the server
     "spec": 2, "max_batch": 2, "launch": 2, "sweep": 2, "bench_serve": 2,
     # 3. numbers from results (pure pandas/numpy)
-    "analysis": 3, "projection": 3, "compare": 3, "project": 3,
-    # 4. presentation
-    "report": 4, "cost_report": 4,
+    "analysis": 3, "projection": 3,
+    # 4. what a user reads: the report, the gate's verdicts, the projection tables (one
+    #    formatting module, harness.report.fmt, serves all three)
+    "report": 4, "compare": 4, "project": 4,
     # 5. entry points
     "cli": 5, "tools": 5,
 }  # fmt: skip
