@@ -201,7 +201,7 @@ def train(
     """
     import os
 
-    from distrinews.runspec import RunSpec
+    from distrinews.runspec import DEFAULT_LR, RunSpec
     from distrinews.train import FitSpec
     from distrinews.worker import run_fit_local
 
@@ -220,7 +220,7 @@ def train(
         grad_accum=grad_accum,
         precision=precision,
         compile=compile_,
-        lr=lr if lr is not None else (5e-5 if init == "pretrained" else 1e-3),
+        lr=lr if lr is not None else DEFAULT_LR[init],
         seed=seed,
     )
     spec = FitSpec(
@@ -680,8 +680,6 @@ def bench_serve(
 
     Exit status 1 when any request failed (the rows are still recorded).
     """
-    import re
-
     from harness.bench_serve import (
         BenchServeSpec,
         bench_serve,
@@ -689,9 +687,9 @@ def bench_serve(
         load_texts,
         parse_concurrency,
     )
+    from harness.spec import check_name
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+    check_name(name, where="--name")
     spec = BenchServeSpec(
         url=url,
         concurrency=parse_concurrency(concurrency),

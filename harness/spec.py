@@ -135,6 +135,18 @@ NCCL_KEYS: dict[str, tuple[str, Callable[[str, Any], str]]] = {
 }
 # \Z, not $: "$" also matches before a trailing newline, and "ok\n" is no folder name.
 _NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+
+def check_name(name: object, *, where: str) -> None:
+    """The rule for a results folder's name (a sweep's, a serving benchmark's): letters, digits,
+    '.', '_' and '-', starting with a letter or digit, at most MAX_NAME_LEN characters -- a
+    single folder that cannot climb out of --results or hide as a dotfile."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UserError(f"{where} = {name!r}: use letters, digits, '-', '_' or '.'")
+    if len(name) > MAX_NAME_LEN:
+        raise UserError(f"{where} is {len(name)} characters; at most {MAX_NAME_LEN}")
+
+
 _ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -238,10 +250,7 @@ class SweepSpec:
     """The [max_batch] table: search the largest per-device batch that fits (off by default)."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise UserError(
-                f"{self.source}: name = {self.name!r}: use letters, digits, '-', '_' or '.'"
-            )
+        check_name(self.name, where=f"{self.source}: name")
         if self.scaling not in SCALING_MODES:
             raise UserError(
                 f"{self.source}: scaling = {self.scaling!r}; allowed: {', '.join(SCALING_MODES)}"
@@ -249,10 +258,6 @@ class SweepSpec:
         if self.strong_via not in STRONG_VIA:
             raise UserError(
                 f"{self.source}: strong_via = {self.strong_via!r}; allowed: {', '.join(STRONG_VIA)}"
-            )
-        if len(self.name) > MAX_NAME_LEN:
-            raise UserError(
-                f"{self.source}: name is {len(self.name)} characters; at most {MAX_NAME_LEN}"
             )
         if (
             not isinstance(self.repeats, int)
