@@ -72,6 +72,19 @@ def test_cli_refuses_a_remote_url_in_one_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [("../up", "use letters"), (".hidden", "use letters"), ("x" * 101, "at most 100")],
+)
+def test_cli_refuses_a_folder_name_a_sweep_could_not_have(tmp_path, name, says):
+    # One rule for results-folder names (harness.spec.check_name), sweeps and serving alike.
+    args = ["bench-serve", "--url", "http://127.0.0.1:9", "--results", str(tmp_path)]
+    result = CliRunner().invoke(cli, [*args, "--name", name])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "--name" in result.output and says in result.output
+    assert not any(tmp_path.iterdir())
+
+
 # -- spec and pure helpers --------------------------------------------------------------------
 
 
