@@ -29,50 +29,20 @@ import numpy as np
 import pandas as pd
 
 from distrinews.errors import UserError
+from distrinews.layout import ENV_JSON, RECORD_JSON, TELEMETRY_JSONL
 from distrinews.safeio import loads_strict
 from harness import energy, store, telemetry
 
 #: The ledger schema version this code reads.
 SCHEMA_VERSION = 1
-#: Columns that define a configuration (RunSpec fields flattened into the ledger).
-CONFIG_COLUMNS = (
-    "nodes",
-    "nproc_per_node",
-    "world_size",
-    "device",
-    "backend",
-    "model",
-    "init",
-    "data",
-    "max_length",
-    "seq_policy",
-    "per_device_batch",
-    "grad_accum",
-    "global_batch",
-    "precision",
-    "compile",
-    "ddp_bucket_cap_mb",
-    "ddp_gradient_as_bucket_view",
-    "ddp_static_graph",
-    "ddp_broadcast_buffers",
-    "ddp_comm_hook",
-    "nccl_env",
-    "warmup_steps",
-    "measured_steps",
-    "fault",
-    "fault_ms",
-)
+#: Columns that define a configuration: RunSpec's fields flattened into the ledger, derived
+#: from RunSpec by harness.store.config_columns (one list, notes/contracts.md §3).
+CONFIG_COLUMNS = store.CONFIG_COLUMNS
 #: Config columns added after ledgers were first written, with the value older rows meant.
 CONFIG_DEFAULTS = {"fault": "none", "fault_ms": 0.0}
 #: Config columns that say how many GPUs, i.e. the x axis of a scaling curve.
 SIZE_COLUMNS = ("nodes", "nproc_per_node", "world_size")
-DDP_COLUMNS = (
-    "ddp_bucket_cap_mb",
-    "ddp_gradient_as_bucket_view",
-    "ddp_static_graph",
-    "ddp_broadcast_buffers",
-    "ddp_comm_hook",
-)
+DDP_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c.startswith("ddp_"))
 # The ledger's own definitions (store: record metrics; telemetry: summaries), not a copy of them.
 NUMERIC_COLUMNS = (
     "schema_version",
@@ -194,7 +164,7 @@ def plain_value(value: Any) -> Any:
 
 def load_env(sweep_dir: Path) -> dict[str, Any] | None:
     """``env.json`` of a sweep, or None when it is missing or unreadable."""
-    return store.read_json(Path(sweep_dir) / "env.json")
+    return store.read_json(Path(sweep_dir) / ENV_JSON)
 
 
 def load_telemetry(sweep_dir: Path, point_dirs: Iterable[str]) -> pd.DataFrame:
@@ -208,7 +178,7 @@ def load_telemetry(sweep_dir: Path, point_dirs: Iterable[str]) -> pd.DataFrame:
         pdir = store.resolve_point_dir(sweep_dir, rel)  # never outside the sweep folder
         if pdir is None:
             continue
-        path = pdir / "telemetry.jsonl"
+        path = pdir / TELEMETRY_JSONL
         try:
             text = path.read_text(encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UnicodeDecodeError):
@@ -244,7 +214,7 @@ def load_rank_step_times(
     out: dict[str, list[list[float]]] = {}
     for rel in point_dirs:
         pdir = store.resolve_point_dir(sweep_dir, rel)  # never outside the sweep folder
-        record = store.read_json(pdir / "record.json") if pdir is not None else None
+        record = store.read_json(pdir / RECORD_JSON) if pdir is not None else None
         times = record.get("step_times_s") if record else None
         if isinstance(times, list) and times and all(isinstance(t, list) for t in times):
             out[rel] = times

@@ -31,6 +31,7 @@ import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from distrinews import layout
 from distrinews.errors import UserError
 from harness import analysis, attribution, max_batch, serving_store, store
 from harness.analysis import THROUGHPUT
@@ -735,7 +736,7 @@ def _checkpoint_label(ckpt: str | None) -> str:
     if not ckpt:
         return "model"
     path = Path(ckpt)
-    if path.parent.name == "checkpoints" and path.parent.parent.name:
+    if path.parent.name == layout.CHECKPOINTS_DIR and path.parent.parent.name:
         return f"{path.parent.parent.name}/{path.name}"
     return path.name
 
@@ -1444,7 +1445,7 @@ def _points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[
 def _env_table(env: dict[str, Any] | None, frame: pd.DataFrame) -> Table:
     rows: list[tuple[str, str]] = []
     if env is None:
-        rows.append(("env.json", "missing"))
+        rows.append((layout.ENV_JSON, "missing"))
     else:
         fields = env.get("fingerprint_fields") or {}
         rows.append(("fingerprint", str(env.get("fingerprint", ""))))
@@ -1663,11 +1664,11 @@ def load_report(sweep_dir: Path) -> Report:
         if serving_store.serving_path(sweep_dir).is_file()
         else []
     )
-    trials_dir = sweep_dir / max_batch.TRIALS_DIR
+    trials_dir = sweep_dir / layout.MAX_BATCH_DIR
     log_dirs = {
         d
         for d in (frame["point_dir"].dropna().unique() if len(frame) else ())
-        if (sweep_dir / str(d) / "logs").is_dir()
+        if (sweep_dir / str(d) / layout.LOGS_DIR).is_dir()
     }
     return build_report(
         frame,
@@ -1718,11 +1719,11 @@ def _sweep_dir(sweep_dir: Path) -> Path:
             )
         # A sweep just started has sweep.json and no ledger yet; a bench-serve folder has
         # serving.jsonl. Anything else is not results: refuse, as export and compare do.
-        markers = ("sweep.json", serving_store.SERVING_LEDGER)
+        markers = (layout.SWEEP_JSON, layout.SERVING_LEDGER)
         if not any((sweep_dir / m).is_file() for m in markers):
             raise UserError(
-                f"{sweep_dir}: not a sweep folder (no {store.LEDGER_NAME}, sweep.json or "
-                f"{serving_store.SERVING_LEDGER}); pass results/<sweep>"
+                f"{sweep_dir}: not a sweep folder (no {layout.LEDGER_NAME}, {layout.SWEEP_JSON} or "
+                f"{layout.SERVING_LEDGER}); pass results/<sweep>"
             )
     return sweep_dir
 
@@ -1740,7 +1741,7 @@ def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     """
     sweep_dir = Path(sweep_dir)
     if out_path is None:  # report.html is the sweep folder's own file (see harness.store)
-        out = sweep_dir / "report.html"
+        out = sweep_dir / layout.REPORT_HTML
         store.check_output(out, kind="HTML report", written_by_us=lambda head: True)
     else:
         out = Path(out_path)
