@@ -30,6 +30,7 @@ import pandas as pd
 
 from distrinews.errors import UserError
 from distrinews.layout import ENV_JSON, RECORD_JSON, TELEMETRY_JSONL
+from distrinews.runspec import RunSpec
 from distrinews.safeio import loads_strict
 from harness import energy, store, telemetry
 
@@ -38,8 +39,16 @@ SCHEMA_VERSION = 1
 #: Columns that define a configuration: RunSpec's fields flattened into the ledger, derived
 #: from RunSpec by harness.store.config_columns (one list, notes/contracts.md §3).
 CONFIG_COLUMNS = store.CONFIG_COLUMNS
-#: Config columns added after ledgers were first written, with the value older rows meant.
-CONFIG_DEFAULTS = {"fault": "none", "fault_ms": 0.0}
+#: Config columns added after ledgers were first written, with the value older rows meant
+#: (RunSpec's default: the ledger left these out, built-in sweeps never change them).
+CONFIG_DEFAULTS = {
+    k: v
+    for k, v in store.config_columns(RunSpec()).items()
+    if k in ("fault", "fault_ms", "tokenizer", "ddp_powersgd_rank", "lr", "seed")
+}
+#: Of those, the ones a curve id leaves out while they hold that default, so a curve keeps the
+#: id it had before they were columns (as RunSpec.HASH_OMIT_DEFAULTS keeps run ids).
+ID_OMIT_DEFAULTS = ("tokenizer", "ddp_powersgd_rank", "lr", "seed")
 #: Config columns that say how many GPUs, i.e. the x axis of a scaling curve.
 SIZE_COLUMNS = ("nodes", "nproc_per_node", "world_size")
 DDP_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c.startswith("ddp_"))
@@ -113,7 +122,8 @@ def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFr
             notes.append(f"{source}: column {col} held non-numbers in {bad} row(s); shown blank")
     for col, default in CONFIG_DEFAULTS.items():
         frame[col] = frame[col].astype(object).where(frame[col].notna(), default)
-    frame["fault_ms"] = pd.to_numeric(frame["fault_ms"], errors="coerce").astype(float)
+        if isinstance(default, (int, float)):  # one type: 0 and 0.0 must group together
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     for col in ("world_size", "nodes", "nproc_per_node", "per_device_batch", "global_batch"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     if len(frame):
@@ -142,6 +152,15 @@ def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFr
     frame.attrs["notes"] = notes
     frame.attrs.setdefault("derived_keys", False)
     return frame
+
+
+def _id_columns(row: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``row``'s values of ``keys`` without the ID_OMIT_DEFAULTS holding their default."""
+    return {
+        k: row[k]
+        for k in keys
+        if not (k in ID_OMIT_DEFAULTS and plain_value(row[k]) == plain_value(CONFIG_DEFAULTS[k]))
+    }
 
 
 def config_digest(values: dict[str, Any]) -> str:
@@ -452,7 +471,7 @@ def scaling(
         label_cols = label_columns(part, keys)
         firsts = grouped.head(1).to_dict("records")
         ids = {
-            r["_curve"]: config_digest({"scaling_mode": mode, **{k: r[k] for k in keys}})
+            r["_curve"]: config_digest({"scaling_mode": mode, **_id_columns(r, keys)})
             + ("" if "|nodes=" not in r["_curve"] else f"-n{int(r['nodes'])}")
             for r in firsts
         }
