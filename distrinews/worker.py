@@ -404,7 +404,7 @@ def run_fit_local(
         raise RuntimeError(f"{error['failure']} on rank {error['rank']}: {error['message']}")
     result = _read_json(out / FIT_RESULT_JSON)
     if result is None:
-        raise RuntimeError(f"{out / 'fit_result.json'}: missing after a successful run")
+        raise RuntimeError(f"{out / FIT_RESULT_JSON}: missing after a successful run")
     return FitResult(
         **{
             k: tuple(map(tuple, v)) if k in ("losses", "accuracies") else v
@@ -568,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                     record = benchmark(run, ctx)
                     if ctx.is_main:
                         write_json_atomic(out / RECORD_JSON, record)
-                        log(f"wrote {out / 'record.json'}")
+                        log(f"wrote {out / RECORD_JSON}")
             except BaseException as exc:
                 # Report before leaving the group: teardown after a peer died can be slow.
                 return _fail(out, exc, rank, watch)

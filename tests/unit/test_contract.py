@@ -264,3 +264,32 @@ def test_columns_added_later_keep_curve_ids_and_join_old_rows_with_new():
     other = [{**r, "lr": 1e-3} for r in new]
     curves = analysis.scaling(analysis.frame_from_rows(other), n_boot=50)
     assert set(curves["curve_id"]) != {"fabe44c2a0e2"}
+
+
+# -- file names ----------------------------------------------------------------------------
+
+
+def literal_file_names(source: str, names: set[str]) -> list[int]:
+    """Lines of ``source`` where one of ``names`` is spelled as a string literal (docstrings
+    and f-string text included; comments are not code)."""
+    import ast
+
+    return sorted(
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+    )
+
+
+def test_file_names_are_spelled_only_in_distrinews_layout():
+    from distrinews import layout
+
+    names = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str) and "." in v}
+    assert {"ledger.jsonl", "record.json", "error.json", ".lock", "report.html"} <= names
+    assert literal_file_names('x = "ledger.jsonl"\ny = f"{d}/record.json"', names) == [1]
+    spelled = []
+    for path in sorted([*ROOT.glob("distrinews/**/*.py"), *ROOT.glob("harness/**/*.py")]):
+        if path.name != "layout.py":
+            lines = literal_file_names(path.read_text(), names)
+            spelled += [f"{path.relative_to(ROOT)}:{n}" for n in lines]
+    assert spelled == [], "use the constants of distrinews/layout.py"
