@@ -33,14 +33,11 @@ import torch
 from .dataset import file_sha256
 from .errors import UserError
 from .files import ordinary_mode
+from .layout import CHECKPOINTS_DIR, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE
 from .model import LABELS, NewsClassifier
 from .safeio import loads_strict
 
 FORMAT_VERSION = 1
-CHECKPOINTS_DIR = "checkpoints"
-WEIGHTS_FILE = "checkpoint.pt"
-CONFIG_FILE = "config.json"
-TOKENIZER_DIR = "tokenizer"
 _PREFIX = "step-"
 #: Config fields that fix the shape of every weight: a checkpoint only fits a model that agrees.
 SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings")

@@ -47,8 +47,8 @@ distrinews/explain.py; null at one rank, where there is no all-reduce and nobody
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 #: Peak dense FLOP/s by GPU and precision (no structured sparsity), from NVIDIA's datasheets.
@@ -62,23 +62,6 @@ PEAK_FLOPS: tuple[tuple[tuple[str, ...], tuple[str, ...], Mapping[str, float]], 
     (("H100",), ("NVL",), {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12}),
     (("H200",), ("NVL",), {"bf16": 989.4e12, "fp16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12}),
     (("A100",), (), {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12}),
-)
-
-
-#: The metric keys distrinews.explain.measure adds to record.json (null when explain is off or
-#: meaningless); harness.store.METRIC_KEYS carries them into the ledger.
-EXPLAIN_METRIC_KEYS = (
-    "compute_step_time_s",
-    "allreduce_time_s",
-    "allreduce_algbw_gbps",
-    "allreduce_busbw_gbps",
-    "allreduce_bucketed_time_s",
-    "grad_bytes",
-    "bucket_count",
-    "exposed_comm_s",
-    "overlap_share",
-    "straggler_wait_s",
-    "explain_time_s",
 )
 
 
@@ -143,6 +126,115 @@ class WindowCounts:
     """Σ over sequences of (padded width)²."""
 
 
+def _metric(term: str, *, explain: bool = False, ledger: bool = True) -> Any:
+    """A :class:`RunMetrics` field. ``term``: the definition (``harness/definitions.py`` or
+    ``harness/attribution.py`` DEFINITIONS) a reader looks the figure up under; ``explain``: a
+    figure of the explain phase (null when it is off or meaningless, so it defaults to None);
+    ``ledger``: whether the ledger carries it as a column of its own."""
+    meta = {"term": term, "explain": explain, "ledger": ledger}
+    return field(default=None, metadata=meta) if explain else field(metadata=meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunMetrics:
+    """The ``metrics`` block of record.json: one run's figures, units in the names.
+
+    This class is the single list of the run's metrics (notes/contracts.md §1): record.json
+    writes :meth:`to_record` (the fields, in this order), the ledger's metric columns are
+    :data:`LEDGER_METRIC_KEYS` (every field but ``measured_steps``, which the ledger has as a
+    configuration column), and the explain phase's figures are the fields marked ``explain``.
+    Throughputs are per second over the measured window; times in seconds; shares 0..1.
+    """
+
+    samples_per_s: float = _metric("samples/s")
+    """Sequences trained per second, all ranks."""
+    samples_per_s_per_device: float = _metric("samples/s")
+    """samples_per_s / world size."""
+    real_tokens_per_s: float = _metric("tokens/s")
+    """Non-pad tokens per second, all ranks (the useful work)."""
+    padded_tokens_per_s: float = _metric("tokens/s")
+    """Batch × padded width per second, all ranks (what the hardware computed)."""
+    step_time_s_p50: float = _metric("Step-time percentiles")
+    """Median optimizer-step time, every rank's measured steps pooled (s)."""
+    step_time_s_p90: float = _metric("Step-time percentiles")
+    """90th percentile of the pooled step times (s)."""
+    step_time_s_p99: float = _metric("Step-time percentiles")
+    """99th percentile of the pooled step times (s)."""
+    step_time_s_mean: float = _metric("Step-time percentiles")
+    """Mean of the pooled step times (s)."""
+    data_wait_share: float = _metric("data_wait_share")
+    """Share of the measured window spent waiting for batches (0..1, mean over ranks)."""
+    data_wait_s: float = _metric("data_wait")
+    """Seconds per optimizer step spent waiting for batches (mean over ranks)."""
+    mem_peak_gib: float | None = _metric("mem_peak_gib")
+    """Peak allocated device memory of rank 0 (GiB); None on CPU."""
+    mfu: float | None = _metric("MFU / HFU")
+    """Model FLOPs utilisation, a fraction (0..1) of the devices' peak; None when unknown."""
+    hfu: float | None = _metric("MFU / HFU")
+    """Hardware FLOPs utilisation (padded tokens), a fraction of peak; None when unknown."""
+    flops_per_step: float = _metric("FLOPs per token")
+    """Model training FLOPs (real tokens) per optimizer step, all ranks."""
+    measured_steps: int = _metric("Measured window", ledger=False)
+    """Optimizer steps in the window (the spec's; the ledger has it as a config column)."""
+    measured_time_s: float = _metric("Measured window")
+    """The measured window's length on the slowest rank (s)."""
+    loss_first: float = _metric("Loss")
+    """Training loss of the window's first step (mean over ranks)."""
+    loss_last: float = _metric("Loss")
+    """Training loss of the window's last step (mean over ranks)."""
+    compute_step_time_s: float | None = _metric("compute", explain=True)
+    """Compute-only (``no_sync``) step without data wait, typical rank (s)."""
+    allreduce_time_s: float | None = _metric("exposed_comm", explain=True)
+    """The all-reduce ceiling: one all-reduce of the gradient's bytes and dtype (s)."""
+    allreduce_algbw_gbps: float | None = _metric("All-reduce bus bandwidth", explain=True)
+    """Gradient bytes / allreduce_time_s, in GB/s (1e9 bytes/s)."""
+    allreduce_busbw_gbps: float | None = _metric("All-reduce bus bandwidth", explain=True)
+    """algbw · 2(N−1)/N, in GB/s (the nccl-tests convention)."""
+    grad_bytes: int | None = _metric("Explain phase", explain=True)
+    """Bytes of the gradient DDP all-reduces every step."""
+    exposed_comm_s: float | None = _metric("exposed_comm", explain=True)
+    """Per step, the communication backward did not hide (s)."""
+    overlap_share: float | None = _metric("exposed_comm", explain=True)
+    """1 − exposed_comm_s / allreduce_time_s, clamped to 0..1."""
+    straggler_wait_s: float | None = _metric("straggler", explain=True)
+    """Per step, the slowest rank's compute-only step minus the typical rank's (s)."""
+    bucket_count: int | None = _metric("Explain phase", explain=True)
+    """DDP's gradient buckets (as rebuilt after the first steps)."""
+    allreduce_bucketed_time_s: float | None = _metric("Explain phase", explain=True)
+    """DDP's buckets each all-reduced at the ceiling, summed (s)."""
+    explain_time_s: float | None = _metric("Explain phase", explain=True)
+    """Wall-clock seconds the explain phase added to the run."""
+
+    def to_record(self) -> dict[str, Any]:
+        """The record.json ``metrics`` object: every field, in declaration order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def with_explain(self, figures: Mapping[str, Any]) -> RunMetrics:
+        """These metrics with the explain phase's figures filled in (``distrinews.explain``).
+
+        Only explain fields may be given: a figure this class does not list is a bug (it would
+        reach record.json but no ledger column), so it raises instead of vanishing.
+        """
+        unknown = sorted(set(figures) - set(EXPLAIN_METRIC_KEYS))
+        if unknown:
+            raise ValueError(f"not explain metrics of RunMetrics: {', '.join(unknown)}")
+        return replace(self, **figures)
+
+
+#: record.json's ``metrics`` keys, in order.
+RECORD_METRIC_KEYS: tuple[str, ...] = tuple(f.name for f in fields(RunMetrics))
+#: The keys the explain phase fills (null when it is off or meaningless at one rank).
+EXPLAIN_METRIC_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(RunMetrics) if f.metadata["explain"]
+)
+#: The metrics the ledger carries as columns of their own (harness.store.METRIC_KEYS).
+LEDGER_METRIC_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(RunMetrics) if f.metadata["ledger"]
+)
+#: Each metric's definition term (where the report and the README define it).
+METRIC_TERMS: Mapping[str, str] = {f.name: f.metadata["term"] for f in fields(RunMetrics)}
+
+
 def summarize(
     *,
     step_times_s: Sequence[Sequence[float]],
@@ -157,8 +249,8 @@ def summarize(
     mem_peak_gib: float | None,
     loss_first: float,
     loss_last: float,
-) -> dict[str, Any]:
-    """The ``metrics`` block of record.json from the raw window measurements.
+) -> RunMetrics:
+    """The run's figures from the raw window measurements (explain fields still None).
 
     ``step_times_s`` is per rank; the percentiles pool all ranks' steps (a straggler shows up
     in p90/p99). ``measured_time_s`` is the slowest rank's window; ``data_wait_s`` the mean
@@ -187,32 +279,52 @@ def summarize(
         capacity = peak_flops_per_device * world_size * measured_time_s
         mfu, hfu = model_flops / capacity, hw_flops / capacity
     samples_per_s = counts.samples / measured_time_s
-    return {
-        "samples_per_s": samples_per_s,
-        "samples_per_s_per_device": samples_per_s / world_size,
-        "real_tokens_per_s": counts.real_tokens / measured_time_s,
-        "padded_tokens_per_s": counts.padded_tokens / measured_time_s,
-        "step_time_s_p50": percentile(steps, 50),
-        "step_time_s_p90": percentile(steps, 90),
-        "step_time_s_p99": percentile(steps, 99),
-        "step_time_s_mean": sum(steps) / len(steps),
-        "data_wait_share": min(1.0, max(0.0, data_wait_s / measured_time_s)),
-        "data_wait_s": data_wait_s / measured_steps,
-        "mem_peak_gib": mem_peak_gib,
-        "mfu": mfu,
-        "hfu": hfu,
-        "flops_per_step": model_flops / measured_steps,
-        "measured_steps": measured_steps,
-        "measured_time_s": measured_time_s,
-        "loss_first": loss_first,
-        "loss_last": loss_last,
-    }
+    return RunMetrics(
+        samples_per_s=samples_per_s,
+        samples_per_s_per_device=samples_per_s / world_size,
+        real_tokens_per_s=counts.real_tokens / measured_time_s,
+        padded_tokens_per_s=counts.padded_tokens / measured_time_s,
+        step_time_s_p50=percentile(steps, 50),
+        step_time_s_p90=percentile(steps, 90),
+        step_time_s_p99=percentile(steps, 99),
+        step_time_s_mean=sum(steps) / len(steps),
+        data_wait_share=min(1.0, max(0.0, data_wait_s / measured_time_s)),
+        data_wait_s=data_wait_s / measured_steps,
+        mem_peak_gib=mem_peak_gib,
+        mfu=mfu,
+        hfu=hfu,
+        flops_per_step=model_flops / measured_steps,
+        measured_steps=measured_steps,
+        measured_time_s=measured_time_s,
+        loss_first=loss_first,
+        loss_last=loss_last,
+    )
 
 
-def rank_spread(step_times_s: Iterable[Sequence[float]]) -> float:
-    """max over ranks of p50 / min over ranks of p50 (1.0 = no straggler)."""
-    medians = [percentile(list(r), 50) for r in step_times_s]
-    return max(medians) / min(medians)
+def rank_spread(step_times_s: Any) -> float | None:
+    """Slowest rank's median step time over the fastest's (1.0 = no straggler).
+
+    Takes record.json's ``step_times_s`` as read (a list per rank); None when it holds no
+    usable numbers for some rank or a median is not positive. Non-numbers and non-finite
+    values in a rank's list are left out.
+    """
+    if not isinstance(step_times_s, (list, tuple)) or not step_times_s:
+        return None
+    medians = []
+    for per_rank in step_times_s:
+        if not isinstance(per_rank, (list, tuple)):
+            return None
+        vals = sorted(
+            v
+            for v in per_rank
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        )
+        if not vals:
+            return None
+        mid = len(vals) // 2
+        medians.append(vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2)
+    low = min(medians)
+    return max(medians) / low if low > 0 else None
 
 
 def lower_median(values: Sequence[float]) -> float:

@@ -52,6 +52,14 @@ from .checkpoint import (
 from .dataset import AGNewsDataset, LengthGroupedBatchSampler, get_tokenizer, load_agnews
 from .distributed import DistContext, all_gather_objects, all_reduce_sum
 from .errors import UserError
+from .layout import (
+    FIT_JSON,
+    FIT_RESULT_JSON,
+    HISTORY_JSONL,
+    LEDGER_NAME,
+    SERVING_LEDGER,
+    WEIGHTS_FILE,
+)
 from .model import NewsClassifier
 from .runspec import DDPKnobs, RunSpec
 from .safeio import loads_strict, refuse_symlink
@@ -625,7 +633,7 @@ def fit(
         train_ds, sampler, pad_to=pad_to, device=device, epoch=state.epoch,
         offset=state.batch_in_epoch,
     )  # fmt: skip
-    history = out / "history.jsonl"
+    history = out / HISTORY_JSONL
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_history(history, state.step)
@@ -713,7 +721,7 @@ def fit(
 
 #: Files that mark a folder as something other than a training --out: a sweep's ledger, a
 #: serving ledger, a single checkpoint. Training there would mix unrelated files.
-_FOREIGN_MARKERS = ("ledger.jsonl", "serving.jsonl", "checkpoint.pt")
+_FOREIGN_MARKERS = (LEDGER_NAME, SERVING_LEDGER, WEIGHTS_FILE)
 
 
 def check_train_out(out: Path) -> None:
@@ -721,7 +729,7 @@ def check_train_out(out: Path) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file; --out takes a folder")
-    for name in ("history.jsonl", "fit.json", "fit_result.json", CHECKPOINTS_DIR):
+    for name in (HISTORY_JSONL, FIT_JSON, FIT_RESULT_JSON, CHECKPOINTS_DIR):
         refuse_symlink(out / name)  # appended to or written in place: never through a link
     for name in _FOREIGN_MARKERS:
         if (out / name).exists():
@@ -738,7 +746,7 @@ def check_fresh_out(out: Path) -> None:
     another ``--out``) on purpose instead.
     """
     out = Path(out)
-    held = [p for p in (out / "history.jsonl", out / CHECKPOINTS_DIR) if p.exists()]
+    held = [p for p in (out / HISTORY_JSONL, out / CHECKPOINTS_DIR) if p.exists()]
     if held:
         raise UserError(
             f"{out}: holds a training run ({held[0].name}); --no-resume would overwrite it -- "

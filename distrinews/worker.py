@@ -60,6 +60,14 @@ from .distributed import (
 from .errors import UserError
 from .explain import plant_slowdown
 from .files import ordinary_mode
+from .layout import (
+    ERROR_FILES_GLOB,
+    ERROR_JSON,
+    FIT_JSON,
+    FIT_RESULT_JSON,
+    RECORD_JSON,
+    error_rank_json,
+)
 from .metrics import WindowCounts, matmul_params, peak_flops, summarize
 from .runspec import FAILURE_FAULTS, RunSpec
 from .train import (
@@ -218,7 +226,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         "run_id": run.run_id,
         "config_key": run.config_key,
         "spec": run.to_dict(),
-        "metrics": {**metrics, **explained["metrics"]},
+        "metrics": metrics.with_explain(explained["metrics"]).to_record(),
         "step_times_s": [r["step_times_s"] for r in ranks],
         "compute_step_times_s": explained["compute_step_times_s"],
         "buckets": explained["buckets"],
@@ -277,7 +285,7 @@ def inject_fault(fault: str, ctx: DistContext, model: torch.nn.Module) -> None:
 
 
 def classify(exc: BaseException) -> str:
-    """The failure class of an exception (contracts.md)."""
+    """The failure class of an exception (notes/contracts.md §2)."""
     text = str(exc)
     if isinstance(exc, UserError):
         return "invalid_spec"
@@ -335,10 +343,10 @@ def write_error(out: Path, exc: BaseException, rank: int) -> int:
         os.fsync(fh.fileno())
     ordinary_mode(tmp)
     try:
-        os.link(tmp, out / "error.json")  # atomic and exclusive: the first rank wins
+        os.link(tmp, out / ERROR_JSON)  # atomic and exclusive: the first rank wins
         os.unlink(tmp)
     except FileExistsError:
-        os.replace(tmp, out / f"error.rank{rank}.json")
+        os.replace(tmp, out / error_rank_json(rank))
     return EXIT_CODES[failure]
 
 
@@ -371,12 +379,12 @@ def run_fit_local(
         ) as ctx:
             result = fit(spec, ctx, out, log=on_log)
         # The same summary a torchrun run leaves behind: --help promises it in --out.
-        write_json_atomic(out / "fit_result.json", asdict(result))
+        write_json_atomic(out / FIT_RESULT_JSON, asdict(result))
         return result
     out.mkdir(parents=True, exist_ok=True)
-    spec_path = out / "fit.json"
+    spec_path = out / FIT_JSON
     spec_path.write_text(spec.to_json())
-    for stale in out.glob("error*.json"):
+    for stale in out.glob(ERROR_FILES_GLOB):
         stale.unlink()  # errors of an earlier attempt must not be read as this one's
     argv = [
         sys.executable, "-m", "torch.distributed.run",
@@ -388,15 +396,15 @@ def run_fit_local(
     ]  # fmt: skip
     proc = subprocess.run(argv, check=False)
     if proc.returncode != 0:
-        error = _read_json(out / "error.json")
+        error = _read_json(out / ERROR_JSON)
         if error is None:
             raise RuntimeError(f"torchrun exited with {proc.returncode} and no error.json")
         if error.get("failure") == "invalid_spec":
             raise UserError(error["message"].split(": ", 1)[-1])
         raise RuntimeError(f"{error['failure']} on rank {error['rank']}: {error['message']}")
-    result = _read_json(out / "fit_result.json")
+    result = _read_json(out / FIT_RESULT_JSON)
     if result is None:
-        raise RuntimeError(f"{out / 'fit_result.json'}: missing after a successful run")
+        raise RuntimeError(f"{out / FIT_RESULT_JSON}: missing after a successful run")
     return FitResult(
         **{
             k: tuple(map(tuple, v)) if k in ("losses", "accuracies") else v
@@ -555,12 +563,12 @@ def main(argv: list[str] | None = None) -> int:
                 if fit_spec is not None:
                     result = fit(fit_spec, ctx, out, log=log if ctx.is_main else lambda _m: None)
                     if ctx.is_main:
-                        write_json_atomic(out / "fit_result.json", asdict(result))
+                        write_json_atomic(out / FIT_RESULT_JSON, asdict(result))
                 else:
                     record = benchmark(run, ctx)
                     if ctx.is_main:
-                        write_json_atomic(out / "record.json", record)
-                        log(f"wrote {out / 'record.json'}")
+                        write_json_atomic(out / RECORD_JSON, record)
+                        log(f"wrote {out / RECORD_JSON}")
             except BaseException as exc:
                 # Report before leaving the group: teardown after a peer died can be slow.
                 return _fail(out, exc, rank, watch)

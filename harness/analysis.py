@@ -29,50 +29,29 @@ import numpy as np
 import pandas as pd
 
 from distrinews.errors import UserError
+from distrinews.layout import ENV_JSON, RECORD_JSON, TELEMETRY_JSONL
+from distrinews.runspec import RunSpec
 from distrinews.safeio import loads_strict
 from harness import energy, store, telemetry
 
 #: The ledger schema version this code reads.
 SCHEMA_VERSION = 1
-#: Columns that define a configuration (RunSpec fields flattened into the ledger).
-CONFIG_COLUMNS = (
-    "nodes",
-    "nproc_per_node",
-    "world_size",
-    "device",
-    "backend",
-    "model",
-    "init",
-    "data",
-    "max_length",
-    "seq_policy",
-    "per_device_batch",
-    "grad_accum",
-    "global_batch",
-    "precision",
-    "compile",
-    "ddp_bucket_cap_mb",
-    "ddp_gradient_as_bucket_view",
-    "ddp_static_graph",
-    "ddp_broadcast_buffers",
-    "ddp_comm_hook",
-    "nccl_env",
-    "warmup_steps",
-    "measured_steps",
-    "fault",
-    "fault_ms",
-)
-#: Config columns added after ledgers were first written, with the value older rows meant.
-CONFIG_DEFAULTS = {"fault": "none", "fault_ms": 0.0}
+#: Columns that define a configuration: RunSpec's fields flattened into the ledger, derived
+#: from RunSpec by harness.store.config_columns (one list, notes/contracts.md §3).
+CONFIG_COLUMNS = store.CONFIG_COLUMNS
+#: Config columns added after ledgers were first written, with the value older rows meant
+#: (RunSpec's default: the ledger left these out, built-in sweeps never change them).
+CONFIG_DEFAULTS = {
+    k: v
+    for k, v in store.config_columns(RunSpec()).items()
+    if k in ("fault", "fault_ms", "tokenizer", "ddp_powersgd_rank", "lr", "seed")
+}
+#: Of those, the ones a curve id leaves out while they hold that default, so a curve keeps the
+#: id it had before they were columns (as RunSpec.HASH_OMIT_DEFAULTS keeps run ids).
+ID_OMIT_DEFAULTS = ("tokenizer", "ddp_powersgd_rank", "lr", "seed")
 #: Config columns that say how many GPUs, i.e. the x axis of a scaling curve.
 SIZE_COLUMNS = ("nodes", "nproc_per_node", "world_size")
-DDP_COLUMNS = (
-    "ddp_bucket_cap_mb",
-    "ddp_gradient_as_bucket_view",
-    "ddp_static_graph",
-    "ddp_broadcast_buffers",
-    "ddp_comm_hook",
-)
+DDP_COLUMNS = tuple(c for c in CONFIG_COLUMNS if c.startswith("ddp_"))
 # The ledger's own definitions (store: record metrics; telemetry: summaries), not a copy of them.
 NUMERIC_COLUMNS = (
     "schema_version",
@@ -143,7 +122,8 @@ def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFr
             notes.append(f"{source}: column {col} held non-numbers in {bad} row(s); shown blank")
     for col, default in CONFIG_DEFAULTS.items():
         frame[col] = frame[col].astype(object).where(frame[col].notna(), default)
-    frame["fault_ms"] = pd.to_numeric(frame["fault_ms"], errors="coerce").astype(float)
+        if isinstance(default, (int, float)):  # one type: 0 and 0.0 must group together
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     for col in ("world_size", "nodes", "nproc_per_node", "per_device_batch", "global_batch"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     if len(frame):
@@ -174,6 +154,15 @@ def normalize_frame(frame: pd.DataFrame, *, source: str = "ledger") -> pd.DataFr
     return frame
 
 
+def _id_columns(row: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``row``'s values of ``keys`` without the ID_OMIT_DEFAULTS holding their default."""
+    return {
+        k: row[k]
+        for k in keys
+        if not (k in ID_OMIT_DEFAULTS and plain_value(row[k]) == plain_value(CONFIG_DEFAULTS[k]))
+    }
+
+
 def config_digest(values: dict[str, Any]) -> str:
     """A stable id for a dict of config values (used when a table has no config_key)."""
     clean = {k: plain_value(v) for k, v in sorted(values.items())}
@@ -194,7 +183,7 @@ def plain_value(value: Any) -> Any:
 
 def load_env(sweep_dir: Path) -> dict[str, Any] | None:
     """``env.json`` of a sweep, or None when it is missing or unreadable."""
-    return store.read_json(Path(sweep_dir) / "env.json")
+    return store.read_json(Path(sweep_dir) / ENV_JSON)
 
 
 def load_telemetry(sweep_dir: Path, point_dirs: Iterable[str]) -> pd.DataFrame:
@@ -208,7 +197,7 @@ def load_telemetry(sweep_dir: Path, point_dirs: Iterable[str]) -> pd.DataFrame:
         pdir = store.resolve_point_dir(sweep_dir, rel)  # never outside the sweep folder
         if pdir is None:
             continue
-        path = pdir / "telemetry.jsonl"
+        path = pdir / TELEMETRY_JSONL
         try:
             text = path.read_text(encoding="utf-8")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UnicodeDecodeError):
@@ -244,7 +233,7 @@ def load_rank_step_times(
     out: dict[str, list[list[float]]] = {}
     for rel in point_dirs:
         pdir = store.resolve_point_dir(sweep_dir, rel)  # never outside the sweep folder
-        record = store.read_json(pdir / "record.json") if pdir is not None else None
+        record = store.read_json(pdir / RECORD_JSON) if pdir is not None else None
         times = record.get("step_times_s") if record else None
         if isinstance(times, list) and times and all(isinstance(t, list) for t in times):
             out[rel] = times
@@ -466,7 +455,7 @@ def scaling(
         part["base_key"] = grouped["config_key"].transform("first")
         firsts = grouped.head(1).to_dict("records")
         ids = {
-            r["_curve"]: config_digest({"scaling_mode": mode, **{k: r[k] for k in keys}})
+            r["_curve"]: config_digest({"scaling_mode": mode, **_id_columns(r, keys)})
             + ("" if "|nodes=" not in r["_curve"] else f"-n{int(r['nodes'])}")
             for r in firsts
         }

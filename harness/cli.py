@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from distrinews.errors import UserError
+from distrinews.layout import LEDGER_NAME, SERVING_LEDGER
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -402,7 +403,7 @@ def sweep(
         signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
     click.echo(f"ran {result.ran} point(s); sweep now: {counts or 'no points'}")
-    click.echo(f"results: {result.sweep_dir} (ledger: {result.sweep_dir / 'ledger.jsonl'})")
+    click.echo(f"results: {result.sweep_dir} (ledger: {result.sweep_dir / LEDGER_NAME})")
     _after_sweep(result.sweep_dir)
 
 
@@ -713,7 +714,7 @@ def bench_serve(
 
     rows = bench_serve(spec, texts, results_dir=out, on_level=progress)
     click.echo(format_table(rows))
-    click.echo(f"rows appended to {out / 'serving.jsonl'}")
+    click.echo(f"rows appended to {out / SERVING_LEDGER}")
     if any(row["errors"] for row in rows):
         sys.exit(1)
 

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from distrinews.errors import UserError
+from distrinews.layout import LEDGER_NAME, SWEEP_JSON
 from harness import analysis, envinfo, store
 from harness.analysis import THROUGHPUT
 from harness.report import fmt
@@ -140,7 +141,7 @@ def load_side(path: Path) -> Side:
     path = Path(path)
     if path.is_dir():
         if not store.ledger_path(path).is_file():
-            raise UserError(f"{path}: no {store.LEDGER_NAME} here; not a results folder")
+            raise UserError(f"{path}: no {LEDGER_NAME} here; not a results folder")
         frame = analysis.load_frame(path)
         return Side(
             frame=frame, env=analysis.load_env(path), source=str(path), gate=_sweep_gate(path)
@@ -169,7 +170,7 @@ def load_side(path: Path) -> Side:
 
 def _sweep_gate(path: Path) -> dict[str, float]:
     """The ``gate`` table of ``path/sweep.json`` (valid keys and numbers only; else empty)."""
-    doc = store.read_json(path / "sweep.json")
+    doc = store.read_json(path / SWEEP_JSON)
     spec = doc.get("spec") if isinstance(doc, dict) else None
     gate = spec.get("gate") if isinstance(spec, dict) else None
     if not isinstance(gate, dict):

@@ -14,7 +14,8 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "Measured window",
         "After warmup_steps optimizer steps (discarded), over measured_steps steps; bounded by a "
         "device synchronize on every rank, with no host syncs inside. Per-step times come from "
-        "CUDA events on GPU and perf_counter on CPU; every rank's step times are gathered.",
+        "CUDA events on GPU and perf_counter on CPU; every rank's step times are gathered. "
+        "measured_time_s is the window's length on the slowest rank.",
     ),
     (
         "samples/s",
@@ -52,7 +53,8 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "Training FLOPs per token = 6·N_matmul + 12·L·d·T, with N_matmul = 42,467,328 for "
         "DistilBERT-base (6 layers × 7,077,888), L = 6, d = 768, T = tokens per sequence. "
         "Achieved FLOPs sum 6·N_matmul·t + 12·L·d·t² over the sequences of the window, so mixed "
-        "lengths count exactly.",
+        "lengths count exactly. flops_per_step is the window's model FLOPs (real tokens) per "
+        "optimizer step, all ranks.",
     ),
     (
         "MFU / HFU",
@@ -92,6 +94,20 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "mem_peak_gib",
         "The peak allocated device memory of a rank over the run, in GiB (torch's allocator; "
         "blank on CPU).",
+    ),
+    (
+        "Loss",
+        "loss_first and loss_last: the training loss of the measured window's first and last "
+        "optimizer step (mean over ranks), a check that the run trained; held-out accuracy is "
+        "what train reports.",
+    ),
+    (
+        "Explain phase",
+        "After the measured window (on unless a run sets explain = false) a few seconds measure "
+        "what explains the efficiency: compute-only steps under no_sync(), one all-reduce of the "
+        "gradient's grad_bytes (the ceiling), and each of DDP's bucket_count buckets "
+        "all-reduced at the ceiling, summed as allreduce_bucketed_time_s. explain_time_s is "
+        "what the phase added to the run. At one rank the communication figures are blank.",
     ),
     (
         "Energy",

@@ -35,16 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.layout import (
+    ERROR_JSON,
+    ERROR_RANK_GLOB,
+    LOGS_DIR,
+    RUN_JSON,
+)
 from distrinews.runspec import RunSpec
 
 from .store import read_json
 
 WORKER_MODULE = "distrinews.worker"
-RUN_JSON = "run.json"
-RECORD_JSON = "record.json"
-ERROR_JSON = "error.json"
-LOGS_DIR = "logs"
-LAUNCHER_LOG = "launcher.log"
 
 #: Worker exit codes (notes/contracts.md) -> ledger status.
 EXIT_STATUS = {2: "invalid", 3: "oom", 4: "crashed", 5: "nccl_error"}
@@ -648,7 +649,7 @@ def read_errors(point_dir: Path) -> list[dict[str, Any]]:
     """The worker's error.json (first failing rank) then any error.rank<N>.json."""
     point_dir = Path(point_dir)
     first = read_json(point_dir / ERROR_JSON)
-    others = [read_json(p) for p in sorted(point_dir.glob("error.rank*.json"))]
+    others = [read_json(p) for p in sorted(point_dir.glob(ERROR_RANK_GLOB))]
     return [e for e in [first, *others] if e]
 
 

@@ -35,14 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.layout import MAX_BATCH_DIR, MAX_BATCH_LEDGER
 from distrinews.runspec import RunSpec
 
 from . import store
 
-#: Side sweep folder (under the sweep's) holding every trial's point and ledger row.
-TRIALS_DIR = "max_batch"
-#: One row per searched configuration.
-RESULTS_NAME = "max_batch.jsonl"
 #: How a search ended.
 STOPS = ("converged", "limit", "nothing_fits", "max_trials", "budget", "failed")
 
@@ -238,7 +235,7 @@ def result_row(key: str, spec: RunSpec, result: SearchResult, options: MaxBatchS
 def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
     """The latest search row per configuration of a sweep folder ([] when none ran)."""
     latest: dict[str, dict[str, Any]] = {}
-    for row in store.read_jsonl(Path(sweep_dir) / RESULTS_NAME):
+    for row in store.read_jsonl(Path(sweep_dir) / MAX_BATCH_LEDGER):
         if isinstance(row.get("search_key"), str):
             latest[row["search_key"]] = row
     return list(latest.values())
@@ -260,7 +257,7 @@ def run_searches(
     ledger is not launched again. ``redo`` searches configurations that have a row already.
     """
     sweep_dir = Path(sweep_dir)
-    trials_dir = sweep_dir / TRIALS_DIR
+    trials_dir = sweep_dir / MAX_BATCH_DIR
     done = {r["search_key"] for r in read_results(sweep_dir)}
     rows = []
     for key, spec in configurations(specs):
@@ -287,7 +284,7 @@ def run_searches(
             limit=options.limit,
         )
         row = result_row(key, spec, result, options)
-        store.append_jsonl(sweep_dir / RESULTS_NAME, row)
+        store.append_jsonl(sweep_dir / MAX_BATCH_LEDGER, row)
         echo(
             f"max-batch {key}: largest batch that ran {result.largest_ok}, smallest out of "
             f"memory {result.smallest_oom} ({result.stopped}, {len(result.trials)} trials, "

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from distrinews.errors import UserError
+from distrinews.layout import RECORD_JSON
 from harness import analysis, store
 from harness.fabrics import DEFAULT_FABRIC, Fabric, fabric_from_busbw, resolve_fabric
 from harness.projection import (
@@ -252,7 +253,7 @@ def _values(rows: Sequence[dict[str, Any]], column: str) -> tuple[float, ...]:
 def _record(sweep_dir: Path, point_dir: Any) -> dict[str, Any] | None:
     if not isinstance(point_dir, str) or not point_dir:
         return None
-    return store.read_json(Path(sweep_dir) / point_dir / "record.json")
+    return store.read_json(Path(sweep_dir) / point_dir / RECORD_JSON)
 
 
 def _step_lists(record: dict[str, Any] | None, key: str) -> list[float]:

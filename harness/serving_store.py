@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.layout import SERVING_LEDGER
 from harness import store
 
 SERVING_SCHEMA_VERSION = 1
-SERVING_LEDGER = "serving.jsonl"
 
 #: Keys every serving row carries, in display order.
 SERVING_KEYS = (

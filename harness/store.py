@@ -10,6 +10,8 @@ A sweep folder looks like::
       points/<run_id>/    run.json, record.json, error.json, status.json, telemetry.jsonl, logs/,
                           attempts/<n>/ (earlier attempts of the point, kept as they were)
 
+(the names are constants of :mod:`distrinews.layout`, their one home).
+
 The ledger is the source of truth. A line is *committed* once it ends with a newline: each row
 is written with one ``write`` of ``json + "\\n"`` and fsynced, so a kill can at worst leave an
 unterminated last line, which readers ignore and the next append cuts off. A point's folder
@@ -23,6 +25,7 @@ failure without rewriting history.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -33,16 +36,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from distrinews import layout
 from distrinews.errors import UserError
 from distrinews.files import ordinary_mode
-from distrinews.metrics import EXPLAIN_METRIC_KEYS
+from distrinews.layout import ATTEMPTS_DIR, LEDGER_NAME, LOCK_NAME, POINTS_DIR
+from distrinews.metrics import LEDGER_METRIC_KEYS, rank_spread
 from distrinews.runspec import RunSpec
 from distrinews.safeio import loads_strict, open_nofollow, refuse_symlink
 
 LEDGER_SCHEMA_VERSION = 1
-LEDGER_NAME = "ledger.jsonl"
-LOCK_NAME = ".lock"
-POINTS_DIR = "points"
 
 #: Every status a ledger row can carry; all but "ok" have a reason.
 STATUSES = ("ok", "oom", "timeout", "nccl_error", "crashed", "invalid", "skipped")
@@ -113,19 +115,20 @@ PROTECTED_NAMES = frozenset(
     {
         LEDGER_NAME,
         LOCK_NAME,
-        "env.json",
-        "sweep.json",
-        "run.json",
-        "record.json",
-        "status.json",
-        "error.json",
-        "telemetry.jsonl",
-        "serving.jsonl",
-        "history.jsonl",
-        "fit.json",
-        "fit_result.json",
-        "checkpoint.pt",
-        "config.json",
+        layout.ENV_JSON,
+        layout.SWEEP_JSON,
+        layout.RUN_JSON,
+        layout.RECORD_JSON,
+        layout.STATUS_JSON,
+        layout.ERROR_JSON,
+        layout.TELEMETRY_JSONL,
+        layout.SERVING_LEDGER,
+        layout.MAX_BATCH_LEDGER,
+        layout.HISTORY_JSONL,
+        layout.FIT_JSON,
+        layout.FIT_RESULT_JSON,
+        layout.WEIGHTS_FILE,
+        layout.CONFIG_FILE,
     }
 )
 _HEAD_BYTES = 4096
@@ -168,12 +171,6 @@ def ledger_path(sweep_dir: Path) -> Path:
 
 def point_dir(sweep_dir: Path, run_id: str) -> Path:
     return Path(sweep_dir) / POINTS_DIR / run_id
-
-
-#: Earlier attempts of a point (a failure being retried, an interrupted run) are kept here,
-#: numbered from 1: ``points/<run_id>/attempts/<n>/`` holds that attempt's logs, status and
-#: error files exactly as it left them.
-ATTEMPTS_DIR = "attempts"
 
 
 def fresh_point_dir(sweep_dir: Path, run_id: str) -> Path:
@@ -521,61 +518,54 @@ def _column_order(name: str) -> tuple[int, str]:
 
 # -- building a row --------------------------------------------------------------------------
 
-#: record.json "metrics" keys (notes/contracts.md): ledger columns, null unless status is ok.
-#: (metrics.measured_steps equals the spec's measured_steps, already a config column.)
-METRIC_KEYS = (
-    "samples_per_s",
-    "samples_per_s_per_device",
-    "real_tokens_per_s",
-    "padded_tokens_per_s",
-    "step_time_s_p50",
-    "step_time_s_p90",
-    "step_time_s_p99",
-    "step_time_s_mean",
-    "data_wait_share",
-    "mem_peak_gib",
-    "mfu",
-    "hfu",
-    "flops_per_step",
-    "measured_time_s",
-    "loss_first",
-    "loss_last",
-    # What explains the efficiency (distrinews/metrics.py explain_figures; null at one rank,
-    # where there is no all-reduce, and when the run's explain switch is off).
-    "data_wait_s",
-    *EXPLAIN_METRIC_KEYS,
-)
+#: record.json "metrics" keys the ledger carries as columns: derived from the one list,
+#: distrinews.metrics.RunMetrics (notes/contracts.md §1, §3). Null unless status is ok.
+METRIC_KEYS: tuple[str, ...] = LEDGER_METRIC_KEYS
+
+#: Ledger columns computed from the spec, and the RunSpec field each follows (placed after it).
+_DERIVED_COLUMNS = {
+    "nproc_per_node": ("world_size", lambda spec: spec.world_size),
+    "grad_accum": ("global_batch", lambda spec: spec.global_batch),
+}
 
 
 def config_columns(spec: RunSpec) -> dict[str, Any]:
-    """The flat configuration columns of a ledger row, from the point's RunSpec."""
-    return {
-        "nodes": spec.nodes,
-        "nproc_per_node": spec.nproc_per_node,
-        "world_size": spec.world_size,
-        "device": spec.device,
-        "backend": spec.resolved_backend,
-        "model": spec.model,
-        "init": spec.init,
-        "data": spec.data,
-        "max_length": spec.max_length,
-        "seq_policy": spec.seq_policy,
-        "per_device_batch": spec.per_device_batch,
-        "grad_accum": spec.grad_accum,
-        "global_batch": spec.global_batch,
-        "precision": spec.precision,
-        "compile": spec.compile,
-        "ddp_bucket_cap_mb": float(spec.ddp.bucket_cap_mb),
-        "ddp_gradient_as_bucket_view": spec.ddp.gradient_as_bucket_view,
-        "ddp_static_graph": spec.ddp.static_graph,
-        "ddp_broadcast_buffers": spec.ddp.broadcast_buffers,
-        "ddp_comm_hook": spec.ddp.comm_hook,
-        "nccl_env": ",".join(f"{k}={v}" for k, v in sorted(spec.nccl_env)),
-        "warmup_steps": spec.warmup_steps,
-        "measured_steps": spec.measured_steps,
-        "fault": spec.fault,
-        "fault_ms": spec.fault_ms,
-    }
+    """The flat configuration columns of a ledger row, from the point's RunSpec.
+
+    Every field ``config_key`` hashes (all RunSpec fields but ``RunSpec.KEY_EXCLUDE``), in the
+    RunSpec's order, flattened: the DDP knobs as ``ddp_<knob>``, ``nccl_env`` as
+    ``NAME=value,...`` text ("" when unset), ``backend`` as the one the run uses (nccl or gloo,
+    never auto), numbers that may be written as integers (bucket_cap_mb, lr) as floats. Plus
+    the derived ``world_size`` and ``global_batch``. A field added to RunSpec becomes a column
+    here by itself.
+    """
+    out: dict[str, Any] = {}
+    for spec_field in dataclasses.fields(spec):
+        name = spec_field.name
+        if name in RunSpec.KEY_EXCLUDE:
+            continue
+        value = getattr(spec, name)
+        if name == "ddp":
+            for knob in dataclasses.fields(value):
+                out[f"ddp_{knob.name}"] = getattr(value, knob.name)
+            out["ddp_bucket_cap_mb"] = float(value.bucket_cap_mb)
+        elif name == "nccl_env":
+            out[name] = ",".join(f"{k}={v}" for k, v in sorted(value))
+        elif name == "backend":
+            out[name] = spec.resolved_backend
+        elif name == "lr":
+            out[name] = float(value)
+        else:
+            out[name] = value
+        if name in _DERIVED_COLUMNS:
+            column, derive = _DERIVED_COLUMNS[name]
+            out[column] = derive(spec)
+    return out
+
+
+#: The configuration columns of every ledger row, in order (harness.analysis groups and
+#: labels points by them).
+CONFIG_COLUMNS: tuple[str, ...] = tuple(config_columns(RunSpec()))
 
 
 def make_row(
@@ -621,7 +611,7 @@ def make_row(
         for key, value in metrics.items():
             if key not in row and key != "measured_steps":
                 row[key] = _number(value)
-    row["step_time_s_rank_spread"] = _rank_spread(record) if ok else None
+    row["step_time_s_rank_spread"] = rank_spread((record or {}).get("step_times_s")) if ok else None
     row.update(telemetry)
     row["env_fingerprint"] = env_fingerprint
     return row
@@ -631,19 +621,3 @@ def _number(value: Any) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return value if math.isfinite(value) else None
-
-
-def _rank_spread(record: dict[str, Any] | None) -> float | None:
-    """Slowest rank's median step time over the fastest's (1.0 = no straggler)."""
-    times = (record or {}).get("step_times_s")
-    if not isinstance(times, list) or not times:
-        return None
-    medians = []
-    for per_rank in times:
-        vals = sorted(v for v in per_rank if isinstance(v, (int, float)) and math.isfinite(v))
-        if not vals:
-            return None
-        mid = len(vals) // 2
-        medians.append(vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2)
-    low = min(medians)
-    return max(medians) / low if low > 0 else None

@@ -35,16 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distrinews import layout
 from distrinews.errors import UserError
 from distrinews.files import ordinary_mode
+from distrinews.layout import LAUNCHER_LOG, LOGS_DIR, RECORD_JSON, RUN_JSON, TELEMETRY_LOG
 from distrinews.runspec import RunSpec
 
 from . import energy, envinfo, max_batch, memory_model, store, telemetry
 from .launch import (
-    LAUNCHER_LOG,
-    LOGS_DIR,
-    RECORD_JSON,
-    RUN_JSON,
     Outcome,
     build_env,
     build_srun_argv,
@@ -332,7 +330,7 @@ def _write_sweep_json(sweep_dir: Path, spec: SweepSpec, planned: Sequence[Planne
         for p in planned
     ]
     store.atomic_write_json(
-        sweep_dir / "sweep.json", {"name": spec.name, "spec": spec.to_dict(), "points": points}
+        sweep_dir / layout.SWEEP_JSON, {"name": spec.name, "spec": spec.to_dict(), "points": points}
     )
 
 
@@ -364,7 +362,7 @@ def _predicted_oom(point: Point, sweep_dir: Path, env_info: dict[str, Any]) -> s
         return None
     rows = [
         *store.latest_by_run_id(store.read_ledger(sweep_dir)).values(),
-        *store.latest_by_run_id(store.read_ledger(sweep_dir / max_batch.TRIALS_DIR)).values(),
+        *store.latest_by_run_id(store.read_ledger(sweep_dir / layout.MAX_BATCH_DIR)).values(),
     ]
     return memory_model.oom_reason(
         store.config_columns(point.spec),
@@ -391,7 +389,7 @@ def _named(spec: SweepSpec, options: SweepOptions) -> SweepSpec:
 
 def _write_env(sweep_dir: Path, env_info: dict[str, Any]) -> None:
     """env.json once per sweep folder; a different machine resuming it is refused."""
-    path = sweep_dir / "env.json"
+    path = sweep_dir / layout.ENV_JSON
     previous = store.read_json(path)
     if previous and previous.get("fingerprint") != env_info["fingerprint"]:
         raise UserError(
@@ -437,11 +435,11 @@ def run_point(
             # samples nothing, but each node still writes its files).
             sampler = SrunSampler(
                 build_srun_telemetry_argv(
-                    spec, pdir / "telemetry", hosts=hosts, python=options.python
+                    spec, pdir / layout.TELEMETRY_DIR, hosts=hosts, python=options.python
                 ),
                 env=env,
-                folder=pdir / "telemetry",
-                log_path=pdir / LOGS_DIR / "telemetry.log",
+                folder=pdir / layout.TELEMETRY_DIR,
+                log_path=pdir / LOGS_DIR / TELEMETRY_LOG,
                 job_id=job_id or None,
                 step=step_name(spec, "telemetry"),
             )
@@ -467,7 +465,7 @@ def run_point(
             ordinary_mode(folder)
     finished_at = _now()
     store.atomic_write_text(
-        pdir / "telemetry.jsonl",
+        pdir / layout.TELEMETRY_JSONL,
         "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples),
     )
     if job_id and result.returncode != 0:
@@ -513,7 +511,7 @@ def run_point(
         env_fingerprint=env_info["fingerprint"],
     )
     store.atomic_write_json(
-        pdir / "status.json",
+        pdir / layout.STATUS_JSON,
         {
             "status": outcome.status,
             "reason": outcome.reason,
@@ -620,7 +618,7 @@ def _window(record: dict[str, Any] | None) -> tuple[float, float] | None:
 
 
 def _rel(run_id: str) -> str:
-    return f"{store.POINTS_DIR}/{run_id}"
+    return f"{layout.POINTS_DIR}/{run_id}"
 
 
 def _now() -> str:

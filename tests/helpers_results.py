@@ -19,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
+from distrinews.layout import (
+    ENV_JSON,
+    LEDGER_NAME,
+    LOGS_DIR,
+    RECORD_JSON,
+    SWEEP_JSON,
+    TELEMETRY_JSONL,
+)
+from distrinews.metrics import RunMetrics
 from distrinews.runspec import DDPKnobs, RunSpec
+from harness import energy, store, telemetry
 
 #: Per-device samples/s of DistilBERT-base at a large batch, by precision (H100-like shape).
 PRECISION_RATE = {"fp32": 990.0, "tf32": 1710.0, "fp16": 2970.0, "bf16": 3060.0}
@@ -78,14 +88,23 @@ def fingerprint(fields: dict[str, Any]) -> str:
 
 
 def fake_rows(spec: FakeSweep) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The ledger rows (contract format) and a side table of per-point extras."""
+    """The ledger rows and a side table: the sweep's env.json and, per point that gets side
+    files, its record.json body and telemetry.jsonl samples.
+
+    Rows are built the way the harness builds them, by ``harness.store.make_row`` from a real
+    RunSpec, the point's record (metrics through ``distrinews.metrics.RunMetrics``, per-rank
+    step times) and its telemetry summary, so a schema change reaches these tests too.
+    """
     rng = np.random.default_rng(spec.seed)
+    side_rng = np.random.default_rng(spec.seed + 1000)
     fields = {**ENV_FIELDS, **spec.env}
     fp = fingerprint(fields)
     sigma = math.sqrt(math.log1p(spec.cv**2))
     rows: list[dict[str, Any]] = []
     extras: dict[str, Any] = {}
     clock = T0
+    largest = max(spec.world_sizes)
+    budget = math.inf if spec.side_files_limit is None else spec.side_files_limit
     grid = itertools.product(
         spec.world_sizes,
         spec.batches,
@@ -116,9 +135,13 @@ def fake_rows(spec: FakeSweep) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             duration = 40.0 + 3 * n
             started = clock
             clock += timedelta(seconds=duration + 2)
-            row = _base_row(spec, run, repeat, started, duration, nccl, fp)
+            window = (started.timestamp() + 5, started.timestamp() + duration)
             status, reason = _planted_failure(spec, n, batch, precision, repeat)
-            row["status"], row["reason"] = status, reason
+            record = None
+            summary = {
+                **telemetry.window_columns([], None, available=False),
+                **energy.unavailable("no NVML in a fabricated sweep"),
+            }
             if status == "ok":
                 rate = (
                     PRECISION_RATE[precision]
@@ -134,13 +157,42 @@ def fake_rows(spec: FakeSweep) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                     * spec.throughput_scale
                     * float(rng.lognormal(-(sigma**2) / 2, sigma))
                 )
-                row.update(_metrics(row, x, n, per_device, precision, rng))
-                extras[run.run_id] = {
-                    "step_time_s_p50": row["step_time_s_p50"],
-                    "world_size": n,
-                    "window": (started.timestamp() + 5, started.timestamp() + duration),
+                metrics, spread = _metrics(run, x, precision, rng)
+                record = {
+                    "schema_version": 1,
+                    "run_id": run.run_id,
+                    "config_key": run.config_key,
+                    "metrics": metrics.to_record(),
+                    "step_times_s": _step_times(run, metrics, spread, side_rng),
+                    "measured_window": {"start_unix": window[0], "end_unix": window[1]},
+                    "warnings": [],
                 }
-            rows.append(row)
+                point: dict[str, Any] = {}
+                if budget > 0:
+                    budget -= 1
+                    if spec.records:
+                        point["record"] = record
+                    if spec.telemetry and n == largest:
+                        samples = _telemetry_samples(run, metrics, window, side_rng)
+                        point["telemetry"] = samples
+                        summary = {**summary, **_telemetry_summary(samples)}
+                extras[run.run_id] = point
+            rows.append(
+                store.make_row(
+                    sweep=spec.name,
+                    spec=run,
+                    status=status,
+                    reason=reason,
+                    started_at=_iso(started),
+                    finished_at=_iso(started + timedelta(seconds=duration)),
+                    duration_s=duration,
+                    scaling_mode=spec.scaling_mode,
+                    point_dir=f"points/{run.run_id}",
+                    record=record,
+                    telemetry=summary,
+                    env_fingerprint=fp,
+                )
+            )
     env = {
         "fingerprint": fp,
         "fingerprint_fields": fields,
@@ -157,77 +209,8 @@ def fake_rows(spec: FakeSweep) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return rows, {"env": env, "points": extras}
 
 
-def _base_row(spec, run, repeat, started, duration, nccl, fp) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "sweep": spec.name,
-        "run_id": run.run_id,
-        "config_key": run.config_key,
-        "repeat": repeat,
-        "status": "ok",
-        "reason": None,
-        "started_at": started.isoformat().replace("+00:00", "Z"),
-        "finished_at": (started + timedelta(seconds=duration)).isoformat().replace("+00:00", "Z"),
-        "duration_s": duration,
-        "scaling_mode": spec.scaling_mode,
-        "point_dir": f"points/{run.run_id}",
-        "nodes": run.nodes,
-        "nproc_per_node": run.nproc_per_node,
-        "world_size": run.world_size,
-        "device": run.device,
-        "backend": run.backend,
-        "model": run.model,
-        "init": run.init,
-        "data": run.data,
-        "max_length": run.max_length,
-        "seq_policy": run.seq_policy,
-        "per_device_batch": run.per_device_batch,
-        "grad_accum": run.grad_accum,
-        "global_batch": run.global_batch,
-        "precision": run.precision,
-        "compile": run.compile,
-        "ddp_bucket_cap_mb": run.ddp.bucket_cap_mb,
-        "ddp_gradient_as_bucket_view": run.ddp.gradient_as_bucket_view,
-        "ddp_static_graph": run.ddp.static_graph,
-        "ddp_broadcast_buffers": run.ddp.broadcast_buffers,
-        "ddp_comm_hook": run.ddp.comm_hook,
-        "nccl_env": nccl,
-        "warmup_steps": run.warmup_steps,
-        "measured_steps": run.measured_steps,
-        **dict.fromkeys(METRIC_KEYS),
-        "step_time_s_rank_spread": None,
-        **dict.fromkeys(TELEMETRY_KEYS),
-        "env_fingerprint": fp,
-    }
-
-
-METRIC_KEYS = (
-    "samples_per_s",
-    "samples_per_s_per_device",
-    "real_tokens_per_s",
-    "padded_tokens_per_s",
-    "step_time_s_p50",
-    "step_time_s_p90",
-    "step_time_s_p99",
-    "step_time_s_mean",
-    "data_wait_share",
-    "mem_peak_gib",
-    "mfu",
-    "hfu",
-    "flops_per_step",
-    "measured_time_s",
-    "loss_first",
-    "loss_last",
-)
-TELEMETRY_KEYS = (
-    "telemetry_available",
-    "gpu_util_pct_mean",
-    "gpu_mem_used_gib_max",
-    "gpu_power_w_mean",
-    "gpu_sm_clock_mhz_mean",
-    "gpu_temp_c_max",
-    "gpu_throttle_reasons",
-)
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
 
 
 def _planted_failure(spec, n, batch, precision, repeat) -> tuple[str, str | None]:
@@ -242,49 +225,57 @@ def _planted_failure(spec, n, batch, precision, repeat) -> tuple[str, str | None
     return "ok", None
 
 
-def _metrics(row, x, n, per_device, precision, rng) -> dict[str, Any]:
+def _metrics(run: RunSpec, x: float, precision: str, rng) -> tuple[RunMetrics, float]:
+    """The point's metrics at throughput ``x``, and the rank spread to plant in its step times."""
+    n, per_device = run.world_size, run.per_device_batch
     tokens = 128
-    global_batch = row["global_batch"]
-    step = global_batch / x
-    flops_per_step = (6 * 42_467_328 + 12 * 6 * 768 * tokens) * tokens * global_batch
+    step = run.global_batch / x
+    flops_per_step = (6 * 42_467_328 + 12 * 6 * 768 * tokens) * tokens * run.global_batch
     peak = {"fp32": 67e12, "tf32": 494.7e12, "fp16": 989.4e12, "bf16": 989.4e12}[precision]
     real_share = 0.42
-    out = {
-        "samples_per_s": x,
-        "samples_per_s_per_device": x / n,
-        "real_tokens_per_s": x * tokens * real_share,
-        "padded_tokens_per_s": x * tokens,
-        "step_time_s_p50": step,
-        "step_time_s_p90": step * 1.04,
-        "step_time_s_p99": step * 1.09,
-        "step_time_s_mean": step * 1.01,
-        "data_wait_share": 0.01,
-        "mem_peak_gib": 2.1 + 0.19 * per_device * (2.0 if precision == "fp32" else 1.0),
-        "mfu": flops_per_step / step / (peak * n) * real_share,
-        "hfu": flops_per_step / step / (peak * n),
-        "flops_per_step": flops_per_step,
-        "measured_time_s": step * row["measured_steps"],
-        "loss_first": 1.39,
-        "loss_last": 1.38,
-        "step_time_s_rank_spread": 1.0 + float(rng.uniform(0.0, 0.02)) * math.log2(2 * n),
-        # What explains the efficiency: the step minus a slice per cause that grows with N
-        # (null at one rank, as the worker writes them).
-        **_explain(step, n),
-    }
-    return out
+    metrics = RunMetrics(
+        samples_per_s=x,
+        samples_per_s_per_device=x / n,
+        real_tokens_per_s=x * tokens * real_share,
+        padded_tokens_per_s=x * tokens,
+        step_time_s_p50=step,
+        step_time_s_p90=step * 1.04,
+        step_time_s_p99=step * 1.09,
+        step_time_s_mean=step * 1.01,
+        data_wait_share=0.01,
+        data_wait_s=0.01 * step,
+        mem_peak_gib=2.1 + 0.19 * per_device * (2.0 if precision == "fp32" else 1.0),
+        mfu=flops_per_step / step / (peak * n) * real_share,
+        hfu=flops_per_step / step / (peak * n),
+        flops_per_step=flops_per_step,
+        measured_steps=run.measured_steps,
+        measured_time_s=step * run.measured_steps,
+        loss_first=1.39,
+        loss_last=1.38,
+    )
+    spread = 1.0 + float(rng.uniform(0.0, 0.02)) * math.log2(2 * n)
+    # What explains the efficiency: the step minus a slice per cause that grows with N
+    # (null at one rank, as the worker writes them).
+    return metrics.with_explain(_explain(step, n)), spread
+
+
+def _step_times(run: RunSpec, metrics: RunMetrics, spread: float, rng) -> list[list[float]]:
+    """Per rank, per measured step: the median step, the last rank slower by ``spread``."""
+    n = run.world_size
+    jitter = rng.lognormal(0.0, 0.01, size=(n, run.measured_steps))
+    slow = [spread if r == n - 1 and n > 1 else 1.0 for r in range(n)]
+    return [[float(metrics.step_time_s_p50 * slow[r] * j) for j in jitter[r]] for r in range(n)]
 
 
 def _explain(step: float, n: int) -> dict[str, Any]:
     grad_bytes = 66_955_010 * 4
     if n == 1:
-        return {"compute_step_time_s": 0.98 * step, "data_wait_s": 0.01 * step,
-                "grad_bytes": grad_bytes, "bucket_count": 11}  # fmt: skip
+        return {"compute_step_time_s": 0.98 * step, "grad_bytes": grad_bytes, "bucket_count": 11}
     exposed, straggler = 0.02 * math.log2(n) * step, 0.005 * math.log2(n) * step
     allreduce = 3 * exposed
     algbw = grad_bytes / allreduce / 1e9
     return {
         "compute_step_time_s": step - exposed - straggler - 0.012 * step,
-        "data_wait_s": 0.01 * step,
         "straggler_wait_s": straggler,
         "exposed_comm_s": exposed,
         "allreduce_time_s": allreduce,
@@ -303,24 +294,18 @@ def write_sweep(root: Path, spec: FakeSweep | None = None) -> Path:
     rows, side = fake_rows(spec)
     sweep_dir = root / spec.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(spec.seed + 1000)
-    largest = max(spec.world_sizes)
-    budget = spec.side_files_limit if spec.side_files_limit is not None else len(rows)
     for row in rows:
         point = sweep_dir / row["point_dir"]
-        (point / "logs").mkdir(parents=True, exist_ok=True)
-        extra = side["points"].get(row["run_id"])
-        if extra is None or budget <= 0:
-            continue
-        budget -= 1
-        if spec.records:
-            _write_record(point, row, extra, rng)
-        if spec.telemetry and row["world_size"] == largest:
-            samples = _write_telemetry(point, row, extra, rng)
-            row.update(samples)
+        (point / LOGS_DIR).mkdir(parents=True, exist_ok=True)
+        extra = side["points"].get(row["run_id"], {})
+        if "record" in extra:
+            (point / RECORD_JSON).write_text(json.dumps(extra["record"]))
+        if "telemetry" in extra:
+            lines = "".join(json.dumps(s) + "\n" for s in extra["telemetry"])
+            (point / TELEMETRY_JSONL).write_text(lines)
     write_ledger(sweep_dir, rows)
-    (sweep_dir / "env.json").write_text(json.dumps(side["env"], indent=2))
-    (sweep_dir / "sweep.json").write_text(
+    (sweep_dir / ENV_JSON).write_text(json.dumps(side["env"], indent=2))
+    (sweep_dir / SWEEP_JSON).write_text(
         json.dumps({"name": spec.name, "points": sorted({r["run_id"] for r in rows})})
     )
     return sweep_dir
@@ -328,70 +313,43 @@ def write_sweep(root: Path, spec: FakeSweep | None = None) -> Path:
 
 def write_ledger(sweep_dir: Path, rows: list[dict[str, Any]]) -> Path:
     """One JSON object per line, exactly as the harness appends them."""
-    path = sweep_dir / "ledger.jsonl"
+    path = sweep_dir / LEDGER_NAME
     with path.open("w") as f:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True) + "\n")
     return path
 
 
-def _write_record(point: Path, row, extra, rng) -> None:
-    n = extra["world_size"]
-    p50 = extra["step_time_s_p50"]
-    slow = {n - 1: 1.015} if n > 1 else {}  # the last rank is a mild straggler
-    times = [
-        [
-            float(p50 * slow.get(r, 1.0) * rng.lognormal(0, 0.01))
-            for _ in range(row["measured_steps"])
-        ]
-        for r in range(n)
-    ]
-    start, end = extra["window"]
-    record = {
-        "schema_version": 1,
-        "run_id": row["run_id"],
-        "config_key": row["config_key"],
-        "metrics": {k: row[k] for k in METRIC_KEYS} | {"measured_steps": row["measured_steps"]},
-        "step_times_s": times,
-        "measured_window": {"start_unix": start, "end_unix": end},
-        "warnings": [],
-    }
-    (point / "record.json").write_text(json.dumps(record))
-
-
-def _write_telemetry(point: Path, row, extra, rng) -> dict[str, Any]:
-    start, end = extra["window"]
-    lines, util, power, mem = [], [], [], []
+def _telemetry_samples(run: RunSpec, metrics: RunMetrics, window, rng) -> list[dict[str, Any]]:
+    """NVML-like samples every 0.5 s from 5 s before the window to 1 s after, per GPU."""
+    start, end = window
+    samples = []
     for t in np.arange(start - 5, end + 1, 0.5):
-        for g in range(row["world_size"]):
+        for g in range(run.world_size):
             in_window = start <= t <= end
-            u = float(np.clip(rng.normal(93 if in_window else 8, 2), 0, 100))
-            p = float(rng.normal(610 if in_window else 90, 15))
-            m = float(row["mem_peak_gib"] + 0.6 if in_window else 0.5)
-            util.append(u)
-            power.append(p)
-            mem.append(m)
-            lines.append(
-                json.dumps(
-                    {
-                        "t_unix": float(t),
-                        "gpu_uuid": f"GPU-{g:08x}",
-                        "gpu_index": g,
-                        "util_pct": u,
-                        "mem_used_gib": m,
-                        "power_w": p,
-                        "sm_clock_mhz": 1980.0,
-                        "temp_c": 61.0,
-                        "throttle_reasons": "",
-                    }
-                )
+            samples.append(
+                {
+                    "t_unix": float(t),
+                    "gpu_uuid": f"GPU-{g:08x}",
+                    "gpu_index": g,
+                    "util_pct": float(np.clip(rng.normal(93 if in_window else 8, 2), 0, 100)),
+                    "mem_used_gib": float(metrics.mem_peak_gib + 0.6 if in_window else 0.5),
+                    "power_w": float(rng.normal(610 if in_window else 90, 15)),
+                    "sm_clock_mhz": 1980.0,
+                    "temp_c": 61.0,
+                    "throttle_reasons": "",
+                }
             )
-    (point / "telemetry.jsonl").write_text("\n".join(lines) + "\n")
+    return samples
+
+
+def _telemetry_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ledger's telemetry columns over every sample (as the fabricator always did)."""
     return {
         "telemetry_available": True,
-        "gpu_util_pct_mean": float(np.mean(util)),
-        "gpu_mem_used_gib_max": float(np.max(mem)),
-        "gpu_power_w_mean": float(np.mean(power)),
+        "gpu_util_pct_mean": float(np.mean([s["util_pct"] for s in samples])),
+        "gpu_mem_used_gib_max": float(np.max([s["mem_used_gib"] for s in samples])),
+        "gpu_power_w_mean": float(np.mean([s["power_w"] for s in samples])),
         "gpu_sm_clock_mhz_mean": 1980.0,
         "gpu_temp_c_max": 61.0,
         "gpu_throttle_reasons": "",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from distrinews import layout
 from harness import analysis
 
 # -- cells -----------------------------------------------------------------------------------
@@ -216,6 +217,6 @@ def checkpoint_label(ckpt: str | None) -> str:
     if not ckpt:
         return "model"
     path = Path(ckpt)
-    if path.parent.name == "checkpoints" and path.parent.parent.name:
+    if path.parent.name == layout.CHECKPOINTS_DIR and path.parent.parent.name:
         return f"{path.parent.parent.name}/{path.name}"
     return path.name

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from distrinews import layout
 from distrinews.errors import UserError
 from harness import analysis, max_batch, serving_store, store
 from harness.report import page_html, page_json
@@ -36,11 +37,11 @@ def load_report(sweep_dir: Path) -> Report:
         if serving_store.serving_path(sweep_dir).is_file()
         else []
     )
-    trials_dir = sweep_dir / max_batch.TRIALS_DIR
+    trials_dir = sweep_dir / layout.MAX_BATCH_DIR
     log_dirs = {
         d
         for d in (frame["point_dir"].dropna().unique() if len(frame) else ())
-        if (sweep_dir / str(d) / "logs").is_dir()
+        if (sweep_dir / str(d) / layout.LOGS_DIR).is_dir()
     }
     return build_report(
         frame,
@@ -91,11 +92,11 @@ def sweep_folder(sweep_dir: Path) -> Path:
             )
         # A sweep just started has sweep.json and no ledger yet; a bench-serve folder has
         # serving.jsonl. Anything else is not results: refuse, as export and compare do.
-        markers = ("sweep.json", serving_store.SERVING_LEDGER)
+        markers = (layout.SWEEP_JSON, layout.SERVING_LEDGER)
         if not any((sweep_dir / m).is_file() for m in markers):
             raise UserError(
-                f"{sweep_dir}: not a sweep folder (no {store.LEDGER_NAME}, sweep.json or "
-                f"{serving_store.SERVING_LEDGER}); pass results/<sweep>"
+                f"{sweep_dir}: not a sweep folder (no {layout.LEDGER_NAME}, {layout.SWEEP_JSON} or "
+                f"{layout.SERVING_LEDGER}); pass results/<sweep>"
             )
     return sweep_dir
 
@@ -113,7 +114,7 @@ def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     """
     sweep_dir = Path(sweep_dir)
     if out_path is None:  # report.html is the sweep folder's own file (see harness.store)
-        out = sweep_dir / "report.html"
+        out = sweep_dir / layout.REPORT_HTML
         store.check_output(out, kind="HTML report", written_by_us=lambda head: True)
     else:
         out = Path(out_path)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from distrinews import layout
 from harness import analysis, attribution
 from harness.analysis import THROUGHPUT
 from harness.definitions import DEFINITIONS
@@ -548,7 +549,7 @@ def points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[s
 def env_table(env: dict[str, Any] | None, frame: pd.DataFrame) -> Table:
     rows: list[tuple[str, str]] = []
     if env is None:
-        rows.append(("env.json", "missing"))
+        rows.append((layout.ENV_JSON, "missing"))
     else:
         fields = env.get("fingerprint_fields") or {}
         rows.append(("fingerprint", str(env.get("fingerprint", ""))))

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import click
 
+from distrinews import layout
+
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=False)
@@ -42,7 +44,7 @@ def _verdict(done: subprocess.CompletedProcess[str]) -> str:
 @click.option("--scale", type=float, default=0.8, show_default=True, help="Planted slowdown.")
 def main(baseline: Path, trials: int, work: Path, scale: float) -> None:
     """Run TRIALS fresh sweeps and gate each against BASELINE and a planted slowdown."""
-    name = json.loads((baseline / "sweep.json").read_text())["name"]
+    name = json.loads((baseline / layout.SWEEP_JSON).read_text())["name"]
     bench = [sys.executable, "-m", "harness.cli"]
     false_regressions = caught_self = caught_base = 0
     for i in range(trials):
@@ -64,7 +66,7 @@ def main(baseline: Path, trials: int, work: Path, scale: float) -> None:
         caught_base += base_slow.returncode == 1
         rates = [
             json.loads(line)["samples_per_s"]
-            for line in (fresh / "ledger.jsonl").read_text().splitlines()
+            for line in (fresh / layout.LEDGER_NAME).read_text().splitlines()
         ]
         click.echo(
             f"trial {i}: load {load:.1f}, sweep {time.perf_counter() - t0:.0f} s, "

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from distrinews import layout
 from distrinews.errors import UserError
 from harness import compare, store
 
@@ -53,13 +54,13 @@ def perturb(src: Path, dst: Path, *, scale: float, min_world_size: int = 1) -> i
     """Copy ``src`` to ``dst`` (which must not exist) with a scaled ledger; return rows scaled."""
     src, dst = Path(src), Path(dst)
     if not store.ledger_path(src).is_file():
-        raise UserError(f"{src}: no {store.LEDGER_NAME} here; not a results folder")
+        raise UserError(f"{src}: no {layout.LEDGER_NAME} here; not a results folder")
     if dst.exists():
         raise UserError(f"{dst}: already exists; pick a new destination")
     if not scale > 0:
         raise UserError(f"--throughput-scale {scale!r} must be > 0")
     rows = store.read_ledger(src)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(store.LOCK_NAME))
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(layout.LOCK_NAME))
     new = [perturb_row(r, scale, min_world_size) for r in rows]
     text = "".join(
         json.dumps(r, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n" for r in new

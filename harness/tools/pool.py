@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from distrinews import layout
 from distrinews.errors import UserError
 from harness import store
 
@@ -38,8 +39,8 @@ def _session(src: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str,
     rows = store.read_ledger(src) if store.ledger_path(src).is_file() else None
     if rows is None:
         raise UserError(f"{src}: no {store.LEDGER_NAME} here; not a results folder")
-    env, sweep = store.read_json(src / "env.json"), store.read_json(src / "sweep.json")
-    for name, data in (("env.json", env), ("sweep.json", sweep)):
+    env, sweep = store.read_json(src / layout.ENV_JSON), store.read_json(src / layout.SWEEP_JSON)
+    for name, data in ((layout.ENV_JSON, env), (layout.SWEEP_JSON, sweep)):
         if not isinstance(data, dict):
             raise UserError(f"{src / name}: missing or unreadable; pool whole sweep folders")
     rows = list(store.latest_by_run_id(rows).values())
@@ -76,7 +77,7 @@ def pool(dst: Path, sources: list[Path]) -> int:
             )
         if env.get("fingerprint") != env0.get("fingerprint"):
             raise UserError(
-                f"{src / 'env.json'}: field fingerprint differs from {sources[0]}'s; "
+                f"{src / layout.ENV_JSON}: field fingerprint differs from {sources[0]}'s; "
                 "pool sessions of one machine class only"
             )
         if {r.get("config_key") for r in rows} != keys0:
@@ -86,10 +87,10 @@ def pool(dst: Path, sources: list[Path]) -> int:
         repeats = 1 + max((r.get("repeat") or 0 for s in loaded for r in s[0]), default=0)
     rows = pool_rows([s[0] for s in loaded], repeats)
     dst.mkdir(parents=True)
-    store.atomic_write_json(dst / "env.json", env0)
-    store.atomic_write_json(dst / "sweep.json", sweep0)
+    store.atomic_write_json(dst / layout.ENV_JSON, env0)
+    store.atomic_write_json(dst / layout.SWEEP_JSON, sweep0)
     store.atomic_write_json(
-        dst / "pool.json",
+        dst / layout.POOL_JSON,
         {
             "sessions": [
                 {"source": str(s), "rows": len(x[0])} for s, x in zip(sources, loaded, strict=True)

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from distrinews import layout
 from harness import max_batch, spec, store, telemetry
 from harness import sweep as sw
 from harness.report import load_report
@@ -61,7 +62,7 @@ def test_max_batch_search_hits_real_oom_and_the_point_gets_its_energy(tmp_path, 
     sweep_dir = result.sweep_dir
 
     (search,) = max_batch.read_results(sweep_dir)
-    trials = store.read_ledger(sweep_dir / max_batch.TRIALS_DIR)
+    trials = store.read_ledger(sweep_dir / layout.MAX_BATCH_DIR)
     statuses = {int(t["per_device_batch"]): t["status"] for t in trials}
     assert search["trials"] == len(trials) == 2 and search["stopped"] == "max_trials"
     assert statuses[256] == "ok" and statuses[512] == "oom"
@@ -72,7 +73,7 @@ def test_max_batch_search_hits_real_oom_and_the_point_gets_its_energy(tmp_path, 
     assert search["search_s"] > 0 and search["trial_log"] == "256:ok 512:oom"
     oom = next(t for t in trials if t["status"] == "oom")
     error = json.loads(
-        (sweep_dir / max_batch.TRIALS_DIR / oom["point_dir"] / "error.json").read_text()
+        (sweep_dir / layout.MAX_BATCH_DIR / oom["point_dir"] / "error.json").read_text()
     )
     assert error["failure"] == "oom" and "can't allocate memory" in error["message"]
 
@@ -96,6 +97,6 @@ def test_max_batch_search_hits_real_oom_and_the_point_gets_its_energy(tmp_path, 
     # Searching again reuses every trial's result instead of launching it.
     again = sw.SweepOptions(results=tmp_path / "r", progress=False, retry_failed=True)
     sw.run_sweep(spec.load_sweep(path), again, echo=messages.append, sampler_for=sampler_for)
-    assert len(store.read_ledger(sweep_dir / max_batch.TRIALS_DIR)) == 2
-    rows = store.read_jsonl(sweep_dir / max_batch.RESULTS_NAME)
+    assert len(store.read_ledger(sweep_dir / layout.MAX_BATCH_DIR)) == 2
+    rows = store.read_jsonl(sweep_dir / layout.MAX_BATCH_LEDGER)
     assert len(rows) == 2 and rows[1]["trial_log"] == rows[0]["trial_log"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from distrinews.metrics import RECORD_METRIC_KEYS
 from distrinews.runspec import RunSpec
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.slow
 RECORD_KEYS = {"schema_version", "run_id", "config_key", "spec", "metrics", "step_times_s",
                "measured_window", "env", "warnings", "compute_step_times_s", "buckets",
                "grad_dtype"}  # fmt: skip
+#: Written out on purpose (not derived): record.json's keys must not change by accident.
 METRIC_KEYS = {
     "samples_per_s", "samples_per_s_per_device", "real_tokens_per_s", "padded_tokens_per_s",
     "step_time_s_p50", "step_time_s_p90", "step_time_s_p99", "step_time_s_mean",
@@ -78,6 +80,7 @@ def test_two_rank_record_schema(tmp_path):
     assert not (out / "error.json").exists()
     rec = json.loads((out / "record.json").read_text())
     assert set(rec) == RECORD_KEYS and set(rec["metrics"]) == METRIC_KEYS
+    assert tuple(rec["metrics"]) == RECORD_METRIC_KEYS  # RunMetrics' order, explain on or off
     assert set(rec["env"]) == ENV_KEYS
     assert rec["schema_version"] == 1
     assert rec["run_id"] == spec.run_id and rec["config_key"] == spec.config_key
@@ -148,6 +151,7 @@ def test_one_rank_explains_compute_only_and_explain_off_writes_nulls(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = json.loads((out / "record.json").read_text())
     assert set(rec) == RECORD_KEYS and set(rec["metrics"]) == METRIC_KEYS
+    assert tuple(rec["metrics"]) == RECORD_METRIC_KEYS  # RunMetrics' order, explain on or off
     assert rec["compute_step_times_s"] is None and rec["buckets"] is None
     assert rec["metrics"]["compute_step_time_s"] is None and rec["metrics"]["grad_bytes"] is None
 

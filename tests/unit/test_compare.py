@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from distrinews import layout
 from distrinews.errors import UserError
 from harness import compare, store
 from harness.cli import cli
@@ -385,7 +386,9 @@ def test_pooled_sessions_keep_every_repeat_and_absorb_a_session_offset(tmp_path)
     for r in rows:
         by_key.setdefault(r["config_key"], []).append(r["repeat"])
     assert all(sorted(v) == list(range(15)) for v in by_key.values())
-    assert json.loads((base / "pool.json").read_text())["sessions"][2]["source"] == str(sessions[2])
+    assert json.loads((base / layout.POOL_JSON).read_text())["sessions"][2]["source"] == str(
+        sessions[2]
+    )
     env = json.loads((base / "env.json").read_text())
     assert env == json.loads((sessions[0] / "env.json").read_text())
     side = compare.load_side(base)

@@ -7,6 +7,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
+from distrinews import layout
 from harness import memory_model as M
 
 BASE = {
@@ -139,7 +140,7 @@ def test_a_point_the_search_saw_run_out_of_memory_is_skipped_before_launch(tmp_p
     config = store.config_columns(point.spec)
     search = {k: v for k, v in config.items() if k not in ("per_device_batch", "global_batch")}
     store.append_jsonl(
-        sweep_dir / max_batch.RESULTS_NAME,
+        sweep_dir / layout.MAX_BATCH_LEDGER,
         {**search, "search_key": max_batch.search_key(point.spec), "smallest_batch_oom": 192},
     )
 

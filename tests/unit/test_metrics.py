@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 
 from distrinews.metrics import (
+    EXPLAIN_METRIC_KEYS,
+    LEDGER_METRIC_KEYS,
+    RECORD_METRIC_KEYS,
+    RunMetrics,
     WindowCounts,
     flops_per_token,
     matmul_params,
@@ -114,7 +118,7 @@ def _summary(peak):
         mem_peak_gib=None,
         loss_first=1.4,
         loss_last=1.2,
-    )
+    ).to_record()
 
 
 def test_summary_figures():
@@ -138,3 +142,28 @@ def test_summary_mfu_null_without_peak():
 def test_rank_spread():
     assert rank_spread([[1.0, 1.0], [2.0, 2.0]]) == 2.0
     assert rank_spread([[0.5], [0.5]]) == 1.0
+    assert rank_spread([[1.0, 3.0], [2.0, 2.0, 9.0]]) == 1.0  # even count: mean of the middle
+
+
+def test_rank_spread_of_an_unusable_record_is_null():
+    # It reads record.json as stored: anything that is not a list of numbers per rank.
+    for bad in (None, [], "x", [[]], [[0.0], [1.0]], [1.0, 2.0], [[float("nan")], [1.0]]):
+        assert rank_spread(bad) is None, bad
+    assert rank_spread([[1.0, float("inf"), "x", 1.0], [2.0]]) == 2.0  # non-numbers left out
+
+
+def test_the_record_metrics_are_the_fields_in_order_explain_figures_null_until_given():
+    m = _summary(None)
+    assert tuple(m) == RECORD_METRIC_KEYS
+    assert all(m[k] is None for k in EXPLAIN_METRIC_KEYS)
+    assert "measured_steps" in RECORD_METRIC_KEYS and "measured_steps" not in LEDGER_METRIC_KEYS
+
+
+def test_with_explain_fills_explain_fields_and_refuses_any_other_key():
+    base = RunMetrics(**{k: 1.0 for k in RECORD_METRIC_KEYS if k not in EXPLAIN_METRIC_KEYS})
+    full = base.with_explain({"exposed_comm_s": 0.25, "bucket_count": 3})
+    assert full.exposed_comm_s == 0.25 and full.bucket_count == 3 and base.exposed_comm_s is None
+    with pytest.raises(ValueError, match="samples_per_s"):
+        base.with_explain({"samples_per_s": 2.0})  # a window figure, not the explain phase's
+    with pytest.raises(ValueError, match="made_up_s"):
+        base.with_explain({"made_up_s": 2.0})
