@@ -298,14 +298,14 @@ def median_ci(
 # -- points ----------------------------------------------------------------------------------
 
 
-def summarize(
+def per_configuration(
     frame: pd.DataFrame,
     metrics: Sequence[str] = (THROUGHPUT, "mfu"),
     *,
     n_boot: int = N_BOOT,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per point (config_key): config columns, repeat counts, median and interval.
+    """One row per configuration (config_key): config columns, repeat counts, median, interval.
 
     For each metric ``m``: ``m`` (median over ok repeats), ``m_lo``/``m_hi`` (bootstrap 95%
     interval, NaN with fewer than two ok repeats). Other numeric columns get their median.
@@ -409,7 +409,7 @@ def scaling(
     ``ideal`` (N/N0·X(N0)), ``speedup``/``efficiency`` with ``_lo``/``_hi``. The efficiency
     interval comes from resampling the repeats at N and at N0 independently (ratio of bootstrap
     medians). Points with no ok run are left out (the failures table shows them). A curve needs
-    at least two GPU counts. ``summary`` may pass an already computed :func:`summarize`.
+    at least two GPU counts. ``summary`` may pass an already computed :func:`per_configuration`.
     """
     cols = [
         "curve_id",
@@ -431,7 +431,7 @@ def scaling(
         "efficiency_hi",
     ]
     if summary is None or metric not in summary.columns:
-        summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
+        summary = per_configuration(frame, (metric,), n_boot=n_boot, seed=seed)
     summary = summary[summary[metric].notna()]
     if summary.empty:
         return pd.DataFrame(columns=cols)
@@ -518,7 +518,7 @@ def factor_effect(
     """
     cols = ["config_key", "world_size", "level", "reference", "speedup", "speedup_lo", "speedup_hi"]
     if summary is None or metric not in summary.columns:
-        summary = summarize(frame, (metric,), n_boot=n_boot, seed=seed)
+        summary = per_configuration(frame, (metric,), n_boot=n_boot, seed=seed)
     summary = summary[summary[metric].notna()]
     if summary.empty or factor not in summary.columns:
         return pd.DataFrame(columns=cols)

@@ -1,6 +1,6 @@
 """Why efficiency drops: split every scaling point's lost efficiency into measured causes.
 
-Pure pandas: takes :func:`harness.analysis.summarize` (per-point medians) and
+Pure pandas: takes :func:`harness.analysis.per_configuration` (per-configuration medians) and
 :func:`harness.analysis.scaling` (efficiency per curve and GPU count), returns frames and
 sentences. The measurements come from the worker (distrinews/explain.py, defined in
 distrinews/metrics.py): per optimizer step, the compute-only time, the data wait, the straggler

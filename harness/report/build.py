@@ -61,7 +61,7 @@ def build_report(
     rank_times = rank_times or {}
     generated_at = generated_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     notes = list(frame.attrs.get("notes", []))
-    summary = analysis.summarize(frame, SUMMARY_METRICS)
+    summary = analysis.per_configuration(frame, SUMMARY_METRICS)
     curves = fmt.with_curve_names(analysis.scaling(frame, summary=summary), summary)
     label_cols = fmt.label_columns(summary)
     labels = {

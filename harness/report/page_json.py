@@ -35,7 +35,7 @@ def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
     (analysis.CONFIG_COLUMNS, ``fault`` included), ``world_size``, ``efficiency`` and
     ``loss_pp`` = {compute, exposed_comm, data_wait, straggler, unexplained}.
     """
-    summary = analysis.summarize(frame, SUMMARY_METRICS)
+    summary = analysis.per_configuration(frame, SUMMARY_METRICS)
     curves = fmt.with_curve_names(analysis.scaling(frame, summary=summary), summary)
     decomp = attribution.decompose(summary, curves)
     by_key = summary.set_index("config_key") if len(summary) else summary

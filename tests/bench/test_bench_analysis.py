@@ -19,7 +19,7 @@ def sweeps(tmp_path_factory):
 
 def test_bench_summarize(benchmark, sweeps):
     frame = analysis.load_frame(sweeps[0])
-    summary = benchmark(analysis.summarize, frame)
+    summary = benchmark(analysis.per_configuration, frame)
     assert len(summary) == frame["config_key"].nunique()
 
 

@@ -70,7 +70,7 @@ def test_each_planted_cause_is_attributed_to_its_part(tmp_path):
         two = dataclasses.replace(base, nproc_per_node=2)
         rows.append(_row(two, _run(tmp_path, two)))
     frame = analysis.frame_from_rows(rows)
-    summary = analysis.summarize(frame)
+    summary = analysis.per_configuration(frame)
     decomp = attribution.decompose(summary, analysis.scaling(frame, summary=summary))
     fault_of = summary.set_index("config_key")["fault"]
     by_fault = {fault_of[r["config_key"]]: r for r in decomp.to_dict("records")}

@@ -117,7 +117,7 @@ def test_repeats_give_median_and_bootstrap_interval():
             {"world_size": 2, "samples_per_s": [180.0, 186.0, 184.0, 190.0, 182.0]},
         ]
     )
-    summary = analysis.summarize(frame).set_index("world_size")
+    summary = analysis.per_configuration(frame).set_index("world_size")
     assert summary.loc[1, "samples_per_s"] == 100.0  # median, not mean (100.4)
     lo, hi = summary.loc[1, "samples_per_s_lo"], summary.loc[1, "samples_per_s_hi"]
     assert 98.0 <= lo < 100.0 < hi <= 104.0
@@ -154,7 +154,7 @@ def test_all_failed_point_is_kept_with_its_statuses():
             {"world_size": 2, "samples_per_s": [None, None]},
         ]
     )
-    summary = analysis.summarize(frame).set_index("world_size")
+    summary = analysis.per_configuration(frame).set_index("world_size")
     assert len(summary) == 2
     assert np.isnan(summary.loc[2, "samples_per_s"])
     assert summary.loc[2, "failed"] == "oom"
@@ -219,6 +219,6 @@ def test_empty_ledger_gives_empty_frames(tmp_path):
     (tmp_path / "ledger.jsonl").write_text("")
     frame = analysis.load_frame(tmp_path)
     assert frame.empty
-    assert analysis.summarize(frame).empty
+    assert analysis.per_configuration(frame).empty
     assert analysis.scaling(frame).empty
     assert analysis.factor_effect(frame, "precision").empty

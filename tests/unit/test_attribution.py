@@ -33,7 +33,7 @@ def _point(n, step_s, compute, data, straggler=None, exposed=None, **extra):
 
 
 def _decompose(frame):
-    summary = analysis.summarize(frame)
+    summary = analysis.per_configuration(frame)
     return attribution.decompose(summary, analysis.scaling(frame, summary=summary)), summary
 
 
