@@ -29,7 +29,8 @@ COMM_HOOKS = ("none", "fp16", "bf16", "powersgd")
 DEVICES = ("cuda", "cpu")
 BACKENDS = ("auto", "nccl", "gloo")
 INITS = ("random", "pretrained")
-#: Deliberate failures, so tests can drive every failure class through a real launch.
+#: Deliberate failures, so tests can drive every failure class through a real launch (planted
+#: by distrinews/faults.py, like the slowdowns below).
 FAILURE_FAULTS = ("crash", "crash_last", "hang", "oom", "nan", "rank_exit")
 #: Planted slowdowns of ``fault_ms`` each, only at world size > 1, so the efficiency they cost
 #: is known and its attribution can be checked: slow_rank (the last rank sleeps in every
