@@ -1,4 +1,5 @@
-"""Launching one sweep point: pure argv/env builders, the one subprocess call, the failure class.
+"""Launching torchrun (a sweep point, a ``train`` run): pure argv/env builders, the one subprocess
+call, the failure class.
 
 Every point gets a fresh ``torchrun`` (``python -m torch.distributed.run``), so no state (CUDA
 context, NCCL communicators, allocator caches, a crashed rank) leaks from one point into the
