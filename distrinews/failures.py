@@ -91,6 +91,10 @@ def write_error_file(out: Path, exc: BaseException, rank: int) -> int:
     }
     text = json.dumps(body, indent=2)
     # Created, never replaced: the first failing rank wins error.json, later ones keep theirs.
-    if not atomic_write_text(out / "error.json", text, replace=False):
+    try:
+        claimed = atomic_write_text(out / "error.json", text, replace=False)
+    except UserError:  # a symlink planted there: not written through; the rank's own file is
+        claimed = False
+    if not claimed:
         atomic_write_text(out / f"error.rank{rank}.json", text)
     return EXIT_CODES[failure]

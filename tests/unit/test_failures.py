@@ -77,3 +77,12 @@ def test_the_first_failing_rank_claims_error_json_and_later_ones_keep_theirs(tmp
     )
     assert list(first) == ["failure", "message", "rank", "traceback_tail", "exit_code"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["error.json", "error.rank0.json"]
+
+
+def test_a_symlink_planted_at_error_json_is_not_written_through(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    (tmp_path / "error.json").symlink_to(target)
+    assert write_error_file(tmp_path, RuntimeError("boom"), rank=3) == 1
+    assert target.read_text() == "keep"
+    assert json.loads((tmp_path / "error.rank3.json").read_text())["failure"] == "crashed"
