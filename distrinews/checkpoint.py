@@ -12,17 +12,16 @@ A checkpoint is a *directory* (``OUT/checkpoints/step-00000120/``) holding:
   ``torch.load`` sees it);
 * ``tokenizer/`` — ``tokenizer.save_pretrained`` output, so serving works offline.
 
-Writes are atomic: everything goes into a hidden temp directory next to the target, each file is
-fsynced, then one ``rename`` makes the checkpoint appear complete or not at all. A kill during a
-save leaves the previous checkpoints untouched and, at worst, a ``.tmp-*`` folder that is ignored.
+Writes are atomic (:func:`distrinews.files.atomic_folder`): everything goes into a hidden temp
+directory next to the target, each file is fsynced, then one ``rename`` makes the checkpoint
+appear complete or not at all. A kill during a save leaves the previous checkpoints untouched
+and, at worst, a ``.tmp-*`` folder that is ignored.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 
 from .dataset import file_sha256
 from .errors import UserError
-from .files import ordinary_mode
+from .files import atomic_folder
 from .layout import CHECKPOINTS_DIR, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE
 from .model import LABELS, NewsClassifier
 from .safeio import loads_strict
@@ -114,10 +113,8 @@ def save_checkpoint(
     calls this. ``keep_last`` older checkpoints are kept (0 keeps all).
     """
     root = Path(out_dir) / CHECKPOINTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{_PREFIX}{state.step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{final.name}-"))
-    try:
+    with atomic_folder(final) as tmp:
         payload = {
             "format_version": FORMAT_VERSION,
             "model": model.state_dict(),
@@ -128,13 +125,9 @@ def save_checkpoint(
         weights = tmp / WEIGHTS_FILE
         with weights.open("wb") as fh:
             torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
         tok_saved = False
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-            for path in (tmp / TOKENIZER_DIR).iterdir():
-                _fsync_file(path)
             tok_saved = True
         config = {
             "format_version": FORMAT_VERSION,
@@ -152,20 +145,8 @@ def save_checkpoint(
             "checkpoint_sha256": file_sha256(weights),
         }
         # config.json last: its presence (with the checksum) marks a complete checkpoint.
-        _write_json_durable(tmp / CONFIG_FILE, config)
-        ordinary_mode(tmp)  # mkdtemp made it 0700; a checkpoint is for the team to serve
-        _fsync_dir(tmp)
-        if final.exists():  # re-saving the same step: swap, never delete before the new one is in
-            old = root / f".old-{final.name}-{os.getpid()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with (tmp / CONFIG_FILE).open("w") as fh:
+            json.dump(config, fh, indent=2, sort_keys=True)
     if keep_last > 0:
         for stale in list_checkpoints(out_dir)[:-keep_last]:
             shutil.rmtree(stale, ignore_errors=True)
@@ -447,30 +428,3 @@ def _model_state(payload: Any, ckpt: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: holds no model weights")
     return state
-
-
-# --------------------------------------------------------------------------------------------
-# Durable file helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _write_json_durable(path: Path, obj: Any) -> None:
-    with path.open("w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    if path.is_file():
-        with path.open("rb") as fh:
-            os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename is durable only once the directory entry itself is on disk.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

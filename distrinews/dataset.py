@@ -32,6 +32,7 @@ throughput runs only; everything built from it says ``synthetic`` in its source 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
@@ -39,7 +40,6 @@ import io
 import math
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -51,7 +51,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .errors import DataError, UserError
-from .files import ordinary_mode
+from .files import atomic_write
 from .hub import hub_offline, offline_mode_set
 from .model import DEFAULT_PRETRAINED, LABELS, VOCAB_SIZE
 
@@ -789,17 +789,11 @@ def _read_cache(
 
 
 def _write_cache(path: Path, ids: np.ndarray, lengths: np.ndarray) -> None:
-    # Write to a temp file in the same folder, then rename: readers (other ranks, other runs)
-    # see either no cache or a complete one, never a half-written file.
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, ids=ids, lengths=lengths)
-        ordinary_mode(tmp)  # a shared cache must be readable by the team, like any file
-        os.replace(tmp, path)
-    except OSError:
-        pass  # the cache is an optimisation; a read-only cache folder must not fail a run
+    # Atomic: readers (other ranks, other runs) see either no cache or a complete one, never a
+    # half-written file; like any file, a shared cache is readable by the team.
+    # The cache is an optimisation: a read-only cache folder must not fail a run.
+    with contextlib.suppress(OSError, UserError):
+        atomic_write(path, lambda fh: np.savez(fh, ids=ids, lengths=lengths))
 
 
 def _count_lines(path: Path) -> int:

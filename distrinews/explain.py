@@ -1,4 +1,4 @@
-"""Why a point's efficiency is what it is: planted slowdowns, and the measurements after the window.
+"""Why a point's efficiency is what it is: the measurements after the window.
 
 A DDP step on N ranks costs what one rank's work costs (forward, backward, optimizer, data
 wait), plus the wait for the slowest rank (straggler), plus the part of the gradient all-reduce
@@ -19,7 +19,7 @@ The arithmetic (exposed communication, overlap share, bandwidths) is pure and li
 :func:`distrinews.metrics.explain_figures`.
 
 Planted slowdowns (``RunSpec.fault`` in SLOW_FAULTS, ``fault_ms`` each, only at N > 1) make a
-known cause so the attribution can be checked: :func:`plant_slowdown`.
+known cause so the attribution can be checked: :func:`distrinews.faults.plant_slowdown`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import torch.distributed as dist
 
 from .distributed import DistContext, all_gather_objects, barrier, synchronize
 from .metrics import EXPLAIN_METRIC_KEYS, explain_figures, lower_median, percentile
-from .runspec import SLOW_FAULTS, RunSpec
-from .train import BatchStream, StepTimer, Trainer
+from .runspec import RunSpec
+from .train import StepTimer, Trainer
 
 #: Wall-clock budget of the compute-only steps (the step count adapts, MIN_STEPS..MAX_STEPS).
 COMPUTE_BUDGET_S = 2.0
@@ -47,58 +47,6 @@ ALLREDUCE_WARMUP = 2
 ALLREDUCE_MIN_REPS, ALLREDUCE_MAX_REPS = 3, 20
 ALLREDUCE_BUDGET_S = 0.5
 BUCKETS_BUDGET_S = 1.0
-
-
-# -- planted slowdowns -----------------------------------------------------------------------
-
-
-class DelayedStream:
-    """A batch stream whose every fetch first sleeps: a data loader that cannot keep up."""
-
-    def __init__(self, stream: BatchStream, delay_s: float) -> None:
-        self.stream, self.delay_s = stream, delay_s
-
-    def next(self) -> Any:
-        time.sleep(self.delay_s)
-        return self.stream.next()
-
-
-def plant_slowdown(
-    run: RunSpec, ctx: DistContext, trainer: Trainer, stream: BatchStream
-) -> BatchStream | DelayedStream:
-    """Install the spec's planted slowdown (if any, and only at N > 1); returns the stream to use.
-
-    - slow_rank: the last rank sleeps ``fault_ms`` per optimizer step inside forward (a forward
-      pre-hook, ``fault_ms / grad_accum`` per micro-step): a straggler the others wait for.
-    - slow_data: every batch fetch sleeps ``fault_ms`` on every rank: data wait.
-    - slow_comm: a DDP communication hook sleeps ``fault_ms`` before all-reducing the last
-      bucket of every step (ready at the end of backward, so nothing can hide it).
-    """
-    if run.fault not in SLOW_FAULTS or ctx.world_size == 1 or run.fault_ms <= 0:
-        return stream
-    delay_s = run.fault_ms / 1e3
-    ddp = trainer._ddp()
-    if run.fault == "slow_data":
-        return DelayedStream(stream, delay_s)
-    if run.fault == "slow_rank":
-        if ctx.rank == ctx.world_size - 1:
-            inner = ddp.module if ddp is not None else trainer.model
-            per_micro = delay_s / run.grad_accum
-            inner.register_forward_pre_hook(lambda module, args: time.sleep(per_micro))
-        return stream
-    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-
-    # No annotations: DDP compares them to dist.GradBucket itself, and this module's
-    # ``from __future__ import annotations`` would turn them into strings it rejects.
-    def delayed_allreduce(state, bucket):
-        if bucket.is_last():
-            time.sleep(delay_s)
-        return default_hooks.allreduce_hook(None, bucket)
-
-    if ddp is None:
-        raise AssertionError("slow_comm needs the DDP-wrapped model")
-    ddp.register_comm_hook(None, delayed_allreduce)
-    return stream
 
 
 # -- measurements ----------------------------------------------------------------------------

@@ -33,7 +33,8 @@ INITS = ("random", "pretrained")
 #: steps (5e-5, as in the DistilBERT paper's GLUE runs); a random-init model learns next to
 #: nothing at 5e-5 within a few hundred steps, and 1e-3 makes the tiny shape learn AG News.
 DEFAULT_LR = {"pretrained": 5e-5, "random": 1e-3}
-#: Deliberate failures, so tests can drive every failure class through a real launch.
+#: Deliberate failures, so tests can drive every failure class through a real launch (planted
+#: by distrinews/faults.py, like the slowdowns below).
 FAILURE_FAULTS = ("crash", "crash_last", "hang", "oom", "nan", "rank_exit")
 #: Planted slowdowns of ``fault_ms`` each, only at world size > 1, so the efficiency they cost
 #: is known and its attribution can be checked: slow_rank (the last rank sleeps in every

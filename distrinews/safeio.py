@@ -1,28 +1,24 @@
-"""Reading what others may have written: strict JSON, and no writing through planted symlinks.
+"""Reading what others may have written: strict JSON.
 
-Two hazards meet every reader and writer of shared folders (a results folder on a cluster is
-writable by colleagues, a checkpoint may come from anywhere):
+A results folder on a cluster is writable by colleagues, a checkpoint may come from anywhere,
+so what is read is checked for JSON that parses but is not data. Python's ``json`` accepts
+``NaN`` and ``Infinity`` (not JSON), integers of any size (a ledger column is int64 in pandas
+and Parquet), strings holding lone UTF-16 surrogates (``"\\ud800"``: valid JSON, not encodable
+as UTF-8) and nesting deep enough to overflow the parser's recursion. :func:`loads_strict`
+refuses all of them with one :class:`~distrinews.errors.UserError` line naming the place and
+the field.
 
-- **JSON that parses but is not data.** Python's ``json`` accepts ``NaN`` and ``Infinity``
-  (not JSON), integers of any size (a ledger column is int64 in pandas and Parquet), strings
-  holding lone UTF-16 surrogates (``"\\ud800"``: valid JSON, not encodable as UTF-8) and
-  nesting deep enough to overflow the parser's recursion. :func:`loads_strict` refuses all of
-  them with one :class:`~distrinews.errors.UserError` line naming the place and the field.
-- **Symlinks planted where a file belongs.** Opening ``ledger.jsonl`` for appending follows a
-  symlink to whatever it names; :func:`open_nofollow` refuses instead (``O_NOFOLLOW``), and
-  :func:`refuse_symlink` is the check for paths about to be replaced or created.
+Writing is the other half (no writing through planted symlinks, atomic replaces):
+:mod:`distrinews.files`.
 
 Pure standard library, so the workload (``distrinews``) and the harness share it.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
@@ -156,22 +152,3 @@ def _max_depth(text: str) -> int:
         elif ch in "]}":
             depth -= 1
     return deepest
-
-
-def refuse_symlink(path: Path, *, what: str = "file") -> None:
-    """UserError when ``path`` is a symlink (it would redirect a write somewhere else)."""
-    if Path(path).is_symlink():
-        raise UserError(
-            f"{path}: is a symlink (to {os.readlink(path)}); refusing to write a {what} "
-            "through it -- remove the link"
-        )
-
-
-def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
-    """``os.open`` that refuses a symlink at ``path`` with one UserError line."""
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW, mode)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            refuse_symlink(path)
-        raise

@@ -28,7 +28,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -52,6 +51,7 @@ from .checkpoint import (
 from .dataset import AGNewsDataset, LengthGroupedBatchSampler, get_tokenizer, load_agnews
 from .distributed import DistContext, all_gather_objects, all_reduce_sum
 from .errors import UserError
+from .files import atomic_write_text, refuse_symlink
 from .layout import (
     FIT_JSON,
     FIT_RESULT_JSON,
@@ -62,7 +62,7 @@ from .layout import (
 )
 from .model import NewsClassifier
 from .runspec import DDPKnobs, RunSpec
-from .safeio import loads_strict, refuse_symlink
+from .safeio import loads_strict
 from .sleepnet import SleepNet
 from .synthetic import is_synthetic
 
@@ -770,9 +770,4 @@ def _truncate_history(path: Path, upto_step: int) -> None:
                 keep.append(line.decode("utf-8") + "\n")
         except (ValueError, KeyError, TypeError):  # JSONDecodeError and bad UTF-8 included
             continue
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as fh:
-        fh.writelines(keep)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(keep))

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.files import refuse_symlink
 from distrinews.metrics import percentile
-from distrinews.safeio import refuse_symlink
 
 from .serving_store import (
     SERVING_SCHEMA_VERSION,

@@ -204,7 +204,7 @@ def train(
 
     from distrinews.runspec import DEFAULT_LR, RunSpec
     from distrinews.train import FitSpec
-    from distrinews.worker import run_fit_local
+    from harness.train_local import run_fit_local
 
     if cache_dir is not None:
         os.environ["DISTRINEWS_CACHE"] = str(cache_dir)  # read by every rank's dataset cache

@@ -1,4 +1,5 @@
-"""Launching one sweep point: pure argv/env builders, the one subprocess call, the failure class.
+"""Launching torchrun (a sweep point, a ``train`` run): pure argv/env builders, the one subprocess
+call, the failure class.
 
 Every point gets a fresh ``torchrun`` (``python -m torch.distributed.run``), so no state (CUDA
 context, NCCL communicators, allocator caches, a crashed rank) leaks from one point into the
@@ -12,8 +13,10 @@ next. torchrun starts ``nproc_per_node`` copies of the worker per node::
 points (or two sweeps) never clash. Across nodes the agents meet in a c10d rendezvous on the
 first node instead (:class:`Rendezvous`), and under SLURM ``srun`` starts one agent per node.
 
-The builders are pure (tested without processes); :func:`run_process` is the only place that
-starts one; :func:`classify` turns what the run left behind into a ledger status.
+The builders are pure (tested without processes): :func:`torchrun_argv` is the one place that
+spells a torchrun command line (a sweep point's, and a ``train`` run's via
+:func:`build_fit_argv`), and :func:`run_process` is the only place that starts one;
+:func:`classify` turns what the run left behind into a ledger status.
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
+from distrinews.failures import EXIT_CODES, GENERIC_EXIT_CODE
 from distrinews.layout import (
     ERROR_JSON,
     ERROR_RANK_GLOB,
+    FIT_JSON,
     LOGS_DIR,
     RUN_JSON,
 )
@@ -47,11 +52,9 @@ from .store import read_json
 
 WORKER_MODULE = "distrinews.worker"
 
-#: Worker exit codes (notes/contracts.md) -> ledger status.
-EXIT_STATUS = {2: "invalid", 3: "oom", 4: "crashed", 5: "nccl_error"}
-#: Worker error.json "failure" -> ledger status. A NaN loss is a crash, and a dead peer a
-#: collective failure (the worker's exit codes 4 and 5 say the same); the reason keeps the
-#: worker's own failure name, so nothing is lost by the coarser status.
+#: Worker failure class (error.json "failure", distrinews/failures.py) -> ledger status. A NaN
+#: loss is a crash, and a dead peer a collective failure; the reason keeps the worker's own
+#: failure name, so nothing is lost by the coarser status.
 FAILURE_STATUS = {
     "oom": "oom",
     "nccl_error": "nccl_error",
@@ -59,6 +62,14 @@ FAILURE_STATUS = {
     "invalid_spec": "invalid",
     "nan_loss": "crashed",
     "crashed": "crashed",
+}
+#: Worker exit code -> ledger status, derived from the worker's own table (the inverse of
+#: distrinews.failures.EXIT_CODES). The generic exit 1 is left out: any Python crash and
+#: torchrun's own failures give it too, so the log patterns below get a say first.
+EXIT_STATUS = {
+    code: FAILURE_STATUS[failure]
+    for failure, code in sorted(EXIT_CODES.items(), key=lambda item: item[1])
+    if code != GENERIC_EXIT_CODE
 }
 #: Log patterns, checked only when the worker could not write error.json (killed, segfault,
 #: torchrun itself failing). The first match wins, so the more specific patterns come first.
@@ -111,8 +122,47 @@ def build_torchrun_argv(
 
     Single node without ``rdzv``: ``--standalone``. Otherwise a c10d rendezvous at
     ``rdzv.endpoint``; every node runs the same argv and the rendezvous assigns node ranks.
+    Per-rank stdout/stderr go into ``POINT/logs/<rdzv>_*/attempt_0/<local_rank>/`` and are
+    teed to the agent's own output (launcher.log), so one file shows the whole story.
     """
     point_dir = Path(point_dir)
+    return torchrun_argv(
+        spec,
+        ["--spec", str(point_dir / RUN_JSON), "--out", str(point_dir)],
+        python=python,
+        rdzv=rdzv,
+        log_dir=point_dir / LOGS_DIR,
+    )
+
+
+def build_fit_argv(
+    spec: RunSpec, out: Path, *, timeout_s: float, python: str = sys.executable
+) -> list[str]:
+    """The torchrun command line of a local fine-tuning run (``distrinews-bench train``; pure).
+
+    The worker reads ``out/fit.json`` and writes checkpoints, history.jsonl and
+    fit_result.json into ``out``; ``timeout_s`` is its collective timeout. The ranks' output
+    goes to the launcher's own stdout/stderr (the user's terminal).
+    """
+    out = Path(out)
+    worker_args = ["--fit", str(out / FIT_JSON), "--out", str(out), "--timeout-s", str(timeout_s)]
+    return torchrun_argv(spec, worker_args, python=python)
+
+
+def torchrun_argv(
+    spec: RunSpec,
+    worker_args: list[str],
+    *,
+    python: str = sys.executable,
+    rdzv: Rendezvous | None = None,
+    log_dir: Path | None = None,
+) -> list[str]:
+    """torchrun starting ``spec.nproc_per_node`` workers with ``worker_args`` on this node (pure).
+
+    The one place that spells a torchrun command line (a point's, a fine-tune's). ``log_dir``:
+    per-rank log files there, teed to the agent's output; None leaves the ranks' output on the
+    agent's stdout/stderr.
+    """
     argv = [python, "-m", "torch.distributed.run"]
     if rdzv is None:
         if spec.nodes != 1:
@@ -127,21 +177,12 @@ def build_torchrun_argv(
     argv += [
         f"--nnodes={spec.nodes}",
         f"--nproc-per-node={spec.nproc_per_node}",
-        # A benchmark point is measured once: a restarted rank would time a different run.
+        # A run is measured (or trained) once: a restarted rank would time a different run.
         "--max-restarts=0",
-        # Per-rank stdout/stderr into POINT/logs/<rdzv>_*/attempt_0/<local_rank>/, and teed to
-        # the agent's own output (launcher.log) so one file shows the whole story.
-        f"--log-dir={point_dir / LOGS_DIR}",
-        "--redirects=3",
-        "--tee=3",
-        "-m",
-        WORKER_MODULE,
-        "--spec",
-        str(point_dir / RUN_JSON),
-        "--out",
-        str(point_dir),
     ]
-    return argv
+    if log_dir is not None:
+        argv += [f"--log-dir={log_dir}", "--redirects=3", "--tee=3"]
+    return [*argv, "-m", WORKER_MODULE, *worker_args]
 
 
 def build_env(spec: RunSpec, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -517,8 +558,8 @@ def run_process(
     argv: list[str],
     *,
     env: Mapping[str, str],
-    log_path: Path,
-    timeout_s: float,
+    log_path: Path | None,
+    timeout_s: float | None,
     cwd: Path | None = None,
     grace_s: float = 10.0,
     on_start: Callable[[], None] | None = None,
@@ -527,21 +568,24 @@ def run_process(
     """Run ``argv`` to completion or ``timeout_s``; on timeout or interrupt kill its whole tree.
 
     The process starts a new session (its own process group), so the kill reaches torchrun
-    and its workers but never the sweep itself. Output (stdout and stderr) goes to
-    ``log_path``. ``on_start`` runs once the process exists (e.g. starting telemetry);
-    ``on_kill`` runs first when it must be killed (under SLURM: cancel the job step, whose
-    tasks on other nodes are not in this process tree).
+    and its workers but never the sweep itself; should this process die, even by SIGKILL, the
+    child gets SIGTERM. Output (stdout and stderr) goes to ``log_path``, or with None to this
+    process's own stdout/stderr. ``timeout_s`` None waits as long as it takes. ``on_start``
+    runs once the process exists (e.g. starting telemetry); ``on_kill`` runs first when it
+    must be killed (under SLURM: cancel the job step, whose tasks on other nodes are not in
+    this process tree).
     """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") if log_path is not None else contextlib.nullcontext() as log:
         proc = subprocess.Popen(
             argv,
             env=dict(env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if log is not None else None,
             start_new_session=True,
             preexec_fn=_die_with_parent(),
         )
@@ -554,7 +598,11 @@ def run_process(
                 with contextlib.suppress(Exception):  # the tree below is killed regardless
                     on_kill()
             kill_tree(proc, grace_s=grace_s)
-            log.write(f"\n[distrinews] killed after timeout of {timeout_s:g} s\n".encode())
+            note = f"\n[distrinews] killed after timeout of {timeout_s:g} s\n"
+            if log is not None:
+                log.write(note.encode())
+            else:
+                print(note, file=sys.stderr, end="", flush=True)
             return ProcessResult(
                 returncode=None, timed_out=True, duration_s=time.monotonic() - start
             )

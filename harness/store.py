@@ -26,23 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from distrinews import layout
+from distrinews import files, layout
 from distrinews.errors import UserError
-from distrinews.files import ordinary_mode
+from distrinews.files import append_durably, open_nofollow, refuse_symlink
 from distrinews.layout import ATTEMPTS_DIR, LEDGER_NAME, LOCK_NAME, POINTS_DIR
 from distrinews.metrics import LEDGER_METRIC_KEYS, rank_spread
 from distrinews.runspec import RunSpec
-from distrinews.safeio import loads_strict, open_nofollow, refuse_symlink
+from distrinews.safeio import loads_strict
 
 LEDGER_SCHEMA_VERSION = 1
 
@@ -54,45 +52,10 @@ FAILED_STATUSES = ("oom", "timeout", "nccl_error", "crashed", "invalid")
 
 # -- atomic files ----------------------------------------------------------------------------
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the new one, never a mix.
-
-    A temp file in the same directory (so the rename stays on one filesystem), fsynced, then
-    ``os.replace`` -- which is atomic on POSIX.
-
-    A symlink or a folder where the file belongs is refused (UserError): replacing a link a
-    colleague planted would be harmless, but silently dropping what the user put there is not.
-    """
-    path = Path(path)
-    refuse_symlink(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; expected a file here")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        ordinary_mode(tmp)  # mkstemp made it 0600; results are for the team to read
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise named_os_error(exc, path) from None
-
-
-def named_os_error(exc: BaseException, path: Path) -> BaseException:
-    """``exc`` carrying ``path`` when it is an OSError that names no file (a write hitting a
-    full disk says only "No space left on device"); anything else unchanged."""
-    if isinstance(exc, OSError) and exc.filename is None:
-        return OSError(exc.errno, exc.strerror or str(exc), str(path))
-    return exc
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+# The one implementation lives in distrinews.files; the harness's writers reach it through
+# these names (store.atomic_write_text, store.atomic_write_json).
+atomic_write_text = files.atomic_write_text
+atomic_write_json = files.atomic_write_json
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -328,43 +291,7 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"value {key!r} = {value} is not finite; store null instead")
     data = json.dumps(row, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        _repair_torn_tail(fd)
-        encoded = data.encode("utf-8")
-        written = os.write(fd, encoded)
-        if written != len(encoded):  # a regular file only writes short when the disk is full
-            # Cut the partial row off again: committed rows stay exactly as they were.
-            _repair_torn_tail(fd)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        os.fsync(fd)
-    except OSError as exc:
-        raise named_os_error(exc, path) from None
-    finally:
-        os.close(fd)
-
-
-def _repair_torn_tail(fd: int) -> None:
-    """Truncate the file back to its last newline (drops an uncommitted, torn row)."""
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return
-    if os.pread(fd, 1, size - 1) == b"\n":
-        return
-    # Scan backwards in blocks for the last newline; rows are small, so this is one read.
-    pos = size
-    block = 4096
-    while pos > 0:
-        start = max(0, pos - block)
-        chunk = os.pread(fd, pos - start, start)
-        idx = chunk.rfind(b"\n")
-        if idx >= 0:
-            os.ftruncate(fd, start + idx + 1)
-            return
-        pos = start
-    os.ftruncate(fd, 0)
+    append_durably(path, data.encode("utf-8"))
 
 
 def latest_by_run_id(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -459,20 +386,10 @@ def export_ledger(results: Path, out: Path) -> int:
     # tail so two exports of the same data are byte-identical.
     frame = frame.reindex(columns=sorted(frame.columns, key=_column_order))
     frame = _one_type_per_column(frame)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        if suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        ordinary_mode(tmp)
-        os.replace(tmp, out)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise named_os_error(exc, out) from None
+    if suffix == ".parquet":
+        files.atomic_write(out, lambda fh: frame.to_parquet(fh, index=False))
+    else:
+        files.atomic_write_text(out, frame.to_csv(index=False))
     return len(frame)
 
 

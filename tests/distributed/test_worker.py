@@ -19,6 +19,7 @@ import pytest
 
 from distrinews.metrics import RECORD_METRIC_KEYS
 from distrinews.runspec import RunSpec
+from tests.helpers_procs import processes_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -254,3 +255,48 @@ def test_train_command_bad_data_on_two_ranks_is_one_line(tmp_path):
     proc = _train_cli("--data", str(missing), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"error: {missing}: data file not found"
+
+
+def test_train_on_two_ranks_interrupted_or_killed_leaves_nothing_running_and_resumes(tmp_path):
+    """Ctrl-C, or a SIGKILL of the train command itself, takes torchrun and its ranks along
+    (launch.run_process: own process group, SIGTERM on the parent's death), and the train
+    after the interrupted one resumes from its last checkpoint."""
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "harness.cli", "train", "--model", "tiny", "--batch-size",
+            "16", "--nproc-per-node", "2", "--data", "synthetic:320", "--checkpoint-every", "2",
+            "--out", str(out)]  # fmt: skip
+
+    def start(*more: str) -> subprocess.Popen[str]:
+        # SIGINT at its default in the child, as in a terminal (see test_sweep's resume test).
+        return subprocess.Popen(
+            [*args, *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_env(), start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
+
+    def checkpoints() -> list[str]:
+        return sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+
+    def wait_for(check, what: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    resumed = []
+    for how in (signal.SIGINT, signal.SIGKILL):
+        before = checkpoints()
+        proc = start("--epochs", "1000")  # far more than the test waits for
+        try:
+            wait_for(lambda b=before: checkpoints() not in ([], b), "a new checkpoint")
+            proc.send_signal(how)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode != 0, err[-2000:]
+        resumed.append(re.findall(r"resumed from (\S+)", err))
+        # No rank keeps training (or holding a port) after the command is gone.
+        wait_for(lambda: not processes_mentioning(str(out)), "the ranks to exit", 30)
+    # The second run picked up where the interrupted first one had checkpointed last.
+    assert resumed == [[], [str(out / "checkpoints" / before[-1])]]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from distrinews import explain, worker
+from distrinews import benchmark, explain
 from distrinews.distributed import process_group
+from distrinews.failures import TERMINATED, Terminated
 from distrinews.runspec import RunSpec
 
 
@@ -17,7 +18,7 @@ def test_failed_explanation_keeps_the_window_and_says_why(monkeypatch):
     run = RunSpec(device="cpu", model="tiny", data="synthetic:64", per_device_batch=4,
                   precision="fp32", warmup_steps=0, measured_steps=2, max_length=16)  # fmt: skip
     with process_group(device="cpu", backend="gloo") as ctx:
-        record = worker.benchmark(run, ctx, on_log=lambda msg: None)
+        record = benchmark.benchmark(run, ctx, on_log=lambda msg: None)
     m = record["metrics"]
     assert m["samples_per_s"] > 0 and m["data_wait_s"] >= 0  # the window is intact
     assert all(m[k] is None for k in explain.EXPLAIN_METRIC_KEYS)
@@ -29,10 +30,10 @@ def test_failed_explanation_keeps_the_window_and_says_why(monkeypatch):
 
 def test_terminated_is_not_swallowed(monkeypatch):
     def terminated(*args, **kwargs):
-        raise worker.Terminated(worker.TERMINATED)
+        raise Terminated(TERMINATED)
 
     monkeypatch.setattr(explain, "measure", terminated)
     run = RunSpec(device="cpu", model="tiny", data="synthetic:64", per_device_batch=4,
                   precision="fp32", warmup_steps=0, measured_steps=1, max_length=16)  # fmt: skip
-    with process_group(device="cpu", backend="gloo") as ctx, pytest.raises(worker.Terminated):
-        worker.benchmark(run, ctx, on_log=lambda msg: None)
+    with process_group(device="cpu", backend="gloo") as ctx, pytest.raises(Terminated):
+        benchmark.benchmark(run, ctx, on_log=lambda msg: None)

@@ -32,6 +32,24 @@ def test_single_node_argv_is_standalone_torchrun_of_the_worker(tmp_path):
     ]  # fmt: skip
 
 
+def test_a_fine_tune_is_launched_by_the_same_torchrun_builder(tmp_path):
+    """`train --nproc-per-node N` reaches torchrun through the same builder as a sweep point;
+    its ranks' output stays on the launcher's own stdout/stderr (no per-rank log files)."""
+    argv = L.build_fit_argv(SPEC, tmp_path, timeout_s=90.0, python="/py")
+    point = L.build_torchrun_argv(SPEC, tmp_path, python="/py")
+    head = [
+        a
+        for a in point[: point.index("-m", 3)]
+        if not a.startswith(("--log-dir", "--redi", "--tee"))
+    ]
+    assert argv[: len(head)] == head  # standalone, one node, 2 ranks, no restarts
+    assert not any(a.startswith(("--log-dir", "--tee", "--redirects")) for a in argv)
+    assert argv[len(head) :] == [
+        "-m", "distrinews.worker", "--fit", str(tmp_path / "fit.json"), "--out", str(tmp_path),
+        "--timeout-s", "90.0",
+    ]  # fmt: skip
+
+
 def test_multi_node_argv_uses_c10d_rendezvous(tmp_path):
     spec = RunSpec(nodes=2, nproc_per_node=8)
     with pytest.raises(ValueError, match="needs a Rendezvous"):

@@ -1,0 +1,85 @@
+"""``distrinews-bench train`` on this machine: one fine-tuning run, and how it ended.
+
+One rank trains in this process (its log lines reach the caller through ``on_log``); more ranks
+train under torchrun, started like every sweep point: the command line from
+:func:`harness.launch.build_fit_argv` and the process from :func:`harness.launch.run_process`
+(its own process group, killed whole on Ctrl-C, SIGTERM'd should this process die). Either way
+``--out`` ends up with checkpoints, ``history.jsonl`` and ``fit_result.json``; a multi-rank
+failure is read back from the worker's ``error.json`` (distrinews/failures.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distrinews import layout
+from distrinews.distributed import DEFAULT_TIMEOUT_S, process_group
+from distrinews.errors import UserError
+from distrinews.files import atomic_write_text
+from distrinews.log import log
+from distrinews.train import FitResult, FitSpec, check_fresh_out, check_train_out
+
+from .launch import build_env, build_fit_argv, run_process
+
+
+def run_fit_local(
+    spec: FitSpec,
+    out: Path,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_log: Callable[[str], None] = log,
+) -> FitResult:
+    """Fine-tune on this machine: in this process for one rank, under torchrun for more.
+
+    Raises UserError for bad input (also when a torchrun rank reports invalid_spec) and
+    RuntimeError naming the failure class when a multi-rank run fails.
+    """
+    from distrinews.worker import fit_and_record  # the workload; loaded only when training
+
+    run = spec.run
+    if run.nodes != 1:
+        raise UserError("a local fine-tuning run has nodes = 1; use torchrun per node for more")
+    check_train_out(out)  # before any rank starts: one line, not a failed torchrun
+    if not spec.resume:
+        check_fresh_out(out)
+    if run.world_size == 1:
+        with process_group(
+            device=run.device, backend=run.resolved_backend, timeout_s=timeout_s
+        ) as ctx:
+            return fit_and_record(spec, ctx, out, on_log=on_log)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / layout.FIT_JSON, spec.to_json())
+    for stale in out.glob(layout.ERROR_FILES_GLOB):
+        stale.unlink()  # errors of an earlier attempt must not be read as this one's
+    proc = run_process(
+        build_fit_argv(run, out, timeout_s=timeout_s),
+        env=build_env(run),
+        log_path=None,  # the ranks' progress goes to the user's terminal
+        timeout_s=None,  # a fine-tune takes as long as it takes; collectives have timeout_s
+    )
+    if proc.returncode != 0:
+        error = _read_json(out / layout.ERROR_JSON)
+        if error is None:
+            raise RuntimeError(f"torchrun exited with {proc.returncode} and no error.json")
+        if error.get("failure") == "invalid_spec":
+            raise UserError(error["message"].split(": ", 1)[-1])
+        raise RuntimeError(f"{error['failure']} on rank {error['rank']}: {error['message']}")
+    result = _read_json(out / layout.FIT_RESULT_JSON)
+    if result is None:
+        raise RuntimeError(f"{out / layout.FIT_RESULT_JSON}: missing after a successful run")
+    return FitResult(
+        **{
+            k: tuple(map(tuple, v)) if k in ("losses", "accuracies") else v
+            for k, v in result.items()
+        }
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
