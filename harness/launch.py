@@ -16,7 +16,7 @@ first node instead (:class:`Rendezvous`), and under SLURM ``srun`` starts one ag
 The builders are pure (tested without processes): :func:`torchrun_argv` is the one place that
 spells a torchrun command line (a sweep point's, and a ``train`` run's via
 :func:`build_fit_argv`), and :func:`run_process` is the only place that starts one;
-:func:`classify` turns what the run left behind into a ledger status.
+:func:`outcome_of` turns what the run left behind into a ledger status.
 """
 
 from __future__ import annotations
@@ -712,7 +712,7 @@ def read_logs(point_dir: Path, *, tail_bytes: int = 200_000) -> str:
     return "\n".join(texts)
 
 
-def classify(
+def outcome_of(
     result: ProcessResult,
     *,
     has_record: bool,

@@ -48,10 +48,10 @@ from .launch import (
     build_srun_argv,
     build_srun_telemetry_argv,
     build_torchrun_argv,
-    classify,
     effective_nccl_env,
     free_port,
     kill_tree,
+    outcome_of,
     read_errors,
     read_logs,
     run_process,
@@ -477,7 +477,7 @@ def run_point(
             # against our own SIGTERM.)
             raise AllocationEnding(f"the allocation is ending (job {job_id}: {state})")
     record = store.read_json(pdir / RECORD_JSON)
-    outcome = classify(
+    outcome = outcome_of(
         result,
         has_record=record is not None,
         errors=read_errors(pdir),

@@ -274,9 +274,9 @@ Root Cause (first observed failure):
         (dict(log_text="Segmentation fault\nbye"), "crashed", "exit code 1; Segmentation fault"),
     ],
 )
-def test_classify(kwargs, status, reason):
+def test_outcome_of(kwargs, status, reason):
     args = dict(result=_result(), has_record=False, errors=[], log_text="", timeout_s=30)
-    outcome = L.classify(**{**args, **kwargs})
+    outcome = L.outcome_of(**{**args, **kwargs})
     assert outcome.status == status
     if reason is None:
         assert outcome.reason is None
