@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from distrinews import files
+from distrinews import failures, files
 from distrinews.errors import UserError
 from distrinews.runspec import RunSpec
 from harness import launch, spec, store
@@ -220,16 +220,20 @@ def test_second_sweep_into_a_locked_folder_is_refused_with_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_every_failure_class_through_a_real_torchrun(tmp_path):
+    """Each planted failure, launched as a sweep launches it, down to the ledger row, and the
+    worker's own evidence beside it: error.json's class and exit code (distrinews/failures.py's
+    table), one-line message, rank and traceback, and torchrun reporting that exit code."""
     path = tmp_path / "faults.toml"
     path.write_text(
-        'name = "faults"\ntimeout_s = 120\n' + TINY + '[axes]\nfault = ["crash", "oom", "nan"]\n'
+        'name = "faults"\ntimeout_s = 120\n' + TINY + '[axes]\nfault = ["crash", "oom"]\n'
     )
     faults = spec.load_sweep(path)
     # A dead rank, or one rank alone crashing, needs a peer to notice it: two ranks. (The
-    # SLURM tests hold the same faults across two nodes to these same expectations.)
+    # SLURM tests hold the same faults across two nodes to these same expectations.) NaN too:
+    # both ranks see it, and the first to report it wins error.json.
     two = spec.parse_sweep(
         'name = "faults"\n' + TINY
-        + '[axes]\ngpus_per_node = [2]\nfault = ["rank_exit", "crash_last"]\n'
+        + '[axes]\ngpus_per_node = [2]\nfault = ["rank_exit", "crash_last", "nan"]\n'
     )  # fmt: skip
     # The worker refuses a data file that does not exist: an invalid spec, found at run time.
     invalid = faults.with_run(data=str(tmp_path / "missing.csv"), fault="none")
@@ -257,6 +261,25 @@ def test_every_failure_class_through_a_real_torchrun(tmp_path):
         assert list((pdir / "logs").rglob("stderr.log")), "per-rank logs kept"
         status = json.loads((pdir / "status.json").read_text())
         assert status["status"] == row["status"]
+        assert not (pdir / "record.json").exists()
+
+    # The worker's side: the class and exit code it chose, and torchrun passing the code on.
+    worker_says = {"crash": "crashed", "oom": "oom", "nan": "nan_loss", "rank_exit": "rank_died"}
+    for fault, failure in worker_says.items():
+        pdir = sweep_dir / rows[(fault, syn)]["point_dir"]
+        error = json.loads((pdir / "error.json").read_text())
+        assert error["failure"] == failure, error
+        assert error["exit_code"] == failures.EXIT_CODES[failure]
+        assert "\n" not in error["message"] and error["message"]
+        assert isinstance(error["rank"], int) and error["traceback_tail"]
+        launcher_log = (pdir / "logs" / "launcher.log").read_text()
+        if fault == "rank_exit":
+            assert error["rank"] == 0  # the survivor reports; rank 1 died without a word
+        else:
+            code = error["exit_code"]
+            assert re.search(rf"exitcode\s*:\s*{code}\b", launcher_log), launcher_log[-2000:]
+    oom = json.loads((sweep_dir / rows[("oom", syn)]["point_dir"] / "error.json").read_text())
+    assert "can't allocate memory" in oom["message"]  # the real allocator said no
     # Without --retry-failed a re-run launches nothing and adds no rows.
     before = _rows(sweep_dir)
     result = sw.run_sweep(faults, options, echo=lambda _m: None)

@@ -106,7 +106,7 @@ HARNESS_STAGES = {
     # 1. what a run's side processes record
     "telemetry": 1, "serving_store": 1,
     # 2. running: specs, launching, sweeping, searching, load-testing the server
-    "spec": 2, "max_batch": 2, "launch": 2, "sweep": 2, "bench_serve": 2,
+    "spec": 2, "max_batch": 2, "launch": 2, "sweep": 2, "train_local": 2, "bench_serve": 2,
     # 3. numbers from results (pure pandas/numpy)
     "analysis": 3, "projection": 3,
     # 4. what a user reads: the report, the gate's verdicts, the projection tables (one
