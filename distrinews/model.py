@@ -23,13 +23,20 @@ Why wrap the Hugging Face model instead of using it directly:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
 from .errors import UserError
 from .hub import hub_offline
+
+if TYPE_CHECKING:
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+# transformers is imported where a DistilBERT is built, not at module level: importing it costs
+# about 2 s of CPU per process (it pulls in torch.distributed.tensor, dynamo, sympy), which every
+# rank of a synthetic-model run (distrinews/synthetic.py, sleepnet.py) would pay for nothing.
 
 LABELS: tuple[str, ...] = ("World", "Sports", "Business", "Sci/Tech")
 NUM_LABELS = len(LABELS)
@@ -46,6 +53,8 @@ SHAPES: dict[str, dict[str, int]] = {
 
 def build_config(shape: str = "base", *, vocab_size: int = VOCAB_SIZE) -> DistilBertConfig:
     """A DistilBERT config of a named shape with a 4-class head."""
+    from transformers import DistilBertConfig
+
     if shape not in SHAPES:
         raise UserError(f"unknown model shape {shape!r}; allowed: {', '.join(SHAPES)}")
     return DistilBertConfig(
@@ -81,6 +90,8 @@ class NewsClassifier(nn.Module):
         seed: int | None = None,
     ) -> NewsClassifier:
         """Random-init model of a named shape ("base", "tiny") or a given DistilBertConfig."""
+        from transformers import DistilBertForSequenceClassification
+
         if isinstance(config, str):
             config = build_config(config)
         if seed is not None:
@@ -95,6 +106,8 @@ class NewsClassifier(nn.Module):
         cls, name_or_path: str | Path = DEFAULT_PRETRAINED, *, attn_implementation: str = "sdpa"
     ) -> NewsClassifier:
         """Pretrained encoder (hub name or local directory) with a freshly initialised head."""
+        from transformers import DistilBertForSequenceClassification
+
         try:
             hf = DistilBertForSequenceClassification.from_pretrained(
                 str(name_or_path),
