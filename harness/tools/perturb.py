@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import click
 from distrinews import layout
 from distrinews.errors import UserError
 from harness import compare, store
+from harness.cli import user_errors
 
 #: Higher-is-better rates: multiplied by the scale.
 RATE_KEYS = compare.HIGHER_IS_BETTER
@@ -85,13 +85,10 @@ def perturb(src: Path, dst: Path, *, scale: float, min_world_size: int = 1) -> i
     show_default=True,
     help="Only scale points with at least this many ranks (plants an efficiency regression).",
 )
+@user_errors
 def main(src: Path, dst: Path, throughput_scale: float, min_world_size: int) -> None:
     """Copy results folder SRC to DST with a planted throughput change."""
-    try:
-        n = perturb(src, dst, scale=throughput_scale, min_world_size=min_world_size)
-    except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    n = perturb(src, dst, scale=throughput_scale, min_world_size=min_world_size)
     click.echo(f"{dst}: {n} ok row(s) scaled by {throughput_scale:g}")
 
 

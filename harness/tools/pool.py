@@ -24,7 +24,6 @@ destination gets ``ledger.jsonl``, the first session's ``env.json`` and ``sweep.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import click
 from distrinews import layout
 from distrinews.errors import UserError
 from harness import store
+from harness.cli import user_errors
 
 
 def _session(src: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
@@ -110,13 +110,10 @@ def pool(dst: Path, sources: list[Path]) -> int:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
 def main(dst: Path, sources: tuple[Path, ...]) -> None:
     """Pool the sweep folders SOURCES (one sweep, several sessions) into the baseline DST."""
-    try:
-        n = pool(dst, list(sources))
-    except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    n = pool(dst, list(sources))
     click.echo(f"{dst}: {n} rows from {len(sources)} sessions")
 
 
