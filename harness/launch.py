@@ -96,6 +96,10 @@ _ROOT_CAUSE = re.compile(
     r"Root Cause \(first observed failure\):.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)",
     re.DOTALL,
 )
+#: Every failed rank in torchrun's summary (its "Failures:" list and its root cause).
+_FAILED_RANK = re.compile(r"rank\s*:\s*(\d+) \(local_rank: \d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
+#: The classes a rank reports when what it saw was a peer's death, not a cause of its own.
+SYMPTOM_FAILURES = ("rank_died", "nccl_error")
 
 
 # -- pure builders ---------------------------------------------------------------------------
@@ -738,10 +742,9 @@ def outcome_of(
         message = _one_line(str(err.get("message", "")), limit=200)
         rank = err.get("rank")
         where = f" (rank {rank})" if rank is not None else ""
-        root = _ROOT_CAUSE.search(log_text)
-        if root and rank is not None and int(root.group(1)) != rank:
-            # The rank that wrote error.json saw a symptom (a peer vanished); say who went first.
-            message += f"; first failure: rank {root.group(1)} exit code {root.group(2)}"
+        first = first_failure(failure, rank, log_text)
+        if first is not None:
+            message += f"; first failure: rank {first[0]} exit code {first[1]}"
         return Outcome(status=status, reason=_one_line(f"{failure}{where}: {message}"))
     if result.returncode == 0:
         if has_record:
@@ -767,6 +770,30 @@ def outcome_of(
         return Outcome(status="crashed", reason=f"a rank was killed by {name}")
     code = worker_code if worker_code is not None else result.returncode
     return Outcome(status="crashed", reason=_one_line(f"exit code {code}; {_last_error(log_text)}"))
+
+
+def first_failure(failure: str, rank: Any, log_text: str) -> tuple[int, int] | None:
+    """The rank that failed first and its exit code, when it is not the rank that wrote
+    error.json (pure); None when error.json already names the cause.
+
+    error.json is created only by the first rank to report (distrinews/files.py, create-only),
+    so its class is the cause unless it is a symptom (:data:`SYMPTOM_FAILURES`): the rank saw
+    a peer vanish, and the peer died without a word (``os._exit``, SIGKILL, a segfault). The
+    peer is then a rank that torchrun lists as failed with an exit code that is not a
+    symptom's. torchrun's own "Root Cause" is not enough: it is the earliest failure by whole
+    seconds with ties to the lowest rank, so when both die within a second it names the
+    survivor that reported the symptom as often as the peer that caused it.
+    """
+    if failure not in SYMPTOM_FAILURES:
+        return None
+    symptom_codes = {EXIT_CODES[name] for name in SYMPTOM_FAILURES}
+    failed = {int(r): int(c) for r, c in _FAILED_RANK.findall(log_text)}
+    causes = {r: c for r, c in failed.items() if r != rank and c not in symptom_codes}
+    if not causes:
+        return None
+    root = _ROOT_CAUSE.search(log_text)
+    first = int(root.group(1)) if root and int(root.group(1)) in causes else min(causes)
+    return first, causes[first]
 
 
 _ERRORISH = re.compile(

@@ -237,6 +237,48 @@ Root Cause (first observed failure):
 """
 
 
+#: Both ranks ended within one second: torchrun's root cause (earliest by whole seconds, ties to
+#: the lowest rank) names the survivor, rank 0, which only saw its peer vanish.
+TIED_LOG = """
+Failures:
+[1]:
+  time      : 2026-11-30_02:44:29
+  rank      : 1 (local_rank: 1)
+  exitcode  : 1 (pid: 28504)
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-30_02:44:29
+  rank      : 0 (local_rank: 0)
+  exitcode  : 5 (pid: 28503)
+"""
+SURVIVOR = {"failure": "rank_died", "message": "Connection reset by peer", "rank": 0}
+
+
+@pytest.mark.parametrize(
+    "error, log_text, first",
+    [
+        (SURVIVOR, TIED_LOG, (1, 1)),  # the silent peer, not torchrun's tie-broken root cause
+        ({**SURVIVOR, "failure": "nccl_error"}, TIED_LOG, (1, 1)),
+        (SURVIVOR, ROOT_CAUSE_LOG.format(code=1), (1, 1)),
+        (SURVIVOR, ROOT_CAUSE_LOG.format(code=-9), (1, -9)),  # SIGKILLed peer
+        # error.json is create-only: a cause of its own (rank 1 crashed) is the first failure,
+        # whatever torchrun's root cause says (here the survivor's exit 5).
+        ({"failure": "crashed", "message": "boom", "rank": 1}, TIED_LOG, None),
+        (SURVIVOR, "", None),  # no summary (SIGKILLed launcher): nothing to name
+        (SURVIVOR, ROOT_CAUSE_LOG.format(code=5), None),  # every failed rank saw a symptom
+    ],
+)
+def test_first_failure_is_the_rank_that_died_without_a_word(error, log_text, first):
+    assert L.first_failure(error["failure"], error["rank"], log_text) == first
+    outcome = L.outcome_of(
+        result=_result(), has_record=False, errors=[error], log_text=log_text, timeout_s=30
+    )
+    if first is None:
+        assert "first failure" not in outcome.reason
+    else:
+        assert outcome.reason.endswith(f"; first failure: rank {first[0]} exit code {first[1]}")
+
+
 @pytest.mark.parametrize(
     "kwargs, status, reason",
     [
