@@ -52,9 +52,11 @@ def inject_fault(fault: str, ctx: DistContext, model: torch.nn.Module) -> None:
         else:
             torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB: beyond any address space
     elif fault == "nan":
-        # A NaN weight in the classifier head: the forward pass itself makes the loss NaN.
+        # A NaN weight in the classifier head (DistilBERT's classifier bias, the synthetic
+        # model's head): the forward pass itself makes the loss NaN.
+        head = model.hf.classifier.bias if hasattr(model, "hf") else model.head
         with torch.no_grad():
-            model.hf.classifier.bias.fill_(float("nan"))
+            head.fill_(float("nan"))
     elif fault == "rank_exit":
         if ctx.rank == min(1, ctx.world_size - 1):
             log(f"injected fault: rank {ctx.rank} exits")

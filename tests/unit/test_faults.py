@@ -47,3 +47,28 @@ def test_the_memory_limit_caps_the_address_space_above_its_start_size():
     headroom, error = out.stdout.split()
     assert abs(int(headroom) - 2**28) < 2**20  # 0.25 GiB above what it mapped at start
     assert error == "MemoryError"  # 0.5 GiB more does not fit: a real allocation failure
+
+
+# -- the NaN fault, on either model ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["tiny", "synthetic-sleep:layers=1,fwd_ms=0,bwd_ms=0"])
+def test_the_nan_fault_makes_the_first_loss_nan_on_either_model(model):
+    """The launch tests plant ``nan`` in the synthetic model (tests/helpers_procs.py), the GPU
+    checks in DistilBERT: the planted NaN must reach the loss through either forward pass."""
+    import torch
+
+    from distrinews.distributed import DistContext
+    from distrinews.faults import inject_fault
+    from distrinews.runspec import RunSpec
+    from distrinews.train import build_model
+
+    net = build_model(RunSpec(device="cpu", model=model))
+    ids = torch.ones(2, 8, dtype=torch.long)
+    clean = torch.nn.functional.cross_entropy(net(ids, torch.ones_like(ids)), torch.zeros(2).long())
+    assert torch.isfinite(clean)
+    ctx = DistContext(rank=0, local_rank=0, world_size=1, local_world_size=1,
+                      device=torch.device("cpu"), backend="gloo")  # fmt: skip
+    inject_fault("nan", ctx, net)
+    logits = net(ids, torch.ones_like(ids))
+    assert torch.isnan(torch.nn.functional.cross_entropy(logits, torch.zeros(2).long()))
