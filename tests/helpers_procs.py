@@ -1,9 +1,18 @@
-"""Process-table helpers for tests that check nothing is left running."""
+"""Helpers for real-process tests: the model they launch, and the process-table check that
+nothing is left running."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+#: The model for real-process tests whose subject is the launch path (failure classes,
+#: timeouts, signals, rendezvous, telemetry), not the network: the synthetic-sleep shape with
+#: sleeps of a millisecond or two. Its ranks never import transformers, which is most of what
+#: a tiny-DistilBERT rank costs (about 2.7 s of CPU of 4.3 s before its first step, on the
+#: 2-core box). DistilBERT itself still runs under torchrun in the default-sweep,
+#: record-schema, train, DDP and Slurm sbatch tests.
+LAUNCH_MODEL = "synthetic-sleep:layers=2,layer_mb=0.0625,embed_mb=0.0625,fwd_ms=1,bwd_ms=2"
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from distrinews.metrics import RECORD_METRIC_KEYS
 from distrinews.runspec import RunSpec
-from tests.helpers_procs import processes_mentioning
+from tests.helpers_procs import LAUNCH_MODEL, processes_mentioning
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +137,9 @@ def _tiny_model():
 
 
 def test_one_rank_explains_compute_only_and_explain_off_writes_nulls(tmp_path):
-    proc, out = _torchrun(tmp_path / "on", _spec(measured_steps=3))
+    # The launch model (tests/helpers_procs.py): DistilBERT's explain phase is the schema
+    # test's above; what is checked here is which measurements one rank leaves null.
+    proc, out = _torchrun(tmp_path / "on", _spec(measured_steps=3, model=LAUNCH_MODEL))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = json.loads((out / "record.json").read_text())
     m = rec["metrics"]
@@ -148,7 +151,9 @@ def test_one_rank_explains_compute_only_and_explain_off_writes_nulls(tmp_path):
         assert m[key] is None, key
     assert all(b["allreduce_time_s"] is None for b in rec["buckets"])
 
-    proc, out = _torchrun(tmp_path / "off", _spec(measured_steps=3, explain=False))
+    proc, out = _torchrun(
+        tmp_path / "off", _spec(measured_steps=3, explain=False, model=LAUNCH_MODEL)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = json.loads((out / "record.json").read_text())
     assert set(rec) == RECORD_KEYS and set(rec["metrics"]) == METRIC_KEYS
@@ -164,7 +169,7 @@ def test_one_rank_explains_compute_only_and_explain_off_writes_nulls(tmp_path):
 
 def test_hang_stays_in_the_measured_window_until_killed(tmp_path):
     spec_path, out, log = tmp_path / "run.json", tmp_path / "out", tmp_path / "stderr.log"
-    spec_path.write_text(_spec(fault="hang").to_json())
+    spec_path.write_text(_spec(fault="hang", model=LAUNCH_MODEL).to_json())
     with log.open("w") as fh:
         proc = subprocess.Popen(
             _argv(spec_path, out, 1), stdout=fh, stderr=fh, env=_env(), start_new_session=True
@@ -209,6 +214,25 @@ def test_invalid_spec_is_one_line_exit_2(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {spec_path}: precision")
     error = json.loads((out / "error.json").read_text())
     assert error["failure"] == "invalid_spec" and "fp8" in error["message"]
+
+
+def test_worker_exits_with_its_code_flushed_and_without_interpreter_teardown():
+    """The worker leaves through ``exit_now`` (see its docstring: teardown at interpreter exit
+    aborted 2 of 36 finished two-rank runs): buffered output is kept, atexit never runs."""
+    code = (
+        "import atexit, runpy, sys\n"
+        "atexit.register(print, 'teardown ran')\n"
+        "sys.argv = ['worker', '--spec', 'missing.json', '--out', sys.argv[1]]\n"
+        "print('buffered', end='')\n"
+        "runpy.run_module('distrinews.worker', run_name='__main__')\n"
+    )
+    with tempfile.TemporaryDirectory() as out:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, out], capture_output=True, text=True, timeout=120
+        )
+    assert proc.returncode == 2, proc.stderr[-2000:]  # the failure's own code, not 0 or 1
+    assert proc.stdout == "buffered"  # flushed before leaving, and no atexit handler ran
+    assert "cannot read spec" in proc.stderr
 
 
 def _train_cli(*args: str) -> subprocess.CompletedProcess:
