@@ -26,12 +26,14 @@ from distrinews.runspec import RunSpec
 from harness import launch, spec, store
 from harness import sweep as sw
 from harness.cli import cli
-from tests.helpers_procs import processes_mentioning
+from tests.helpers_procs import LAUNCH_MODEL, processes_mentioning
 
-TINY = """
+# The launch tests' model (tests/helpers_procs.py): their subject is the launch path, and the
+# default-sweep test below runs DistilBERT itself.
+LAUNCH = f"""
 [run]
 device = "cpu"
-model = "tiny"
+model = "{LAUNCH_MODEL}"
 data = "synthetic:256"
 max_length = 32
 per_device_batch = 4
@@ -123,7 +125,7 @@ def test_bad_sweep_file_is_one_line_exit_2_and_writes_nothing(tmp_path, text, ne
 
 def test_dry_run_prints_points_and_writes_nothing(tmp_path):
     path = tmp_path / "s.toml"
-    path.write_text('name = "dry"\n' + TINY + "[axes]\ngpus_per_node = [1, 2]\nnodes = [1, 2]\n")
+    path.write_text('name = "dry"\n' + LAUNCH + "[axes]\ngpus_per_node = [1, 2]\nnodes = [1, 2]\n")
     out = CliRunner().invoke(
         cli, ["sweep", str(path), "--results", str(tmp_path / "r"), "--dry-run"]
     )
@@ -205,7 +207,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
 def test_second_sweep_into_a_locked_folder_is_refused_with_one_line(tmp_path):
     results = tmp_path / "r"
     path = tmp_path / "s.toml"
-    path.write_text('name = "locked"\n' + TINY + "[axes]\ngpus_per_node = [1]\n")
+    path.write_text('name = "locked"\n' + LAUNCH + "[axes]\ngpus_per_node = [1]\n")
     with store.sweep_lock(results / "locked"):  # as a running sweep holds it
         out = CliRunner().invoke(cli, ["sweep", str(path), "--results", str(results)])
     assert out.exit_code == 2, out.output
@@ -225,14 +227,14 @@ def test_every_failure_class_through_a_real_torchrun(tmp_path):
     table), one-line message, rank and traceback, and torchrun reporting that exit code."""
     path = tmp_path / "faults.toml"
     path.write_text(
-        'name = "faults"\ntimeout_s = 120\n' + TINY + '[axes]\nfault = ["crash", "oom"]\n'
+        'name = "faults"\ntimeout_s = 120\n' + LAUNCH + '[axes]\nfault = ["crash", "oom"]\n'
     )
     faults = spec.load_sweep(path)
     # A dead rank, or one rank alone crashing, needs a peer to notice it: two ranks. (The
     # SLURM tests hold the same faults across two nodes to these same expectations.) NaN too:
     # both ranks see it, and the first to report it wins error.json.
     two = spec.parse_sweep(
-        'name = "faults"\n' + TINY
+        'name = "faults"\n' + LAUNCH
         + '[axes]\ngpus_per_node = [2]\nfault = ["rank_exit", "crash_last", "nan"]\n'
     )  # fmt: skip
     # The worker refuses a data file that does not exist: an invalid spec, found at run time.
@@ -289,7 +291,7 @@ def test_every_failure_class_through_a_real_torchrun(tmp_path):
 @pytest.mark.slow
 def test_hang_past_timeout_is_killed_with_its_whole_tree(tmp_path):
     path = tmp_path / "hang.toml"
-    path.write_text('name = "hang"\ntimeout_s = 12\n' + TINY + '[axes]\nfault = ["hang"]\n')
+    path.write_text('name = "hang"\ntimeout_s = 12\n' + LAUNCH + '[axes]\nfault = ["hang"]\n')
     options = sw.SweepOptions(results=tmp_path / "r", progress=False)
     start = time.monotonic()
     result = sw.run_sweep(spec.load_sweep(path), options, echo=lambda _m: None)
@@ -304,7 +306,7 @@ def test_hang_past_timeout_is_killed_with_its_whole_tree(tmp_path):
 def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
     """Two torchrun agents (as on two machines) meet in a c10d rendezvous on 127.0.0.1."""
     run = RunSpec(
-        nodes=2, nproc_per_node=1, device="cpu", model="tiny", data="synthetic:256",
+        nodes=2, nproc_per_node=1, device="cpu", model=LAUNCH_MODEL, data="synthetic:256",
         max_length=32, per_device_batch=4, precision="fp32", warmup_steps=1, measured_steps=3,
     )  # fmt: skip
     pdir = tmp_path / "point"
@@ -334,14 +336,18 @@ def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
 @pytest.mark.slow
 def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_path):
     # The CPU default, with enough measured steps that the second point is still running when
-    # the test interrupts it (the default's 3 steps can finish between a poll and the signal).
+    # the test interrupts it (the default's steps can finish between a poll and the signal).
+    # Its steps sleep (42 ms each) instead of computing: the point lasts as long without
+    # burning the cores the rest of the suite runs on.
     path = tmp_path / "resume.toml"
     # One repeat: two points, as the checks below count them.
     text = (Path(spec.__file__).parent / "sweeps" / "cpu-smoke.toml").read_text()
     text = text.replace('name = "cpu-smoke"', 'name = "resume"')
-    text = re.sub(r"(?m)^measured_steps = \d+", "measured_steps = 150", text)
+    sleepy = "synthetic-sleep:layers=2,layer_mb=0.0625,embed_mb=0.0625,fwd_ms=5,bwd_ms=15"
+    text = re.sub(r"(?m)^model = .*$", f'model = "{sleepy}"', text)
+    text = re.sub(r"(?m)^measured_steps = \d+", "measured_steps = 100", text)
     text = re.sub(r"(?m)^repeats = \d+", "repeats = 1", text)
-    assert "measured_steps = 150" in text and "repeats = 1" in text
+    assert "measured_steps = 100" in text and "repeats = 1" in text and sleepy in text
     path.write_text(text)
     results = tmp_path / "results"
     sweep_dir = results / "resume"
@@ -463,7 +469,7 @@ def test_point_telemetry_is_kept_raw_and_summarised_over_the_measured_window(tmp
         return telemetry.make_sampler(visible="1", count=1, interval_s=0.005, nvml=fake_nvml(2))
 
     path = tmp_path / "t.toml"
-    path.write_text('name = "tele"\n' + TINY.replace("measured_steps = 3", "measured_steps = 8"))
+    path.write_text('name = "tele"\n' + LAUNCH.replace("measured_steps = 3", "measured_steps = 8"))
     options = sw.SweepOptions(results=tmp_path / "r", progress=False)
     result = sw.run_sweep(
         spec.load_sweep(path), options, echo=lambda _m: None, sampler_for=sampler_for
@@ -486,7 +492,7 @@ def test_resuming_a_folder_from_another_environment_is_refused(tmp_path):
     sweep_dir = tmp_path / "r" / "envcheck"
     store.atomic_write_json(sweep_dir / "env.json", {"fingerprint": "somewhere-else"})
     path = tmp_path / "s.toml"
-    path.write_text('name = "envcheck"\n' + TINY + "[axes]\ngpus_per_node = [1]\n")
+    path.write_text('name = "envcheck"\n' + LAUNCH + "[axes]\ngpus_per_node = [1]\n")
     options = sw.SweepOptions(results=tmp_path / "r", progress=False)
     with pytest.raises(UserError, match="holds results from another environment"):
         sw.run_sweep(spec.load_sweep(path), options)

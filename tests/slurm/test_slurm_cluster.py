@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from harness import store
-from tests.helpers_procs import processes_mentioning
+from tests.helpers_procs import LAUNCH_MODEL, processes_mentioning
 
 from .conftest import (
     job_field,
@@ -49,6 +49,11 @@ precision = "fp32"
 warmup_steps = 1
 measured_steps = 2
 """
+
+
+#: The same run with the launch tests' model (tests/helpers_procs.py), for the salloc test's
+#: failure classes: its subject is srun and torchrun, and the sbatch test runs DistilBERT.
+LAUNCH_RUN = TINY_RUN.replace('model = "tiny"', f'model = "{LAUNCH_MODEL}"')
 
 
 def _bench(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -162,7 +167,7 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
     slurm_cluster, scancel_after, tmp_path
 ):
     results = tmp_path / "results"
-    base = "timeout_s = 150\n" + TINY_RUN + "[axes]\nnodes = [2]\ngpus_per_node = [1]\n"
+    base = "timeout_s = 150\n" + LAUNCH_RUN + "[axes]\nnodes = [2]\ngpus_per_node = [1]\n"
     (tmp_path / "runs.toml").write_text(
         'name = "srun"\n' + base + 'fault = ["none", "crash_last", "rank_exit"]\n'
     )
