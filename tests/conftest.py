@@ -25,14 +25,73 @@ AGNEWS_CSV = SHARED_DATA / "ag_news_test.csv"
 VOCAB_TXT = SHARED_DATA / "distilbert-base-uncased-vocab.txt"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Slow tests (real processes, training) first, each group in file order.
+#: Wall seconds assumed for a slow test without a ``seconds`` hint (most take 5 to 20).
+SLOW_DEFAULT_S = 10.0
 
-    Under pytest-xdist (the README's ``-n 3 --dist worksteal``) the long tests then start at
-    once on every worker and the quick ones fill the gaps, instead of one long test starting
-    last and running alone. A new slow test needs only its ``slow`` marker to take part.
+
+def slow_seconds(item) -> float | None:
+    """The wall time a slow test declares (``@pytest.mark.slow(seconds=...)``, measured on the
+    2-core box under the parallel suite), the default without one; None for a quick test."""
+    mark = item.get_closest_marker("slow")
+    return None if mark is None else float(mark.kwargs.get("seconds", SLOW_DEFAULT_S))
+
+
+def shared_fixture(item) -> str | None:
+    """The module-scoped fixture a test shares with others in its module (a served model, one
+    launch whose results several tests check), or None."""
+    info = getattr(item, "_fixtureinfo", None)
+    for name in getattr(item, "fixturenames", ()):
+        defs = info.name2fixturedefs.get(name) if info is not None else None
+        if defs and defs[-1].scope in ("module", "package"):
+            return f"{item.nodeid.split('::')[0]}::{name}"
+    return None
+
+
+def deal(items: list, workers: int, group=shared_fixture) -> list:
+    """The collection reordered so that each pytest-xdist worker starts on its share of the slow
+    tests, longest first (pure, given ``group``).
+
+    ``--dist worksteal`` hands worker i the i-th of ``workers`` contiguous, near-equal slices
+    of the collection to start with; idle workers then steal the tail half of the longest
+    queue. So the slow tests are dealt into the slices by longest-processing-time (each in
+    turn, longest first, to the slice with the least declared seconds) at each slice's head,
+    and the quick tests fill the slices' tails, where stealing balances the end. Slow tests
+    that share a module-scoped fixture (``group``) are dealt as one, so that one worker pays
+    for it: a fixture is built once per worker that runs one of its tests.
     """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    units: dict[object, list] = {}
+    for item in items:
+        if slow_seconds(item) is not None:
+            units.setdefault(group(item) or id(item), []).append(item)
+    quick = [it for it in items if slow_seconds(it) is None]
+
+    def seconds(unit: list) -> float:
+        return sum(slow_seconds(it) for it in unit)
+
+    ordered = sorted(units.values(), key=seconds, reverse=True)  # stable: ties in file order
+    if workers <= 1:
+        return [it for unit in ordered for it in unit] + quick
+    heads: list[list] = [[] for _ in range(workers)]
+    load = [0.0] * workers
+    for unit in ordered:
+        i = load.index(min(load))
+        heads[i] += unit
+        load[i] += seconds(unit)
+    # xdist's split: worker i gets len(pending) // (workers - i) of what is left.
+    out: list = []
+    left = len(items)
+    for i, head in enumerate(heads):
+        size = left // (workers - i)
+        left -= size
+        fill = max(0, size - len(head))
+        out += head + quick[:fill]
+        quick = quick[fill:]
+    return out + quick
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (real processes, training) first, dealt across pytest-xdist's workers."""
+    items[:] = deal(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
 @pytest.fixture(scope="session")

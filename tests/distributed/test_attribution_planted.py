@@ -66,6 +66,7 @@ def _row(spec: RunSpec, record: dict) -> dict:
     )  # fmt: skip
 
 
+@pytest.mark.slow(seconds=55)
 def test_each_planted_cause_is_attributed_to_its_part(tmp_path):
     one = _spec()
     one_record = _run(tmp_path, one)

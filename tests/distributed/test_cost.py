@@ -31,7 +31,7 @@ data = "synthetic:1024"
 max_length = 64
 precision = "fp32"
 warmup_steps = 1
-measured_steps = 4
+measured_steps = 2
 [axes]
 per_device_batch = [256]
 [max_batch]
@@ -47,7 +47,7 @@ def sampler_for(_spec, _env):
     return telemetry.make_sampler(visible="0", count=1, interval_s=0.01, nvml=nvml)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_max_batch_search_hits_real_oom_and_the_point_gets_its_energy(tmp_path, monkeypatch):
     # Each rank may map 0.45 GiB beyond its start-up size: about 360 samples of the tiny
     # model at 64 tokens (0.25 GiB fixed + 0.6 MiB per sample, measured): 256 fits, 512 not.

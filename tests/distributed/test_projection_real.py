@@ -62,6 +62,7 @@ def _only(sweep_dir: Path, sizes: set[int], dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow(seconds=100)
 def test_projection_from_two_gpus_predicts_four_and_eight(tmp_path, monkeypatch):
     from harness import sweep as sweeps
     from harness.spec import resolve_sweep

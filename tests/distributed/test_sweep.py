@@ -220,7 +220,7 @@ def test_second_sweep_into_a_locked_folder_is_refused_with_one_line(tmp_path):
 # -- real launches -----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_every_failure_class_through_a_real_torchrun(tmp_path):
     """Each planted failure, launched as a sweep launches it, down to the ledger row, and the
     worker's own evidence beside it: error.json's class and exit code (distrinews/failures.py's
@@ -333,7 +333,7 @@ def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
     assert len(list((pdir / "logs").glob("t2n_*"))) == 2  # one log tree per agent
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_path):
     # The CPU default, with enough measured steps that the second point is still running when
     # the test interrupts it (the default's steps can finish between a poll and the signal).
@@ -423,7 +423,7 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
     assert _rows(sweep_dir) == rows
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=25)
 def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
     """`distrinews-bench sweep` with no argument on this GPU-less machine: the cpu-smoke sweep."""
     results = tmp_path / "results"

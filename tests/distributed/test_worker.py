@@ -260,6 +260,7 @@ def test_train_command_bad_data_on_two_ranks_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"error: {missing}: data file not found"
 
 
+@pytest.mark.slow(seconds=30)
 def test_train_on_two_ranks_interrupted_or_killed_leaves_nothing_running_and_resumes(tmp_path):
     """Ctrl-C, or a SIGKILL of the train command itself, takes torchrun and its ranks along
     (launch.run_process: own process group, SIGTERM on the parent's death), and the train

@@ -77,6 +77,7 @@ def _unix(iso: str) -> float:
     return dt.datetime.fromisoformat(iso).timestamp()
 
 
+@pytest.mark.slow(seconds=30)
 def test_sbatch_script_as_generated_runs_the_cpu_sweep_on_both_nodes_and_resumes_after_scancel(
     slurm_cluster, scancel_after, tmp_path
 ):
@@ -163,6 +164,7 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
+@pytest.mark.slow(seconds=50)
 def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failures_as_locally(
     slurm_cluster, scancel_after, tmp_path
 ):
