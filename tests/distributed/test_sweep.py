@@ -438,6 +438,13 @@ def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
     rows = _rows(sweep_dir)
     assert sorted(r["world_size"] for r in rows) == [1, 2]
     assert all(r["status"] == "ok" and r["samples_per_s"] > 0 for r in rows)
+    # What the explain measurements cost the 2-rank point: under 10% of its wall time, the
+    # target tests/bench/test_bench_explain.py measures over 3 launches (--benchmark-enable).
+    (two,) = (r for r in rows if r["world_size"] == 2)
+    explain_s = json.loads((sweep_dir / two["point_dir"] / "record.json").read_text())["metrics"][
+        "explain_time_s"
+    ]
+    assert 0 < explain_s < 0.10 * two["duration_s"], (explain_s, two["duration_s"])
     table = tmp_path / "all.parquet"
     out = _cli("export", str(results), "-o", str(table))
     assert out.returncode == 0, out.stderr

@@ -76,17 +76,18 @@ def test_fp16_uses_a_grad_scaler_on_cpu():
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_resume_is_bit_exact_single_rank(tmp_path, precision):
-    run = _run(precision=precision)
+    run = _run(precision=precision, data="synthetic:160")
     full = _fit(FitSpec(run=run, epochs=2, checkpoint_every=4), tmp_path / "a")
-    # 288 training items / batch 8 = 36 steps per epoch
-    assert [s for s, _ in full.losses] == list(range(1, 73))
-    cut = _fit(FitSpec(run=run, epochs=2, checkpoint_every=4, stop_after_steps=42), tmp_path / "b")
-    assert cut.stopped_early and cut.losses == full.losses[:42]
-    # the run died after step 42; its newest checkpoint is step 40 (mid-epoch 1)
-    assert list_checkpoints(tmp_path / "b")[-1].name == "step-00000040"
+    # 144 training items / batch 8 = 18 steps per epoch
+    assert [s for s, _ in full.losses] == list(range(1, 37))
+    cut = _fit(FitSpec(run=run, epochs=2, checkpoint_every=4, stop_after_steps=22), tmp_path / "b")
+    assert cut.stopped_early and cut.losses == full.losses[:22]
+    # the run died after step 22; its newest checkpoint is step 20 (mid-epoch 1, after an
+    # epoch boundary and an evaluation the resumed run must replay bit for bit)
+    assert list_checkpoints(tmp_path / "b")[-1].name == "step-00000020"
     resumed = _fit(FitSpec(run=run, epochs=2, checkpoint_every=4), tmp_path / "b")
-    assert resumed.resumed_from.endswith("step-00000040")
-    assert resumed.losses == full.losses[40:]  # bit for bit, not approx
+    assert resumed.resumed_from.endswith("step-00000020")
+    assert resumed.losses == full.losses[20:]  # bit for bit, not approx
     assert resumed.accuracies == full.accuracies[1:]
     history = [json.loads(line) for line in (tmp_path / "b" / "history.jsonl").open()]
     assert [(h["step"], h["loss"]) for h in history] == list(full.losses)
