@@ -140,8 +140,10 @@ def _private_cache(tmp_path, monkeypatch):
 # processes, so the `slow` marker (what `-m "not slow"` leaves out) cannot lie.
 _spawned: list[str] = []
 #: Quick system lookups the product itself makes (the git sha for env.json, ctypes finding
-#: libc, Slurm's hostname expansion): milliseconds each, not what "slow" is about.
-CHEAP_TOOLS = {"git", "ldconfig", "scontrol"}
+#: libc, Slurm's hostname expansion, ``platform.platform()``'s ``uname -p`` for env.json, made
+#: once per process by whichever test gets there first): milliseconds each, not what "slow"
+#: is about.
+CHEAP_TOOLS = {"git", "ldconfig", "scontrol", "uname"}
 
 
 def _counting_fork_exec(real):
