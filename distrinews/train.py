@@ -51,7 +51,7 @@ from .checkpoint import (
 from .dataset import AGNewsDataset, LengthGroupedBatchSampler, get_tokenizer, load_agnews
 from .distributed import DistContext, all_gather_objects, all_reduce_sum
 from .errors import UserError
-from .files import atomic_write_text, refuse_symlink
+from .files import append_durably, atomic_write_text, refuse_symlink
 from .layout import (
     FIT_JSON,
     FIT_RESULT_JSON,
@@ -652,9 +652,12 @@ def fit(
         rows = [(s, e, v) for (s, e, _), v in zip(pending, values, strict=True)]
         losses.extend((s, v) for s, _, v in rows)
         if ctx.is_main:
-            with history.open("a") as fh:
-                for s, e, v in rows:
-                    fh.write(json.dumps({"step": s, "epoch": e, "loss": v}) + "\n")
+            # One durable append per log interval (fsynced, a torn tail repaired, a planted
+            # symlink refused), like the ledger: a kill leaves whole lines only.
+            lines = "".join(
+                json.dumps({"step": s, "epoch": e, "loss": v}) + "\n" for s, e, v in rows
+            )
+            append_durably(history, lines.encode())
             s, e, v = rows[-1]
             log(f"step {s} epoch {e} loss {v:.4f}")
         pending.clear()
