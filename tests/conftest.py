@@ -39,6 +39,8 @@ def slow_seconds(item) -> float | None:
 def shared_fixture(item) -> str | None:
     """The module-scoped fixture a test shares with others in its module (a served model, one
     launch whose results several tests check), or None."""
+    # pytest's own record of the test's fixture definitions (private: read defensively, so a
+    # pytest without it only loses the grouping).
     info = getattr(item, "_fixtureinfo", None)
     for name in getattr(item, "fixturenames", ()):
         defs = info.name2fixturedefs.get(name) if info is not None else None
