@@ -58,8 +58,14 @@ PART_COLORS = {
 }
 
 
-def _err(med: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any] | None:
-    """Asymmetric error bars from an interval (None when no point has one)."""
+def _err(frame: pd.DataFrame, column: str, scale: float = 1.0) -> dict[str, Any] | None:
+    """Asymmetric error bars from ``column``'s interval (``<column>_lo`` and ``_hi``, as
+    analysis writes them), times ``scale``; None when the frame or every point has none."""
+    if f"{column}_lo" not in frame:
+        return None
+    med, lo, hi = (
+        frame[c].to_numpy(float) * scale for c in (column, f"{column}_lo", f"{column}_hi")
+    )
     if not np.isfinite(lo).any():
         return None
     return {
@@ -151,9 +157,7 @@ def fig_throughput(curves: pd.DataFrame, metric: str = THROUGHPUT) -> go.Figure 
                 name=name,
                 legendgroup=cid,
                 line={"color": color},
-                error_y=_err(
-                    med, c[f"{metric}_lo"].to_numpy(float), c[f"{metric}_hi"].to_numpy(float)
-                ),
+                error_y=_err(c, metric),
                 hovertemplate="N=%{x}<br>%{y:,.1f} samples/s<extra>%{fullData.name}</extra>",
             )
         )
@@ -242,14 +246,13 @@ def fig_factor(effect: pd.DataFrame, factor: str, title: str) -> go.Figure | Non
         color = PALETTE[i % len(PALETTE)]
         med = part["speedup"].to_numpy(float)
         if as_bars:
-            lo, hi = part["speedup_lo"].to_numpy(float), part["speedup_hi"].to_numpy(float)
             fig.add_trace(
                 go.Bar(
                     x=part["_x"],
                     y=med,
                     name=name,
                     marker={"color": color},
-                    error_y=_err(med, lo, hi),
+                    error_y=_err(part, "speedup"),
                     hovertemplate="%{x}<br>speedup %{y:.3f}×<extra>%{fullData.name}</extra>",
                 )
             )
@@ -310,11 +313,7 @@ def fig_batch(summary: pd.DataFrame) -> go.Figure | None:
                 name=name,
                 legendgroup=name,
                 line={"color": color},
-                error_y=_err(
-                    med,
-                    line[f"{THROUGHPUT}_lo"].to_numpy(float),
-                    line[f"{THROUGHPUT}_hi"].to_numpy(float),
-                ),
+                error_y=_err(line, THROUGHPUT),
             ),
             row=1,
             col=1,
@@ -510,11 +509,7 @@ def fig_mfu_tokens(summary: pd.DataFrame, labels: dict[str, str]) -> go.Figure |
                 name="MFU",
                 text=[labels.get(k, k) for k in m["config_key"]],
                 marker={"color": PALETTE[2], "size": 7, "opacity": 0.75},
-                error_y=_err(
-                    med, m["mfu_lo"].to_numpy(float) * 100, m["mfu_hi"].to_numpy(float) * 100
-                )
-                if "mfu_lo" in m
-                else None,
+                error_y=_err(m, "mfu", scale=100),
                 hovertemplate="N=%{x}<br>MFU %{y:.1f}%<br>%{text}<extra></extra>",
             ),
             row=1,

@@ -337,42 +337,36 @@ def hardware_sections(
     labels: dict[str, str],
     run_labels: dict[str, str],
 ) -> list[Section]:
-    out = []
     named_times = {run_labels.get(k, k): v for k, v in rank_times.items()}
-    fig = fig_stragglers(summary, named_times, labels)
-    if fig is not None:
-        out.append(
-            Section(
-                id="stragglers",
-                title="Stragglers",
-                intro="A spread near 1.00 means all ranks step at the same pace; a slow rank "
-                "holds every all-reduce back.",
-                figures=(fig,),
-            )
-        )
-    fig = fig_telemetry(telemetry, run_labels)
-    if fig is not None:
-        out.append(
-            Section(
-                id="telemetry",
-                title="GPU telemetry",
-                intro="NVML samples of the fastest run at each GPU count (utilisation and power: "
-                "mean over GPUs; memory: max over GPUs).",
-                figures=(fig,),
-            )
-        )
-    fig = fig_mfu_tokens(summary, labels)
-    if fig is not None:
-        out.append(
-            Section(
-                id="mfu",
-                title="MFU and padding",
-                intro="MFU counts real tokens only; the gap between padded and real tokens/s is "
-                "compute spent on padding.",
-                figures=(fig,),
-            )
-        )
-    return out
+    candidates = (
+        (
+            fig_stragglers(summary, named_times, labels),
+            "stragglers",
+            "Stragglers",
+            "A spread near 1.00 means all ranks step at the same pace; a slow rank holds every "
+            "all-reduce back.",
+        ),
+        (
+            fig_telemetry(telemetry, run_labels),
+            "telemetry",
+            "GPU telemetry",
+            "NVML samples of the fastest run at each GPU count (utilisation and power: mean over "
+            "GPUs; memory: max over GPUs).",
+        ),
+        (
+            fig_mfu_tokens(summary, labels),
+            "mfu",
+            "MFU and padding",
+            "MFU counts real tokens only; the gap between padded and real tokens/s is compute "
+            "spent on padding.",
+        ),
+    )
+    # A section only where its figure has something to draw.
+    return [
+        Section(id=sid, title=title, intro=intro, figures=(fig,))
+        for fig, sid, title, intro in candidates
+        if fig is not None
+    ]
 
 
 def serving_headline(rows: Sequence[dict[str, Any]]) -> Table:
