@@ -231,7 +231,7 @@ EXPLAIN_METRIC_KEYS: tuple[str, ...] = tuple(
 LEDGER_METRIC_KEYS: tuple[str, ...] = tuple(
     f.name for f in fields(RunMetrics) if f.metadata["ledger"]
 )
-#: Each metric's definition term (where the report and the README define it).
+#: Each metric's definition term (where the report and docs/metrics.md define it).
 METRIC_TERMS: Mapping[str, str] = {f.name: f.metadata["term"] for f in fields(RunMetrics)}
 
 

@@ -372,7 +372,7 @@ def varying(frame: pd.DataFrame, columns: Iterable[str] = CONFIG_COLUMNS) -> lis
 def value_key(value: Any) -> str:
     """One spelling per configuration value, for grouping and ordering a factor's levels:
     equal values spelled equally (2 == 2.0), missing ``-``, empty ``none``. Labels use the same
-    spelling (:func:`harness.report.fmt.fmt_value`), so a group and its label always agree."""
+    spelling (:func:`harness.fmt.fmt_value`), so a group and its label always agree."""
     v = plain_value(value)
     if v is None:
         return "-"
@@ -404,7 +404,7 @@ def scaling(
     """Speedup and efficiency along every scaling curve, with bootstrap intervals.
 
     One row per (curve, GPU count): ``curve_id`` (stable across sweeps; its human name comes
-    from :func:`harness.report.fmt.with_curve_names`), ``scaling_mode``, ``world_size``,
+    from :func:`harness.fmt.with_curve_names`), ``scaling_mode``, ``world_size``,
     ``base_world_size`` (N0) and ``base_key``, the point's median ``metric`` and interval,
     ``ideal`` (N/N0·X(N0)), ``speedup``/``efficiency`` with ``_lo``/``_hi``. The efficiency
     interval comes from resampling the repeats at N and at N0 independently (ratio of bootstrap
@@ -514,7 +514,7 @@ def factor_effect(
     divided by the reference level's (``reference`` when the group has it, else the first level
     in natural order: fp32 < tf32 < fp16 < bf16, False < True, numbers ascending), with a
     bootstrap interval of the ratio. Empty when the factor never varies inside a group. One row
-    per compared point (``config_key``); :func:`harness.report.fmt.group_names` names its group.
+    per compared point (``config_key``); :func:`harness.fmt.group_names` names its group.
     """
     cols = ["config_key", "world_size", "level", "reference", "speedup", "speedup_lo", "speedup_hi"]
     if summary is None or metric not in summary.columns:

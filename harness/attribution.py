@@ -16,7 +16,7 @@ with T(N) the measured window's seconds per optimizer step and k = 1 (weak scali
 (strong scaling). The remainder is what the four parts do not account for; it is computed, not
 assumed, so the parts and the remainder always sum exactly to 1 − E(N) and a large remainder is
 shown as such. The definitions (:data:`DEFINITIONS`) are the one source for the report and the
-README.
+docs/why.md.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ NAMES = {
 }
 STRONG_COMPUTE_NAME = "compute (smaller per-device batch)"
 
-#: What the decomposition means: printed in the report and the README (a test keeps them equal).
+#: What the decomposition means: printed in the report and docs/why.md (a test keeps them equal).
 DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "Lost efficiency",
@@ -188,7 +188,7 @@ def decompose(summary: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         rows.loc[~complete, [f"{part}_pp", f"{part}_s"]] = np.nan
     rows["explained"] = complete
     # ``curve`` (the curve's name) is there when the caller named the curves
-    # (harness.report.fmt.with_curve_names); the numbers do not need it.
+    # (harness.fmt.with_curve_names); the numbers do not need it.
     return rows.reindex(columns=list(COLUMNS)).reset_index(drop=True)
 
 

@@ -930,7 +930,7 @@ def project_cmd(
         --overlap 0.6 --fabric dgx-h100 --gpus 8,16,...,1024
 
     The model: step = compute + the all-reduce backward cannot hide + a straggler allowance
-    (README, "Scaling projection"). Intervals are 95% bootstraps over the measured inputs.
+    (docs/projection.md). Intervals are 95% bootstraps over the measured inputs.
     """
     from harness.project import render, run_project
     from harness.store import atomic_write_text

@@ -38,9 +38,8 @@ import pandas as pd
 
 from distrinews.errors import UserError
 from distrinews.layout import LEDGER_NAME, SWEEP_JSON
-from harness import analysis, envinfo, store
+from harness import analysis, envinfo, fmt, store
 from harness.analysis import THROUGHPUT
-from harness.report import fmt
 
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive", "missing", "new")
 #: Fingerprint fields whose change makes two sweeps incomparable (harness.envinfo writes them).

@@ -1,14 +1,14 @@
 """What the numbers mean: the one home of the metric definitions (DESIGN.md §3).
 
-The report prints :data:`DEFINITIONS` at its end, and the README's "What the numbers mean"
-section is :func:`markdown` verbatim (``python -m harness.definitions`` prints it;
+The report prints :data:`DEFINITIONS` at its end, and the body of docs/metrics.md is
+:func:`markdown` verbatim (``python -m harness.definitions`` prints it;
 tests/unit/test_definitions.py fails when the two drift apart). Change a definition here, then
-paste the printed section into the README.
+paste the printed section into docs/metrics.md.
 """
 
 from __future__ import annotations
 
-#: (term, definition) in reading order. Plain text: the report escapes it, the README wraps it.
+#: (term, definition) in reading order. Plain text: the report escapes it, the docs page wraps it.
 DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "Measured window",
@@ -132,7 +132,7 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
 
 
 def markdown(width: int = 98) -> str:
-    """The README's "What the numbers mean" bullets: ``- **term**: definition``, wrapped."""
+    """The bullets of docs/metrics.md: ``- **term**: definition``, wrapped."""
     import textwrap
 
     lines: list[str] = []

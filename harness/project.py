@@ -33,7 +33,7 @@ import pandas as pd
 
 from distrinews.errors import UserError
 from distrinews.layout import RECORD_JSON
-from harness import analysis, store
+from harness import analysis, fmt, store
 from harness.fabrics import DEFAULT_FABRIC, Fabric, fabric_from_busbw, resolve_fabric
 from harness.projection import (
     DEFAULT_HIDE_SHARE,
@@ -52,7 +52,6 @@ from harness.projection import (
     robust_cv,
     split_buckets,
 )
-from harness.report import fmt
 
 DEFAULT_HIDE_NOTE = "default 2/3 (backward = 2x forward)"
 DEFAULT_GPUS = (8, 16, 32, 64, 128, 256, 512, 1024)

@@ -1,10 +1,11 @@
 """The scaling report: one self-contained HTML page, a text digest and a JSON object per sweep.
 
-The package, from pure to I/O (a test holds the direction: ``fmt`` and ``figures`` import no
-renderer, and :mod:`harness.analysis` nothing from here):
+The package, from pure to I/O (a test holds the direction: ``figures`` imports no renderer,
+and :mod:`harness.analysis` nothing from here). Every formatter (numbers, intervals,
+percentages, the labels of points, curves and groups) lives below the package, in
+:mod:`harness.fmt`, because compare and the projection spell numbers the same way and must not
+import the report:
 
-- :mod:`~harness.report.fmt` -- every formatter: numbers, intervals, percentages and the labels
-  of points, curves and groups (compare and project use it too);
 - :mod:`~harness.report.figures` -- pure plotly builders: frames in, ``go.Figure`` (or None) out;
 - :mod:`~harness.report.model` -- the page model (:class:`Report`, :class:`Section`,
   :class:`Table`) and the loading decisions (which metrics, which runs' side files);
@@ -25,7 +26,7 @@ import importlib
 from typing import Any
 
 #: Entry point -> the module that defines it. Loaded on first use (PEP 562), so compare and
-#: project, which need only :mod:`harness.report.fmt`, do not import plotly.
+#: project, which need only :mod:`harness.fmt`, do not import plotly.
 _ENTRY_POINTS = {
     "Report": "model",
     "Section": "model",

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness import analysis
-from harness.report import cost, fmt
+from harness import analysis, fmt
+from harness.report import cost
 from harness.report.model import SUMMARY_METRICS, Report, Section
 from harness.report.sections import (
     definitions_section,

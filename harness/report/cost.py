@@ -14,8 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness import memory_model
-from harness.report import fmt
+from harness import fmt, memory_model
 from harness.report.figures import MAX_CURVES, fig_energy, fig_memory
 from harness.report.model import Section, Table
 

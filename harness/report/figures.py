@@ -17,9 +17,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from harness import analysis, attribution, memory_model
+from harness import analysis, attribution, fmt, memory_model
 from harness.analysis import THROUGHPUT
-from harness.report import fmt
 
 PALETTE = (
     "#1f77b4",

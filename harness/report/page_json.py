@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import analysis, attribution
+from harness import analysis, attribution, fmt
 from harness.analysis import THROUGHPUT
 from harness.definitions import DEFINITIONS
-from harness.report import fmt
 from harness.report.model import SUMMARY_METRICS
 from harness.report.sections import why_sentence
 

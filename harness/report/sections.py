@@ -6,7 +6,7 @@ its per-point summary, the named scaling curves, labels) and returns a
 headline, scaling, why efficiency drops, projection, precision/compile, batch, DDP knobs,
 stragglers, telemetry, MFU, serving, failures, skipped, all points, environment, definitions.
 The cost sections (energy, memory model, largest batch) are in :mod:`harness.report.cost`.
-Cells are spelled by :mod:`harness.report.fmt`, charts drawn by :mod:`harness.report.figures`.
+Cells are spelled by :mod:`harness.fmt`, charts drawn by :mod:`harness.report.figures`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import numpy as np
 import pandas as pd
 
 from distrinews import layout
-from harness import analysis, attribution
+from harness import analysis, attribution, fmt
 from harness.analysis import THROUGHPUT
 from harness.definitions import DEFINITIONS
-from harness.report import fmt
 from harness.report.figures import (
     MAX_CURVES,
     fig_allreduce,

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from distrinews.errors import UserError
-from harness import analysis, store
-from harness.report import fmt
+from harness import analysis, fmt, store
 from tests.helpers_results import FakeSweep, write_sweep
 
 

@@ -1,4 +1,4 @@
-"""The metric definitions have one home: the report prints them, the README carries them."""
+"""The metric definitions have one home: the report prints them, docs/metrics.md carries them."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 from harness import attribution, definitions, report
 from tests.helpers_results import FakeSweep, write_sweep
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+METRICS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
-def test_readme_carries_the_generated_definitions_verbatim():
-    text = README.read_text()
+def test_the_metrics_page_carries_the_generated_definitions_verbatim():
+    text = METRICS_PAGE.read_text()
     assert definitions.markdown() in text, (
-        "README's 'What the numbers mean' is out of date: paste `python -m harness.definitions`"
+        "docs/metrics.md is out of date: paste `python -m harness.definitions`"
     )
 
 

@@ -107,10 +107,10 @@ HARNESS_STAGES = {
     "telemetry": 1, "serving_store": 1,
     # 2. running: specs, launching, sweeping, searching, load-testing the server
     "spec": 2, "max_batch": 2, "launch": 2, "sweep": 2, "train_local": 2, "bench_serve": 2,
-    # 3. numbers from results (pure pandas/numpy)
-    "analysis": 3, "projection": 3,
-    # 4. what a user reads: the report, the gate's verdicts, the projection tables (one
-    #    formatting module, harness.report.fmt, serves all three)
+    # 3. numbers from results (pure pandas/numpy), and how every number is spelled (fmt
+    #    serves the three readers below, so it sits under them)
+    "analysis": 3, "projection": 3, "fmt": 3,
+    # 4. what a user reads: the report, the gate's verdicts, the projection tables
     "report": 4, "compare": 4, "project": 4,
     # 5. entry points
     "cli": 5, "tools": 5,

@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "harness" / "report"
 #: Lowest first. Same-layer modules do not import each other either.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("fmt",),
     ("figures",),
     ("model",),
     ("sections", "cost"),
@@ -69,11 +68,20 @@ def test_a_module_imports_only_from_layers_below(module):
         assert layer(name) < layer(module), f"report.{module} imports report.{name}"
 
 
-@pytest.mark.parametrize("module", ["fmt", "figures"])
-def test_formatters_and_figures_import_no_renderer(module):
-    imported = {t.rsplit(".", 1)[1] for t in report_imports((PACKAGE / f"{module}.py").read_text())}
+def test_figures_import_no_renderer():
+    imported = {t.rsplit(".", 1)[1] for t in report_imports((PACKAGE / "figures.py").read_text())}
     assert not imported & RENDERERS
-    assert module != "fmt" or not imported  # fmt is the bottom: nothing of the package
+
+
+def test_the_formatters_sit_below_the_report():
+    """harness.fmt serves compare, the projection and the report: it imports none of them."""
+    source = (ROOT / "harness" / "fmt.py").read_text()
+    assert not report_imports(source)
+    tree = ast.parse(source)
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in modules if m.startswith("harness.") and m != "harness"}
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not names & {"compare", "project", "projection", "report"}
 
 
 @pytest.mark.parametrize("module", NUMBERS)
@@ -87,7 +95,7 @@ def test_numbers_modules_import_nothing_from_the_report(module):
 
 def test_the_check_sees_each_way_of_importing():
     """Planted imports, one per spelling: the check above would catch each."""
-    assert report_imports("from harness.report import fmt") == {"harness.report.fmt"}
+    assert report_imports("from harness.report import figures") == {"harness.report.figures"}
     assert report_imports("from harness.report import render_html") == {"harness.report"}
     assert report_imports("from harness import report") == {"harness.report"}
     assert report_imports("import harness.report.page_html") == {"harness.report.page_html"}
