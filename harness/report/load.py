@@ -127,4 +127,5 @@ def render_json(sweep_dir: Path) -> str:
     """The JSON report of a sweep folder (one object, pretty-printed)."""
     sweep_dir = sweep_folder(sweep_dir)
     frame = analysis.load_frame(sweep_dir)
-    return page_json.dumps(page_json.build_json(frame, title=sweep_dir.name))
+    env = analysis.load_env(sweep_dir)
+    return page_json.dumps(page_json.build_json(frame, title=sweep_dir.name, env=env))
