@@ -82,8 +82,9 @@ def build_report(
     n_skipped = int((statuses == "skipped").sum())
     n_failed = n_runs - n_ok - n_skipped
     serving_only = n_runs == 0 and bool(serving)
-    if serving_only:
-        notes.insert(0, "This folder holds serving benchmarks only: no training sweep points.")
+    quiet: list[str] = []
+    if serving_only:  # what the folder is, not a problem: said quietly
+        quiet.append("This folder holds serving benchmarks only: no training sweep points.")
     elif n_runs == 0:
         notes.insert(0, "This sweep has no finished points yet: the ledger is empty.")
     elif n_ok == 0 and not n_skipped:
@@ -112,7 +113,6 @@ def build_report(
         notes.append("Every point ran once: no repeats, so no confidence intervals.")
     if env is None and not serving_only:
         notes.append("env.json is missing: the environment of this sweep is unknown.")
-    quiet: list[str] = []
     for note in _telemetry_notes(frame, telemetry):
         (quiet if note.startswith(CPU_RUN_NOTE) else notes).append(note)
     answer: list[str] = []

@@ -295,6 +295,8 @@ def test_a_serving_report_defines_serving_terms_not_training_ones(tmp_path):
     assert defs.tables[0].rows == SERVING_DEFINITIONS
     assert "Measured window" not in report.render_html(rep)
     assert rep.measured is None and rep.answer == ()
+    # What the folder holds is a fact, not a warning.
+    assert rep.notes == () and "serving benchmarks only" in rep.quiet_notes[0]
 
 
 def test_the_text_report_titles_why_once_and_holds_the_definitions_it_promises(cpu):
