@@ -170,7 +170,11 @@ def measured_table(facts: dict[str, Any]) -> Table:
     unit = facts["device_unit"]
     counts = facts["device_counts"]
     rows: list[tuple[str, str]] = []
-    kind = "CPU processes (ranks)" if unit == "CPU rank" else "GPUs"
+    one = counts == [1]
+    if unit == "CPU rank":
+        kind = "CPU process (rank)" if one else "CPU processes (ranks)"
+    else:
+        kind = "GPU" if one else "GPUs"
     names = facts.get("gpu_names")
     on = f" ({', '.join(names)})" if names and unit == "GPU" else ""
     rows.append(

@@ -89,9 +89,8 @@ def markdown() -> str:
             lines.append("| option | default | environment variable | what it does |")
             lines.append("|---|---|---|---|")
             for opt in options:
-                lines.append(
-                    f"| {_flags(opt)} | {_default(opt)} | `{opt.envvar}` | {_cell(opt.help or '')} |"
-                )
+                cells = (_flags(opt), _default(opt), f"`{opt.envvar}`", _cell(opt.help or ""))
+                lines.append(f"| {' | '.join(cells)} |")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -100,7 +100,7 @@ def test_machine_and_load_say_not_recorded_for_an_older_sweep():
     table = dict(measured_table(facts).rows)
     assert table["load"].startswith("not recorded")
     assert table["machine"] == "CPU model not recorded; NVIDIA H100 80GB HBM3"
-    assert table["devices"] == "1 GPUs (NVIDIA H100 80GB HBM3)"
+    assert table["devices"] == "1 GPU (NVIDIA H100 80GB HBM3)"
 
 
 def test_real_data_is_not_called_synthetic():
