@@ -385,8 +385,7 @@ def estimate(
     if spec.point_s is not None:
         return Estimate(
             len(to_run) * spec.point_s,
-            f"{spec.point_s:g} s a point, measured on {spec.measured_on}; {spec.source} "
-            "[estimate]",
+            f"{spec.point_s:g} s a point, measured on {spec.measured_on}; {spec.source} [estimate]",
         )
     return Estimate(
         None,
