@@ -55,9 +55,11 @@ def _default(option: click.Option) -> str:
     if option.required:
         return "required"
     default = option.default
+    if default is None:  # decided elsewhere (the sweep file, ...): the help says where
+        return ""
     if option.is_flag:  # on/off; a plain flag's default is off (click's unset sentinel)
         return "on" if default is True else "off"
-    if callable(default) or default is None:
+    if callable(default):
         return ""
     return f"`{default}`"
 
