@@ -297,6 +297,9 @@ def test_a_serving_report_defines_serving_terms_not_training_ones(tmp_path):
     assert rep.measured is None and rep.answer == ()
     # What the folder holds is a fact, not a warning.
     assert rep.notes == () and "serving benchmarks only" in rep.quiet_notes[0]
+    # -o may replace a serving report it wrote, as it replaces a scaling one.
+    out = report.render_report(tmp_path, tmp_path / "serving.html")
+    assert report.render_report(tmp_path, out) == out
 
 
 def test_the_text_report_titles_why_once_and_holds_the_definitions_it_promises(cpu):
