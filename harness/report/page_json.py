@@ -98,7 +98,7 @@ def build_json(
         )
     body = {
         "title": title,
-        "measured": measured_facts(frame, env),
+        "measured": measured_facts(frame, env) if len(frame) else None,  # no runs: nothing
         "answer": answer,
         "headline": headline,
         "curves": curves[list(JSON_CURVE_COLUMNS)].to_dict("records"),
