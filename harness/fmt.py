@@ -177,14 +177,17 @@ def point_label(
 ) -> str:
     """A short human name for a point: ``precision=bf16 per_device_batch=32``.
 
-    With ``unit`` (:func:`device_unit`), the device count reads as words: ``2 CPU ranks
-    precision=bf16`` instead of ``world_size=2 precision=bf16``.
+    With ``unit`` (:func:`device_unit`), the report's spelling: the device count reads as
+    words and compile as what it is (``2 CPU ranks torch.compile precision=bf16`` instead of
+    ``world_size=2 compile=True precision=bf16``).
     """
     parts = []
     for c in columns:
         if c == "world_size" and unit is not None:
             n = row[c]
             parts.append(f"{fmt_value(n)} {unit if n == 1 else unit + 's'}")
+        elif c == "compile" and unit is not None and isinstance(row[c], (bool, np.bool_)):
+            parts.append("torch.compile" if row[c] else "eager")
         else:
             parts.append(f"{c}={fmt_value(row[c])}")
     return " ".join(parts) if parts else "all points"

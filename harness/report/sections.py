@@ -62,9 +62,11 @@ def headline_table(
         # "world_size=2" under "best configuration at N=2" told the reader nothing.
         others = [c for c in fmt.label_columns(ok) if c not in ("world_size", "nodes")]
         if len(at_max) > 1:
-            rows.append((f"fastest configuration at N={n}", fmt.point_label(top, others)))
+            rows.append(
+                (f"fastest configuration at N={n}", fmt.point_label(top, others, unit=unit))
+            )
         elif others:
-            rows.append((f"configuration at N={n}", fmt.point_label(top, others)))
+            rows.append((f"configuration at N={n}", fmt.point_label(top, others, unit=unit)))
         rows.append(
             (
                 "its throughput (samples/s)",

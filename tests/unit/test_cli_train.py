@@ -107,7 +107,7 @@ def test_one_rank_trains_with_the_thread_count_a_launched_rank_gets(tmp_path, mo
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     # Recorded from inside the training loop: the log callback runs on every logged step.
     run_fit_local(
-        _fit_spec(epochs=1),
+        _fit_spec(epochs=1, stop_after_steps=2),
         tmp_path / "a",
         on_log=lambda m: seen.append((m, torch.get_num_threads())),
     )
@@ -120,7 +120,7 @@ def test_one_rank_trains_with_the_thread_count_a_launched_rank_gets(tmp_path, mo
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     seen.clear()
     run_fit_local(
-        _fit_spec(epochs=1),
+        _fit_spec(epochs=1, stop_after_steps=2),
         tmp_path / "b",
         on_log=lambda m: seen.append((m, torch.get_num_threads())),
     )

@@ -55,6 +55,14 @@ def cpu(tmp_path_factory):
     return sweep, report.load_report(sweep)
 
 
+@pytest.fixture(scope="module")
+def gpu(tmp_path_factory):
+    """One GPU sweep without telemetry that varies batch and compile (loaded once)."""
+    spec = FakeSweep(world_sizes=(1, 2), batches=(16, 32), precisions=("bf16",),
+                     compiles=(False, True), telemetry=False, failures=False)  # fmt: skip
+    return report.load_report(write_sweep(tmp_path_factory.mktemp("gpu"), spec))
+
+
 # -- 1. what was measured, said up front ----------------------------------------------------
 
 
@@ -111,16 +119,12 @@ def test_real_data_is_not_called_synthetic():
     assert describe_data("synthetic")[1] and describe_data("hub")[1] is False
 
 
-def test_configurations_are_named_by_what_varies_never_by_a_tautology(cpu, tmp_path):
+def test_configurations_are_named_by_what_varies_never_by_a_tautology(cpu, gpu):
     _, only_n = cpu
     cells = " ".join(c for row in only_n.headline.rows for c in row)
     assert "world_size=" not in cells and "best configuration" not in cells
-    batches = report.load_report(
-        write_sweep(tmp_path / "b", FakeSweep(world_sizes=(1, 2), batches=(16, 32),
-                                              precisions=("bf16",), failures=False))
-    )  # fmt: skip
-    rows = dict(batches.headline.rows)
-    assert rows["fastest configuration at N=2"] == "per_device_batch=32"
+    rows = dict(gpu.headline.rows)
+    assert rows["fastest configuration at N=2"] == "per_device_batch=32 torch.compile"
 
 
 def test_the_first_screen_answers_how_well_and_why(cpu):
@@ -170,14 +174,12 @@ def test_a_cpu_sweep_speaks_of_cpu_ranks_in_every_chart_and_table_of_this_page(c
     assert not [c for c in cells if "GPU" in c and c != "no GPU" and "no GPU" not in c]
 
 
-def test_expected_absences_are_a_quiet_note_and_real_gaps_still_warn(cpu, tmp_path):
+def test_expected_absences_are_a_quiet_note_and_real_gaps_still_warn(cpu, gpu):
     _, rep = cpu
     assert rep.notes == () and rep.quiet_notes[0].startswith("CPU run: no GPU telemetry")
     html = report.render_html(rep)
     assert 'class="notes"' not in html and 'class="quiet"' in html
-    gpu = write_sweep(tmp_path / "gpu", FakeSweep(world_sizes=(1, 2), batches=(16,),
-                                                  telemetry=False, failures=False))  # fmt: skip
-    assert "No GPU telemetry" in " ".join(report.load_report(gpu).notes)
+    assert "No GPU telemetry" in " ".join(gpu.notes)  # a GPU sweep without it still warns
 
 
 # -- 3. the chart glitches --------------------------------------------------------------------
@@ -226,21 +228,17 @@ def test_reference_rows_say_reference_not_a_zero_width_interval(cpu):
     assert "100.0% [100.0" not in report.render_html(rep)
 
 
-def test_compile_reads_eager_or_torch_compile_never_false(tmp_path):
-    sweep = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2), batches=(16,),
-                                            compiles=(False, True), failures=False))  # fmt: skip
-    points = next(s for s in report.load_report(sweep).sections if s.id == "points").tables[0]
+def test_compile_reads_eager_or_torch_compile_never_false(gpu):
+    points = next(s for s in gpu.sections if s.id == "points").tables[0]
     col = points.columns.index("compile")
     assert {row[col] for row in points.rows} == {"eager", "torch.compile"}
 
 
-def test_columns_nothing_measured_are_left_out_on_cpu_and_kept_on_gpu(cpu, tmp_path):
+def test_columns_nothing_measured_are_left_out_on_cpu_and_kept_on_gpu(cpu, gpu):
     _, rep = cpu
     columns = next(s for s in rep.sections if s.id == "points").tables[0].columns
     assert "MFU" not in columns and "mem GiB" not in columns
     assert "samples/s/CPU rank" in columns
-    gpu = report.load_report(write_sweep(tmp_path / "gpu", FakeSweep(world_sizes=(1, 2),
-                                                                     batches=(16,))))  # fmt: skip
     columns = next(s for s in gpu.sections if s.id == "points").tables[0].columns
     assert "MFU" in columns and "mem GiB" in columns
 
