@@ -52,7 +52,7 @@ def run_fit_local(
         # rank trains like a one-rank sweep point. Left at torch's default (every core), one
         # rank on the 2-core box collapsed whenever other work ran (91 and 157 samples/s for 40
         # steps where one thread kept 632 and 1,058); on the idle box two threads were about
-        # 20% faster (1,625 against 1,320): OMP_NUM_THREADS=2 asks for them.
+        # 20% faster (1,625 against 1,312): OMP_NUM_THREADS=2 asks for them.
         threads = rank_threads(build_env(run))
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
