@@ -545,6 +545,17 @@ class FitResult:
     heldout_items: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def trained(self) -> bool:
+        """Whether this call ran any step (a resume of a finished run runs none)."""
+        return bool(self.losses)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> FitResult:
+        """The inverse of ``dataclasses.asdict`` (``fit_result.json``): pairs back to tuples."""
+        pairs = ("losses", "accuracies")
+        return cls(**{k: tuple(map(tuple, v)) if k in pairs else v for k, v in doc.items()})
+
 
 def load_text_data(run: RunSpec, eval_fraction: float, *, need_tokenizer: bool = False):
     """(train dataset, held-out dataset, tokenizer or None) for a spec."""
@@ -681,7 +692,14 @@ def fit(
             log(f"checkpoint {path}")
 
     start, samples_before = time.perf_counter(), trainer.totals.samples
-    stopped = False
+    # A resume past --steps stops before its first step, as one past the last epoch does.
+    stopped = spec.stop_after_steps is not None and step >= spec.stop_after_steps
+    if stopped or stream.epoch >= spec.epochs:
+        log(
+            f"nothing to train: {out} is at step {step}, epoch {stream.epoch} of {spec.epochs}"
+            + (f", --steps {spec.stop_after_steps}" if spec.stop_after_steps else "")
+            + " (raise --epochs or --steps to go on)"
+        )
     while stream.epoch < spec.epochs and not stopped:
         epoch = stream.epoch
         while stream.offset // run.grad_accum < steps_per_epoch:

@@ -52,10 +52,24 @@ def fit_and_record(
     spec: FitSpec, ctx: DistContext, out: Path, *, on_log: Callable[[str], None] = log
 ) -> FitResult:
     """Fine-tune in this process group; rank 0 writes ``out/fit_result.json`` (the summary
-    ``distrinews-bench train`` promises in --out, for one rank as for torchrun runs)."""
+    ``distrinews-bench train`` promises in --out, for one rank as for torchrun runs).
+
+    A call that trains nothing (the resume of a finished run) keeps the earlier
+    ``fit_result.json`` and returns it: the run's results, not an empty summary over them.
+    """
     result = fit(spec, ctx, out, log=on_log if ctx.is_main else lambda _m: None)
-    if ctx.is_main:
-        atomic_write_text(out / FIT_RESULT_JSON, json.dumps(asdict(result), indent=2))
+    if not ctx.is_main:
+        return result
+    path = out / FIT_RESULT_JSON
+    if not result.trained and path.is_file():
+        try:
+            kept = FitResult.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            on_log(f"warning: {path} unreadable ({exc}); replaced by this call's empty result")
+        else:
+            on_log(f"kept {path}: this call trained nothing")
+            return kept
+    atomic_write_text(path, json.dumps(asdict(result), indent=2))
     return result
 
 

@@ -1,8 +1,10 @@
 """``distrinews-bench``: the command line. Parses options and calls typed functions; no logic.
 
 Every command turns a :class:`~distrinews.errors.UserError` into one line on stderr and exit
-status 2, with no traceback. Options can also come from the environment as
-``DISTRINEWS_<COMMAND>_<OPTION>`` (click's ``auto_envvar_prefix``).
+status 2, with no traceback. Every option can also come from the environment as
+``DISTRINEWS_<COMMAND>_<FLAG>``, the flag's own name (``--format`` of ``report``:
+``DISTRINEWS_REPORT_FORMAT``), whatever the Python parameter is called: :class:`FlagEnvGroup`
+names them (click's own ``auto_envvar_prefix`` would use the parameter's name, ``..._FMT``).
 """
 
 from __future__ import annotations
@@ -35,11 +37,43 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except BrokenPipeError:
+            if not reader_gone(sys.stdout):
+                raise  # a socket or a child's pipe broke: a real error, reported below
+            quiet_pipe_exit()
         except OSError as exc:
             click.echo(f"error: {describe_os_error(exc)}", err=True)
             sys.exit(2)
 
     return wrapper
+
+
+#: Exit status of a command whose reader went away (``... | head -1``): what a shell reports
+#: for a process that SIGPIPE ended (128 + 13), as ``yes | head -1`` gives.
+SIGPIPE_EXIT = 128 + signal.SIGPIPE
+
+
+def reader_gone(stream: Any) -> bool:
+    """Whether ``stream`` is a pipe whose reading end is closed (poll says POLLERR)."""
+    import select
+
+    try:
+        fd = stream.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real file behind it (a test's buffer)
+        return False
+
+
+def quiet_pipe_exit() -> None:
+    """End like a process that SIGPIPE stopped: no message, status 141. stdout is pointed at
+    /dev/null first, so the interpreter's last flush has nowhere to fail."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(SIGPIPE_EXIT)
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -63,8 +97,58 @@ class FiniteFloatRange(click.FloatRange):
         return rv
 
 
+#: Every option's environment variable starts with this, then the command path, then the flag.
+ENV_PREFIX = "DISTRINEWS"
+
+
+def envvar_name(prefix: str, option: click.Option) -> str:
+    """``PREFIX_FLAG``: the option's first long flag as typed (``--format`` -> ``FORMAT``,
+    ``--progress/--no-progress`` -> ``PROGRESS``), dashes as underscores, upper case."""
+    longs = [o for o in option.opts if o.startswith("--")]
+    flag = (longs[0] if longs else max(option.opts, key=len)).lstrip("-")
+    return f"{prefix}_{flag}".replace("-", "_").upper()
+
+
+def name_envvars(command: click.Command, prefix: str) -> None:
+    """Give each option of ``command`` the variable :func:`envvar_name` spells, and that one
+    only (click's automatic ``PREFIX_<parameter name>`` is switched off for it)."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.expose_value:
+            param.envvar = envvar_name(prefix, param)
+            param.allow_from_autoenv = False
+
+
+def command_prefix(parent_prefix: str, name: str) -> str:
+    """The variable prefix of a subcommand: ``DISTRINEWS`` + ``bench-serve`` ->
+    ``DISTRINEWS_BENCH_SERVE`` (click's own rule for a context's prefix)."""
+    return f"{parent_prefix}_{name}".replace("-", "_").upper()
+
+
+class FlagEnvGroup(click.Group):
+    """A command group whose commands read ``DISTRINEWS_<COMMAND>_<FLAG>``.
+
+    The names are given when a command is looked up to run (or to show its help), so a command
+    added later, by any module, gets them too; ``@cli.group()`` makes groups of this class, so
+    nested commands follow the same rule (``DISTRINEWS_<GROUP>_<COMMAND>_<FLAG>``).
+    """
+
+    group_class = type
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and name is not None:
+            name_envvars(command, command_prefix(ctx.auto_envvar_prefix or ENV_PREFIX, name))
+        return name, command, rest
+
+
 @click.group(
-    context_settings={"auto_envvar_prefix": "DISTRINEWS", "help_option_names": ["-h", "--help"]}
+    cls=FlagEnvGroup,
+    context_settings={"auto_envvar_prefix": ENV_PREFIX, "help_option_names": ["-h", "--help"]},
+    epilog="Every option can also be set in the environment as DISTRINEWS_<COMMAND>_<FLAG>, "
+    "e.g. DISTRINEWS_REPORT_FORMAT=text or DISTRINEWS_SWEEP_TIMEOUT_S=600. "
+    "Reference: docs/cli.md.",
 )
 @click.version_option(package_name="distrinews")
 def cli() -> None:
@@ -202,6 +286,8 @@ def train(
     """
     import os
 
+    from distrinews.checkpoint import latest_checkpoint
+    from distrinews.layout import FIT_RESULT_JSON
     from distrinews.runspec import DEFAULT_LR, RunSpec
     from distrinews.train import FitSpec
     from harness.train_local import run_fit_local
@@ -248,7 +334,17 @@ def train(
         )
     for epoch, acc in result.accuracies:
         click.echo(f"epoch {epoch}: held-out accuracy {acc:.3f} (chance 0.250)")
-    click.echo(f"checkpoints: {out / 'checkpoints'}")
+    # Only paths that exist: --steps can stop before the first checkpoint is written.
+    latest = latest_checkpoint(out)
+    if latest is not None:
+        click.echo(f"checkpoint: {latest} (serve it: distrinews-bench serve --checkpoint {out})")
+    else:
+        click.echo(
+            "no checkpoint yet: the run stopped (--steps) before an epoch ended; "
+            "--checkpoint-every N also saves every N steps"
+        )
+    if (out / FIT_RESULT_JSON).is_file():
+        click.echo(f"results: {out / FIT_RESULT_JSON}")
 
 
 # -- sweep, sbatch, export (harness helper) --------------------------------------------------
@@ -271,7 +367,28 @@ def _after_sweep(sweep_dir: Path) -> None:
         click.echo(f"warning: no report: {describe_os_error(exc)}", err=True)
 
 
-@cli.command()
+class SweepCommand(click.Command):
+    """``sweep``, whose help ends with the built-in sweeps (read from harness/sweeps/ when the
+    help is shown, so a new sweep file appears without editing the help)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from harness.spec import DEFAULT_CPU_SWEEP, DEFAULT_GPU_SWEEP, builtin_sweeps, load_builtin
+
+        defaults = {
+            DEFAULT_CPU_SWEEP: "default without a GPU",
+            DEFAULT_GPU_SWEEP: "default on a GPU node",
+        }
+        rows = []
+        for name in builtin_sweeps():
+            description = load_builtin(name).description
+            tag = f" [{defaults[name]}]" if name in defaults else ""
+            rows.append((name, f"{description}{tag}"))
+        with formatter.section("Built-in sweeps (harness/sweeps/; give the name or a .toml file)"):
+            formatter.write_dl(rows)
+        super().format_epilog(ctx, formatter)
+
+
+@cli.command(cls=SweepCommand)
 @click.argument("sweep_file", required=False)
 @click.option(
     "--results",
@@ -366,6 +483,7 @@ def sweep(
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     spec = resolve_sweep(sweep_file, gpu_count=gpus)
+    chosen = sweeps.chosen_because(sweep_file, gpu_count=gpus)
     overrides = {k: v for k, v in (("data", data), ("tokenizer", tokenizer)) if v is not None}
     if overrides:
         spec = spec.with_run(**overrides)
@@ -384,15 +502,13 @@ def sweep(
         predict_oom=not no_predict_oom,
     )
     if dry_run:
-        sweep_dir, planned = sweeps.prepare(spec, options)
-        click.echo(f"sweep {spec.source} -> {sweep_dir}")
-        click.echo(sweeps.format_plan(planned))
+        click.echo(sweeps.dry_run(spec, options, chosen=chosen))
         return
     # SIGTERM (scancel, a CI runner stopping, `kill`) stops the sweep as Ctrl-C does: the point
     # in flight is killed with its whole tree and gets no row, so the next run resumes it.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        result = sweeps.run_sweep(spec, options, echo=click.echo)
+        result = sweeps.run_sweep(spec, options, echo=click.echo, chosen=chosen)
     except KeyboardInterrupt as exc:
         why = f" ({exc})" if str(exc) else ""
         click.echo(
@@ -403,7 +519,9 @@ def sweep(
         signal.signal(signal.SIGTERM, previous)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
     click.echo(f"ran {result.ran} point(s); sweep now: {counts or 'no points'}")
-    click.echo(f"results: {result.sweep_dir} (ledger: {result.sweep_dir / LEDGER_NAME})")
+    ledger = result.sweep_dir / LEDGER_NAME
+    where = f" (ledger: {ledger})" if ledger.is_file() else ""
+    click.echo(f"results: {result.sweep_dir}{where}")
     _after_sweep(result.sweep_dir)
 
 

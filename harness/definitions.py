@@ -131,6 +131,51 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: A bench-serve level is flagged when the other runs at its concurrency reached this many
+#: times its requests/s (or it reached this many times theirs): one level at 4.7 requests/s
+#: beside a rerun's 216 is a broken run or a busy machine, not the service's speed.
+SERVING_OUTLIER_RATIO = 3.0
+
+#: What a serving report's numbers mean (bench-serve rows, harness/bench_serve.py): a report of
+#: a folder holding serving benchmarks prints these, not (only) the training terms above.
+SERVING_DEFINITIONS: tuple[tuple[str, str], ...] = (
+    (
+        "Concurrency",
+        "Requests in flight at once: N client tasks each send POST /predict back to back (a "
+        "closed loop: a new request leaves as soon as that task's previous answer arrives), "
+        "until the level has sent --requests requests or --max-seconds have passed.",
+    ),
+    (
+        "requests/s",
+        "Successful requests divided by the level's wall time (first send to last answer); "
+        "texts/s = requests/s × texts per request.",
+    ),
+    (
+        "Latency p50 / p95 / p99",
+        "Percentiles of the end-to-end time of successful requests as the client sees it "
+        "(request sent to the answer's last byte, queueing in the server included), in ms. "
+        "Percentiles, not a mean: a service is judged by its slow tail.",
+    ),
+    (
+        "Errors",
+        "Requests that failed: an HTTP status other than 200, or a transport error. They count "
+        "in requests, not in requests/s or the latencies.",
+    ),
+    (
+        "Batch window",
+        "The server's micro-batching window (serve --batch-window-ms): requests arriving "
+        "within it share one forward pass; 0 is off.",
+    ),
+    (
+        "Outlier level",
+        f"A level whose requests/s is {SERVING_OUTLIER_RATIO:g}× or more off the median of the "
+        "other runs at the same "
+        "concurrency: flagged, since a broken run or a busy machine is likelier than the "
+        "service changing speed.",
+    ),
+)
+
+
 def markdown(width: int = 98) -> str:
     """The bullets of docs/metrics.md: ``- **term**: definition``, wrapped."""
     import textwrap

@@ -8,7 +8,8 @@ the regression gate and the projection table agree:
   :func:`pp` (percentage points), :func:`value_ci` (the projection's spelling, ``-`` for no value),
   :func:`signed_pct` / :func:`signed_pp` / :func:`bracket` / :func:`rate` (compare's change
   columns), :func:`env_value` (an env.json field), :func:`to_ms`;
-- labels: :func:`fmt_value` (a configuration value), :func:`label_columns` (which varying
+- labels: :func:`device_unit` (``GPU`` or ``CPU rank``: words follow the device),
+  :func:`fmt_value` (a configuration value), :func:`label_columns` (which varying
   columns are worth naming a point by), :func:`point_label` (``precision=bf16
   per_device_batch=32``), :func:`curve_names` / :func:`group_names` (the names of analysis'
   scaling curves and factor groups), :func:`group_label` (a memory-model group),
@@ -141,6 +142,17 @@ def env_value(value: Any) -> str:
 # -- labels ----------------------------------------------------------------------------------
 
 
+def device_unit(frame: pd.DataFrame) -> str:
+    """What one rank is, for labels: "GPU" when any point ran on CUDA, else "CPU rank"."""
+    devices = set(frame["device"].dropna()) if "device" in frame and len(frame) else set()
+    return "CPU rank" if devices and devices <= {"cpu"} else "GPU"
+
+
+def device_count_title(unit: str) -> str:
+    """An axis or column title for the number of devices: ``CPU ranks (world size)``."""
+    return f"{unit}s (world size)"
+
+
 def fmt_value(value: Any) -> str:
     """A configuration value as a label shows it: the spelling analysis groups levels by
     (2 and 2.0 alike, missing ``-``, empty ``none``), so a label and its group always agree."""
@@ -160,9 +172,24 @@ def label_columns(
     return cols
 
 
-def point_label(row: pd.Series | dict[str, Any], columns: Sequence[str]) -> str:
-    """A short human name for a point: ``precision=bf16 per_device_batch=32``."""
-    parts = [f"{c}={fmt_value(row[c])}" for c in columns]
+def point_label(
+    row: pd.Series | dict[str, Any], columns: Sequence[str], *, unit: str | None = None
+) -> str:
+    """A short human name for a point: ``precision=bf16 per_device_batch=32``.
+
+    With ``unit`` (:func:`device_unit`), the report's spelling: the device count reads as
+    words and compile as what it is (``2 CPU ranks torch.compile precision=bf16`` instead of
+    ``world_size=2 compile=True precision=bf16``).
+    """
+    parts = []
+    for c in columns:
+        if c == "world_size" and unit is not None:
+            n = row[c]
+            parts.append(f"{fmt_value(n)} {unit if n == 1 else unit + 's'}")
+        elif c == "compile" and unit is not None and isinstance(row[c], (bool, np.bool_)):
+            parts.append("torch.compile" if row[c] else "eager")
+        else:
+            parts.append(f"{c}={fmt_value(row[c])}")
     return " ".join(parts) if parts else "all points"
 
 

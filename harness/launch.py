@@ -203,10 +203,30 @@ def build_env(spec: RunSpec, base: Mapping[str, str] | None = None) -> dict[str,
     # lets telemetry sample exactly the GPUs the ranks use.
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     # One intra-op thread per rank unless the user says otherwise: ranks share the cores.
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", RANK_THREADS)
     # Surface NCCL failures as exceptions (-> error.json) instead of hanging until timeout.
     env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
     return env
+
+
+#: Intra-op threads per rank unless OMP_NUM_THREADS says otherwise. One: a machine's ranks share
+#: its cores, and a rank running as many threads as there are cores spins against the others.
+#: The in-process single rank of ``train`` gets the same (:func:`rank_threads`), so one rank
+#: trains as fast there as under torchrun.
+RANK_THREADS = "1"
+
+
+def rank_threads(env: Mapping[str, str]) -> int:
+    """The intra-op thread count a rank started with ``env`` (from :func:`build_env`) runs.
+
+    ``OMP_NUM_THREADS`` as OpenMP reads it: a whole number >= 1, or a list for nested levels
+    whose first entry counts (``4,2`` -> 4). Anything else is refused (UserError).
+    """
+    text = env.get("OMP_NUM_THREADS", RANK_THREADS)
+    first = text.split(",")[0].strip()
+    if not first.isdigit() or int(first) < 1:
+        raise UserError(f"OMP_NUM_THREADS = {text!r}; expected a whole number >= 1")
+    return int(first)
 
 
 def effective_nccl_env(env: Mapping[str, str]) -> dict[str, str]:

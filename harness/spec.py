@@ -77,7 +77,10 @@ TOP_KEYS = (
     "run",
     "axes",
     "max_batch",
+    "estimate",
 )
+#: Keys of the optional [estimate] table: how long one point takes, as measured, and where.
+ESTIMATE_KEYS = ("point_s", "measured_on")
 #: Keys of the optional [gate] table: the regression gate's tolerances for this machine class.
 GATE_KEYS = ("rtol", "efficiency_tol_pp")
 
@@ -248,9 +251,32 @@ class SweepSpec:
     """Where the spec came from, for messages."""
     max_batch: MaxBatchSearch = field(default_factory=MaxBatchSearch)
     """The [max_batch] table: search the largest per-device batch that fits (off by default)."""
+    point_s: float | None = None
+    """The [estimate] table's ``point_s``: seconds one point took where it was measured (start
+    to ledger row, torchrun and the explain phase included). The sweep's first line multiplies
+    it by the points to run, when the folder has no earlier runs to estimate from."""
+    measured_on: str = ""
+    """The [estimate] table's ``measured_on``: the machine and the command ``point_s`` comes
+    from (a figure without its machine means nothing); printed beside the estimate."""
 
     def __post_init__(self) -> None:
         check_name(self.name, where=f"{self.source}: name")
+        if self.point_s is not None and (
+            not isinstance(self.point_s, (int, float))
+            or isinstance(self.point_s, bool)
+            or not math.isfinite(self.point_s)
+            or self.point_s <= 0
+        ):
+            raise UserError(
+                f"{self.source}: estimate.point_s = {self.point_s!r}; expected a finite number > 0"
+            )
+        if not isinstance(self.measured_on, str) or (
+            self.point_s is not None and not self.measured_on.strip()
+        ):
+            raise UserError(
+                f"{self.source}: estimate.measured_on = {self.measured_on!r}; expected a string "
+                "naming the machine and command point_s was measured with"
+            )
         if self.scaling not in SCALING_MODES:
             raise UserError(
                 f"{self.source}: scaling = {self.scaling!r}; allowed: {', '.join(SCALING_MODES)}"
@@ -391,6 +417,7 @@ class SweepSpec:
             "axes": {name: list(values) for name, values in self.axes},
             "source": self.source,
             "max_batch": self.max_batch.to_dict(),
+            "estimate": {"point_s": self.point_s, "measured_on": self.measured_on},
         }
 
     def with_run(self, **overrides: Any) -> SweepSpec:
@@ -504,6 +531,9 @@ def parse_sweep(text: str, *, source: str = "<sweep>") -> SweepSpec:
         kwargs["max_batch"] = MaxBatchSearch.from_table(doc["max_batch"], source=source)
     gate = _table(doc.get("gate", {}), source, "gate")
     _no_unknown(gate, GATE_KEYS, source, "gate.")
+    estimate = _table(doc.get("estimate", {}), source, "estimate")
+    _no_unknown(estimate, ESTIMATE_KEYS, source, "estimate.")
+    kwargs.update(estimate)
     return SweepSpec(**kwargs, gate=tuple(gate.items()), run=run, axes=axes, source=source)
 
 
@@ -597,10 +627,16 @@ def load_builtin(name: str) -> SweepSpec:
     return parse_sweep(resource.read_text(encoding="utf-8"), source=f"harness/sweeps/{name}.toml")
 
 
+#: The built-in sweep ``distrinews-bench sweep`` runs with no argument: on a machine with GPUs,
+#: and on one without.
+DEFAULT_GPU_SWEEP = "default-gpu"
+DEFAULT_CPU_SWEEP = "cpu-smoke"
+
+
 def resolve_sweep(arg: str | None, *, gpu_count: int) -> SweepSpec:
     """A sweep from a path, a built-in name, or (None) the default fitted to the machine."""
     if arg is None:
-        return load_builtin("default-gpu" if gpu_count > 0 else "cpu-smoke")
+        return load_builtin(DEFAULT_GPU_SWEEP if gpu_count > 0 else DEFAULT_CPU_SWEEP)
     path = Path(arg)
     if path.suffix == ".toml" or path.exists():
         return load_sweep(path)

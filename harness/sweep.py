@@ -26,6 +26,7 @@ import functools
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -224,6 +225,20 @@ def prepare(spec: SweepSpec, options: SweepOptions) -> tuple[Path, list[PlannedP
     return sweep_dir, plan(points, store.read_ledger(sweep_dir), retry_failed=options.retry_failed)
 
 
+def dry_run(spec: SweepSpec, options: SweepOptions, *, chosen: str = "") -> str:
+    """What ``--dry-run`` prints: the sweep's first line, then one line per point."""
+    sweep_dir, planned = prepare(spec, options)
+    first = start_line(
+        _named(spec, options),
+        planned,
+        sweep_dir,
+        chosen=chosen,
+        rows=store.read_ledger(sweep_dir),
+        timeout_s=options.timeout_s or spec.timeout_s,
+    )
+    return f"{first}\n{format_plan(planned)}"
+
+
 def default_sampler(spec: RunSpec, env: dict[str, str]) -> telemetry.Sampler:
     """NVML on the GPUs a CUDA point uses (CUDA_VISIBLE_DEVICES order); nothing for CPU."""
     if spec.device != "cuda":
@@ -242,8 +257,13 @@ def run_sweep(
     *,
     echo: Callable[[str], None] = print,
     sampler_for: SamplerFactory = default_sampler,
+    chosen: str = "",
 ) -> SweepResult:
-    """Run (or resume) a sweep; see the module docstring. Returns where the results are."""
+    """Run (or resume) a sweep; see the module docstring. Returns where the results are.
+
+    ``chosen`` says why this sweep runs (:func:`chosen_because`); the first line printed
+    (:func:`start_line`) carries it, whether or not the output is a terminal.
+    """
     spec = _named(spec, options)
     sweep_dir = Path(options.results) / spec.name
     timeout_s = options.timeout_s or spec.timeout_s
@@ -262,6 +282,8 @@ def run_sweep(
         to_run = [p.point for p in planned if p.action == "run"]
         done = sum(p.action == "done" for p in planned)
         kept = sum(p.action == "kept_failed" for p in planned)
+        echo(start_line(spec, planned, sweep_dir, chosen=chosen, rows=store.read_ledger(sweep_dir),
+                        timeout_s=timeout_s))  # fmt: skip
         if done or kept:
             echo(
                 f"resuming {sweep_dir}: {done} point(s) already ok"
@@ -308,6 +330,109 @@ def run_sweep(
         latest[p.point.run_id]["status"] for p in planned if p.point.run_id in latest
     )
     return SweepResult(sweep_dir=sweep_dir, ran=len(to_run), statuses=dict(statuses))
+
+
+def chosen_because(arg: str | None, *, gpu_count: int) -> str:
+    """Why this sweep, in words: the machine picked it (no argument), or the user named it."""
+    if arg is None:
+        if gpu_count == 0:
+            return "no GPU found: the default for a machine without one"
+        return f"{gpu_count} GPU(s) found: the default for a GPU node"
+    return "named on the command line"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long the points to run should take, and what that figure rests on."""
+
+    seconds: float | None
+    """None: nothing to estimate from (the line then gives the timeout as the bound)."""
+    basis: str
+    """Where the figure comes from, in words, machine included."""
+
+
+def estimate(
+    to_run: Sequence[Point], rows: Sequence[dict[str, Any]], spec: SweepSpec, timeout_s: float
+) -> Estimate:
+    """The time ``to_run`` should take (pure), from the best basis there is.
+
+    1. This folder's own ok runs (same machine, same sweep): each point the median duration of
+       the earlier runs at its world size (all earlier runs where none has it).
+    2. The sweep file's ``[estimate]``: ``point_s`` a point, measured where ``measured_on`` says.
+    3. Nothing: no figure, and each point's bound (``timeout_s``) instead.
+    """
+    past = [
+        r
+        for r in rows
+        if r.get("status") == "ok"
+        and isinstance(r.get("duration_s"), (int, float))
+        and math.isfinite(r["duration_s"])
+    ]
+    if past:
+        by_size: dict[Any, list[float]] = {}
+        for r in past:
+            by_size.setdefault(r.get("world_size"), []).append(float(r["duration_s"]))
+        overall = statistics.median(float(r["duration_s"]) for r in past)
+        total = sum(
+            statistics.median(by_size[p.spec.world_size])
+            if p.spec.world_size in by_size
+            else overall
+            for p in to_run
+        )
+        return Estimate(
+            total, f"median duration of the {len(past)} earlier ok run(s) in this folder"
+        )
+    if spec.point_s is not None:
+        return Estimate(
+            len(to_run) * spec.point_s,
+            f"{spec.point_s:g} s a point, measured on {spec.measured_on}; {spec.source} [estimate]",
+        )
+    return Estimate(
+        None,
+        "no earlier runs in this folder and no [estimate] in the sweep file; each point may "
+        f"take up to its timeout of {duration(timeout_s)}",
+    )
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``1 min 25 s``, ``2 h 05 min``: a wall time as a person reads it."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def start_line(
+    spec: SweepSpec,
+    planned: Sequence[PlannedPoint],
+    sweep_dir: Path,
+    *,
+    chosen: str,
+    rows: Sequence[dict[str, Any]],
+    timeout_s: float,
+) -> str:
+    """The sweep's first line: which sweep, why it was chosen, how many points, how long.
+
+    ``sweep cpu-smoke (harness/sweeps/cpu-smoke.toml; no GPU found: ...): 10 points, 10 to
+    run, estimated 1 min 25 s (8.5 s a point, measured on ...)``. Nothing to run says so
+    and how to run more.
+    """
+    why = f"; {chosen}" if chosen else ""
+    head = f"sweep {spec.name} ({spec.source}{why}) -> {sweep_dir}: {len(planned)} points"
+    counts = Counter(p.action for p in planned)
+    to_run = [p.point for p in planned if p.action == "run"]
+    if not to_run:
+        return (
+            f"{head}, none to run ({counts['done']} already ok, {counts['kept_failed']} failed "
+            f"kept, {counts['skip'] + counts['skip_recorded']} skipped): nothing to do. To "
+            "measure again, give a new folder (--name NEW) or more repeats (--repeats N); "
+            "--retry-failed re-runs failed points."
+        )
+    est = estimate(to_run, rows, spec, timeout_s)
+    when = f"estimated {duration(est.seconds)}" if est.seconds is not None else "no estimate"
+    return f"{head}, {len(to_run)} to run; {when} ({est.basis})"
 
 
 def format_row(row: dict[str, Any], point: Point) -> str:

@@ -10,6 +10,7 @@ import the report:
 - :mod:`~harness.report.model` -- the page model (:class:`Report`, :class:`Section`,
   :class:`Table`) and the loading decisions (which metrics, which runs' side files);
 - :mod:`~harness.report.sections` and :mod:`~harness.report.cost` -- each section of the page;
+  :mod:`~harness.report.measured` -- what was measured and the first screen's answer;
 - :mod:`~harness.report.build` -- :func:`build_report`: frames in, a Report out;
 - :mod:`~harness.report.page_html`, :mod:`~harness.report.page_text`,
   :mod:`~harness.report.page_json` -- the renderings;

@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from harness import analysis, fmt
+from harness import analysis, attribution, fmt
 from harness.report import cost
+from harness.report.measured import how_well, measured_facts, measured_table, why_unknown
 from harness.report.model import SUMMARY_METRICS, Report, Section
 from harness.report.sections import (
     definitions_section,
@@ -32,6 +33,7 @@ from harness.report.sections import (
     settings_sections,
     skipped_section,
     why_section,
+    why_sentence,
 )
 
 
@@ -63,13 +65,15 @@ def build_report(
     notes = list(frame.attrs.get("notes", []))
     summary = analysis.per_configuration(frame, SUMMARY_METRICS)
     curves = fmt.with_curve_names(analysis.scaling(frame, summary=summary), summary)
+    unit = fmt.device_unit(frame)
     label_cols = fmt.label_columns(summary)
     labels = {
-        r["config_key"]: fmt.point_label(r, label_cols)
+        r["config_key"]: fmt.point_label(r, label_cols, unit=unit)
         for r in summary[["config_key", *label_cols]].to_dict("records")
     }
+    # A run is its configuration and its repeat, spelled out (a bare "#3" explained nothing).
     run_labels = {
-        d: f"{labels.get(k, k)} #{fmt.num(rep)}"
+        d: f"{labels.get(k, k)}, repeat {fmt.num(rep)}"
         for d, k, rep in zip(frame["point_dir"], frame["config_key"], frame["repeat"], strict=True)
     }
     statuses = frame["status"] if len(frame) else pd.Series(dtype=object)
@@ -78,8 +82,9 @@ def build_report(
     n_skipped = int((statuses == "skipped").sum())
     n_failed = n_runs - n_ok - n_skipped
     serving_only = n_runs == 0 and bool(serving)
-    if serving_only:
-        notes.insert(0, "This folder holds serving benchmarks only: no training sweep points.")
+    quiet: list[str] = []
+    if serving_only:  # what the folder is, not a problem: said quietly
+        quiet.append("This folder holds serving benchmarks only: no training sweep points.")
     elif n_runs == 0:
         notes.insert(0, "This sweep has no finished points yet: the ledger is empty.")
     elif n_ok == 0 and not n_skipped:
@@ -108,7 +113,14 @@ def build_report(
         notes.append("Every point ran once: no repeats, so no confidence intervals.")
     if env is None and not serving_only:
         notes.append("env.json is missing: the environment of this sweep is unknown.")
-    notes.extend(_telemetry_notes(frame, telemetry))
+    for note in _telemetry_notes(frame, telemetry):
+        (quiet if note.startswith(CPU_RUN_NOTE) else notes).append(note)
+    answer: list[str] = []
+    if n_ok:
+        answer.extend(how_well(curves, summary, unit))
+        decomp = attribution.decompose(summary, curves)
+        why = why_sentence(decomp, summary) if len(decomp) else None
+        answer.append(f"Why: {why}" if why else why_unknown(summary, curves, unit))
 
     cost_parts = cost.cost_sections(
         summary,
@@ -144,7 +156,7 @@ def build_report(
             points_section(summary, curves, label_cols) if len(summary) else None,
             # bench-serve rows carry their own checkpoint and host
             environment_section(env, frame) if not serving_only else None,
-            definitions_section(),
+            definitions_section(training=not serving_only, serving=bool(serving)),
         )
         if s is not None
     )
@@ -157,15 +169,28 @@ def build_report(
         if serving_only
         else headline_table(frame, summary, curves, labels),
         sections=tuple(sections),
+        measured=None if serving_only else measured_table(measured_facts(frame, env)),
+        answer=tuple(answer),
+        quiet_notes=tuple(quiet),
     )
+
+
+#: How the expected absences of a CPU-only sweep start (a quiet note, not a warning).
+CPU_RUN_NOTE = "CPU run:"
 
 
 def _telemetry_notes(frame: pd.DataFrame, telemetry: pd.DataFrame) -> list[str]:
     if not len(frame):
         return []
     claimed = frame["telemetry_available"].astype("boolean").fillna(False).astype(bool)
+    if fmt.device_unit(frame) == "CPU rank":
+        # Expected, not a problem: CPU ranks have no NVML, no peak FLOP/s, no CUDA allocator.
+        return [
+            f"{CPU_RUN_NOTE} no GPU telemetry, MFU, peak memory or energy (they are GPU "
+            "measurements); throughput, scaling and its causes are measured as on GPUs."
+        ]
     if telemetry.empty and not claimed.any():
-        return ["No GPU telemetry in this sweep (CPU run, or NVML unavailable)."]
+        return ["No GPU telemetry in this sweep (NVML unavailable on the GPU nodes)."]
     if telemetry.empty and claimed.any():
         return ["GPU telemetry was recorded but no telemetry.jsonl file could be read."]
     return []

@@ -8,7 +8,7 @@ plot, every log axis saying so) is :func:`_layout`'s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,9 +128,42 @@ def _top_curves(curves: pd.DataFrame, metric: str) -> list[str]:
     return list(last.sort_values(metric, ascending=False)["curve_id"][:MAX_CURVES])
 
 
-def _ws_axis(values: Sequence[float]) -> dict[str, Any]:
+def _ws_axis(values: Sequence[float], unit: str = "GPU") -> dict[str, Any]:
+    """The device-count axis: ticks at the measured counts only, titled in the device's words
+    (``CPU ranks (world size)`` on a CPU sweep, :func:`harness.fmt.device_unit`)."""
     ticks = sorted({int(v) for v in values if np.isfinite(v)})
-    return {"title": "GPU count (world size)", "tickvals": ticks, "type": "log"}
+    return {"title": fmt.device_count_title(unit), "tickvals": ticks, "type": "log"}
+
+
+#: A value axis goes logarithmic only when its data spans at least this ratio: over a narrow
+#: range (213 to 500 samples/s) log ticks are few, odd and read as a steeper change.
+LOG_AXIS_MIN_RATIO = 10.0
+
+
+def _value_axis_type(*arrays: Any) -> str:
+    """``log`` when the positive values span LOG_AXIS_MIN_RATIO or more, else ``linear``."""
+    values = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0 or values.max() / values.min() < LOG_AXIS_MIN_RATIO:
+        return "linear"
+    return "log"
+
+
+def _band(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, group: str) -> go.Scatter:
+    """An interval band: a filled outline, drawn as a line only (no marker at its corners,
+    which read as measurements), hover off, no legend entry of its own."""
+    return go.Scatter(
+        x=np.concatenate([x, x[::-1]]),
+        y=np.concatenate([hi, lo[::-1]]),
+        mode="lines",
+        fill="toself",
+        fillcolor=_rgba(color, 0.15),
+        line={"width": 0},
+        hoverinfo="skip",
+        legendgroup=group,
+        showlegend=False,
+        name="interval",
+    )
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -138,16 +171,24 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def fig_throughput(curves: pd.DataFrame, metric: str = THROUGHPUT) -> go.Figure | None:
-    """Global throughput against GPU count per scaling curve, each with its ideal line."""
+def fig_throughput(
+    curves: pd.DataFrame, metric: str = THROUGHPUT, *, unit: str = "GPU"
+) -> go.Figure | None:
+    """Global throughput against device count per scaling curve, each with its ideal line.
+
+    The value axis is logarithmic only over an order of magnitude or more
+    (:func:`_value_axis_type`); ``unit`` names the devices (``GPU``, ``CPU rank``).
+    """
     if curves.empty:
         return None
     fig = go.Figure()
+    drawn = []
     for i, cid in enumerate(_top_curves(curves, metric)):
         c = curves[curves["curve_id"] == cid].sort_values("world_size")
         color = PALETTE[i % len(PALETTE)]
         name = c["curve"].iloc[0]
         med = c[metric].to_numpy(float)
+        drawn += [med, c["ideal"].to_numpy(float)]
         fig.add_trace(
             go.Scatter(
                 x=c["world_size"],
@@ -172,15 +213,20 @@ def fig_throughput(curves: pd.DataFrame, metric: str = THROUGHPUT) -> go.Figure 
                 hovertemplate="ideal linear: %{y:,.1f}<extra></extra>",
             )
         )
+    y_type = _value_axis_type(*drawn)
     return _layout(
         fig,
-        "Throughput vs GPU count (dotted: ideal linear scaling from the reference point)",
-        xaxis=_ws_axis(curves["world_size"]),
-        yaxis={"title": "samples/s (global, median)", "type": "log"},
+        f"Throughput vs {unit}s (dotted: ideal linear scaling from the reference point)",
+        xaxis=_ws_axis(curves["world_size"], unit),
+        yaxis={
+            "title": "samples/s (global, median)",
+            "type": y_type,
+            **({"rangemode": "tozero"} if y_type == "linear" else {}),
+        },
     )
 
 
-def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
+def fig_efficiency(curves: pd.DataFrame, *, unit: str = "GPU") -> go.Figure | None:
     """Scaling efficiency per curve with its bootstrap 95% band; 100% is perfect scaling."""
     if curves.empty:
         return None
@@ -193,19 +239,7 @@ def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
         lo, hi = c["efficiency_lo"].to_numpy(float), c["efficiency_hi"].to_numpy(float)
         if np.isfinite(lo).all():
             banded = True
-            fig.add_trace(
-                go.Scatter(
-                    x=np.concatenate([x, x[::-1]]),
-                    y=np.concatenate([hi, lo[::-1]]) * 100,
-                    fill="toself",
-                    fillcolor=_rgba(color, 0.15),
-                    line={"width": 0},
-                    hoverinfo="skip",
-                    legendgroup=cid,
-                    showlegend=False,
-                    name="95% interval",
-                )
-            )
+            fig.add_trace(_band(x, lo * 100, hi * 100, color, cid))
         fig.add_trace(
             go.Scatter(
                 x=x,
@@ -218,13 +252,13 @@ def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
             )
         )
     fig.add_hline(y=100, line={"color": "#888", "dash": "dash", "width": 1})
-    title = "Scaling efficiency vs GPU count"
+    title = f"Scaling efficiency vs {unit}s"
     # Promise a band only when one is drawn (single runs have no interval).
     title += " (band: bootstrap 95% interval)" if banded else " (single runs: no interval band)"
     return _layout(
         fig,
         title,
-        xaxis=_ws_axis(curves["world_size"]),
+        xaxis=_ws_axis(curves["world_size"], unit),
         yaxis={"title": "efficiency (%)"},
     )
 
@@ -280,7 +314,7 @@ def fig_factor(effect: pd.DataFrame, factor: str, title: str) -> go.Figure | Non
     )
 
 
-def fig_batch(summary: pd.DataFrame) -> go.Figure | None:
+def fig_batch(summary: pd.DataFrame, *, unit: str = "GPU") -> go.Figure | None:
     """Throughput and peak memory against per-device batch size, one line per setting."""
     ok = summary[summary[THROUGHPUT].notna()]
     if ok.empty or ok["per_device_batch"].nunique() < 2:
@@ -295,7 +329,7 @@ def fig_batch(summary: pd.DataFrame) -> go.Figure | None:
     fig = make_subplots(
         rows=1,
         cols=2 if has_mem else 1,
-        subplot_titles=("throughput", "peak memory per GPU") if has_mem else ("throughput",),
+        subplot_titles=("throughput", f"peak memory per {unit}") if has_mem else ("throughput",),
     )
     lines = list(ok.groupby(analysis.row_keys(ok, others), sort=True)) if others else [("", ok)]
     lines.sort(key=lambda kv: -kv[1][THROUGHPUT].max())
@@ -331,7 +365,7 @@ def fig_batch(summary: pd.DataFrame) -> go.Figure | None:
                 row=1,
                 col=2,
             )
-    fig.update_xaxes(title_text="per-device batch", type="log")
+    fig.update_xaxes(title_text=f"batch per {unit}", type="log")
     fig.update_yaxes(title_text="samples/s (global, median)", row=1, col=1)
     if has_mem:
         fig.update_yaxes(title_text=f"{mem_col} (GiB)", row=1, col=2)
@@ -391,10 +425,22 @@ def fig_knobs(summary: pd.DataFrame, knobs: Sequence[str]) -> go.Figure | None:
     )
 
 
+#: Short names of the runs the straggler chart draws per rank: S1 has the widest rank spread.
+#: (Not P1..: the tokens chart ranks its points by speed, F1 fastest; one code, one meaning.)
+STRAGGLER_CODE = "S"
+#: Short names of the points the tokens chart draws: F1 is the fastest.
+FASTEST_CODE = "F"
+
+
 def fig_stragglers(
-    summary: pd.DataFrame, rank_times: dict[str, list[list[float]]], labels: dict[str, str]
+    summary: pd.DataFrame,
+    rank_times: dict[str, list[list[float]]],
+    labels: dict[str, str],
+    *,
+    unit: str = "GPU",
 ) -> go.Figure | None:
-    """Per-rank step-time spread: the spread per point, and per-rank step times of a few points."""
+    """Per-rank step-time spread: the spread per point, and per-rank step times of a few points
+    (``rank_times`` in order of widest spread first, as the report picks them)."""
     multi = summary[(summary["world_size"] > 1) & summary["step_time_s_rank_spread"].notna()]
     if multi.empty and not rank_times:
         return None
@@ -404,7 +450,7 @@ def fig_stragglers(
         cols=cols,
         subplot_titles=(
             "slowest / fastest rank median step time",
-            "step times per rank (worst points)",
+            f"step times per rank ({STRAGGLER_CODE}1 = widest spread)",
         )[:cols],
     )
     if not multi.empty:
@@ -423,16 +469,16 @@ def fig_stragglers(
         )
         # Ticks at the measured GPU counts only: plotly's own log ticks (2, 3, ... 9) read as
         # GPU counts that were never run.
-        fig.update_xaxes(**_ws_axis(multi["world_size"]), row=1, col=1)
+        fig.update_xaxes(**_ws_axis(multi["world_size"], unit), row=1, col=1)
         fig.update_yaxes(title_text="spread (×)", row=1, col=1)
     for i, (label, times) in enumerate(rank_times.items()):
         for rank, steps in enumerate(times):
             fig.add_trace(
                 go.Box(
                     y=steps,
-                    # A short category per box (point P1.., rank); the legend names the points.
-                    x=[f"P{i + 1} rank {rank}"] * len(steps),
-                    name=f"P{i + 1}: {label}",
+                    # A short category per box (run S1.., rank); the legend names the runs.
+                    x=[f"{STRAGGLER_CODE}{i + 1} rank {rank}"] * len(steps),
+                    name=f"{STRAGGLER_CODE}{i + 1}: {label}",
                     legendgroup=label,
                     showlegend=rank == 0,
                     marker={"color": PALETTE[i % len(PALETTE)]},
@@ -443,7 +489,12 @@ def fig_stragglers(
             )
     if rank_times:
         fig.update_yaxes(title_text="step time (s)", row=1, col=cols)
-        fig.update_xaxes(title_text="point and rank", type="category", row=1, col=cols)
+        fig.update_xaxes(
+            title_text=f"run and rank ({STRAGGLER_CODE}1 = widest rank spread)",
+            type="category",
+            row=1,
+            col=cols,
+        )
     return _layout(fig, "Stragglers: per-rank step-time spread")
 
 
@@ -485,8 +536,10 @@ def fig_telemetry(telemetry: pd.DataFrame, labels: dict[str, str]) -> go.Figure 
     return _layout(fig, "GPU telemetry over time", height=640)
 
 
-def fig_mfu_tokens(summary: pd.DataFrame, labels: dict[str, str]) -> go.Figure | None:
-    """MFU against GPU count, and real vs padded tokens/s of the fastest points."""
+def fig_mfu_tokens(
+    summary: pd.DataFrame, labels: dict[str, str], *, unit: str = "GPU"
+) -> go.Figure | None:
+    """MFU against device count, and real vs padded tokens/s of the fastest points."""
     ok = summary[summary[THROUGHPUT].notna()]
     has_mfu = ok["mfu"].notna().any()
     has_tok = ok["padded_tokens_per_s"].notna().any() and ok["real_tokens_per_s"].notna().any()
@@ -514,14 +567,14 @@ def fig_mfu_tokens(summary: pd.DataFrame, labels: dict[str, str]) -> go.Figure |
             row=1,
             col=col,
         )
-        fig.update_xaxes(title_text="GPU count", type="log", row=1, col=col)
+        fig.update_xaxes(**_ws_axis(m["world_size"], unit), row=1, col=col)
         fig.update_yaxes(title_text="MFU (%)", rangemode="tozero", row=1, col=col)
         col += 1
     if has_tok:
         best = ok.sort_values(THROUGHPUT, ascending=False).head(8)
         names = [labels.get(k, k) for k in best["config_key"]]
-        # Short categories on the axis (P1 = fastest), the full configuration on hover.
-        cats = [f"P{i + 1}" for i in range(len(names))]
+        # Short categories on the axis (F1 = fastest), the full configuration on hover.
+        cats = [f"{FASTEST_CODE}{i + 1}" for i in range(len(names))]
         for name, column, color in (
             ("real tokens/s", "real_tokens_per_s", PALETTE[0]),
             ("padded tokens/s", "padded_tokens_per_s", PALETTE[7]),
@@ -539,13 +592,14 @@ def fig_mfu_tokens(summary: pd.DataFrame, labels: dict[str, str]) -> go.Figure |
                 col=col,
             )
         fig.update_xaxes(
-            title_text="fastest points (P1 fastest; hover for the configuration)",
+            title_text=f"fastest points ({FASTEST_CODE}1 fastest; hover for the configuration)",
             type="category",
             row=1,
             col=col,
         )
         fig.update_yaxes(title_text="tokens/s", row=1, col=col)
-    return _layout(fig, "Model FLOPs utilisation and padding", barmode="group")
+    title = "Model FLOPs utilisation and padding" if has_mfu else "Padding: real vs padded tokens/s"
+    return _layout(fig, title, barmode="group")
 
 
 def _no_mfu_reason(ok: pd.DataFrame) -> str:
@@ -781,12 +835,36 @@ def fig_memory(frame: pd.DataFrame, fits: pd.DataFrame, capacity_gib: float | No
     )
 
 
-def fig_serving(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
+def log_ticks(values: Sequence[float]) -> list[float]:
+    """Tick values for a log axis over ``values``: 1, 2, 5 × 10^k from below the smallest to
+    above the largest, thinned to 1 and 10^k alone when that gives more than 12."""
+    finite = [v for v in values if v is not None and np.isfinite(v) and v > 0]
+    if not finite:
+        return []
+    lo, hi = min(finite), max(finite)
+    first, last = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    for mantissas in ((1, 2, 5), (1,)):
+        ticks = [m * 10.0**k for k in range(first, last + 1) for m in mantissas]
+        # Keep one tick at or below the smallest value and one at or above the largest.
+        below = [t for t in ticks if t <= lo]
+        above = [t for t in ticks if t >= hi]
+        start = below[-1] if below else ticks[0]
+        end = above[0] if above else ticks[-1]
+        ticks = [t for t in ticks if start <= t <= end]
+        if len(ticks) <= 12:
+            return ticks
+    return ticks
+
+
+def fig_serving(
+    rows: Sequence[dict[str, Any]], *, outliers: Mapping[int, str] | None = None
+) -> go.Figure | None:
     """Requests/s (left) and latency p50/p95/p99 in ms (right) against concurrency.
 
     One colour per bench-serve run (rows grouped by started_at, checkpoint and texts per
     request); p50 solid, p95 dashed, p99 dotted. Levels with no successful request are left
-    out of the lines (their values are null). None when there are no rows.
+    out of the lines (their values are null). ``outliers`` (index in ``rows`` -> why) get a
+    red cross on the requests/s panel. None when there are no rows.
     """
     if not rows:
         return None
@@ -840,16 +918,40 @@ def fig_serving(rows: Sequence[dict[str, Any]]) -> go.Figure | None:
                 row=1,
                 col=2,
             )
+    if outliers:
+        flagged = [rows[i] for i in sorted(outliers)]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["concurrency"] for r in flagged],
+                y=[r["requests_per_s"] for r in flagged],
+                mode="markers",
+                name="outlier level (far off the other runs; hover says why)",
+                marker={"color": "#d62728", "symbol": "x", "size": 12},
+                text=[outliers[i] for i in sorted(outliers)],
+                hovertemplate="%{text}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
     levels = sorted({r["concurrency"] for r in rows})
+    latencies = [fmt.to_ms(r.get(f"latency_s_{q}")) for r in rows for q in ("p50", "p95", "p99")]
     for col in (1, 2):
         # Log axis: levels usually grow geometrically (1, 4, 16); ticks exactly at the levels.
         fig.update_xaxes(
             title_text="concurrent requests", type="log", tickvals=levels, row=1, col=col
         )
     fig.update_yaxes(title_text="requests/s", rangemode="tozero", row=1, col=1)
-    # Log scale: queueing makes latency span milliseconds to seconds across the sweep.
+    # Log scale: queueing makes latency span milliseconds to seconds across the sweep. Ticks
+    # on the 1-2-5 series, each labelled in full: plotly's own log ticks label 20 and 50 as a
+    # bare "2" and "5" ("5, 2, 100, 5, 2, 10" read as nonsense).
+    ticks = log_ticks([v for v in latencies if v is not None])
     fig.update_yaxes(
-        title_text="latency ms (p50 solid, p95 dash, p99 dot)", type="log", row=1, col=2
+        title_text="latency ms (p50 solid, p95 dash, p99 dot)",
+        type="log",
+        tickvals=ticks,
+        ticktext=[fmt.num(t, 0) if t >= 1 else f"{t:g}" for t in ticks],
+        row=1,
+        col=2,
     )
     fig.update_layout(
         title="Inference service under load",

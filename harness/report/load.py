@@ -102,8 +102,11 @@ def sweep_folder(sweep_dir: Path) -> Path:
 
 
 def is_report_html(head: bytes) -> bool:
-    """Whether a file's first bytes are a report this package rendered (it may be replaced)."""
-    return head.startswith(b"<!DOCTYPE html>") and b"<title>distrinews scaling report" in head
+    """Whether a file's first bytes are a report this package rendered (it may be replaced):
+    a scaling report or a serving one (page_html titles them by the Report's kind)."""
+    return head.startswith(b"<!DOCTYPE html>") and any(
+        b"<title>distrinews " + kind + b" report" in head for kind in (b"scaling", b"serving")
+    )
 
 
 def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
@@ -127,4 +130,5 @@ def render_json(sweep_dir: Path) -> str:
     """The JSON report of a sweep folder (one object, pretty-printed)."""
     sweep_dir = sweep_folder(sweep_dir)
     frame = analysis.load_frame(sweep_dir)
-    return page_json.dumps(page_json.build_json(frame, title=sweep_dir.name))
+    env = analysis.load_env(sweep_dir)
+    return page_json.dumps(page_json.build_json(frame, title=sweep_dir.name, env=env))

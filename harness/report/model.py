@@ -64,6 +64,14 @@ class Report:
     """Things the reader must be told first: empty sweep, failures, mixed schemas, gaps."""
     headline: Table
     """Best configuration and the figures at the largest GPU count."""
+    measured: Table | None = None
+    """What was measured, before any number: devices, model, data (synthetic said so),
+    sequence, precision, backend, hosts, machine class, load (:mod:`harness.report.measured`)."""
+    answer: tuple[str, ...] = ()
+    """The first screen's answer in sentences: how well it scales (speedup and efficiency
+    with their intervals) and why (the biggest cause, or why it cannot be said)."""
+    quiet_notes: tuple[str, ...] = ()
+    """Expected absences (no GPU telemetry or MFU on a CPU run): told once, not as warnings."""
     sections: tuple[Section, ...] = field(default_factory=tuple)
     """Charts and tables, in page order."""
 

@@ -26,6 +26,11 @@ h2{margin:36px 0 8px;font-size:20px;border-bottom:1px solid #dde;padding-bottom:
 .meta{color:#667;font-size:13px}
 .notes{background:#fff7e0;border:1px solid #f0d48a;border-radius:6px;padding:8px 16px;margin:16px 0}
 .notes li{margin:4px 0}
+.quiet{color:#667;font-size:13px;margin:6px 0}
+.answer{background:#eef5ff;border:1px solid #b9d3f5;border-radius:6px;padding:8px 16px;
+margin:16px 0}
+.answer p{margin:6px 0;font-size:15px}
+.measured td:first-child{color:#556;width:12%;white-space:nowrap}
 .card{background:#fff;border:1px solid #dde;border-radius:8px;padding:12px 16px;margin:12px 0}
 .plot{background:#fff;border:1px solid #dde;border-radius:8px;margin:12px 0;padding:4px}
 table{border-collapse:collapse;font-size:13px;background:#fff;width:100%}
@@ -88,9 +93,19 @@ def render_html(report: Report) -> str:
     ]
     nav = " ".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in report.sections)
     parts.append(f"<nav>{nav}</nav>")
+    # The first screen: what was measured, then how well it scaled and why, then anything
+    # wrong; expected absences (a CPU run has no GPU telemetry) are a quiet line, not a warning.
+    if report.measured is not None:
+        parts.append('<h2 id="measured">What was measured</h2>')
+        parts.append(_table_html(report.measured, css="measured"))
+    if report.answer:
+        lines = "".join(f"<p>{esc(a)}</p>" for a in report.answer)
+        parts.append(f'<div class="answer" id="answer">{lines}</div>')
     if report.notes:
         items = "".join(f"<li>{esc(n)}</li>" for n in report.notes)
         parts.append(f'<div class="notes" id="notes"><ul>{items}</ul></div>')
+    for note in report.quiet_notes:
+        parts.append(f'<p class="quiet">{esc(note)}</p>')
     parts.append('<h2 id="headline">Headline</h2>')
     parts.append(_table_html(report.headline, css="headline"))
     plotly_included = False

@@ -1,4 +1,5 @@
-"""The report's numbers for machines: headline, scaling curves and the decomposition as JSON.
+"""The report's numbers for machines: what was measured, headline, scaling curves and the
+decomposition, as JSON.
 
 :func:`build_json` computes from the ledger frame the same numbers the page shows (no
 formatting: numbers stay numbers, NaN becomes null); :func:`dumps` spells the object.
@@ -16,6 +17,7 @@ import pandas as pd
 from harness import analysis, attribution, fmt
 from harness.analysis import THROUGHPUT
 from harness.definitions import DEFINITIONS
+from harness.report.measured import how_well, measured_facts, why_unknown
 from harness.report.model import SUMMARY_METRICS
 from harness.report.sections import why_sentence
 
@@ -27,16 +29,29 @@ JSON_CURVE_COLUMNS = (
 )  # fmt: skip
 
 
-def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
-    """The report's numbers for machines: headline, scaling curves and the decomposition.
+#: The headline's figures from the best configuration's point on its scaling curve.
+HEADLINE_CURVE_COLUMNS = (
+    "base_world_size", "speedup", "speedup_lo", "speedup_hi",
+    "efficiency", "efficiency_lo", "efficiency_hi",
+)  # fmt: skip
 
-    Numbers stay numbers (NaN -> null); ``decomposition`` rows carry the configuration columns
+
+def build_json(
+    frame: pd.DataFrame, *, title: str = "sweep", env: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The report's numbers for machines: what was measured, headline, scaling curves and the
+    decomposition.
+
+    Numbers stay numbers (NaN -> null); ``measured`` is :func:`measured_facts` (devices, model,
+    data, sequence, precision, backend, hosts, machine class, load), ``answer`` the first
+    screen's sentences; ``decomposition`` rows carry the configuration columns
     (analysis.CONFIG_COLUMNS, ``fault`` included), ``world_size``, ``efficiency`` and
     ``loss_pp`` = {compute, exposed_comm, data_wait, straggler, unexplained}.
     """
     summary = analysis.per_configuration(frame, SUMMARY_METRICS)
     curves = fmt.with_curve_names(analysis.scaling(frame, summary=summary), summary)
     decomp = attribution.decompose(summary, curves)
+    unit = fmt.device_unit(frame)
     by_key = summary.set_index("config_key") if len(summary) else summary
     headline: dict[str, Any] = {
         "points": len(summary),
@@ -55,11 +70,16 @@ def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
                 THROUGHPUT: top[THROUGHPUT],
                 f"{THROUGHPUT}_lo": top[f"{THROUGHPUT}_lo"],
                 f"{THROUGHPUT}_hi": top[f"{THROUGHPUT}_hi"],
-                "efficiency": eff["efficiency"].iloc[0] if len(eff) else None,
+                **{key: eff[key].iloc[0] if len(eff) else None for key in HEADLINE_CURVE_COLUMNS},
                 "mfu": top["mfu"],
             }
         )
     headline["why"] = why_sentence(decomp, summary) if len(decomp) else None
+    answer = how_well(curves, summary, unit) if len(ok) else []
+    if len(ok):
+        answer.append(
+            f"Why: {headline['why']}" if headline["why"] else why_unknown(summary, curves, unit)
+        )
     rows = []
     for r in decomp.to_dict("records"):
         config = by_key.loc[r["config_key"]]
@@ -78,6 +98,8 @@ def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
         )
     body = {
         "title": title,
+        "measured": measured_facts(frame, env) if len(frame) else None,  # no runs: nothing
+        "answer": answer,
         "headline": headline,
         "curves": curves[list(JSON_CURVE_COLUMNS)].to_dict("records"),
         "decomposition": rows,

@@ -20,7 +20,8 @@ import pandas as pd
 from distrinews import layout
 from harness import analysis, attribution, fmt
 from harness.analysis import THROUGHPUT
-from harness.definitions import DEFINITIONS
+from harness.definitions import DEFINITIONS, SERVING_DEFINITIONS, SERVING_OUTLIER_RATIO
+from harness.fmt import device_unit
 from harness.report.figures import (
     MAX_CURVES,
     fig_allreduce,
@@ -52,27 +53,38 @@ def headline_table(
     ok = summary[summary[THROUGHPUT].notna()]
     if not ok.empty:
         n_max = ok["world_size"].max()
-        top = ok[ok["world_size"] == n_max].sort_values(THROUGHPUT, ascending=False).iloc[0]
+        at_max = ok[ok["world_size"] == n_max].sort_values(THROUGHPUT, ascending=False)
+        top = at_max.iloc[0]
         unit = device_unit(frame)
-        rows.append((f"largest {unit} count", fmt.num(n_max)))
-        rows.append(
-            (f"best configuration at N={fmt.num(n_max)}", labels.get(top["config_key"], ""))
-        )
+        n = fmt.num(n_max)
+        rows.append((f"largest {unit} count", n))
+        # Named by what varies besides the device count (the row already says N): a label
+        # "world_size=2" under "best configuration at N=2" told the reader nothing.
+        others = [c for c in fmt.label_columns(ok) if c not in ("world_size", "nodes")]
+        if len(at_max) > 1:
+            rows.append(
+                (f"fastest configuration at N={n}", fmt.point_label(top, others, unit=unit))
+            )
+        elif others:
+            rows.append((f"configuration at N={n}", fmt.point_label(top, others, unit=unit)))
         rows.append(
             (
                 "its throughput (samples/s)",
                 fmt.ci(top[THROUGHPUT], top[f"{THROUGHPUT}_lo"], top[f"{THROUGHPUT}_hi"]),
             )
         )
-        n = float(top["world_size"])
-        per_gpu = fmt.ci(
-            top[THROUGHPUT] / n, top[f"{THROUGHPUT}_lo"] / n, top[f"{THROUGHPUT}_hi"] / n
+        k = float(top["world_size"])
+        per_device = fmt.ci(
+            top[THROUGHPUT] / k, top[f"{THROUGHPUT}_lo"] / k, top[f"{THROUGHPUT}_hi"] / k
         )
-        rows.append((f"its samples/s per {unit}", per_gpu))
+        rows.append((f"its samples/s per {unit}", per_device))
         eff = curves[curves["config_key"] == top["config_key"]]
-        if not eff.empty:
+        if not eff.empty and eff.iloc[0]["world_size"] > eff.iloc[0]["base_world_size"]:
             e = eff.iloc[0]
             ref = fmt.num(e["base_world_size"])
+            speedup = fmt.ci(e["speedup"], e["speedup_lo"], e["speedup_hi"], digits=2)
+            ideal = float(e["world_size"]) / float(e["base_world_size"])
+            rows.append((f"its speedup (vs N={ref}; ideal {ideal:g}×)", f"{speedup} ×"))
             rows.append(
                 (
                     f"its scaling efficiency ({e['scaling_mode']}, vs N={ref})",
@@ -81,30 +93,30 @@ def headline_table(
             )
         else:
             rows.append(("its scaling efficiency", f"no smaller {unit} count on its curve"))
-        rows.append(
-            ("its MFU", fmt.pct(top["mfu"], top["mfu_lo"], top["mfu_hi"]) or "unknown (no peak)")
-        )
+        if unit == "GPU":  # CPU ranks have no peak FLOP/s: said once among the quiet notes
+            rows.append(
+                (
+                    "its MFU",
+                    fmt.pct(top["mfu"], top["mfu_lo"], top["mfu_hi"]) or "unknown (no peak)",
+                )
+            )
         fastest = ok.sort_values(THROUGHPUT, ascending=False).iloc[0]
         if fastest["config_key"] != top["config_key"]:
             rows.append(("fastest overall", labels.get(fastest["config_key"], "")))
     return Table(columns=("", ""), rows=tuple(rows))
 
 
-def device_unit(frame: pd.DataFrame) -> str:
-    """What one rank is, for labels: "GPU" when any point ran on CUDA, else "CPU rank"."""
-    devices = set(frame["device"].dropna()) if "device" in frame and len(frame) else set()
-    return "CPU rank" if devices and devices <= {"cpu"} else "GPU"
-
-
 def scaling_sections(
     frame: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame
 ) -> list[Section]:
+    unit = device_unit(frame)
     if curves.empty:
         return [
             Section(
                 id="scaling",
                 title="Scaling",
-                intro="Only one GPU count has ok results, so there is no scaling curve to draw.",
+                intro=f"Only one {unit} count has ok results, so there is no scaling curve to "
+                "draw.",
             )
         ]
     modes = sorted(set(curves["scaling_mode"]))
@@ -118,11 +130,15 @@ def scaling_sections(
     )
     intro = (
         "Curves use " + " and ".join(described[m] for m in modes) + "; each curve's name starts "
-        "with its mode. Efficiency = X(N)·N0/(N·X(N0)) against the curve's smallest GPU count N0."
-        + more
+        f"with its mode. Efficiency = X(N)·N0/(N·X(N0)) against the curve's smallest {unit} "
+        "count N0." + more
     )
     table = scaling_table(curves)
-    figs = tuple(f for f in (fig_throughput(curves), fig_efficiency(curves)) if f is not None)
+    figs = tuple(
+        f
+        for f in (fig_throughput(curves, unit=unit), fig_efficiency(curves, unit=unit))
+        if f is not None
+    )
     return [Section(id="scaling", title="Scaling", intro=intro, figures=figs, tables=(table,))]
 
 
@@ -303,13 +319,14 @@ def settings_sections(frame: pd.DataFrame, summary: pd.DataFrame) -> list[Sectio
                 figures=tuple(figs),
             )
         )
-    batch = fig_batch(summary)
+    unit = device_unit(frame)
+    batch = fig_batch(summary, unit=unit)
     if batch is not None:
         out.append(
             Section(
                 id="batch",
                 title="Batch size",
-                intro="Throughput and peak memory per GPU as the per-device batch grows.",
+                intro=f"Throughput and peak memory per {unit} as the batch per {unit} grows.",
                 figures=(batch,),
             )
         )
@@ -337,9 +354,10 @@ def hardware_sections(
     run_labels: dict[str, str],
 ) -> list[Section]:
     named_times = {run_labels.get(k, k): v for k, v in rank_times.items()}
+    unit = device_unit(summary)
     candidates = (
         (
-            fig_stragglers(summary, named_times, labels),
+            fig_stragglers(summary, named_times, labels, unit=unit),
             "stragglers",
             "Stragglers",
             "A spread near 1.00 means all ranks step at the same pace; a slow rank holds every "
@@ -353,11 +371,11 @@ def hardware_sections(
             "GPUs; memory: max over GPUs).",
         ),
         (
-            fig_mfu_tokens(summary, labels),
+            fig_mfu_tokens(summary, labels, unit=unit),
             "mfu",
-            "MFU and padding",
-            "MFU counts real tokens only; the gap between padded and real tokens/s is compute "
-            "spent on padding.",
+            "MFU and padding" if unit == "GPU" else "Padding",
+            ("MFU counts real tokens only; t" if unit == "GPU" else "T")
+            + "he gap between padded and real tokens/s is compute spent on padding.",
         ),
     )
     # A section only where its figure has something to draw.
@@ -388,9 +406,41 @@ def serving_headline(rows: Sequence[dict[str, Any]]) -> Table:
     return Table(columns=("", ""), rows=tuple(out))
 
 
+def serving_outliers(rows: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """Index in ``rows`` -> why that level is an outlier: its requests/s is
+    SERVING_OUTLIER_RATIO times off the median of every run at the same concurrency (itself
+    included, so of two runs only the one far below is flagged, never both)."""
+    by_level: dict[Any, list[int]] = {}
+    for i, r in enumerate(rows):
+        if isinstance(r.get("requests_per_s"), (int, float)) and r["requests_per_s"] > 0:
+            by_level.setdefault(r.get("concurrency"), []).append(i)
+    flagged: dict[int, str] = {}
+    for level, idx in by_level.items():
+        if len(idx) < 2:
+            continue  # one run at this level: nothing to compare it with
+        level_median = float(np.median([rows[j]["requests_per_s"] for j in idx]))
+        for i in idx:
+            mine = float(rows[i]["requests_per_s"])
+            if max(level_median / mine, mine / level_median) < SERVING_OUTLIER_RATIO:
+                continue
+            others = float(np.median([rows[j]["requests_per_s"] for j in idx if j != i]))
+            ratio = max(others / mine, mine / others)
+            side = "below" if mine < others else "above"
+            flagged[i] = (
+                f"outlier: {ratio:,.0f}× {side} the other runs' {fmt.num(others)} "
+                f"requests/s at concurrency {fmt.num(level, 0)}"
+            )
+    return flagged
+
+
 def serving_section(rows: Sequence[dict[str, Any]]) -> Section:
-    """The inference service under load: requests/s and latency per concurrency level."""
-    ordered = sorted(rows, key=lambda r: (str(r.get("started_at")), r.get("concurrency", 0)))
+    """The inference service under load: requests/s and latency per concurrency level, with
+    levels far off the other runs at the same concurrency flagged (:func:`serving_outliers`)."""
+    flags = serving_outliers(rows)
+    order = sorted(
+        range(len(rows)),
+        key=lambda i: (str(rows[i].get("started_at")), rows[i].get("concurrency", 0)),
+    )
     table = Table(
         columns=(
             "run",
@@ -401,6 +451,7 @@ def serving_section(rows: Sequence[dict[str, Any]]) -> Section:
             "p50 ms",
             "p95 ms",
             "p99 ms",
+            "flag",
         ),
         rows=tuple(
             (
@@ -412,16 +463,26 @@ def serving_section(rows: Sequence[dict[str, Any]]) -> Section:
                 fmt.num(fmt.to_ms(r.get("latency_s_p50"))),
                 fmt.num(fmt.to_ms(r.get("latency_s_p95"))),
                 fmt.num(fmt.to_ms(r.get("latency_s_p99"))),
+                flags.get(i, ""),
             )
-            for r in ordered
+            for i, r in ((i, rows[i]) for i in order)
         ),
     )
-    figure = fig_serving(rows)
+    figure = fig_serving(rows, outliers=flags)
+    intro = (
+        "distrinews-bench bench-serve against the HTTP inference service: closed-loop "
+        "clients per concurrency level; latency is end to end (request sent to answer read)."
+    )
+    if flags:
+        intro += (
+            f" {len(flags)} level(s) are flagged as outliers (crosses on the chart): their "
+            f"requests/s is {SERVING_OUTLIER_RATIO:g}× or more off the other runs at the same "
+            "concurrency. Suspect the run (errors, a busy machine) before the service."
+        )
     return Section(
         id="serving",
         title="Serving",
-        intro="distrinews-bench bench-serve against the HTTP inference service: closed-loop "
-        "clients per concurrency level; latency is end to end (request sent to answer read).",
+        intro=intro,
         figures=(figure,) if figure is not None else (),
         tables=(table,),
     )
@@ -474,27 +535,57 @@ POINT_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("scaling_mode", "mode", 0),
 )
 
+#: How the points table spells a compile setting (a bare False read as an error).
+COMPILE_CELLS = {True: "torch.compile", False: "eager"}
+
+#: What the efficiency cell of a curve's reference point says: 100% by definition, so no
+#: interval ("100.0% [100.0, 100.0%]" looked like a measurement).
+REFERENCE_CELL = "100% (reference)"
+
+
+def point_cell(column: str, value: Any) -> str:
+    """A configuration cell of the points table."""
+    if column == "compile" and not (isinstance(value, float) and np.isnan(value)):
+        return COMPILE_CELLS.get(bool(value), fmt.fmt_value(value))
+    return fmt.fmt_value(value)
+
+
+def efficiency_cell(e: dict[str, Any]) -> str:
+    """A point's efficiency with its interval; the reference point of its curve says so."""
+    if e.get("reference"):
+        return REFERENCE_CELL
+    return fmt.pct(e["efficiency"], e["efficiency_lo"], e["efficiency_hi"])
+
 
 def points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[str]) -> Table:
+    """Every configuration: its settings, runs, throughput, efficiency and the per-device
+    figures; a column nothing in the sweep has (MFU and memory on CPU ranks) is left out."""
     eff = {
-        r["config_key"]: r
-        for r in curves[["config_key", "efficiency", "efficiency_lo", "efficiency_hi"]].to_dict(
-            "records"
-        )
-    }
+        r["config_key"]: {**r, "reference": r["world_size"] == r["base_world_size"]}
+        for r in curves[
+            ["config_key", "world_size", "base_world_size", "efficiency", "efficiency_lo",
+             "efficiency_hi"]
+        ].to_dict("records")
+    }  # fmt: skip
+    unit = device_unit(summary)
     extra = [c for c in label_cols if c not in {c for c, _, _ in POINT_COLUMNS}]
-    columns = (
+    optional = {
+        "MFU": "mfu",
+        "mem GiB": "mem_peak_gib",
+        "rank spread": "step_time_s_rank_spread",
+    }
+    columns = [
         *(h for _, h, _ in POINT_COLUMNS),
         *extra,
         "ok/runs",
         "samples/s [95% CI]",
-        "samples/s/device",
+        f"samples/s/{unit}",
         "efficiency",
         "MFU",
         "mem GiB",
         "rank spread",
         "failed",
-    )
+    ]
     rows, sort_values = [], []
     order = summary.sort_values([THROUGHPUT], ascending=False, na_position="last")
     for r in order.to_dict("records"):
@@ -516,12 +607,12 @@ def points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[s
             r["failed"],
         )
         text = (
-            *(fmt.fmt_value(r[c]) for c, _, _ in POINT_COLUMNS),
+            *(point_cell(c, r[c]) for c, _, _ in POINT_COLUMNS),
             *(fmt.fmt_value(r[c]) for c in extra),
             f"{int(r['n_ok'])}/{int(r['n_runs'])}",
             fmt.ci(r[THROUGHPUT], r[f"{THROUGHPUT}_lo"], r[f"{THROUGHPUT}_hi"]),
             fmt.ci(r[THROUGHPUT] / n, r[f"{THROUGHPUT}_lo"] / n, r[f"{THROUGHPUT}_hi"] / n),
-            fmt.pct(e["efficiency"], e["efficiency_lo"], e["efficiency_hi"]),
+            efficiency_cell(e),
             fmt.pct(r["mfu"], r["mfu_lo"], r["mfu_hi"]),
             fmt.ci(r["mem_peak_gib"], r["mem_peak_gib_lo"], r["mem_peak_gib_hi"], digits=2),
             fmt.ci(
@@ -534,8 +625,18 @@ def points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[s
         )
         rows.append(text)
         sort_values.append(raw)
+    # Columns with no value anywhere (MFU and peak memory on CPU ranks, rank spread with one
+    # rank) would only be blank: leave them out.
+    keep = [
+        i
+        for i, name in enumerate(columns)
+        if name not in optional or summary[optional[name]].notna().any()
+    ]
     return Table(
-        columns=tuple(columns), rows=tuple(rows), sort_values=tuple(sort_values), sortable=True
+        columns=tuple(columns[i] for i in keep),
+        rows=tuple(tuple(row[i] for i in keep) for row in rows),
+        sort_values=tuple(tuple(v[i] for i in keep) for v in sort_values),
+        sortable=True,
     )
 
 
@@ -602,15 +703,15 @@ def environment_section(env: dict[str, Any] | None, frame: pd.DataFrame) -> Sect
     return Section(id="environment", title="Environment", tables=(env_table(env, frame),))
 
 
-def definitions_section() -> Section:
-    """What every metric and term on the page means (harness.definitions, attribution)."""
+def definitions_section(*, training: bool = True, serving: bool = False) -> Section:
+    """What every metric and term on the page means (harness.definitions, attribution): the
+    training terms for a sweep, the serving terms where the folder holds bench-serve rows."""
+    rows = (
+        *((*DEFINITIONS, *attribution.DEFINITIONS) if training else ()),
+        *(SERVING_DEFINITIONS if serving else ()),
+    )
     return Section(
         id="definitions",
         title="What the numbers mean",
-        tables=(
-            Table(
-                columns=("term", "definition"),
-                rows=(*DEFINITIONS, *attribution.DEFINITIONS),
-            ),
-        ),
+        tables=(Table(columns=("term", "definition"), rows=rows),),
     )

@@ -420,6 +420,10 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
     # 4. Nothing left to do: no launch, no new rows.
     again = _cli("sweep", str(path), "--results", str(results), "--no-progress")
     assert again.returncode == 0 and "ran 0 point(s)" in again.stdout
+    # Its first line says so, and how to measure again (a quick look that does nothing must
+    # not look like one that ran).
+    first = again.stdout.splitlines()[0]
+    assert "2 points, none to run (2 already ok" in first and "--name NEW" in first
     assert _rows(sweep_dir) == rows
 
 
@@ -432,6 +436,13 @@ def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
     done = _cli("sweep", "--results", str(results), "--no-progress", "--repeats", "1", timeout=240)
     assert done.returncode == 0, done.stderr
     sweep_dir = results / "cpu-smoke"
+    # The first line, also when stdout is not a terminal: which sweep, why, how many, how long.
+    first = done.stdout.splitlines()[0]
+    assert first.startswith(
+        "sweep cpu-smoke (harness/sweeps/cpu-smoke.toml; no GPU found: the default for a "
+        f"machine without one) -> {sweep_dir}: 2 points, 2 to run; estimated "
+    ), first
+    assert "measured on" in first
     assert f"results: {sweep_dir}" in done.stdout
     assert f"report: {sweep_dir / 'report.html'}" in done.stdout
     assert (sweep_dir / "report.html").stat().st_size > 1_000_000  # plotly.js inline

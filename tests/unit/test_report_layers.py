@@ -18,7 +18,7 @@ PACKAGE = ROOT / "harness" / "report"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("figures",),
     ("model",),
-    ("sections", "cost"),
+    ("sections", "cost", "measured"),
     ("build",),
     ("page_html", "page_text", "page_json"),
     ("load",),

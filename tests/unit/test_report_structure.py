@@ -45,27 +45,46 @@ def test_text_report_shape(sweep):
     assert re.fullmatch(
         r"Scaling report: shape  \(generated \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", first
     )
-    assert blank == "" and rest[0].startswith("! ") and "runs failed" in rest[0]
+    # What was measured comes first, then the answer (how well, why), then the warnings.
+    assert blank == "" and rest[0] == "What was measured"
     titled = blocks(text)
     assert [t for t, _ in titled] == [
+        "What was measured",
         "Headline",
         "Scaling",
-        "Why efficiency drops",  # the sentence
-        "Why efficiency drops",  # the table
+        "Why efficiency drops",  # its title once: the sentence, then the table
         "Failures",
+        "What the numbers mean",  # the definitions the why intro promises
     ]
-    headline = [re.split(r"\s{2,}", line)[0] for line in titled[0][1]]
+    measured = [re.split(r"\s{2,}", line)[0] for line in titled[0][1]]
+    assert measured[: measured.index("load") + 1] == [
+        "devices", "backend", "hosts", "model", "data", "sequence", "precision", "batch",
+        "window", "machine", "load",
+    ]  # fmt: skip
+    answer = measured[measured.index("load") + 1 :]
+    # One sentence per curve (the fastest first), the why, then the warnings.
+    assert answer[0].startswith("4 GPUs against 1, per_device_batch=")
+    assert " speedup " in answer[0] and " scaling efficiency " in answer[0]
+    why = next(i for i, line in enumerate(answer) if line.startswith("Why: "))
+    assert why > 0 and answer[why + 1].startswith("! ") and "runs failed" in answer[why + 1]
+    headline = [re.split(r"\s{2,}", line)[0] for line in titled[1][1]]
     assert headline == [
         "points / runs",
         "runs by status",
         "largest GPU count",
-        "best configuration at N=4",
+        "fastest configuration at N=4",
         "its throughput (samples/s)",
         "its samples/s per GPU",
+        "its speedup (vs N=1; ideal 4×)",
         "its scaling efficiency (weak, vs N=1)",
         "its MFU",
     ]
-    header = {t: re.split(r"\s{2,}", lines[0]) for t, lines in titled[1:] if len(lines) > 1}
+    # A table's header is its first line with two or more columns (the why intro comes first).
+    header = {
+        t: next(cells for x in lines if len(cells := re.split(r"\s{2,}", x)) > 2)
+        for t, lines in titled[2:-1]
+        if len(lines) > 1
+    }
     assert header["Scaling"] == ["curve", "N0", "eff. N=2", "eff. N=4", "samples/s at largest N"]
     assert header["Why efficiency drops"] == [
         "curve", "N", "efficiency", "pp lost", "compute slowdown pp", "exposed all-reduce pp",
@@ -77,11 +96,18 @@ def test_text_report_shape(sweep):
 
 def test_json_report_shape(sweep):
     body = json.loads(run(str(sweep), "--format", "json"))
-    assert list(body) == ["title", "headline", "curves", "decomposition", "definitions"]
+    assert list(body) == [
+        "title", "measured", "answer", "headline", "curves", "decomposition", "definitions",
+    ]  # fmt: skip
     assert body["title"] == "shape"
+    assert body["measured"]["device_unit"] == "GPU" and body["measured"]["device_counts"] == [
+        1, 2, 4,
+    ]  # fmt: skip
+    assert body["answer"][0].startswith("4 GPUs against 1, per_device_batch=")
     assert list(body["headline"]) == [
         "points", "runs", "runs_by_status", "largest_world_size", "best_config_key",
-        "samples_per_s", "samples_per_s_lo", "samples_per_s_hi", "efficiency", "mfu", "why",
+        "samples_per_s", "samples_per_s_lo", "samples_per_s_hi", "base_world_size", "speedup",
+        "speedup_lo", "speedup_hi", "efficiency", "efficiency_lo", "efficiency_hi", "mfu", "why",
     ]  # fmt: skip
     curve_keys = [
         "curve_id", "curve", "scaling_mode", "world_size", "base_world_size", "config_key",
