@@ -1,0 +1,253 @@
+"""Change points in one series of nights: pure numpy, no store, no I/O.
+
+A series is a list of *nights* in time order (one night = the runs of one sweep that measured
+the series' configuration: its repeats). Software and machines change between sweeps, never
+inside one, so a change point can only sit at a night boundary; and the runs of one night share
+that session's conditions (what else ran on the box, its clocks, its thermal state), so they
+are not independent samples of the series -- on this project's 2-core CI box one session's
+median strays from another's by up to 17% while its own five runs agree far better. Testing
+runs as if they were independent would call every such session a change. So the detector works
+on one value per night, the median of its runs in log space (a step is a ratio, and the
+median shrugs off the bimodal CPU noise), and only the size estimate goes back to the runs.
+
+The method (:func:`find_change_points`) is E-divisive means (Matteson & James, "A Nonparametric
+Approach for Multiple Change Point Analysis of Multivariate Data", JASA 2014) with the
+significance test and merge step of Hunter / Apache Otava (Fleming et al., "Hunter: Using
+Change Point Detection to Hunt for Performance Regressions", ICPE 2023), which MongoDB and
+DataStax run over their nightly performance tests:
+
+1. **split**: in every segment between the change points found so far, the candidate is the
+   split (tau, kappa) that maximises the energy statistic q-hat between ``y[start:tau]`` and
+   ``y[tau:kappa]`` (:func:`best_split`); the best candidate over all segments is tested with a
+   two-sided Student t-test between the segments on its two sides and kept when p <= 10 x
+   ``max_pvalue`` (the "weak" pass), until a candidate fails;
+2. **merge**: the weakest change point (largest p, recomputed against its neighbours' segments)
+   is dropped while it fails ``max_pvalue``, so every change that remains is significant
+   against the segments that finally surround it.
+
+Why not a library: see docs/history.md (apache-otava and signal-processing-algorithms cannot be
+installed beside this project's numpy; ruptures has no E-divisive and no significance test).
+
+The size of a change (:func:`hodges_lehmann`) is the Hodges-Lehmann shift between the *runs*
+on the two sides (the median of every after/before difference of log values), with a 95%
+interval from a two-stage bootstrap that resamples nights, then runs inside each night, so
+the interval is as wide as the night-to-night noise says.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Default significance level of a change (Otava's default).
+MAX_PVALUE = 0.001
+#: The weak pass of the split step keeps candidates up to this multiple of ``max_pvalue``.
+WEAK_FACTOR = 10.0
+#: Nights on each side of a change whose runs the size estimate uses (the nearest ones).
+SIZE_WINDOW_NIGHTS = 10
+N_BOOT = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangePoint:
+    """A change at night ``index``: ``y[index]`` is the first night after it."""
+
+    index: int
+    """The first night of the new segment."""
+    pvalue: float
+    """Two-sided t-test between the segments on either side (night medians, log space)."""
+    before: tuple[int, int]
+    """[start, stop) of the nights in the segment before."""
+    after: tuple[int, int]
+    """[start, stop) of the nights in the segment after."""
+
+
+# -- the energy statistic --------------------------------------------------------------------
+
+
+def best_split(y: np.ndarray, start: int, stop: int) -> tuple[int, float]:
+    """(tau, q-hat) of the best split of ``y[start:stop]``, or (-1, -inf) when it cannot split.
+
+    q-hat(tau, kappa) = m n / (m + n) * (2/(m n) S_xy - 2/(m (m-1)) S_xx - 2/(n (n-1)) S_yy)
+    for X = y[start:tau] (m values) and Y = y[tau:kappa] (n values), S the sums of |a - b| over
+    the pairs between or within them (a within-sum is 0 for one value). Every (tau, kappa) is
+    evaluated at once from a 2-D prefix sum of the distance matrix: O(n^2) time and memory.
+    """
+    z = y[start:stop]
+    n = len(z)
+    if n < 2:
+        return -1, -math.inf
+    dist = np.abs(z[:, None] - z[None, :])
+    # P[i, j] = sum of dist[:i, :j]: a block's sum is four lookups.
+    prefix = np.zeros((n + 1, n + 1))
+    prefix[1:, 1:] = dist.cumsum(axis=0).cumsum(axis=1)
+
+    def block(r0: np.ndarray, r1: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+        return prefix[r1, c1] - prefix[r0, c1] - prefix[r1, c0] + prefix[r0, c0]
+
+    tau, kappa = np.triu_indices(n + 1, k=1)  # 0 <= tau < kappa <= n
+    keep = tau >= 1
+    tau, kappa = tau[keep], kappa[keep]
+    m = tau.astype(float)
+    k = (kappa - tau).astype(float)
+    zero = np.zeros_like(tau)
+    cross = block(zero, tau, tau, kappa)
+    within_x = block(zero, tau, zero, tau) / 2.0  # each pair counted once
+    within_y = block(tau, kappa, tau, kappa) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term_x = np.where(m > 1, 2.0 * within_x / (m * (m - 1)), 0.0)
+        term_y = np.where(k > 1, 2.0 * within_y / (k * (k - 1)), 0.0)
+    q = m * k / (m + k) * (2.0 * cross / (m * k) - term_x - term_y)
+    i = int(np.argmax(q))
+    return start + int(tau[i]), float(q[i])
+
+
+# -- significance ----------------------------------------------------------------------------
+
+
+def t_test(left: np.ndarray, right: np.ndarray) -> float:
+    """Two-sided p of Student's two-sample t-test (pooled variance); 1.0 when undefined.
+
+    One night on a side is allowed (the other side's spread stands in for it): that is how the
+    newest sweep is judged against its history.
+    """
+    n1, n2 = len(left), len(right)
+    df = n1 + n2 - 2
+    if n1 == 0 or n2 == 0 or df <= 0:
+        return 1.0
+    diff = float(np.mean(right) - np.mean(left))
+    ss = float(np.sum((left - np.mean(left)) ** 2) + np.sum((right - np.mean(right)) ** 2))
+    scale = math.sqrt(ss / df * (1.0 / n1 + 1.0 / n2))
+    if scale == 0.0:
+        return 1.0 if diff == 0.0 else 0.0
+    return student_t_two_sided(abs(diff) / scale, df)
+
+
+def student_t_two_sided(t: float, df: float) -> float:
+    """P(|T| >= t) for Student's t with ``df`` degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2)."""
+    if not math.isfinite(t):
+        return 0.0
+    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) (continued fraction, modified Lentz;
+    Numerical Recipes 6.4): accurate to ~1e-12 for the t-test's arguments."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_cf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_cf(b, a, 1.0 - x) / b
+
+
+def _beta_cf(a: float, b: float, x: float) -> float:
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return h
+
+
+# -- split and merge -------------------------------------------------------------------------
+
+
+def _segments(cuts: Sequence[int], n: int) -> list[tuple[int, int]]:
+    bounds = [0, *cuts, n]
+    return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
+
+
+def _pvalue_at(y: np.ndarray, cuts: list[int], i: int) -> float:
+    """p of the i-th cut against the segments on its two sides."""
+    segs = _segments(cuts, len(y))
+    (a0, a1), (b0, b1) = segs[i], segs[i + 1]
+    return t_test(y[a0:a1], y[b0:b1])
+
+
+def find_change_points(y: Sequence[float], *, max_pvalue: float = MAX_PVALUE) -> list[ChangePoint]:
+    """The change points of one series of night values (log medians), in index order."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if n < 2:
+        return []
+    weak = min(max_pvalue * WEAK_FACTOR, 0.5)
+    cuts: list[int] = []
+    while True:  # split: the best candidate of all segments, while it passes the weak level
+        best = (-math.inf, -1, (0, 0))
+        for seg in _segments(cuts, n):
+            tau, q = best_split(y, *seg)
+            if tau > 0 and q > best[0]:
+                best = (q, tau, seg)
+        _, tau, (s0, s1) = best
+        if tau < 0 or t_test(y[s0:tau], y[tau:s1]) > weak:
+            break
+        cuts = sorted([*cuts, tau])
+    while cuts:  # merge: drop the weakest cut while it fails the real level
+        pvalues = [_pvalue_at(y, cuts, i) for i in range(len(cuts))]
+        worst = int(np.argmax(pvalues))
+        if pvalues[worst] <= max_pvalue:
+            break
+        del cuts[worst]
+    segs = _segments(cuts, n)
+    return [
+        ChangePoint(index=c, pvalue=_pvalue_at(y, cuts, i), before=segs[i], after=segs[i + 1])
+        for i, c in enumerate(cuts)
+    ]
+
+
+# -- the size of a change --------------------------------------------------------------------
+
+
+def hodges_lehmann(
+    before: Sequence[np.ndarray],
+    after: Sequence[np.ndarray],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(shift, low, high): the Hodges-Lehmann shift of log values from ``before`` to
+    ``after`` (each a list of nights, each an array of its runs' log values) and its interval.
+
+    shift = median over all pairs of (after run - before run). The interval: two-stage
+    bootstrap (nights with replacement, then runs with replacement inside each drawn night),
+    percentile interval of the shift. NaN when a side has no run.
+    """
+    b_all = np.concatenate(list(before)) if before else np.empty(0)
+    a_all = np.concatenate(list(after)) if after else np.empty(0)
+    if b_all.size == 0 or a_all.size == 0:
+        return (math.nan, math.nan, math.nan)
+    shift = float(np.median(a_all[:, None] - b_all[None, :]))
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    for i in range(n_boot):
+        boots[i] = np.median(_resample(after, rng)[:, None] - _resample(before, rng)[None, :])
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(boots, [tail, 100.0 - tail])
+    return (shift, float(lo), float(hi))
+
+
+def _resample(nights: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    picked = rng.integers(0, len(nights), size=len(nights))
+    return np.concatenate(
+        [nights[j][rng.integers(0, len(nights[j]), size=len(nights[j]))] for j in picked]
+    )
