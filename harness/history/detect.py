@@ -19,8 +19,9 @@ DataStax run over their nightly performance tests:
 1. **split**: in every segment between the change points found so far, the candidate is the
    split (tau, kappa) that maximises the energy statistic q-hat between ``y[start:tau]`` and
    ``y[tau:kappa]`` (:func:`best_split`); the best candidate over all segments is tested with a
-   two-sided Student t-test between the segments on its two sides and kept when p <= 10 x
-   ``max_pvalue`` (the "weak" pass), until a candidate fails;
+   two-sided Student t-test between those two parts (kappa stops the second part before a
+   later change would blur it) and kept when p <= 10 x ``max_pvalue`` (the "weak" pass),
+   until a candidate fails;
 2. **merge**: the weakest change point (largest p, recomputed against its neighbours' segments)
    is dropped while it fails ``max_pvalue``, so every change that remains is significant
    against the segments that finally surround it.
@@ -68,8 +69,9 @@ class ChangePoint:
 # -- the energy statistic --------------------------------------------------------------------
 
 
-def best_split(y: np.ndarray, start: int, stop: int) -> tuple[int, float]:
-    """(tau, q-hat) of the best split of ``y[start:stop]``, or (-1, -inf) when it cannot split.
+def best_split(y: np.ndarray, start: int, stop: int) -> tuple[int, int, float]:
+    """(tau, kappa, q-hat) of the best split of ``y[start:stop]``: ``y[start:tau]`` against
+    ``y[tau:kappa]``; (-1, -1, -inf) when it cannot split.
 
     q-hat(tau, kappa) = m n / (m + n) * (2/(m n) S_xy - 2/(m (m-1)) S_xx - 2/(n (n-1)) S_yy)
     for X = y[start:tau] (m values) and Y = y[tau:kappa] (n values), S the sums of |a - b| over
@@ -79,7 +81,7 @@ def best_split(y: np.ndarray, start: int, stop: int) -> tuple[int, float]:
     z = y[start:stop]
     n = len(z)
     if n < 2:
-        return -1, -math.inf
+        return -1, -1, -math.inf
     dist = np.abs(z[:, None] - z[None, :])
     # P[i, j] = sum of dist[:i, :j]: a block's sum is four lookups.
     prefix = np.zeros((n + 1, n + 1))
@@ -102,7 +104,7 @@ def best_split(y: np.ndarray, start: int, stop: int) -> tuple[int, float]:
         term_y = np.where(k > 1, 2.0 * within_y / (k * (k - 1)), 0.0)
     q = m * k / (m + k) * (2.0 * cross / (m * k) - term_x - term_y)
     i = int(np.argmax(q))
-    return start + int(tau[i]), float(q[i])
+    return start + int(tau[i]), start + int(kappa[i]), float(q[i])
 
 
 # -- significance ----------------------------------------------------------------------------
@@ -192,13 +194,13 @@ def find_change_points(y: Sequence[float], *, max_pvalue: float = MAX_PVALUE) ->
     weak = min(max_pvalue * WEAK_FACTOR, 0.5)
     cuts: list[int] = []
     while True:  # split: the best candidate of all segments, while it passes the weak level
-        best = (-math.inf, -1, (0, 0))
-        for seg in _segments(cuts, n):
-            tau, q = best_split(y, *seg)
+        best = (-math.inf, -1, -1, 0)
+        for s0, s1 in _segments(cuts, n):
+            tau, kappa, q = best_split(y, s0, s1)
             if tau > 0 and q > best[0]:
-                best = (q, tau, seg)
-        _, tau, (s0, s1) = best
-        if tau < 0 or t_test(y[s0:tau], y[tau:s1]) > weak:
+                best = (q, tau, kappa, s0)
+        _, tau, kappa, s0 = best
+        if tau < 0 or t_test(y[s0:tau], y[tau:kappa]) > weak:
             break
         cuts = sorted([*cuts, tau])
     while cuts:  # merge: drop the weakest cut while it fails the real level
