@@ -204,14 +204,10 @@ def test_check_exits_1_at_the_sweep_that_opens_a_regression(tmp_path):
 
 
 def test_ingest_a_results_root_and_the_environment_variable(tmp_path, monkeypatch):
-    root = tmp_path / "results"
+    root = tmp_path / "results"  # a results root holds sweep folders side by side
+    root.mkdir()
     for n in range(3):
-        night_sweep(tmp_path / f"r{n}", n)
-    # A results root holds sweep folders side by side.
-    for n in range(3):
-        (tmp_path / f"r{n}" / f"n{n:03d}" / "nightly").rename(root / f"nightly{n}") if (
-            root.mkdir(exist_ok=True) or True
-        ) else None
+        night_sweep(tmp_path / "parts", n).rename(root / f"nightly{n}")
     monkeypatch.setenv("DISTRINEWS_HISTORY_DB", str(tmp_path / "env.db"))
     done = invoke("history", "ingest", root)
     assert done.exit_code == 0, done.output
