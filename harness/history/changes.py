@@ -62,6 +62,8 @@ class Night:
     sweep_id: int
     values: np.ndarray
     """The metric of each ok run, in run order."""
+    median: float
+    """The median of ``values``: the night's one value for the detector."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,20 +172,23 @@ def load_series(
         info = {r.id: r for r in conn.execute(meta_query)}
     if not rows:
         return []
-    sid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    wid = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-    val = np.array([_number(r[2]) for r in rows], dtype=float)
-    out: list[Series] = []
-    # Boundaries where the series or the sweep changes: one night per run of equal (sid, wid).
+    sids, wids, vals = zip(*rows, strict=True)  # columns, at C speed
+    try:  # a text value (a hand-edited ledger) takes the slow path, as NaN
+        val = np.array(vals, dtype=float)
+    except (TypeError, ValueError):
+        val = np.array([_number(v) for v in vals], dtype=float)
+    keep = np.isfinite(val)
+    sid, wid, val = np.array(sids)[keep], np.array(wids)[keep], val[keep]
+    if not len(val):
+        return []
+    # One night per run of equal (series, sweep) in the sorted rows; its median at once for all.
     new_night = np.r_[True, (sid[1:] != sid[:-1]) | (wid[1:] != wid[:-1])]
     starts = np.flatnonzero(new_night)
-    stops = np.r_[starts[1:], len(rows)]
+    stops = np.r_[starts[1:], len(val)]
+    medians = group_medians(val, np.cumsum(new_night) - 1, starts, stops - starts)
+    out: list[Series] = []
     current: Series | None = None
-    for a, b in zip(starts, stops, strict=True):
-        values = val[a:b]
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            continue
+    for i, (a, b) in enumerate(zip(starts, stops, strict=True)):
         s = int(sid[a])
         if current is None or current.id != s:
             meta = info[s]
@@ -196,8 +201,17 @@ def load_series(
                 nights=[],
             )
             out.append(current)
-        current.nights.append(Night(sweep_id=int(wid[a]), values=values))
+        current.nights.append(Night(sweep_id=int(wid[a]), values=val[a:b], median=medians[i]))
     return out
+
+
+def group_medians(
+    values: np.ndarray, group: np.ndarray, starts: np.ndarray, sizes: np.ndarray
+) -> np.ndarray:
+    """The median of each contiguous group of ``values`` (``group`` numbers them 0, 1, ...)."""
+    order = np.lexsort((values, group))  # by group, then by value: each group sorted in place
+    ordered = values[order]
+    return (ordered[starts + (sizes - 1) // 2] + ordered[starts + sizes // 2]) / 2.0
 
 
 def _number(value: Any) -> float:
@@ -212,21 +226,23 @@ def _number(value: Any) -> float:
 # -- finding the changes ---------------------------------------------------------------------
 
 
-def transform(series: Series) -> tuple[list[np.ndarray], bool]:
-    """Each night's runs in the space the detector works in: log when every value is
-    positive (a step is a ratio), else the values themselves."""
-    log = all((n.values > 0).all() for n in series.nights)
-    return [np.log(n.values) if log else n.values.copy() for n in series.nights], log
+def transform(series: Series) -> tuple[list[np.ndarray], np.ndarray, bool]:
+    """Each night's runs and the nights' medians in the space the detector works in: log when
+    every value is positive (a step is a ratio), else the values themselves."""
+    medians = np.array([n.median for n in series.nights])
+    log = all(n.values.min() > 0 for n in series.nights)
+    if log:
+        return [np.log(n.values) for n in series.nights], np.log(medians), True
+    return [n.values for n in series.nights], medians, False
 
 
 def series_changes(
     series: Series, metric: str, *, max_pvalue: float = detect.MAX_PVALUE
 ) -> list[Change]:
     """The change points of one series, sized (no what_changed yet: :func:`describe` adds it)."""
-    nights, log = transform(series)
-    if len(nights) < 2:
+    if len(series.nights) < 2:
         return []
-    y = np.array([np.median(n) for n in nights])
+    nights, y, log = transform(series)
     better_up = higher_is_better(metric)
     out = []
     for cp in detect.find_change_points(y, max_pvalue=max_pvalue):
@@ -305,15 +321,20 @@ def describe(st: schema.Store, found: Sequence[Change], by_id: dict[int, Series]
                 ).where(sw.c.id.in_(sorted(sweep_ids)))
             )
         }  # fmt: skip
-        wanted = {(c.series_id, w) for c, p in zip(found, pairs, strict=True) for w in p}
+        # Only the runs at the edges of the changes, and of them only the fields that do not
+        # split a series (the whole rows would be megabytes of JSON to decode).
+        wanted = sorted({(c.series_id, w) for c, p in zip(found, pairs, strict=True) for w in p})
+        fields = [runs.c.row[k].label(k) for k in SERIES_FREE]
         edge_rows: dict[tuple[int, int], list[dict[str, Any]]] = {}
         for r in conn.execute(
-            sa.select(runs.c.series_id, runs.c.sweep_id, runs.c.row)
-            .where(runs.c.sweep_id.in_(sorted(sweep_ids)), runs.c.status == "ok")
+            sa.select(runs.c.series_id, runs.c.sweep_id, *fields)
+            .where(sa.tuple_(runs.c.series_id, runs.c.sweep_id).in_(wanted))
+            .where(runs.c.status == "ok")
             .order_by(runs.c.started_at, runs.c.id)
         ):
-            if (r.series_id, r.sweep_id) in wanted:
-                edge_rows.setdefault((r.series_id, r.sweep_id), []).append(r.row)
+            edge_rows.setdefault((r.series_id, r.sweep_id), []).append(
+                {k: getattr(r, k) for k in SERIES_FREE}
+            )
     out = []
     for c, (before_id, after_id) in zip(found, pairs, strict=True):
         b, a = info[before_id], info[after_id]
@@ -379,7 +400,13 @@ def _env_fields(env: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in SERIES_FREE if k in row}
+    """The run's fields that do not split a series; a row from before a field existed holds
+    its default (as the analysis reads it)."""
+    if not row:
+        return {}
+    return {
+        k: analysis.CONFIG_DEFAULTS.get(k) if row.get(k) is None else row[k] for k in SERIES_FREE
+    }
 
 
 def _flat(prefix: str, value: Any) -> dict[str, Any]:

@@ -178,11 +178,30 @@ def _segments(cuts: Sequence[int], n: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
-def _pvalue_at(y: np.ndarray, cuts: list[int], i: int) -> float:
-    """p of the i-th cut against the segments on its two sides."""
-    segs = _segments(cuts, len(y))
-    (a0, a1), (b0, b1) = segs[i], segs[i + 1]
-    return t_test(y[a0:a1], y[b0:b1])
+class _Spans:
+    """Mean and sum of squares of any span of ``y`` in O(1), from prefix sums (the split and
+    merge steps test thousands of spans; numpy calls on tiny arrays would dominate)."""
+
+    def __init__(self, y: np.ndarray) -> None:
+        z = y - y.mean()  # centred: the sums of squares lose nothing to cancellation
+        self.s1 = [0.0, *np.cumsum(z).tolist()]
+        self.s2 = [0.0, *np.cumsum(z * z).tolist()]
+
+    def t_test(self, a: int, b: int, c: int, d: int) -> float:
+        """:func:`t_test` of ``y[a:b]`` against ``y[c:d]``."""
+        n1, n2 = b - a, d - c
+        df = n1 + n2 - 2
+        if n1 <= 0 or n2 <= 0 or df <= 0:
+            return 1.0
+        sum1, sum2 = self.s1[b] - self.s1[a], self.s1[d] - self.s1[c]
+        ss = (self.s2[b] - self.s2[a] - sum1 * sum1 / n1) + (
+            self.s2[d] - self.s2[c] - sum2 * sum2 / n2
+        )
+        diff = sum2 / n2 - sum1 / n1
+        scale = math.sqrt(max(ss, 0.0) / df * (1.0 / n1 + 1.0 / n2))
+        if scale <= 1e-12 * max(1.0, abs(diff)):
+            return 1.0 if diff == 0.0 else 0.0
+        return student_t_two_sided(abs(diff) / scale, df)
 
 
 def find_change_points(y: Sequence[float], *, max_pvalue: float = MAX_PVALUE) -> list[ChangePoint]:
@@ -191,6 +210,7 @@ def find_change_points(y: Sequence[float], *, max_pvalue: float = MAX_PVALUE) ->
     n = len(y)
     if n < 2:
         return []
+    spans = _Spans(y)
     weak = min(max_pvalue * WEAK_FACTOR, 0.5)
     cuts: list[int] = []
     while True:  # split: the best candidate of all segments, while it passes the weak level
@@ -200,19 +220,24 @@ def find_change_points(y: Sequence[float], *, max_pvalue: float = MAX_PVALUE) ->
             if tau > 0 and q > best[0]:
                 best = (q, tau, kappa, s0)
         _, tau, kappa, s0 = best
-        if tau < 0 or t_test(y[s0:tau], y[tau:kappa]) > weak:
+        if tau < 0 or spans.t_test(s0, tau, tau, kappa) > weak:
             break
         cuts = sorted([*cuts, tau])
+
+    def pvalues() -> list[float]:
+        segs = _segments(cuts, n)
+        return [spans.t_test(*segs[i], *segs[i + 1]) for i in range(len(cuts))]
+
     while cuts:  # merge: drop the weakest cut while it fails the real level
-        pvalues = [_pvalue_at(y, cuts, i) for i in range(len(cuts))]
-        worst = int(np.argmax(pvalues))
-        if pvalues[worst] <= max_pvalue:
+        p = pvalues()
+        worst = int(np.argmax(p))
+        if p[worst] <= max_pvalue:
             break
         del cuts[worst]
     segs = _segments(cuts, n)
     return [
-        ChangePoint(index=c, pvalue=_pvalue_at(y, cuts, i), before=segs[i], after=segs[i + 1])
-        for i, c in enumerate(cuts)
+        ChangePoint(index=c, pvalue=p, before=segs[i], after=segs[i + 1])
+        for i, (c, p) in enumerate(zip(cuts, pvalues(), strict=True))
     ]
 
 
@@ -234,22 +259,46 @@ def hodges_lehmann(
     bootstrap (nights with replacement, then runs with replacement inside each drawn night),
     percentile interval of the shift. NaN when a side has no run.
     """
-    b_all = np.concatenate(list(before)) if before else np.empty(0)
-    a_all = np.concatenate(list(after)) if after else np.empty(0)
-    if b_all.size == 0 or a_all.size == 0:
+    before = [np.asarray(n, dtype=float) for n in before if len(n)]
+    after = [np.asarray(n, dtype=float) for n in after if len(n)]
+    if not before or not after:
         return (math.nan, math.nan, math.nan)
+    b_all, a_all = np.concatenate(before), np.concatenate(after)
     shift = float(np.median(a_all[:, None] - b_all[None, :]))
     rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    for i in range(n_boot):
-        boots[i] = np.median(_resample(after, rng)[:, None] - _resample(before, rng)[None, :])
+    a_boot = _resample(after, rng, n_boot)  # (B, runs), NaN where a short night left a gap
+    b_boot = _resample(before, rng, n_boot)
+    diffs = (a_boot[:, :, None] - b_boot[:, None, :]).reshape(n_boot, -1)
+    boots = _row_medians(diffs)
     tail = (1.0 - level) / 2.0 * 100.0
     lo, hi = np.percentile(boots, [tail, 100.0 - tail])
     return (shift, float(lo), float(hi))
 
 
-def _resample(nights: Sequence[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    picked = rng.integers(0, len(nights), size=len(nights))
-    return np.concatenate(
-        [nights[j][rng.integers(0, len(nights[j]), size=len(nights[j]))] for j in picked]
-    )
+def _resample(nights: Sequence[np.ndarray], rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """``n_boot`` two-stage resamples of a side at once: shape (n_boot, nights x longest).
+
+    Each replicate draws as many nights as there are, with replacement, then each drawn
+    night's runs with replacement from that night; shorter nights leave NaN in their tail.
+    """
+    longest = max(len(n) for n in nights)
+    padded = np.full((len(nights), longest), np.nan)
+    sizes = np.array([len(n) for n in nights])
+    for i, n in enumerate(nights):
+        padded[i, : len(n)] = n
+    picked = rng.integers(0, len(nights), size=(n_boot, len(nights)))
+    size = sizes[picked][:, :, None]
+    runs = (rng.random((n_boot, len(nights), longest)) * size).astype(int)
+    values = padded[picked[:, :, None], runs]
+    values[np.arange(longest)[None, None, :] >= size] = np.nan
+    return values.reshape(n_boot, -1)
+
+
+def _row_medians(x: np.ndarray) -> np.ndarray:
+    """The median of each row, ignoring NaN (rows of equal valid counts take a fast path)."""
+    valid = np.isfinite(x).sum(axis=1)
+    if (valid == x.shape[1]).all():
+        return np.median(x, axis=1)
+    x = np.sort(x, axis=1)  # NaN sorts last
+    rows = np.arange(len(x))
+    return (x[rows, (valid - 1) // 2] + x[rows, valid // 2]) / 2.0

@@ -142,12 +142,17 @@ def read_sweep(folder: Path) -> SweepBatch:
     series: dict[str, SeriesKey] = {}
     values: list[dict[str, Any]] = []
     times: list[str] = []
+    keys: dict[tuple[Any, ...], SeriesKey] = {}  # repeats share their configuration's series
     for i, row in enumerate(latest):
         where = f"{store.ledger_path(folder)}: run {row['run_id']}"
         started = _utc(row.get("started_at"), where=f"{where}: field started_at")
         finished = _utc(row.get("finished_at") or row.get("started_at"), where=where)
         times += [started, finished]
-        key = series_key(row, machine)
+        config = tuple(row.get(c) for c in SERIES_CONFIG)
+        try:
+            key = keys.get(config) or keys.setdefault(config, series_key(row, machine))
+        except TypeError:  # an unhashable value (a list where a number belongs): no cache
+            key = series_key(row, machine)
         series.setdefault(key.key, key)
         values.append(
             {

@@ -253,3 +253,18 @@ def test_a_finished_sweep_ingests_itself_and_a_failure_only_warns(tmp_path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning: not in the history:")
     assert "schema version 99" in err[0]
+
+
+def test_group_medians_and_ragged_bootstrap_medians_match_numpy():
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 7, 50)
+    values = rng.normal(size=sizes.sum())
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    group = np.repeat(np.arange(50), sizes)
+    got = changes.group_medians(values, group, starts, sizes)
+    want = [np.median(values[a : a + n]) for a, n in zip(starts, sizes, strict=True)]
+    assert np.allclose(got, want)
+    ragged = rng.normal(size=(20, 12))
+    ragged[rng.random((20, 12)) < 0.3] = np.nan
+    ragged[:, 0] = 1.0  # every row keeps a value
+    assert np.allclose(detect._row_medians(ragged), np.nanmedian(ragged, axis=1))
