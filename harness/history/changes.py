@@ -63,7 +63,7 @@ class Night:
     values: np.ndarray
     """The metric of each ok run, in run order."""
     median: float
-    """The median of ``values``: the night's one value for the detector."""
+    """The median of ``values`` (what a table shows; the detector uses the mean of the logs)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -227,13 +227,11 @@ def _number(value: Any) -> float:
 
 
 def transform(series: Series) -> tuple[list[np.ndarray], np.ndarray, bool]:
-    """Each night's runs and the nights' medians in the space the detector works in: log when
+    """Each night's runs and the nights' means in the space the detector works in: log when
     every value is positive (a step is a ratio), else the values themselves."""
-    medians = np.array([n.median for n in series.nights])
     log = all(n.values.min() > 0 for n in series.nights)
-    if log:
-        return [np.log(n.values) for n in series.nights], np.log(medians), True
-    return [n.values for n in series.nights], medians, False
+    nights = [np.log(n.values) for n in series.nights] if log else [n.values for n in series.nights]
+    return nights, np.array([n.mean() for n in nights]), log
 
 
 def series_changes(
@@ -245,7 +243,8 @@ def series_changes(
     nights, y, log = transform(series)
     better_up = higher_is_better(metric)
     out = []
-    for cp in detect.find_change_points(y, max_pvalue=max_pvalue):
+    floor = detect.run_floor(nights)
+    for cp in detect.find_change_points(y, max_pvalue=max_pvalue, floor=floor):
         w = detect.SIZE_WINDOW_NIGHTS
         before = nights[max(cp.before[0], cp.index - w) : cp.index]
         after = nights[cp.index : min(cp.after[1], cp.index + w)]

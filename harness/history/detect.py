@@ -4,11 +4,14 @@ A series is a list of *nights* in time order (one night = the runs of one sweep 
 the series' configuration: its repeats). Software and machines change between sweeps, never
 inside one, so a change point can only sit at a night boundary; and the runs of one night share
 that session's conditions (what else ran on the box, its clocks, its thermal state), so they
-are not independent samples of the series -- on this project's 2-core CI box one session's
-median strays from another's by up to 17% while its own five runs agree far better. Testing
-runs as if they were independent would call every such session a change. So the detector works
-on one value per night, the median of its runs in log space (a step is a ratio, and the
-median shrugs off the bimodal CPU noise), and only the size estimate goes back to the runs.
+may not be independent samples of the series -- a loaded box, another node, a throttled GPU
+moves all of them together (on this 2-core box, sessions run beside other jobs strayed from
+each other by 30%). Testing runs as if they were independent would call every such session a
+change. So the detector works on one value per night, the mean of its runs' log values (a step
+is a ratio; the mean, not the median, because this box's runs are bimodal and the median of
+five flips between the modes), and its t-tests never assume a night value varies less than
+its runs predict (:func:`run_floor`): where the nights scatter no more than their runs say, the
+runs' own spread -- known with many more degrees of freedom -- is the noise.
 
 The method (:func:`find_change_points`) is E-divisive means (Matteson & James, "A Nonparametric
 Approach for Multiple Change Point Analysis of Multivariate Data", JASA 2014) with the
@@ -182,7 +185,8 @@ class _Spans:
     """Mean and sum of squares of any span of ``y`` in O(1), from prefix sums (the split and
     merge steps test thousands of spans; numpy calls on tiny arrays would dominate)."""
 
-    def __init__(self, y: np.ndarray) -> None:
+    def __init__(self, y: np.ndarray, floor: tuple[float, float] | None = None) -> None:
+        self.floor = floor
         z = y - y.mean()  # centred: the sums of squares lose nothing to cancellation
         self.s1 = [0.0, *np.cumsum(z).tolist()]
         self.s2 = [0.0, *np.cumsum(z * z).tolist()]
@@ -198,19 +202,31 @@ class _Spans:
             self.s2[d] - self.s2[c] - sum2 * sum2 / n2
         )
         diff = sum2 / n2 - sum1 / n1
-        scale = math.sqrt(max(ss, 0.0) / df * (1.0 / n1 + 1.0 / n2))
+        var = max(ss, 0.0) / df
+        if self.floor is not None and self.floor[0] > var:
+            # The nights scatter no more than their runs predict: no night effect shows, and
+            # the runs' spread (estimated with many more degrees of freedom) is the noise.
+            var, df = self.floor
+        scale = math.sqrt(var * (1.0 / n1 + 1.0 / n2))
         if scale <= 1e-12 * max(1.0, abs(diff)):
             return 1.0 if diff == 0.0 else 0.0
         return student_t_two_sided(abs(diff) / scale, df)
 
 
-def find_change_points(y: Sequence[float], *, max_pvalue: float = MAX_PVALUE) -> list[ChangePoint]:
-    """The change points of one series of night values (log medians), in index order."""
+def find_change_points(
+    y: Sequence[float],
+    *,
+    max_pvalue: float = MAX_PVALUE,
+    floor: tuple[float, float] | None = None,
+) -> list[ChangePoint]:
+    """The change points of one series of night values (the mean of each night's log runs), in
+    index order. ``floor`` = (variance, degrees of freedom): what the runs inside the nights
+    say a night value's variance is (:func:`run_floor`); the t-tests never assume less."""
     y = np.asarray(y, dtype=float)
     n = len(y)
     if n < 2:
         return []
-    spans = _Spans(y)
+    spans = _Spans(y, floor)
     weak = min(max_pvalue * WEAK_FACTOR, 0.5)
     cuts: list[int] = []
     while True:  # split: the best candidate of all segments, while it passes the weak level
@@ -239,6 +255,18 @@ def find_change_points(y: Sequence[float], *, max_pvalue: float = MAX_PVALUE) ->
         ChangePoint(index=c, pvalue=p, before=segs[i], after=segs[i + 1])
         for i, (c, p) in enumerate(zip(cuts, pvalues(), strict=True))
     ]
+
+
+def run_floor(nights: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """(variance, df) of a night's mean as its runs predict it: the pooled within-night variance
+    of the runs over the typical night size (harmonic mean); None without two runs in a night."""
+    sizes = np.array([len(v) for v in nights], dtype=float)
+    df = float(np.sum(sizes - 1))
+    if df < 1:
+        return None
+    ss = float(sum(np.sum((v - v.mean()) ** 2) for v in nights if len(v) > 1))
+    k = len(sizes) / float(np.sum(1.0 / sizes))
+    return (ss / df / k, df)
 
 
 # -- the size of a change --------------------------------------------------------------------

@@ -243,9 +243,8 @@ class Store:
         try:
             yield
         except sa.exc.DBAPIError as exc:
-            raise UserError(
-                f"history store {self.where}: {_scrub(str(exc.orig).splitlines()[0], self.url)}"
-            ) from None
+            why = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            raise UserError(f"history store {self.where}: {_scrub(why, self.url)}") from None
 
     def close(self) -> None:
         self.engine.dispose()

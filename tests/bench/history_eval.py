@@ -6,8 +6,9 @@ Every real cpu-smoke session given (a sweep folder; a pooled baseline's pool.jso
 back into its sessions; results/baselines/cpu-smoke is always included) contributes, per
 configuration (1 and 2 CPU ranks), one *night*: its five runs, with this shared 2-core box's
 bimodal noise inside the session and its drift between sessions. A series is built by drawing
-nights from those sessions at random (with replacement), then a step is planted: every run
-from night ``before`` on is scaled by (1 - size). The detector is the one ``history changes``
+nights at random: a session (with replacement), then that session's runs with replacement (so
+a few sessions still give varied nights); then a step is planted: every run from night
+``before`` on is scaled by (1 - size). The detector is the one ``history changes``
 runs (:func:`harness.history.changes.series_changes`, default significance level).
 
 Per cell (step size x nights before/after) it prints: recall (the change found at the planted
@@ -74,10 +75,15 @@ def run_cell(pool, size, before, after, trials, rng):
     hits = near = false = 0
     sizes, covered = [], 0
     n_series = 0
-    for world, sess in pool.items():
+    for sess in pool.values():
         for _ in range(trials):
             picks = rng.integers(0, len(sess), before + after)
-            nights = [sess[p] * (1.0 - size if i >= before else 1.0) for i, p in enumerate(picks)]
+            # A night: a real session, its runs drawn with replacement (so a few sessions give
+            # varied nights, with their own bimodal noise and their own level).
+            nights = [
+                rng.choice(sess[p], size=len(sess[p])) * (1.0 - size if i >= before else 1.0)
+                for i, p in enumerate(picks)
+            ]
             found = changes.series_changes(series_of(nights), "samples_per_s")
             n_series += 1
             match = None
