@@ -132,11 +132,16 @@ def main() -> None:
             for world, values in sess.items():
                 if len(values) >= 2:
                     pool.setdefault(world, []).append(values)
-    spread = {w: float(np.std(np.log([np.median(v) for v in s]), ddof=1)) for w, s in pool.items()}
+    spread = {w: float(np.std([np.log(v).mean() for v in s], ddof=1)) for w, s in pool.items()}
+    runs = {
+        w: float(np.sqrt(np.mean([np.var(np.log(v), ddof=1) for v in s]))) for w, s in pool.items()
+    }
     print(
         f"real sessions: {', '.join(f'N={w}: {len(s)}' for w, s in sorted(pool.items()))} from "
-        f"{len(folders)} folder(s); night-to-night spread of the session median (sd of log): "
+        f"{len(folders)} folder(s); sd of log samples/s between sessions' means: "
         + ", ".join(f"N={w}: {v:.3f}" for w, v in sorted(spread.items()))
+        + "; between runs of a session: "
+        + ", ".join(f"N={w}: {v:.3f}" for w, v in sorted(runs.items()))
     )
     rng = np.random.default_rng(args.seed)
     rows = []
