@@ -330,12 +330,6 @@ def run_efficiency(rows: Sequence[dict[str, Any]]) -> list[float | None]:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def ingest(st: schema.Store, folder: Path) -> IngestResult:
-    """Store one sweep folder; a second ingest of the same folder adds nothing."""
-    batch = read_sweep(folder)  # all checks first: a bad folder changes nothing
-    return write_batch(st, batch, folder=Path(folder))
-
-
 def write_batch(st: schema.Store, batch: SweepBatch, *, folder: Path) -> IngestResult:
     """Insert a read sweep in one transaction (ON CONFLICT DO NOTHING on every unique key)."""
     insert = _insert_for(st)
@@ -426,11 +420,3 @@ def _insert_for(st: schema.Store) -> Any:
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def ingest_all(st: schema.Store, paths: Iterable[Path]) -> list[IngestResult]:
-    """Ingest every sweep folder named (a results root: each sweep in it). All folders are read
-    and checked before the first is written, so one bad folder stores none of them."""
-    folders = sweep_folders(paths)
-    batches = [(f, read_sweep(f)) for f in folders]
-    return [write_batch(st, b, folder=f) for f, b in batches]
