@@ -36,6 +36,8 @@ METRICS = (
 )
 HIGHER_IS_BETTER_SUFFIXES = ("_per_s", "_per_s_per_device", "_gbps", "per_kwh")
 HIGHER_IS_BETTER = ("mfu", "hfu", "efficiency", "overlap_share", "samples_per_s_per_device")
+#: The newest nights of a series that the change search looks at (see series_changes).
+MAX_NIGHTS = 1000
 #: env.json fields left out of what_changed: derived from others (the fingerprint) or spelled
 #: out below (each GPU's UUID instead of the list of GPU records).
 _ENV_SKIP = ("fingerprint", "fingerprint_fields", "gpus")
@@ -237,9 +239,16 @@ def transform(series: Series) -> tuple[list[np.ndarray], np.ndarray, bool]:
 def series_changes(
     series: Series, metric: str, *, max_pvalue: float = detect.MAX_PVALUE
 ) -> list[Change]:
-    """The change points of one series, sized (no what_changed yet: :func:`describe` adds it)."""
+    """The change points of one series, sized (no what_changed yet: :func:`describe` adds it).
+
+    Only the newest :data:`MAX_NIGHTS` nights are searched (the detector's memory grows with
+    the square of the nights: three years of nightly sweeps fit; a longer store is bounded).
+    """
     if len(series.nights) < 2:
         return []
+    skip = max(0, len(series.nights) - MAX_NIGHTS)
+    if skip:
+        series = dataclasses.replace(series, nights=series.nights[skip:])
     nights, y, log = transform(series)
     better_up = higher_is_better(metric)
     out = []
@@ -276,7 +285,7 @@ def series_changes(
                 nights_after=cp.after[1] - cp.index,
                 sweep_id=series.nights[cp.index].sweep_id,
                 series_id=series.id,
-                index=cp.index,
+                index=skip + cp.index,
             )
         )
     return out

@@ -268,3 +268,16 @@ def test_group_medians_and_ragged_bootstrap_medians_match_numpy():
     ragged[rng.random((20, 12)) < 0.3] = np.nan
     ragged[:, 0] = 1.0  # every row keeps a value
     assert np.allclose(detect._row_medians(ragged), np.nanmedian(ragged, axis=1))
+
+
+def test_a_very_long_series_is_searched_over_its_newest_nights_only(monkeypatch):
+    monkeypatch.setattr(changes, "MAX_NIGHTS", 30)
+    rng = np.random.default_rng(7)
+    values = [np.exp(rng.normal(0, 0.01, 3)) * (0.8 if i >= 90 else 1.0) for i in range(100)]
+    series = changes.Series(
+        id=1, key="k", label="long", config={}, machine={},
+        nights=[changes.Night(sweep_id=i, values=v, median=float(np.median(v)))
+                for i, v in enumerate(values)],
+    )  # fmt: skip
+    (change,) = changes.series_changes(series, "samples_per_s")
+    assert change.index == 90 and change.sweep_id == 90 and change.nights_before == 20
