@@ -56,7 +56,7 @@ def _night(tmp_path: Path, night: int, *, slow: bool) -> Path:
     return result.sweep_dir
 
 
-@pytest.mark.slow(seconds=40)
+@pytest.mark.slow(seconds=65)
 def test_a_real_planted_slowdown_is_found_at_its_sweep_with_the_fault_named(tmp_path):
     folders = [_night(tmp_path, n, slow=n >= 3) for n in range(5)]
     db = tmp_path / "history.db"
