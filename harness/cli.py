@@ -451,6 +451,13 @@ class SweepCommand(click.Command):
     is_flag=True,
     help="Launch CUDA points even when the memory model predicts they run out of memory.",
 )
+@click.option(
+    "--history/--no-history",
+    default=True,
+    show_default=True,
+    help="At the end, ingest the sweep into the history store (DISTRINEWS_HISTORY_DB, else "
+    "RESULTS/history.db).",
+)
 @user_errors
 def sweep(
     sweep_file: str | None,
@@ -468,6 +475,7 @@ def sweep(
     max_points: int,
     find_max_batch: bool | None,
     no_predict_oom: bool,
+    history: bool,
 ) -> None:
     """Run a sweep (a TOML file, or a built-in name) and record every point.
 
@@ -523,6 +531,8 @@ def sweep(
     where = f" (ledger: {ledger})" if ledger.is_file() else ""
     click.echo(f"results: {result.sweep_dir}{where}")
     _after_sweep(result.sweep_dir)
+    if history:
+        _ingest_after_sweep(result.sweep_dir)
 
 
 @cli.command()
@@ -1088,6 +1098,137 @@ def project_cmd(
         return
     atomic_write_text(output, text)
     click.echo(f"wrote {output}", err=True)
+
+
+# -- history: every sweep of every night in one store (harness.history) ----------------------
+
+_DB_OPTION = click.option(
+    "--db",
+    envvar="DISTRINEWS_HISTORY_DB",
+    default=None,
+    help="The history store: a file path (SQLite) or postgresql+psycopg://USER@HOST/DB "
+    "[env DISTRINEWS_HISTORY_DB; default: results/history.db].",
+)
+_METRIC_OPTION = click.option(
+    "--metric",
+    default="samples_per_s",
+    show_default=True,
+    help="The ledger column to follow (or efficiency: each run's scaling efficiency).",
+)
+_PVALUE_OPTION = click.option(
+    "--max-pvalue",
+    type=FiniteFloatRange(0, 0.5, min_open=True),
+    default=0.001,
+    show_default=True,
+    help="Significance level of a change point (lower: fewer, surer changes).",
+)
+
+
+@cli.group()
+def history() -> None:
+    """Every sweep of every night in one store; when throughput changed, and what changed.
+
+    \b
+      distrinews-bench history ingest results/          # every sweep folder under results/
+      distrinews-bench history changes --format markdown
+      distrinews-bench history check results/cpu-smoke  # exit 1: this sweep opens a regression
+      distrinews-bench history report -o history.html
+
+    A finished sweep ingests itself (sweep --no-history: not). docs/history.md says how
+    series and change points are defined.
+    """
+
+
+@history.command("ingest")
+@click.argument("results_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_DB_OPTION
+@user_errors
+def history_ingest(results_dirs: tuple[Path, ...], db: str | None) -> None:
+    """Store every run of each sweep folder (a results root: every sweep in it).
+
+    Ingesting a folder again adds nothing; every folder is checked before anything is stored.
+    """
+    from harness.history import commands
+
+    results = commands.ingest(db, results_dirs)
+    click.echo(commands.describe_ingest(results, _masked_store(db)), nl=False)
+
+
+@history.command("changes")
+@_DB_OPTION
+@_METRIC_OPTION
+@_PVALUE_OPTION
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown", "json"]),
+    default="text",
+    show_default=True,
+    help='json: {"changes": [...]}, each with the series\' configuration columns, metric, '
+    "git_sha, started_at, sweep_dir, change_pct, change_pct_ci and what_changed.",
+)
+@user_errors
+def history_changes(db: str | None, metric: str, max_pvalue: float, fmt: str) -> None:
+    """Every change point of every series, newest first, with what changed with it."""
+    from harness.history import commands
+
+    click.echo(commands.changes(db, metric=metric, fmt=fmt, max_pvalue=max_pvalue), nl=False)
+
+
+@history.command("check")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@_DB_OPTION
+@_METRIC_OPTION
+@_PVALUE_OPTION
+@user_errors
+def history_check(results_dir: Path, db: str | None, metric: str, max_pvalue: float) -> None:
+    """Ingest one sweep and judge it against its series' history (Markdown for a CI summary).
+
+    Exit 0: no regression opens at this sweep; 1: one does; 2: unusable input.
+    """
+    from harness.history import commands
+
+    verdict = commands.check(db, results_dir, metric=metric, max_pvalue=max_pvalue)
+    click.echo(verdict.text, nl=False)
+    sys.exit(1 if verdict.regressed else 0)
+
+
+@history.command("report")
+@_DB_OPTION
+@_METRIC_OPTION
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="HTML file to write [default: history.html beside an SQLite store, else ./history.html].",
+)
+@user_errors
+def history_report(db: str | None, metric: str, output: Path | None) -> None:
+    """One self-contained HTML page: a chart per series, change points marked and labelled."""
+    from harness.history import commands
+
+    click.echo(f"history report: {commands.report(db, output, metric=metric)}")
+
+
+def _masked_store(db: str | None) -> str:
+    from harness.history import schema
+
+    url = schema.resolve(db)
+    return str(url.database) if url.get_backend_name() == "sqlite" else schema.mask(url)
+
+
+def _ingest_after_sweep(sweep_dir: Path) -> None:
+    """A finished sweep ingests itself into the history; a failure only warns (one line): the
+    results are safe in the ledger, and `history ingest` can add them later."""
+    from harness.history import commands
+
+    try:
+        click.echo(commands.ingest_after_sweep(sweep_dir))
+    except UserError as exc:
+        click.echo(f"warning: not in the history: {exc}", err=True)
+    except OSError as exc:
+        click.echo(f"warning: not in the history: {describe_os_error(exc)}", err=True)
 
 
 def main() -> None:

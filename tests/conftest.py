@@ -181,3 +181,36 @@ def _processes_need_the_slow_marker(request):
             f"started {len(_spawned)} process(es) ({_spawned[0]}, ...) without "
             "@pytest.mark.slow: mark it, so -m 'not slow' stays in-process"
         )
+
+
+# -- the history store on SQLite and on a real PostgreSQL server ---------------------------------
+#: Set by .ci/run (.ci/local-postgres.sh up): a PostgreSQL server the store tests may use.
+POSTGRES_URL = os.environ.get("DISTRINEWS_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_db(request, tmp_path):
+    """A fresh, empty history store: an SQLite file, then the same test on PostgreSQL (a schema
+    of its own on the CI server, dropped afterwards); that variant skips without a server."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "history.db")
+        return
+    if not POSTGRES_URL:
+        pytest.skip(
+            "no PostgreSQL server: set DISTRINEWS_TEST_POSTGRES_URL "
+            '(eval "$(bash .ci/local-postgres.sh up)")'
+        )
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg")
+    url = url.update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()

@@ -44,7 +44,11 @@ def test_every_dependency_is_pinned_within_its_range():
 
 
 def test_no_stray_pins():
-    declared = {r.name.lower() for r in pyproject_requirements()}
+    reqs = pyproject_requirements()
+    declared = {r.name.lower() for r in reqs}
+    # An extra that installs a companion package of the same name (psycopg[binary] installs
+    # psycopg-binary) may pin that package too: the pinned set must hold every package.
+    declared |= {f"{r.name}-{extra}".lower() for r in reqs for extra in r.extras}
     assert set(pins()) <= declared
 
 
@@ -112,6 +116,9 @@ HARNESS_STAGES = {
     "analysis": 3, "projection": 3, "fmt": 3,
     # 4. what a user reads: the report, the gate's verdicts, the projection tables
     "report": 4, "compare": 4, "project": 4,
+    # the history store reads sweeps through the contract (store, analysis) and draws its page
+    # with the report's page code
+    "history": 4,
     # 5. entry points
     "cli": 5, "tools": 5,
 }  # fmt: skip
@@ -161,3 +168,20 @@ def test_the_stage_check_sees_a_backward_import(tmp_path):
         check_stages("sweep", {"report", "analysis"})
     with pytest.raises(AssertionError, match="new module"):
         check_stages("brand_new", set())
+
+
+def test_every_package_folder_is_installed():
+    """A wheel holds every folder of distrinews/ and harness/ that is a package."""
+    from setuptools import find_packages
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    found = set(find_packages(str(ROOT), include=include))
+    folders = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("distrinews", "harness")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert folders == found
+    assert {"harness.report", "harness.tools", "harness.history"} <= found
