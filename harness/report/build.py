@@ -106,6 +106,8 @@ def build_report(
             )
     if n_ok and (summary["n_ok"] == 1).all():
         notes.append("Every point ran once: no repeats, so no confidence intervals.")
+    elif n_ok and (few := fmt.interval_note(summary)):
+        notes.append(few)
     if env is None and not serving_only:
         notes.append("env.json is missing: the environment of this sweep is unknown.")
     notes.extend(_telemetry_notes(frame, telemetry))

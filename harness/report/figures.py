@@ -172,16 +172,20 @@ def fig_throughput(curves: pd.DataFrame, metric: str = THROUGHPUT) -> go.Figure 
                 hovertemplate="ideal linear: %{y:,.1f}<extra></extra>",
             )
         )
+    title = "Throughput vs GPU count (dotted: ideal linear scaling from the reference point"
+    covers = fmt.levels(curves.get(f"{metric}_level", pd.Series(dtype=float)))
+    title += f"; bars: interval of the median, covers {covers})" if covers else ")"
     return _layout(
         fig,
-        "Throughput vs GPU count (dotted: ideal linear scaling from the reference point)",
+        title,
         xaxis=_ws_axis(curves["world_size"]),
         yaxis={"title": "samples/s (global, median)", "type": "log"},
     )
 
 
 def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
-    """Scaling efficiency per curve with its bootstrap 95% band; 100% is perfect scaling."""
+    """Scaling efficiency per curve with its interval band (its coverage in the title); 100% is
+    perfect scaling."""
     if curves.empty:
         return None
     fig = go.Figure()
@@ -203,7 +207,7 @@ def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
                     hoverinfo="skip",
                     legendgroup=cid,
                     showlegend=False,
-                    name="95% interval",
+                    name="interval",
                 )
             )
         fig.add_trace(
@@ -220,7 +224,9 @@ def fig_efficiency(curves: pd.DataFrame) -> go.Figure | None:
     fig.add_hline(y=100, line={"color": "#888", "dash": "dash", "width": 1})
     title = "Scaling efficiency vs GPU count"
     # Promise a band only when one is drawn (single runs have no interval).
-    title += " (band: bootstrap 95% interval)" if banded else " (single runs: no interval band)"
+    above = curves["world_size"] > curves["base_world_size"]  # N0 itself is exactly 100%
+    covers = fmt.levels(curves.loc[above, "efficiency_level"], at_least=True)
+    title += f" (band: interval, covers {covers})" if banded else " (single runs: no interval band)"
     return _layout(
         fig,
         title,

@@ -22,8 +22,9 @@ from harness.report.sections import why_sentence
 #: Columns of each scaling-curve row in the JSON report.
 JSON_CURVE_COLUMNS = (
     "curve_id", "curve", "scaling_mode", "world_size", "base_world_size", "config_key",
-    THROUGHPUT, f"{THROUGHPUT}_lo", f"{THROUGHPUT}_hi", "speedup", "speedup_lo", "speedup_hi",
-    "efficiency", "efficiency_lo", "efficiency_hi",
+    THROUGHPUT, f"{THROUGHPUT}_lo", f"{THROUGHPUT}_hi", f"{THROUGHPUT}_level", "speedup",
+    "speedup_lo", "speedup_hi", "speedup_level", "efficiency", "efficiency_lo", "efficiency_hi",
+    "efficiency_level",
 )  # fmt: skip
 
 
@@ -55,6 +56,7 @@ def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
                 THROUGHPUT: top[THROUGHPUT],
                 f"{THROUGHPUT}_lo": top[f"{THROUGHPUT}_lo"],
                 f"{THROUGHPUT}_hi": top[f"{THROUGHPUT}_hi"],
+                f"{THROUGHPUT}_level": top[f"{THROUGHPUT}_level"],
                 "efficiency": eff["efficiency"].iloc[0] if len(eff) else None,
                 "mfu": top["mfu"],
             }

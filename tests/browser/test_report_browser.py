@@ -83,8 +83,9 @@ def test_full_report_renders_every_chart_and_sorts(browser, tmp_path):
 
     # Click-to-sort on the all-points table: by throughput, ascending then descending.
     table = page.locator("#points ~ div table.sortable, #points ~ table.sortable").first
-    header = table.locator("th", has_text="samples/s [95% CI]")
-    col = [t.strip() for t in table.locator("th").all_inner_texts()].index("samples/s [95% CI]")
+    name = "samples/s [interval, covers 75%]"  # 3 repeats: [min, max], which covers 75%
+    header = table.locator("th", has_text=name)
+    col = [t.strip() for t in table.locator("th").all_inner_texts()].index(name)
 
     def column() -> list[float]:
         cells = table.locator(f"tbody tr td:nth-child({col + 1})")
