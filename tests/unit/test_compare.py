@@ -419,7 +419,11 @@ def test_pooled_sessions_keep_every_repeat_and_absorb_a_session_offset(tmp_path)
         sessions[2]
     )
     env = json.loads((base / "env.json").read_text())
-    assert env == json.loads((sessions[0] / "env.json").read_text())
+    assert env == json.loads((sessions[0] / "env.json").read_text())  # no loads recorded
+    loads = [[1.0, 1.0, 1.0], [3.0, 2.0, 1.0], [9.0, 5.0, 2.0]]
+    assert pool.pooled_load([{"load_avg_start": v} for v in loads]) == {
+        "load_avg_start": [3.0, 2.0, 1.0]  # the median session's, element by element
+    }
     side = compare.load_side(base)
     assert side.frame.groupby("config_key").size().eq(15).all()
 
