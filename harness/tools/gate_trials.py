@@ -171,7 +171,8 @@ def _load(env: dict[str, Any]) -> float | None:
 
 def _rate_line(name: str, r: dict[str, Any]) -> str:
     lo, hi = r["ci95"]
-    return f"{name}: {r['count']}/{r['of']} = {r['rate']:.0%} (95% interval {lo:.0%}-{hi:.0%})"
+    share = f"{r['count']}/{r['of']} = {r['rate']:.0%}"
+    return f"{name}: {share} (Clopper-Pearson 95%: {lo:.0%}-{hi:.0%})"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
