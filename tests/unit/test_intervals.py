@@ -37,7 +37,9 @@ def test_median_interval_covers_exactly_what_it_states(shape, n):
     assert cell.stated == pytest.approx({3: 0.75, 5: 0.9375, 10: 0.978515625}[n])
 
 
-@pytest.mark.parametrize("shape", [C.SHAPES["bimodal"], C.SHAPES["lognormal"]], ids=str)
+@pytest.mark.parametrize(
+    "shape", [C.SHAPES["bimodal"], C.SHAPES["lognormal"]], ids=lambda s: s.name
+)
 def test_the_old_bootstrap_95_fails_the_same_check(shape):
     """The planted twin: the bootstrap interval the report printed as "95%" covers about 75%
     with 3 repeats, and the check above says so."""
@@ -66,7 +68,9 @@ def test_the_old_bootstrap_ratio_fails_at_three_repeats():
 
 
 @pytest.mark.parametrize("n", C.REPEATS)
-@pytest.mark.parametrize("shape", [C.SHAPES["bimodal"], C.SHAPES["lognormal"]], ids=str)
+@pytest.mark.parametrize(
+    "shape", [C.SHAPES["bimodal"], C.SHAPES["lognormal"]], ids=lambda s: s.name
+)
 def test_gate_shift_interval_is_exact_when_every_run_scales(shape, n):
     """The gate's change: a planted x0.8 of the same noise, Hodges-Lehmann/Moses."""
     cell = C.ratio_cell(C.shift, shape, shape, n, REPS, factor=0.8)
