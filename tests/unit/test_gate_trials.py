@@ -89,3 +89,17 @@ def test_cli_choose_and_judge_refuse_judging_on_the_pooled_sessions(tmp_path):
     r = runner.invoke(G.main, ["judge", str(base_dir), str(fresh), "--rtol", "0.1"])
     assert r.exit_code == 0, r.output
     assert "false alarms: 0/1" in r.output and "planted 20% slowdown caught: 1/1" in r.output
+
+
+def test_max_load_keeps_only_quiet_sessions_and_says_why(tmp_path):
+    paths = [session(tmp_path, k, 1.0) for k in range(3)]
+    for p, start, end in zip(paths, (1.5, 1.6, 4.8), (1.4, 3.1, 4.9), strict=True):
+        env = json.loads((p / "env.json").read_text())
+        env.update(load_avg_start=[start, 1.0, 1.0], load_avg_end=[end, 1.0, 1.0])
+        (p / "env.json").write_text(json.dumps(env))
+    sessions = [G.load_session(p) for p in paths]
+    kept, dropped = G.quiet(sessions, 2.5)
+    assert [s.path for s in kept] == paths[:1]
+    assert dropped == [f"{paths[1]}: left out (load 3.1 > 2.5)",
+                       f"{paths[2]}: left out (load 4.9 > 2.5)"]  # fmt: skip
+    assert G.quiet(sessions, None) == (sessions, [])
