@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -279,10 +280,10 @@ def median_rank(n: int, level: float = LEVEL) -> tuple[int, float]:
 @functools.lru_cache(maxsize=512)
 def _median_ranks(n: int, level: float) -> tuple[int, float]:
     tail = 0  # P(Bin(n, 1/2) <= k-1) * 2**n, exact integers
-    best = (1, 1.0 - 2.0 / 2**n)
+    best = (1, 1.0 - 2 / 2**n)
     for k in range(1, (n + 1) // 2 + 1):
         tail += math.comb(n, k - 1)
-        coverage = 1.0 - 2.0 * tail / 2**n
+        coverage = 1.0 - 2 * tail / 2**n  # int / int: exact for any n
         if coverage < level:
             break
         best = (k, coverage)
@@ -383,12 +384,12 @@ def shift_rank(m: int, n: int, level: float = LEVEL) -> tuple[int, float]:
 @functools.lru_cache(maxsize=512)
 def _shift_ranks(m: int, n: int, level: float) -> tuple[int, float]:
     mn = m * n
-    if m + n <= EXACT_LIMIT:
-        cdf = np.cumsum(mann_whitney_null(m, n)) / math.comb(m + n, m)
-    else:  # U ~ Normal(mn/2, mn(m+n+1)/12), with a continuity correction
-        sd = math.sqrt(mn * (m + n + 1) / 12.0)
-        u = np.arange(mn + 1)
-        cdf = np.array([0.5 * (1 + math.erf((x + 0.5 - mn / 2) / (sd * math.sqrt(2)))) for x in u])
+    if m + n > EXACT_LIMIT:  # U ~ Normal(mn/2, mn(m+n+1)/12), with a continuity correction
+        normal = statistics.NormalDist(mn / 2.0, math.sqrt(mn * (m + n + 1) / 12.0))
+        # P(U <= k-1) = cdf(k - 1/2) <= (1 - level)/2: the largest such k, at least 1.
+        k = max(1, math.floor(normal.inv_cdf((1.0 - level) / 2.0) + 0.5))
+        return k, 1.0 - 2.0 * normal.cdf(k - 0.5)
+    cdf = np.cumsum(mann_whitney_null(m, n)) / math.comb(m + n, m)
     best = (1, float(1.0 - 2.0 * cdf[0]))
     for k in range(1, (mn + 1) // 2 + 1):
         coverage = float(1.0 - 2.0 * cdf[k - 1])
