@@ -4,9 +4,12 @@ Vocabulary:
 
 - a *run* is one ledger row (one launch); a *point* (``config_key``) is a configuration, which a
   sweep may run several times (``repeat`` 0, 1, ...) to measure noise;
-- a point's number is the **median** over its ok repeats, with a **bootstrap 95% interval**:
-  resample the repeats with replacement many times, take each resample's median, and keep the
-  2.5th and 97.5th percentiles. A single run has no interval (NaN), never a made-up one;
+- a point's number is the **median** over its ok repeats, with an **interval that states its
+  coverage**: the order-statistic interval of the median (exact and distribution-free: with 3
+  repeats it is [min, max] and covers 75% -- a 95% interval needs 6 repeats), and for a ratio of
+  two points (speedup, efficiency) the two intervals divided end to end, which covers at least
+  the product of their coverages (see "statistics" below). A single run has no interval (NaN),
+  never a made-up one;
 - a *scaling curve* is a set of points that differ only in the GPU count. Under **weak**
   scaling the per-device batch is fixed (the global batch grows with N); under **strong**
   scaling the global batch is fixed (the per-device batch or accumulation shrinks). For both,
@@ -19,8 +22,11 @@ The only I/O here is reading the sweep folder (:func:`load_frame`, :func:`load_e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,7 +85,8 @@ TEXT_COLUMNS = (
 )
 #: The throughput every scaling figure and the gate use by default.
 THROUGHPUT = "samples_per_s"
-N_BOOT = 2000
+#: The coverage every interval aims at; where too few repeats cannot reach it, the interval says
+#: what it does cover (see "statistics" below).
 LEVEL = 0.95
 
 
@@ -241,16 +248,240 @@ def load_rank_step_times(
 
 
 # -- statistics ------------------------------------------------------------------------------
+#
+# Three intervals, each with the level it really has at the repeat counts sweeps use (3, 5, 10);
+# none is a bootstrap, whose "95%" interval of a median covers about 75% with 3 repeats
+# (it is then [min, max]) and about 93% with 5 or 10. Each interval comes with its level, and
+# the level is printed next to it (harness.fmt.level): where 95% is out of reach the interval is
+# the widest the data allows and says how much less it covers.
+#
+# - a point's median: the order-statistic interval (distribution-free, exact);
+# - a ratio of two points' medians (speedup, efficiency, a factor's effect): the two points'
+#   order-statistic intervals divided end to end (distribution-free; a lower bound on coverage);
+# - the change of one point between two sweeps (the gate): the Hodges-Lehmann shift of the log
+#   values with its Moses interval (exact when the change scales every run alike).
+
+
+def median_rank(n: int, level: float = LEVEL) -> tuple[int, float]:
+    """The order-statistic interval of a median from ``n`` values: ``(k, coverage)``.
+
+    ``[x_(k), x_(n+1-k)]`` (1-based order statistics) holds the true median unless at least
+    n+1-k of the n values fall on one side of it, so for continuous data its coverage is
+    exactly 1 - 2·P(Binomial(n, 1/2) <= k-1), whatever the distribution (ties only raise it).
+    ``k`` is the largest with coverage >= ``level`` -- the narrowest such interval. When even
+    ``[min, max]`` falls short (n <= 5 for 95%: 75% at 3 values, 93.75% at 5), ``k`` is 1 and the
+    coverage says how short. Fewer than 2 values: ``(0, nan)``, no interval.
+    """
+    if n < 2:
+        return 0, float("nan")
+    return _median_ranks(n, level)
+
+
+@functools.lru_cache(maxsize=512)
+def _median_ranks(n: int, level: float) -> tuple[int, float]:
+    tail = 0  # P(Bin(n, 1/2) <= k-1) * 2**n, exact integers
+    best = (1, 1.0 - 2 / 2**n)
+    for k in range(1, (n + 1) // 2 + 1):
+        tail += math.comb(n, k - 1)
+        coverage = 1.0 - 2 * tail / 2**n  # int / int: exact for any n
+        if coverage < level:
+            break
+        best = (k, coverage)
+    return best
+
+
+def median_interval(
+    samples: Sequence[np.ndarray], level: float = LEVEL
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lo, hi, coverage)`` per sample from :func:`median_rank`; NaN with fewer than 2 values.
+
+    Samples of equal length are sorted together (one vectorised sort per length)."""
+    lo = np.full(len(samples), np.nan)
+    hi = np.full(len(samples), np.nan)
+    cov = np.full(len(samples), np.nan)
+    by_len: dict[int, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_len.setdefault(len(s), []).append(i)
+    for n, idx in by_len.items():
+        k, coverage = median_rank(n, level)
+        if k == 0:
+            continue
+        values = np.sort(np.stack([np.asarray(samples[i], dtype=float) for i in idx]), axis=1)
+        lo[idx], hi[idx], cov[idx] = values[:, k - 1], values[:, n - k], coverage
+    return lo, hi, cov
+
+
+def median_ci(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float, float]:
+    """``(median, lo, hi, coverage)`` of one sample (:func:`median_interval`); non-finite values
+    are left out; lo/hi/coverage are NaN for fewer than two values."""
+    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if arr.size == 0:
+        return (np.nan, np.nan, np.nan, np.nan)
+    lo, hi, cov = median_interval([arr], level)
+    return (float(np.median(arr)), float(lo[0]), float(hi[0]), float(cov[0]))
+
+
+def ratio_interval(
+    a: Sequence[np.ndarray], b: Sequence[np.ndarray], level: float = LEVEL
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interval of median(a_i)/median(b_i) per pair: ``(lo, hi, coverage)``.
+
+    Each side's order-statistic interval aims at sqrt(``level``) (:func:`median_rank`), and the
+    ratio's interval is their quotient end to end, ``[lo_a/hi_b, hi_a/lo_b]``: it holds the true
+    ratio whenever both hold their medians, so it covers at least cov_a·cov_b (the two points'
+    runs are independent) for any distributions -- the N = 1 and N = 2 points of a CPU sweep have
+    differently shaped noise (bimodal and skewed), where an interval that assumes one shape for
+    both falls short. ``coverage`` is that lower bound: 95.7% with 10 repeats a side, 87.9% with
+    5, 56.2% with 3 (simulated on noise like the CPU rows, the true coverage is higher: about
+    98%, 99% and 85%; tests/unit/test_intervals.py). Both sides need positive values and 2 runs;
+    else NaN.
+    """
+    if not len(a):
+        return np.empty(0), np.empty(0), np.empty(0)
+    side = math.sqrt(level)
+    lo_a, hi_a, cov_a = median_interval(a, side)
+    lo_b, hi_b, cov_b = median_interval(b, side)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = lo_a / hi_b, hi_a / lo_b
+    ok = np.isfinite(lo) & np.isfinite(hi) & (lo_b > 0) & (lo_a >= 0)
+    return np.where(ok, lo, np.nan), np.where(ok, hi, np.nan), np.where(ok, cov_a * cov_b, np.nan)
+
+
+#: Above this many values in total, Mann-Whitney's null distribution is taken as normal.
+EXACT_LIMIT = 60
+
+
+@functools.lru_cache(maxsize=256)
+def mann_whitney_null(m: int, n: int) -> np.ndarray:
+    """How many of the C(m+n, m) orderings of two samples give U = 0..m·n (no ties), by the
+    classic recursion: the largest value is from the first sample (adding n to U) or not."""
+    table: list[list[np.ndarray]] = [[np.ones(1)] * (n + 1) for _ in range(m + 1)]
+    for i in range(1, m + 1):
+        for j in range(1, n + 1):
+            out = np.zeros(i * j + 1)
+            up, left = table[i - 1][j], table[i][j - 1]
+            out[j : j + len(up)] += up
+            out[: len(left)] += left
+            table[i][j] = out
+    return table[m][n]
+
+
+def shift_rank(m: int, n: int, level: float = LEVEL) -> tuple[int, float]:
+    """The Moses interval of a two-sample shift: ``(k, coverage)`` for ``[d_(k), d_(mn+1-k)]``,
+    d the m·n sorted pairwise differences.
+
+    Under the shift model (the two samples' distributions differ only by a shift) it misses the
+    true shift exactly when Mann-Whitney's U of the shifted samples is <= k-1 or >= mn-k+1, so its
+    coverage is 1 - 2·P(U <= k-1), from U's exact null distribution (normal approximation above
+    :data:`EXACT_LIMIT` values). ``k`` is the largest with coverage >= ``level``; when even
+    ``[min, max]`` falls short (3 vs 3 runs: 90%) ``k`` is 1 and the coverage says how short.
+    """
+    if m < 1 or n < 1:
+        return 0, float("nan")
+    return _shift_ranks(m, n, level)
+
+
+@functools.lru_cache(maxsize=512)
+def _shift_ranks(m: int, n: int, level: float) -> tuple[int, float]:
+    mn = m * n
+    if m + n > EXACT_LIMIT:  # U ~ Normal(mn/2, mn(m+n+1)/12), with a continuity correction
+        normal = statistics.NormalDist(mn / 2.0, math.sqrt(mn * (m + n + 1) / 12.0))
+        # P(U <= k-1) = cdf(k - 1/2) <= (1 - level)/2: the largest such k, at least 1.
+        k = max(1, math.floor(normal.inv_cdf((1.0 - level) / 2.0) + 0.5))
+        return k, 1.0 - 2.0 * normal.cdf(k - 0.5)
+    cdf = np.cumsum(mann_whitney_null(m, n)) / math.comb(m + n, m)
+    best = (1, float(1.0 - 2.0 * cdf[0]))
+    for k in range(1, (mn + 1) // 2 + 1):
+        coverage = float(1.0 - 2.0 * cdf[k - 1])
+        if coverage < level:
+            break
+        best = (k, coverage)
+    return best
+
+
+def shift_interval(
+    a: np.ndarray, b: np.ndarray, level: float = LEVEL
+) -> tuple[float, float, float, float]:
+    """How much larger ``a`` is than ``b`` as a ratio: ``(estimate, lo, hi, coverage)``.
+
+    The Hodges-Lehmann shift of the log values -- the median of all m·n pairwise differences
+    log a_i - log b_j -- and its Moses interval (:func:`shift_rank`), turned back into ratios
+    (exp). On the log scale because a slowdown scales every run (a 20% slower machine or build
+    multiplies each run's throughput by 0.8), so the shift model holds in logs, and because then
+    a planted x0.8 of the same runs reads exactly 0.8. Robust: one wild run moves it little,
+    where the ratio of two medians of 5 jumps with the middle run. The coverage is exact under
+    that model; the estimate is always inside the interval. Only positive finite values count;
+    with no value on a side all four are NaN, with one run a side the interval is.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    a, b = a[np.isfinite(a) & (a > 0)], b[np.isfinite(b) & (b > 0)]
+    est, lo, hi, cov = shift_intervals([a], [b], level)
+    return (float(est[0]), float(lo[0]), float(hi[0]), float(cov[0]))
+
+
+def shift_intervals(
+    a: Sequence[np.ndarray], b: Sequence[np.ndarray], level: float = LEVEL
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`shift_interval` of many pairs of positive samples at once (pairs of equal sizes
+    are computed together): arrays of estimate, lo, hi, coverage."""
+    out = np.full((4, len(a)), np.nan)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        by_size.setdefault((len(x), len(y)), []).append(i)
+    for (m, n), idx in by_size.items():
+        if m == 0 or n == 0:
+            continue
+        la = np.log(np.stack([np.asarray(a[i], dtype=float) for i in idx]))
+        lb = np.log(np.stack([np.asarray(b[i], dtype=float) for i in idx]))
+        d = np.sort((la[:, :, None] - lb[:, None, :]).reshape(len(idx), m * n), axis=1)
+        est = np.median(d, axis=1)
+        out[0, idx] = np.exp(est)
+        if m * n < 2:
+            continue  # one run a side: a change, but no interval
+        k, coverage = shift_rank(m, n, level)
+        out[1, idx] = np.exp(np.minimum(d[:, k - 1], est))
+        out[2, idx] = np.exp(np.maximum(d[:, m * n - k], est))
+        out[3, idx] = coverage
+    return out[0], out[1], out[2], out[3]
+
+
+def proportion_interval(successes: int, trials: int, level: float = LEVEL) -> tuple[float, float]:
+    """Clopper-Pearson interval of a rate seen ``successes`` times in ``trials`` (a false-alarm
+    rate, a detection power): exact, so it covers at least ``level`` for every true rate --
+    with 0 alarms in 10 trials the rate may still be up to 30.8%. (nan, nan) for no trials.
+    """
+    if trials <= 0 or not 0 <= successes <= trials:
+        return (float("nan"), float("nan"))
+    tail = (1.0 - level) / 2.0
+
+    def at_least(k: int, p: float) -> float:  # P(X >= k) for X ~ Binomial(trials, p)
+        return sum(
+            math.comb(trials, i) * p**i * (1 - p) ** (trials - i) for i in range(k, trials + 1)
+        )
+
+    def solve(k: int, target: float) -> float:  # the p where P(X >= k) = target (increasing)
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2.0
+            lo, hi = (mid, hi) if at_least(k, mid) < target else (lo, mid)
+        return (lo + hi) / 2.0
+
+    low = 0.0 if successes == 0 else solve(successes, tail)
+    high = 1.0 if successes == trials else solve(successes + 1, 1.0 - tail)
+    return (low, high)
 
 
 def bootstrap_medians(
-    samples: Sequence[np.ndarray], *, n_boot: int = N_BOOT, seed: int = 0
+    samples: Sequence[np.ndarray], *, n_boot: int = 400, seed: int = 0
 ) -> np.ndarray:
     """Bootstrap distribution of the median of each sample: shape (len(samples), n_boot).
 
-    Samples of equal length are resampled together in one vectorised draw from a Generator
-    seeded with ``(seed, length)``, so the result depends only on the data and the seed. Rows of
-    samples with fewer than two values are the value itself (no spread) or NaN when empty.
+    Not an interval (no interval this module prints comes from it; see above): the projection
+    (harness.project) uses these draws to carry its inputs' spread through its model. Samples of
+    equal length are resampled together in one vectorised draw from a Generator seeded with
+    ``(seed, length)``, so the result depends only on the data and the seed. Rows of samples
+    with fewer than two values are the value itself (no spread) or NaN when empty.
     """
     out = np.full((len(samples), n_boot), np.nan)
     by_len: dict[int, list[int]] = {}
@@ -270,47 +501,20 @@ def bootstrap_medians(
     return out
 
 
-def interval(boot: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of each bootstrap row; rows holding any NaN give NaN."""
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo = np.full(boot.shape[:-1], np.nan)
-    hi = np.full(boot.shape[:-1], np.nan)
-    good = np.isfinite(boot).all(axis=-1)
-    if good.any():
-        lo[good], hi[good] = np.percentile(boot[good], [tail, 100.0 - tail], axis=-1)
-    return lo, hi
-
-
-def median_ci(
-    values: Sequence[float], *, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
-) -> tuple[float, float, float]:
-    """(median, low, high) of one sample; low/high are NaN for fewer than two values."""
-    arr = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if arr.size == 0:
-        return (np.nan, np.nan, np.nan)
-    if arr.size == 1:
-        return (float(arr[0]), np.nan, np.nan)
-    boot = bootstrap_medians([arr], n_boot=n_boot, seed=seed)
-    lo, hi = interval(boot, level)
-    return (float(np.median(arr)), float(lo[0]), float(hi[0]))
-
-
 # -- points ----------------------------------------------------------------------------------
 
 
 def per_configuration(
-    frame: pd.DataFrame,
-    metrics: Sequence[str] = (THROUGHPUT, "mfu"),
-    *,
-    n_boot: int = N_BOOT,
-    seed: int = 0,
+    frame: pd.DataFrame, metrics: Sequence[str] = (THROUGHPUT, "mfu")
 ) -> pd.DataFrame:
     """One row per configuration (config_key): config columns, repeat counts, median, interval.
 
-    For each metric ``m``: ``m`` (median over ok repeats), ``m_lo``/``m_hi`` (bootstrap 95%
-    interval, NaN with fewer than two ok repeats). Other numeric columns get their median.
-    ``n_runs``/``n_ok`` count repeats; ``failed`` lists the statuses of failed repeats.
-    Points whose repeats all failed are kept (their metrics are NaN): they never vanish.
+    For each metric ``m``: ``m`` (median over ok repeats), ``m_lo``/``m_hi`` (its order-statistic
+    interval, :func:`median_rank`) and ``m_level`` (that interval's exact coverage: 75% with 3
+    ok repeats, 93.75% with 5, >= 95% from 6 on); all NaN with fewer than two ok repeats. Other
+    numeric columns get their median. ``n_runs``/``n_ok`` count repeats; ``failed`` lists the
+    statuses of failed repeats. Points whose repeats all failed are kept (their metrics are
+    NaN): they never vanish.
     """
     columns = [
         "config_key",
@@ -319,7 +523,7 @@ def per_configuration(
         "n_runs",
         "n_ok",
         "failed",
-        *[c for m in metrics for c in (m, f"{m}_lo", f"{m}_hi")],
+        *[c for m in metrics for c in (m, f"{m}_lo", f"{m}_hi", f"{m}_level")],
     ]
     if frame.empty:
         return pd.DataFrame(columns=columns)
@@ -341,11 +545,8 @@ def per_configuration(
         by_key = point_samples(ok, metric)
         empty = np.empty(0)
         samples = [by_key.get(k, empty) for k in out.index]
-        boot = bootstrap_medians(samples, n_boot=n_boot, seed=seed)
-        lo, hi = interval(boot)
-        single = np.array([len(s) < 2 for s in samples])
-        out[f"{metric}_lo"] = np.where(single, np.nan, lo)
-        out[f"{metric}_hi"] = np.where(single, np.nan, hi)
+        lo, hi, level = median_interval(samples)
+        out[f"{metric}_lo"], out[f"{metric}_hi"], out[f"{metric}_level"] = lo, hi, level
     out = out.reset_index()
     return out[[*columns, *[c for c in out.columns if c not in columns]]]
 
@@ -397,19 +598,21 @@ def scaling(
     frame: pd.DataFrame,
     metric: str = THROUGHPUT,
     *,
-    n_boot: int = N_BOOT,
-    seed: int = 0,
     summary: pd.DataFrame | None = None,
+    n_boot: int | None = None,
 ) -> pd.DataFrame:
-    """Speedup and efficiency along every scaling curve, with bootstrap intervals.
+    """Speedup and efficiency along every scaling curve, with intervals.
 
     One row per (curve, GPU count): ``curve_id`` (stable across sweeps; its human name comes
     from :func:`harness.fmt.with_curve_names`), ``scaling_mode``, ``world_size``,
-    ``base_world_size`` (N0) and ``base_key``, the point's median ``metric`` and interval,
-    ``ideal`` (N/N0·X(N0)), ``speedup``/``efficiency`` with ``_lo``/``_hi``. The efficiency
-    interval comes from resampling the repeats at N and at N0 independently (ratio of bootstrap
-    medians). Points with no ok run are left out (the failures table shows them). A curve needs
-    at least two GPU counts. ``summary`` may pass an already computed :func:`per_configuration`.
+    ``base_world_size`` (N0) and ``base_key``, the point's median ``metric`` and interval
+    (``_lo``/``_hi``/``_level``), ``ideal`` (N/N0·X(N0)), ``speedup``/``efficiency`` with
+    ``_lo``/``_hi`` and ``_level``: the interval of the ratio of the two points' medians
+    (:func:`ratio_interval`) and the coverage it guarantees. At the reference point itself both
+    are exactly 1 (level 1). Points with no ok run are left out (the failures table shows
+    them). A curve needs at least two GPU counts. ``summary`` may pass an already computed
+    :func:`per_configuration`. ``n_boot`` is ignored (the intervals are no longer
+    bootstrapped; accepted so older callers still run).
     """
     cols = [
         "curve_id",
@@ -421,17 +624,21 @@ def scaling(
         metric,
         f"{metric}_lo",
         f"{metric}_hi",
+        f"{metric}_level",
         "n_ok",
         "ideal",
         "speedup",
         "speedup_lo",
         "speedup_hi",
+        "speedup_level",
         "efficiency",
         "efficiency_lo",
         "efficiency_hi",
+        "efficiency_level",
     ]
-    if summary is None or metric not in summary.columns:
-        summary = per_configuration(frame, (metric,), n_boot=n_boot, seed=seed)
+    del n_boot  # see the docstring
+    if summary is None or f"{metric}_level" not in summary.columns:
+        summary = per_configuration(frame, (metric,))
     summary = summary[summary[metric].notna()]
     if summary.empty:
         return pd.DataFrame(columns=cols)
@@ -472,13 +679,15 @@ def scaling(
     table["ideal"] = base_median / scale
     table["speedup"] = table[metric].to_numpy(float) / base_median
     table["efficiency"] = table["speedup"] * scale
-    lo, hi = ratio_interval(this, base, n_boot=n_boot, seed=seed)
+    lo, hi, level = ratio_interval(this, base)
     # The base point is its own reference: speedup and efficiency are exactly 1 there.
     is_base = (table["config_key"] == table["base_key"]).to_numpy()
     lo = np.where(is_base & ~np.isnan(lo), 1.0, lo)
     hi = np.where(is_base & ~np.isnan(hi), 1.0, hi)
-    table["speedup_lo"], table["speedup_hi"] = lo, hi
+    level = np.where(is_base & ~np.isnan(level), 1.0, level)
+    table["speedup_lo"], table["speedup_hi"], table["speedup_level"] = lo, hi, level
     table["efficiency_lo"], table["efficiency_hi"] = lo * scale, hi * scale
+    table["efficiency_level"] = level
     return table[cols]
 
 
@@ -504,21 +713,29 @@ def factor_effect(
     *,
     reference: Any = None,
     metric: str = THROUGHPUT,
-    n_boot: int = N_BOOT,
-    seed: int = 0,
     summary: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Speedup of each level of ``factor`` over a reference level, all else equal.
 
     Points are grouped by every other config column; inside a group each level's median is
     divided by the reference level's (``reference`` when the group has it, else the first level
-    in natural order: fp32 < tf32 < fp16 < bf16, False < True, numbers ascending), with a
-    bootstrap interval of the ratio. Empty when the factor never varies inside a group. One row
+    in natural order: fp32 < tf32 < fp16 < bf16, False < True, numbers ascending), with the
+    interval of the ratio (:func:`ratio_interval`, ``speedup_lo``/``_hi``) and the coverage it
+    guarantees (``speedup_level``). Empty when the factor never varies inside a group. One row
     per compared point (``config_key``); :func:`harness.fmt.group_names` names its group.
     """
-    cols = ["config_key", "world_size", "level", "reference", "speedup", "speedup_lo", "speedup_hi"]
+    cols = [
+        "config_key",
+        "world_size",
+        "level",
+        "reference",
+        "speedup",
+        "speedup_lo",
+        "speedup_hi",
+        "speedup_level",
+    ]
     if summary is None or metric not in summary.columns:
-        summary = per_configuration(frame, (metric,), n_boot=n_boot, seed=seed)
+        summary = per_configuration(frame, (metric,))
     summary = summary[summary[metric].notna()]
     if summary.empty or factor not in summary.columns:
         return pd.DataFrame(columns=cols)
@@ -535,11 +752,8 @@ def factor_effect(
     out = s.merge(refs, on="_g", suffixes=("", "_ref"))
     out = out[out["config_key"] != out["config_key_ref"]]
     samples = point_samples(frame, metric)
-    lo, hi = ratio_interval(
-        [samples[k] for k in out["config_key"]],
-        [samples[k] for k in out["config_key_ref"]],
-        n_boot=n_boot,
-        seed=seed,
+    lo, hi, coverage = ratio_interval(
+        [samples[k] for k in out["config_key"]], [samples[k] for k in out["config_key_ref"]]
     )
     return pd.DataFrame(
         {
@@ -550,6 +764,7 @@ def factor_effect(
             "speedup": (out[metric] / out[f"{metric}_ref"]).to_numpy(),
             "speedup_lo": lo,
             "speedup_hi": hi,
+            "speedup_level": coverage,
         }
     )[cols]
 
@@ -561,21 +776,6 @@ def factor_others(factor: str) -> list[str]:
     if factor in ("per_device_batch", "grad_accum"):
         others.remove("global_batch")
     return others
-
-
-def ratio_interval(
-    a: Sequence[np.ndarray], b: Sequence[np.ndarray], *, n_boot: int = N_BOOT, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap interval of median(a_i)/median(b_i) per pair; NaN when either has < 2 values."""
-    if not len(a):
-        return np.empty(0), np.empty(0)
-    boot_a = bootstrap_medians(a, n_boot=n_boot, seed=seed)
-    boot_b = bootstrap_medians(b, n_boot=n_boot, seed=seed + 1)  # independent draws
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = boot_a / boot_b
-    lo, hi = interval(ratio)
-    single = np.array([min(len(x), len(y)) < 2 for x, y in zip(a, b, strict=True)])
-    return np.where(single, np.nan, lo), np.where(single, np.nan, hi)
 
 
 def _sort_key(value: str) -> tuple[int, float | str]:

@@ -7,9 +7,21 @@ gives every point and every scaling-efficiency step a verdict:
 - **regressed** / **improved**: the change is larger than the threshold (``rtol``, relative,
   default 5%; ``efficiency_tol_pp``, percentage points, for scaling efficiency) AND, when both
   sides have enough repeats, statistically clear: a one-sided Mann-Whitney U test on the repeats
-  (exact null distribution, p <= ``alpha``) for throughput, a bootstrap 95% interval of the
-  change that excludes zero for efficiency. Both conditions, so a change inside the run-to-run
-  noise is "unchanged" and a statistically clear but tiny change (1%) does not fail CI;
+  (exact null distribution, p <= ``alpha``) for throughput, an interval of the change that
+  excludes zero for efficiency. Both conditions, so a change inside the run-to-run noise is
+  "unchanged" and a statistically clear but tiny change (1%) does not fail CI;
+
+A point's **change** is the Hodges-Lehmann shift of the log throughput (the median of all
+current-vs-baseline pairwise log ratios, as a percentage), with its Moses interval: robust to one
+wild run, and exact for a change that scales every run alike (harness.analysis.shift_interval).
+An efficiency step's interval combines the shifts at N and at its reference N0. Every interval
+prints the coverage it has at these repeat counts, never a nominal "95%" it cannot reach.
+
+Machine class and load: the verdict names, in words, a difference between the two sides'
+machines (CPU model, cores, memory, GPUs: env.json's ``machine``) or their load during the runs
+(the ledger's ``load_avg_1m`` per run, else env.json's sweep-level load averages) -- the change
+may then be the machine, not the code. A machine-class difference is named, not refused; only
+the fingerprint's fields refuse.
 - **unchanged**: neither;
 - **inconclusive**: the change is larger than the threshold but there are too few repeats for
   the test to ever reach ``alpha`` (single runs; 2 vs 2; fewer than 3 runs at an efficiency
@@ -26,7 +38,6 @@ ledger, no common points, environment changed without ``--allow-env-change``).
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -54,7 +65,7 @@ HIGHER_IS_BETTER = (
     "hfu",
 )
 #: Above this many values in total, the Mann-Whitney null uses the normal approximation.
-EXACT_LIMIT = 60
+EXACT_LIMIT = analysis.EXACT_LIMIT
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,10 +80,6 @@ class GateSettings:
     """Significance level of the one-sided tests (per point and direction)."""
     metric: str = THROUGHPUT
     """The higher-is-better ledger column compared per point."""
-    n_boot: int = analysis.N_BOOT
-    """Bootstrap resamples for the intervals."""
-    seed: int = 0
-    """Seeds the bootstrap, so a comparison prints the same intervals every time."""
     allow_env_change: bool = False
     """Compare even when the environment fingerprints differ (the differences are reported)."""
     fail_on_missing: bool = False
@@ -90,8 +97,6 @@ class GateSettings:
                 f"--metric {self.metric!r} is not allowed; allowed (higher is better): "
                 + ", ".join(HIGHER_IS_BETTER)
             )
-        if not (isinstance(self.n_boot, int) and self.n_boot >= 100):
-            raise UserError(f"n_boot = {self.n_boot!r} must be an integer >= 100")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +131,13 @@ class Comparison:
     """Overall: regressed, improved, inconclusive (untestable changes only) or unchanged."""
     notes: tuple[str, ...] = field(default_factory=tuple)
     """Env differences allowed, fallbacks, join mode: what a reader must know."""
+    context: tuple[str, ...] = field(default_factory=tuple)
+    """Printed next to the verdict: the two sides ran on different machines or under different
+    load, so the change may not be the code's (:func:`context_lines`)."""
+    machines: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    """The machine class of each side (``baseline``, ``current``; None where unrecorded)."""
+    loads: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    """The load during each side's runs: ``{"load_avg_1m": x, "source": ...}`` or None."""
 
     @property
     def regressed(self) -> bool:
@@ -222,6 +234,111 @@ def _fingerprints(side: Side) -> set[str]:
     return {str(v) for v in side.frame["env_fingerprint"].dropna()}
 
 
+# -- machine class and load ------------------------------------------------------------------
+
+#: Two sides' loads are named when they differ by at least this much per logical core ...
+LOAD_GAP_PER_CORE = 0.5
+#: ... and the busier is at least this many times the quieter.
+LOAD_RATIO = 1.5
+#: The ledger column with each run's 1-minute load average at the end of its measured window.
+LOAD_COLUMN = "load_avg_1m"
+
+
+def machine_of(side: Side) -> dict[str, Any] | None:
+    """The side's machine class from env.json (``machine``, harness.envinfo.MACHINE_FIELDS);
+    from an older env.json only what it has (logical cores, GPUs); None for a table."""
+    env = side.env
+    if not isinstance(env, dict):
+        return None
+    machine = env.get("machine")
+    if isinstance(machine, dict):
+        return {k: machine.get(k) for k in envinfo.MACHINE_FIELDS}
+    return {
+        "cpu_cores_logical": env.get("cpu_count"),
+        "gpu_names": env.get("gpu_names"),
+        "gpu_count": env.get("gpu_count"),
+    }
+
+
+def describe_machine(m: dict[str, Any]) -> str:
+    """``an 8-core Intel Xeon (16 logical, 62.8 GiB) with 8 × NVIDIA H100``: what is known."""
+    cores = m.get("cpu_cores_physical") or m.get("cpu_cores_logical")
+    model = m.get("cpu_model") or "CPU"
+    head = f"{cores}-core {model}" if isinstance(cores, int) else str(model)
+    extra = []
+    logical = m.get("cpu_cores_logical")
+    if m.get("cpu_cores_physical") and isinstance(logical, int) and logical != cores:
+        extra.append(f"{logical} logical")
+    if isinstance(m.get("memory_gib"), (int, float)):
+        extra.append(f"{m['memory_gib']:g} GiB")
+    text = ("an " if head[0] in "8aeiouAEIOU" or head.startswith("11-") else "a ") + head
+    text += f" ({', '.join(extra)})" if extra else ""
+    gpus = m.get("gpu_names") or []
+    if m.get("gpu_count"):
+        text += f" with {m['gpu_count']} × {' / '.join(gpus) or 'GPU'}"
+    return text
+
+
+def load_of(side: Side) -> dict[str, Any] | None:
+    """The load during the side's runs: the median of the ledger's per-run ``load_avg_1m``
+    where the ledger has it, else the mean of env.json's 1-minute load averages at the sweep's
+    start and end; None when neither exists (old results, tables)."""
+    if LOAD_COLUMN in side.frame.columns:
+        ok = side.frame[side.frame["status"] == "ok"]
+        values = pd.to_numeric(ok[LOAD_COLUMN], errors="coerce").to_numpy(float)
+        values = values[np.isfinite(values) & (values >= 0)]
+        if len(values):
+            return {"load_avg_1m": float(np.median(values)), "source": "runs"}
+    env = side.env if isinstance(side.env, dict) else {}
+    ends = [
+        v[0]
+        for v in (env.get("load_avg_start"), env.get("load_avg_end"))
+        if isinstance(v, list) and v and isinstance(v[0], (int, float)) and math.isfinite(v[0])
+    ]
+    if ends:
+        return {"load_avg_1m": float(np.mean(ends)), "source": "sweep start and end"}
+    return None
+
+
+def context_lines(baseline: Side, current: Side) -> list[str]:
+    """What the verdict must be read with, in words: a machine-class difference, a load
+    difference (see :data:`LOAD_GAP_PER_CORE`, :data:`LOAD_RATIO`). Never a refusal."""
+    lines = []
+    b_machine, c_machine = machine_of(baseline), machine_of(current)
+    if b_machine and c_machine:
+        differ = [
+            k
+            for k in envinfo.MACHINE_FIELDS
+            if b_machine.get(k) is not None
+            and c_machine.get(k) is not None
+            and b_machine.get(k) != c_machine.get(k)
+        ]
+        if differ:
+            lines.append(
+                f"The baseline ran on {describe_machine(b_machine)}, this run on "
+                f"{describe_machine(c_machine)}: the change may be the machine, not the code "
+                f"({', '.join(differ)} differ)."
+            )
+    b_load, c_load = load_of(baseline), load_of(current)
+    if b_load and c_load:
+        b, c = b_load["load_avg_1m"], c_load["load_avg_1m"]
+        cores = (c_machine or {}).get("cpu_cores_logical") or 1
+        gap = abs(c - b) >= LOAD_GAP_PER_CORE * cores
+        ratio = max(b, c) >= LOAD_RATIO * max(min(b, c), 1e-9)
+        if gap and ratio:
+            busier = (
+                "the busier machine now may explain a slowdown"
+                if c > b
+                else "the busier machine then may explain a speedup"
+            )
+            lines.append(
+                f"Load average {c:.1f} during this sweep vs {b:.1f} for the baseline "
+                f"(1-minute, {c_load['source']} / {b_load['source']}; {cores} logical cores): "
+                f"{busier}."
+            )
+    return lines
+
+
 # -- statistics ------------------------------------------------------------------------------
 
 
@@ -230,21 +347,6 @@ def mann_whitney_u(x: np.ndarray, y: np.ndarray) -> float:
     x = np.asarray(x, float)[:, None]
     y = np.asarray(y, float)[None, :]
     return float((x > y).sum() + 0.5 * (x == y).sum())
-
-
-@functools.lru_cache(maxsize=256)
-def _null_counts(m: int, n: int) -> np.ndarray:
-    """How many of the C(m+n, m) orderings give U = 0..m*n (no ties), by the classic recursion:
-    the largest value is an x (adding n to U) or a y (adding nothing)."""
-    table: list[list[np.ndarray]] = [[np.ones(1)] * (n + 1) for _ in range(m + 1)]
-    for i in range(1, m + 1):
-        for j in range(1, n + 1):
-            out = np.zeros(i * j + 1)
-            a, b = table[i - 1][j], table[i][j - 1]
-            out[j : j + len(a)] += a
-            out[: len(b)] += b
-            table[i][j] = out
-    return table[m][n]
 
 
 def mann_whitney_p(x: np.ndarray, y: np.ndarray, alternative: str) -> float:
@@ -261,7 +363,7 @@ def mann_whitney_p(x: np.ndarray, y: np.ndarray, alternative: str) -> float:
     both = np.concatenate([x, y])
     ties = len(np.unique(both)) < len(both)
     if not ties and m + n <= EXACT_LIMIT:
-        counts = _null_counts(m, n)
+        counts = analysis.mann_whitney_null(m, n)
         total = counts.sum()
         k = round(u)
         if alternative == "less":  # few x above y: small U
@@ -362,6 +464,9 @@ def compare(baseline: Side, current: Side, settings: GateSettings | None = None)
         curves=curves,
         verdict=verdict,
         notes=tuple(notes),
+        context=tuple(context_lines(baseline, current)),
+        machines={"baseline": machine_of(baseline), "current": machine_of(current)},
+        loads={"baseline": load_of(baseline), "current": load_of(current)},
     )
 
 
@@ -403,6 +508,7 @@ def _compare_points(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
             "change": np.nan,
             "change_lo": np.nan,
             "change_hi": np.nan,
+            "change_level": np.nan,
             "p_value": np.nan,
             "method": None,
             "note": "",
@@ -422,16 +528,6 @@ def _compare_points(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
             row.update(judge_point(bv, cv, s))
         rows.append(row)
     points = pd.DataFrame(rows)
-    both = points[(points["n_baseline"] > 0) & (points["n_current"] > 0)]
-    if len(both):
-        lo, hi = analysis.ratio_interval(
-            [c_ok[k] for k in both["key"]],
-            [b_ok[k] for k in both["key"]],
-            n_boot=s.n_boot,
-            seed=s.seed,
-        )
-        points.loc[both.index, "change_lo"] = lo - 1.0
-        points.loc[both.index, "change_hi"] = hi - 1.0
     order = {v: i for i, v in enumerate(VERDICTS)}
     points["_o"] = points["verdict"].map(order)
     return points.sort_values(["_o", "change", "point"]).drop(columns="_o").reset_index(drop=True)
@@ -445,10 +541,22 @@ def _ok_samples(frame: pd.DataFrame, metric: str) -> dict[str, np.ndarray]:
 def judge_point(bv: np.ndarray, cv: np.ndarray, s: GateSettings) -> dict[str, Any]:
     """Verdict for one point measured on both sides (``bv`` baseline, ``cv`` current values).
 
-    Returns change (current median / baseline median - 1), p_value (one-sided, in the
-    direction of the change; absent without a test), method and verdict.
+    Returns change (the Hodges-Lehmann shift of current over baseline as a relative change,
+    :func:`harness.analysis.shift_interval`; the ratio of medians where a value is not
+    positive), change_lo/change_hi/change_level (its Moses interval and that interval's
+    coverage; NaN with one run a side), p_value (one-sided Mann-Whitney, in the direction of the
+    change; absent without a test), method and verdict.
     """
-    change = float(np.median(cv) / np.median(bv) - 1.0)
+    ratio, lo, hi, level = analysis.shift_interval(cv, bv)
+    if not np.isfinite(ratio):  # a rate <= 0 has no log: fall back to the medians, no interval
+        ratio, lo, hi, level = float(np.median(cv) / np.median(bv)), np.nan, np.nan, np.nan
+    out: dict[str, Any] = {
+        "change": ratio - 1.0,
+        "change_lo": lo - 1.0,
+        "change_hi": hi - 1.0,
+        "change_level": level,
+    }
+    change = out["change"]
     testable = min_p_value(len(cv), len(bv)) <= s.alpha
     if testable:
         p_less = mann_whitney_p(cv, bv, "less")
@@ -461,13 +569,13 @@ def judge_point(bv: np.ndarray, cv: np.ndarray, s: GateSettings) -> dict[str, An
             verdict = "improved"
         else:
             verdict = "unchanged"
-        return {"change": change, "p_value": p, "method": method, "verdict": verdict}
+        return {**out, "p_value": p, "method": method, "verdict": verdict}
     why = "single run" if min(len(cv), len(bv)) == 1 else f"{len(cv)} vs {len(bv)} runs"
     # Without a test the change may be noise: beyond the threshold it is inconclusive, never a
     # regression the gate cannot support.
     verdict = "inconclusive" if abs(change) > s.rtol else "unchanged"
     return {
-        "change": change,
+        **out,
         "method": f"no test ({why}: too few repeats); {s.rtol:.0%} threshold",
         "verdict": verdict,
     }
@@ -483,14 +591,15 @@ def _compare_curves(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
         "change_pp",
         "change_pp_lo",
         "change_pp_hi",
+        "change_pp_level",
         "method",
         "verdict",
     ]
     # Scaling curves are built from config_key; with derived join keys use those instead.
     b_keyed = b.assign(config_key=b["key"])
     c_keyed = c.assign(config_key=c["key"])
-    bc = analysis.scaling(b_keyed, s.metric, n_boot=s.n_boot, seed=s.seed)
-    cc = analysis.scaling(c_keyed, s.metric, n_boot=s.n_boot, seed=s.seed)
+    bc = analysis.scaling(b_keyed, s.metric)
+    cc = analysis.scaling(c_keyed, s.metric)
     cc = fmt.with_curve_names(cc, c_keyed)  # the current sweep names the curves
     if bc.empty or cc.empty:
         return pd.DataFrame(columns=cols)
@@ -501,14 +610,8 @@ def _compare_curves(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
     )
     if joined.empty:
         return pd.DataFrame(columns=cols)
-    b_boot = _efficiency_boot(b_keyed, joined, "_b", s, seed=s.seed)
-    c_boot = _efficiency_boot(c_keyed, joined, "_c", s, seed=s.seed + 7919)
-    delta = (c_boot - b_boot) * 100.0
-    lo, hi = analysis.interval(delta)
-    n_min = np.minimum(
-        _sizes(b_keyed, joined, "_b", s.metric), _sizes(c_keyed, joined, "_c", s.metric)
-    )
-    testable = n_min >= 3
+    b_samples = analysis.point_samples(b_keyed, s.metric)
+    c_samples = analysis.point_samples(c_keyed, s.metric)
     out = pd.DataFrame(
         {
             "curve": joined["curve"],
@@ -519,8 +622,25 @@ def _compare_curves(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
         }
     )
     out["change_pp"] = out["current"] - out["baseline"]
+    bounds = [
+        efficiency_change_interval(
+            c_samples[r["config_key_c"]],
+            b_samples[r["config_key_b"]],
+            c_samples[r["base_key_c"]],
+            b_samples[r["base_key_b"]],
+            baseline_pp=r["baseline"],
+            change_pp=r["change_pp"],
+        )
+        for r in pd.concat([joined, out[["baseline", "change_pp"]]], axis=1).to_dict("records")
+    ]
+    lo, hi, level = (np.array([x[i] for x in bounds], dtype=float) for i in range(3))
+    n_min = np.minimum(
+        _sizes(b_keyed, joined, "_b", s.metric), _sizes(c_keyed, joined, "_c", s.metric)
+    )
+    testable = n_min >= 3
     out["change_pp_lo"] = np.where(testable, lo, np.nan)
     out["change_pp_hi"] = np.where(testable, hi, np.nan)
+    out["change_pp_level"] = np.where(testable, level, np.nan)
     tol = s.efficiency_tol_pp
     regressed = testable & (out["change_pp"] < -tol) & (out["change_pp_hi"] < 0)
     improved = testable & (out["change_pp"] > tol) & (out["change_pp_lo"] > 0)
@@ -528,12 +648,42 @@ def _compare_curves(b: pd.DataFrame, c: pd.DataFrame, s: GateSettings) -> pd.Dat
     out["verdict"] = np.select(
         [regressed, improved, inconclusive], ["regressed", "improved", "inconclusive"], "unchanged"
     )
-    out["method"] = np.where(
-        testable,
-        f"bootstrap 95% interval + {tol:g} pp threshold",
-        f"no test (fewer than 3 runs at N or N0); {tol:g} pp threshold",
-    )
+    out["method"] = [
+        f"interval from the shifts at N and N0 (covers {fmt.level(v, at_least=True)}) + "
+        f"{tol:g} pp threshold"
+        if t
+        else f"no test (fewer than 3 runs at N or N0); {tol:g} pp threshold"
+        for t, v in zip(testable, level, strict=True)
+    ]
     return out[cols].sort_values(["verdict", "curve", "world_size"]).reset_index(drop=True)
+
+
+def efficiency_change_interval(
+    cur_n: np.ndarray,
+    base_n: np.ndarray,
+    cur_n0: np.ndarray,
+    base_n0: np.ndarray,
+    *,
+    baseline_pp: float,
+    change_pp: float,
+) -> tuple[float, float, float]:
+    """Interval of an efficiency step's change in pp: ``(lo, hi, coverage)``.
+
+    Current over baseline efficiency is (cur_N/base_N) / (cur_N0/base_N0): the point's shift at
+    N over its shift at N0 (harness.analysis.shift_interval, each at sqrt(95%)), so its
+    interval is their quotient end to end and covers at least the product of their coverages
+    (the runs at N and at N0 are independent). It is a relative change; times the baseline's
+    efficiency it reads in pp, widened to hold the change shown (current - baseline). NaN
+    where a side has too few runs.
+    """
+    side = math.sqrt(analysis.LEVEL)
+    _, lo_n, hi_n, cov_n = analysis.shift_interval(cur_n, base_n, side)
+    _, lo_0, hi_0, cov_0 = analysis.shift_interval(cur_n0, base_n0, side)
+    lo, hi = lo_n / hi_0, hi_n / lo_0
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return (np.nan, np.nan, np.nan)
+    lo_pp, hi_pp = baseline_pp * (lo - 1.0), baseline_pp * (hi - 1.0)
+    return (min(lo_pp, change_pp), max(hi_pp, change_pp), cov_n * cov_0)
 
 
 def _sizes(frame: pd.DataFrame, joined: pd.DataFrame, suffix: str, metric: str) -> list[int]:
@@ -542,20 +692,6 @@ def _sizes(frame: pd.DataFrame, joined: pd.DataFrame, suffix: str, metric: str) 
         min(len(samples.get(k, ())), len(samples.get(b, ())))
         for k, b in zip(joined[f"config_key{suffix}"], joined[f"base_key{suffix}"], strict=True)
     ]
-
-
-def _efficiency_boot(
-    frame: pd.DataFrame, joined: pd.DataFrame, suffix: str, s: GateSettings, *, seed: int
-) -> np.ndarray:
-    """Bootstrap distribution of each joined step's efficiency on one side: (rows, n_boot)."""
-    samples = analysis.point_samples(frame, s.metric)
-    keys = sorted(set(joined[f"config_key{suffix}"]) | set(joined[f"base_key{suffix}"]))
-    boot = analysis.bootstrap_medians([samples[k] for k in keys], n_boot=s.n_boot, seed=seed)
-    at = {k: i for i, k in enumerate(keys)}
-    this = boot[[at[k] for k in joined[f"config_key{suffix}"]]]
-    base = boot[[at[k] for k in joined[f"base_key{suffix}"]]]
-    scale = (joined["base_world_size"] / joined["world_size"]).to_numpy(float)[:, None]
-    return this / base * scale
 
 
 # -- rendering (pure) ------------------------------------------------------------------------
@@ -571,7 +707,7 @@ def _point_rows(cmp: Comparison) -> list[list[str]]:
                 fmt.rate(r["baseline"], r["n_baseline"]),
                 fmt.rate(r["current"], r["n_current"]),
                 fmt.signed_pct(r["change"]),
-                fmt.bracket(r["change_lo"], r["change_hi"], fmt.signed_pct),
+                fmt.bracket(r["change_lo"], r["change_hi"], fmt.signed_pct, r["change_level"]),
                 "" if not np.isfinite(r["p_value"]) else f"{r['p_value']:.3f}",
                 r["note"] or (r["method"] or ""),
             ]
@@ -588,14 +724,37 @@ def _curve_rows(cmp: Comparison) -> list[list[str]]:
             f"{r['baseline']:.1f}%",
             f"{r['current']:.1f}%",
             fmt.signed_pp(r["change_pp"]),
-            fmt.bracket(r["change_pp_lo"], r["change_pp_hi"], fmt.signed_pp),
+            fmt.bracket(
+                r["change_pp_lo"],
+                r["change_pp_hi"],
+                fmt.signed_pp,
+                r["change_pp_level"],
+                at_least=True,
+            ),
         ]
         for r in cmp.curves.to_dict("records")
     ]
 
 
-POINT_HEADER = ["verdict", "point", "baseline", "current", "change", "95% CI", "p", "note"]
-CURVE_HEADER = ["verdict", "curve", "N", "baseline eff.", "current eff.", "change", "95% CI"]
+POINT_HEADER = [
+    "verdict",
+    "point",
+    "baseline",
+    "current",
+    "change",
+    "interval, covers",
+    "p",
+    "note",
+]
+CURVE_HEADER = [
+    "verdict",
+    "curve",
+    "N",
+    "baseline eff.",
+    "current eff.",
+    "change",
+    "interval, covers",
+]
 
 
 def _summary_line(cmp: Comparison) -> str:
@@ -621,6 +780,7 @@ def render_text(cmp: Comparison) -> str:
         f"compare: {cmp.baseline} (baseline) vs {cmp.current} (current)",
         _settings_line(cmp),
         f"VERDICT: {cmp.verdict.upper()}  ({_summary_line(cmp)})",
+        *(f"  ! {line}" for line in cmp.context),
         "",
     ]
     out.extend(f"! {n}" for n in cmp.notes)
@@ -645,6 +805,7 @@ def render_markdown(cmp: Comparison) -> str:
     out = [
         f"### distrinews compare: {icon} **{cmp.verdict}**",
         "",
+        *(f"> ⚠️ {line}\n" for line in cmp.context),
         f"`{cmp.baseline}` (baseline) vs `{cmp.current}` (current) — {_settings_line(cmp)}",
         "",
         _summary_line(cmp),
@@ -681,6 +842,7 @@ def to_dict(cmp: Comparison) -> dict[str, Any]:
     return {
         "verdict": cmp.verdict,
         "regressed": cmp.regressed,
+        "context": list(cmp.context),
         "baseline": cmp.baseline,
         "current": cmp.current,
         "settings": {
@@ -692,6 +854,8 @@ def to_dict(cmp: Comparison) -> dict[str, Any]:
             "fail_on_missing": s.fail_on_missing,
         },
         "notes": list(cmp.notes),
+        "machine": cmp.machines,
+        "load": cmp.loads,
         "points": records(cmp.points),
         "curves": records(cmp.curves),
     }

@@ -7,7 +7,14 @@ comparable -- a regression baseline only compares runs with the same fingerprint
 git sha and GPU serials (UUIDs) are recorded but not hashed: the same model of machine
 elsewhere is still a fair comparison.
 
-Every probe degrades to None (no GPU, no nvidia-smi, not a git checkout); none raises.
+The **machine class** (:func:`machine_class`: CPU model, physical and logical cores, memory,
+GPU model and count) is recorded under ``machine`` but, apart from the GPUs, not hashed: a CPU
+box replaced by another model keeps its baseline, and ``compare`` names the difference in words
+beside its verdict instead of refusing. So does the **load** (:func:`load_average`): the sweep
+records the load averages when it starts (``load_avg_start``) and ends (``load_avg_end``), so
+a verdict can say "load average 9.1 during this sweep vs 0.3 for the baseline".
+
+Every probe degrades to None (no GPU, no nvidia-smi, not a git checkout, no /proc); none raises.
 """
 
 from __future__ import annotations
@@ -26,6 +33,15 @@ from typing import Any
 
 #: The fields a fingerprint is computed over (notes/contracts.md).
 FINGERPRINT_FIELDS = ("gpu_names", "gpu_count", "driver", "cuda", "nccl", "torch")
+#: The machine class: what the numbers depend on besides the software (env.json ``machine``).
+MACHINE_FIELDS = (
+    "cpu_model",
+    "cpu_cores_physical",
+    "cpu_cores_logical",
+    "memory_gib",
+    "gpu_names",
+    "gpu_count",
+)
 
 
 def collect(*, nvml: Any = None, repo: Path | None = None) -> dict[str, Any]:
@@ -50,8 +66,10 @@ def collect(*, nvml: Any = None, repo: Path | None = None) -> dict[str, Any]:
         "gpu_count": len(gpus),
         "topology": _topology(),
         "cpu_count": _cpu_count(),
+        "load_avg_start": load_average(),
         **_git(repo or Path(__file__).resolve().parents[1]),
     }
+    info["machine"] = machine_class(gpus)
     info["fingerprint_fields"] = {k: info[k] for k in FINGERPRINT_FIELDS}
     info["fingerprint"] = fingerprint(info["fingerprint_fields"])
     return info
@@ -158,6 +176,67 @@ def _git(repo: Path) -> dict[str, Any]:
     status = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo)
     dirty = bool(status.strip()) if status is not None else None
     return {"git_sha": sha.strip(), "git_dirty": dirty}
+
+
+def machine_class(
+    gpus: list[dict[str, Any]] | None = None,
+    *,
+    cpuinfo: str | None = None,
+    meminfo: str | None = None,
+) -> dict[str, Any]:
+    """CPU model, physical and logical cores, memory (GiB), GPU model(s) and count
+    (:data:`MACHINE_FIELDS`); None for what this machine does not say. ``cpuinfo`` and
+    ``meminfo`` stand for /proc's files (read when not given)."""
+    if cpuinfo is None:
+        cpuinfo = _read("/proc/cpuinfo")
+    if meminfo is None:
+        meminfo = _read("/proc/meminfo")
+    models: list[str] = []
+    cores: set[tuple[str, str]] = set()
+    physical = core = None
+    for line in [*(cpuinfo or "").splitlines(), ""]:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "model name" and value not in models:
+            models.append(value)
+        elif key == "physical id":
+            physical = value
+        elif key == "core id":
+            core = value
+        elif not key:  # a blank line ends one logical CPU's block
+            if core is not None:
+                cores.add((physical or "0", core))
+            physical = core = None
+    memory = None
+    for line in (meminfo or "").splitlines():
+        if line.startswith("MemTotal:"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                memory = round(int(parts[1]) * 1024 / 2**30, 1)  # kB
+    gpus = gpus or []
+    return {
+        "cpu_model": " / ".join(models) if models else (platform.processor() or None),
+        "cpu_cores_physical": len(cores) or None,
+        "cpu_cores_logical": os.cpu_count(),
+        "memory_gib": memory,
+        "gpu_names": sorted({g["name"] for g in gpus}),
+        "gpu_count": len(gpus),
+    }
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (processes running or waiting for a CPU), or
+    None where the system has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _cpu_count() -> int | None:

@@ -4,7 +4,9 @@ One home for how a number or a configuration is spelled, so the HTML page, the t
 the regression gate and the projection table agree:
 
 - cells: :func:`num` (thousands separators, whole numbers without decimals), :func:`ci` (a median
-  and its 95% interval, ``1,234.5 [1,200.1, 1,250.0]``), :func:`pct` (the same as a percentage),
+  and its interval, ``1,234.5 [1,200.1, 1,250.0]``), :func:`level` / :func:`levels` (how much
+  an interval covers, ``75%``, ``≥ 87.8%``: every interval's label carries it, see
+  harness.analysis), :func:`pct` (the same as a percentage),
   :func:`pp` (percentage points), :func:`value_ci` (the projection's spelling, ``-`` for no value),
   :func:`signed_pct` / :func:`signed_pp` / :func:`bracket` / :func:`rate` (compare's change
   columns), :func:`env_value` (an env.json field), :func:`to_ms`;
@@ -58,6 +60,52 @@ def ci(median: float, lo: float, hi: float, digits: int = 1, scale: float = 1.0)
     return text
 
 
+def level(coverage: float | None, *, at_least: bool = False) -> str:
+    """An interval's coverage as a label says it: ``75%``, ``96.8%``, ``≥ 56.2%`` (a lower bound);
+    "" for none. Rounded down, so a label never claims more than the interval covers."""
+    if coverage is None or not np.isfinite(coverage):
+        return ""
+    tenths = np.floor(coverage * 1000 + 1e-9) / 10
+    text = f"{tenths:.0f}%" if float(tenths).is_integer() else f"{tenths:.1f}%"
+    return f"≥ {text}" if at_least else text
+
+
+def levels(coverages: Iterable[float], *, at_least: bool = False) -> str:
+    """The coverages of several intervals in one label: ``75%``, ``75-93.7%``; "" for none."""
+    finite = sorted({float(c) for c in coverages if c is not None and np.isfinite(c)})
+    if not finite:
+        return ""
+    low, high = level(finite[0]), level(finite[-1])
+    text = low if low == high else f"{low.rstrip('%')}-{high}"
+    return f"≥ {text}" if at_least else text
+
+
+def interval_note(summary: pd.DataFrame, metric: str = analysis.THROUGHPUT) -> str | None:
+    """One sentence for a reader when some interval of ``summary``'s points (and so of their
+    ratios) covers less than 95%, with the repeats that would reach it; None when all do or
+    there are no intervals."""
+    n_ok = summary.loc[summary[metric].notna(), "n_ok"] if len(summary) else []
+    counts = sorted({int(n) for n in n_ok if n >= 2})
+    if not counts:
+        return None
+    side = np.sqrt(analysis.LEVEL)
+    point = [analysis.median_rank(n)[1] for n in counts]
+    ratio = [analysis.median_rank(n, side)[1] ** 2 for n in counts]
+    if min(ratio) >= analysis.LEVEL:
+        return None
+    need_point = next(n for n in range(2, 99) if analysis.median_rank(n)[1] >= analysis.LEVEL)
+    need_ratio = next(
+        n for n in range(2, 99) if analysis.median_rank(n, side)[1] ** 2 >= analysis.LEVEL
+    )
+    goal = level(analysis.LEVEL)
+    return (
+        f"With {' / '.join(map(str, counts))} ok repeats a point's interval covers its median "
+        f"{' / '.join(map(level, point))} of the time and an efficiency or speedup interval at "
+        f"least {' / '.join(map(level, ratio))}, not {goal}: {need_point} repeats reach {goal} "
+        f"for a point, {need_ratio} for a ratio of two points."
+    )
+
+
 def pct(median: float, lo: float = np.nan, hi: float = np.nan) -> str:
     """A fraction as ``91.2% [90.1%, 92.0%]`` (:func:`ci` times 100)."""
     text = ci(median, lo, hi, digits=1, scale=100.0)
@@ -102,11 +150,20 @@ def signed_pp(v: float) -> str:
     return "" if v is None or not np.isfinite(v) else f"{v:+.1f} pp"
 
 
-def bracket(lo: float, hi: float, fmt: Callable[[float], str]) -> str:
-    """An interval as ``[lo, hi]`` with each end spelled by ``fmt``; "" when either is missing."""
+def bracket(
+    lo: float,
+    hi: float,
+    fmt: Callable[[float], str],
+    coverage: float | None = None,
+    *,
+    at_least: bool = False,
+) -> str:
+    """An interval as ``[lo, hi]`` with each end spelled by ``fmt``, then its coverage when
+    given (``[-25.0%, -15.1%] 96.8%``); "" when either end is missing."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return ""
-    return f"[{fmt(lo)}, {fmt(hi)}]"
+    tail = level(coverage, at_least=at_least)
+    return f"[{fmt(lo)}, {fmt(hi)}]" + (f" {tail}" if tail else "")
 
 
 def rate(v: float, n: int) -> str:

@@ -16,9 +16,14 @@ holds. Settings outside the group (DDP knobs, NCCL) are pooled: they move memory
 Before launching a point the sweep asks :func:`oom_reason`: when the group's line predicts a
 peak above the device's memory, or the max-batch search already saw a batch this large run out
 of memory, the point is skipped with the reason ("predicted OOM: 97.0 GiB > 79.6 GiB") instead
-of spending a launch to learn it (``--no-predict-oom`` turns this off). The allocated peak is
-below what the device really uses (the CUDA context and fragmentation come on top), so the
-guard errs towards launching, never towards skipping a point that would have fit.
+of spending a launch to learn it (``--no-predict-oom`` turns this off). Where memory is linear
+in the batch (this model's premise) and measured without noise, it skips exactly the batches
+whose allocated peak exceeds the device's memory and never one that fits
+(tests/unit/test_memory_model.py). It can still err both ways: the allocated peak is below
+what the device really uses (the CUDA context and fragmentation come on top), so a point
+predicted to fit may run out of memory (it is launched and recorded as oom); and a line fitted
+to noisy peaks, or a max-batch OOM that was transient, can over-predict and skip a point that
+would have fit (``--no-predict-oom`` launches it).
 """
 
 from __future__ import annotations

@@ -325,6 +325,7 @@ def run_sweep(
                 bar.write(format_row(row, point))
         finally:
             bar.close()
+            _note_load_end(sweep_dir)
     latest = store.latest_by_run_id(store.read_ledger(sweep_dir))
     statuses = Counter(
         latest[p.point.run_id]["status"] for p in planned if p.point.run_id in latest
@@ -524,6 +525,15 @@ def _write_env(sweep_dir: Path, env_info: dict[str, Any]) -> None:
         )
     if previous is None:
         store.atomic_write_json(path, env_info)
+
+
+def _note_load_end(sweep_dir: Path) -> None:
+    """env.json gets the load averages as this invocation ends (``load_avg_end``), beside those
+    at its start, so compare can say how busy the machine was during the sweep."""
+    path = sweep_dir / layout.ENV_JSON
+    env = store.read_json(path)
+    if isinstance(env, dict):
+        store.atomic_write_json(path, {**env, "load_avg_end": envinfo.load_average()})
 
 
 def run_point(

@@ -58,6 +58,9 @@ ENV_TYPES: dict[str, tuple[type, ...]] = {
     "git_sha": (str,),
     "git_dirty": (bool,),
     "fingerprint": (str,),
+    "machine": (dict,),
+    "load_avg_start": (list,),
+    "load_avg_end": (list,),
 }
 
 

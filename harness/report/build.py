@@ -111,6 +111,9 @@ def build_report(
             )
     if n_ok and (summary["n_ok"] == 1).all():
         notes.append("Every point ran once: no repeats, so no confidence intervals.")
+    elif n_ok and (few := fmt.interval_note(summary)):
+        # What the intervals cover at the repeats the sweep chose: a fact to read, not a fault.
+        quiet.append(few)
     if env is None and not serving_only:
         notes.append("env.json is missing: the environment of this sweep is unknown.")
     for note in _telemetry_notes(frame, telemetry):

@@ -214,9 +214,12 @@ def fig_throughput(
             )
         )
     y_type = _value_axis_type(*drawn)
+    title = f"Throughput vs {unit}s (dotted: ideal linear scaling from the reference point"
+    covers = fmt.levels(curves.get(f"{metric}_level", pd.Series(dtype=float)))
+    title += f"; bars: interval of the median, covers {covers})" if covers else ")"
     return _layout(
         fig,
-        f"Throughput vs {unit}s (dotted: ideal linear scaling from the reference point)",
+        title,
         xaxis=_ws_axis(curves["world_size"], unit),
         yaxis={
             "title": "samples/s (global, median)",
@@ -227,7 +230,8 @@ def fig_throughput(
 
 
 def fig_efficiency(curves: pd.DataFrame, *, unit: str = "GPU") -> go.Figure | None:
-    """Scaling efficiency per curve with its bootstrap 95% band; 100% is perfect scaling."""
+    """Scaling efficiency per curve with its interval band (its coverage in the title); 100% is
+    perfect scaling."""
     if curves.empty:
         return None
     fig = go.Figure()
@@ -254,7 +258,9 @@ def fig_efficiency(curves: pd.DataFrame, *, unit: str = "GPU") -> go.Figure | No
     fig.add_hline(y=100, line={"color": "#888", "dash": "dash", "width": 1})
     title = f"Scaling efficiency vs {unit}s"
     # Promise a band only when one is drawn (single runs have no interval).
-    title += " (band: bootstrap 95% interval)" if banded else " (single runs: no interval band)"
+    above = curves["world_size"] > curves["base_world_size"]  # N0 itself is exactly 100%
+    covers = fmt.levels(curves.loc[above, "efficiency_level"], at_least=True)
+    title += f" (band: interval, covers {covers})" if banded else " (single runs: no interval band)"
     return _layout(
         fig,
         title,

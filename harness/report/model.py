@@ -76,7 +76,7 @@ class Report:
     """Charts and tables, in page order."""
 
 
-#: Metrics that get a bootstrap interval wherever the report shows them.
+#: Metrics that get an interval (harness.analysis.median_interval) wherever the report shows them.
 SUMMARY_METRICS = (THROUGHPUT, "mfu", "mem_peak_gib", "step_time_s_rank_spread")
 
 

@@ -24,15 +24,16 @@ from harness.report.sections import why_sentence
 #: Columns of each scaling-curve row in the JSON report.
 JSON_CURVE_COLUMNS = (
     "curve_id", "curve", "scaling_mode", "world_size", "base_world_size", "config_key",
-    THROUGHPUT, f"{THROUGHPUT}_lo", f"{THROUGHPUT}_hi", "speedup", "speedup_lo", "speedup_hi",
-    "efficiency", "efficiency_lo", "efficiency_hi",
+    THROUGHPUT, f"{THROUGHPUT}_lo", f"{THROUGHPUT}_hi", f"{THROUGHPUT}_level", "speedup",
+    "speedup_lo", "speedup_hi", "speedup_level", "efficiency", "efficiency_lo", "efficiency_hi",
+    "efficiency_level",
 )  # fmt: skip
 
 
 #: The headline's figures from the best configuration's point on its scaling curve.
 HEADLINE_CURVE_COLUMNS = (
-    "base_world_size", "speedup", "speedup_lo", "speedup_hi",
-    "efficiency", "efficiency_lo", "efficiency_hi",
+    "base_world_size", "speedup", "speedup_lo", "speedup_hi", "speedup_level",
+    "efficiency", "efficiency_lo", "efficiency_hi", "efficiency_level",
 )  # fmt: skip
 
 
@@ -70,6 +71,7 @@ def build_json(
                 THROUGHPUT: top[THROUGHPUT],
                 f"{THROUGHPUT}_lo": top[f"{THROUGHPUT}_lo"],
                 f"{THROUGHPUT}_hi": top[f"{THROUGHPUT}_hi"],
+                f"{THROUGHPUT}_level": top[f"{THROUGHPUT}_level"],
                 **{key: eff[key].iloc[0] if len(eff) else None for key in HEADLINE_CURVE_COLUMNS},
                 "mfu": top["mfu"],
             }

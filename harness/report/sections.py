@@ -133,6 +133,7 @@ def scaling_sections(
         f"with its mode. Efficiency = X(N)·N0/(N·X(N0)) against the curve's smallest {unit} "
         "count N0." + more
     )
+    intro += interval_caption(curves)
     table = scaling_table(curves)
     figs = tuple(
         f
@@ -140,6 +141,19 @@ def scaling_sections(
         if f is not None
     )
     return [Section(id="scaling", title="Scaling", intro=intro, figures=figs, tables=(table,))]
+
+
+def interval_caption(curves: pd.DataFrame) -> str:
+    """`` Brackets are intervals: ...`` -- how much the scaling intervals cover ("" if none)."""
+    above = curves[curves["world_size"] > curves["base_world_size"]]
+    point = fmt.levels(curves[f"{THROUGHPUT}_level"])
+    ratio = fmt.levels(above["efficiency_level"], at_least=True)
+    if not (point or ratio):
+        return ""
+    return (
+        f" Brackets are intervals: a throughput's covers its median {point or '-'} of the time, "
+        f"an efficiency's {ratio or '-'} (Repeats and intervals, under Definitions)."
+    )
 
 
 def scaling_table(curves: pd.DataFrame) -> Table:
@@ -315,7 +329,8 @@ def settings_sections(frame: pd.DataFrame, summary: pd.DataFrame) -> list[Sectio
                 id="precision",
                 title="Precision and compile",
                 intro="Speedup of each setting over its reference with all else equal "
-                "(bars: median ratio; whiskers: bootstrap 95% interval).",
+                "(bars: median ratio; whiskers: the ratio's interval, which covers at least "
+                "the product of the two points' levels: see Repeats and intervals).",
                 figures=tuple(figs),
             )
         )
@@ -574,13 +589,15 @@ def points_table(summary: pd.DataFrame, curves: pd.DataFrame, label_cols: list[s
         "mem GiB": "mem_peak_gib",
         "rank spread": "step_time_s_rank_spread",
     }
+    above = curves["world_size"] > curves["base_world_size"]  # N0 is exactly 100%
+    ratio_covers = fmt.levels(curves.loc[above, "efficiency_level"], at_least=True)
     columns = [
         *(h for _, h, _ in POINT_COLUMNS),
         *extra,
         "ok/runs",
-        "samples/s [95% CI]",
+        f"samples/s [interval, covers {fmt.levels(summary[f'{THROUGHPUT}_level']) or '-'}]",
         f"samples/s/{unit}",
-        "efficiency",
+        f"efficiency [covers {ratio_covers or '-'}]",
         "MFU",
         "mem GiB",
         "rank spread",

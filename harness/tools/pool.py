@@ -17,13 +17,16 @@ session's ok and failed rows are kept as they are, except: ``repeat`` is renumbe
 stay unique (session k's repeat r becomes k * R + r, R the sweep's repeats), ``run_id`` gets
 the session's suffix (``<run_id>.s<k>``: a ledger keeps the latest row per run_id, so equal ids
 would hide all sessions but one) and ``point_dir`` is null (a baseline keeps no points/). The
-destination gets ``ledger.jsonl``, the first session's ``env.json`` and ``sweep.json``, and
-``pool.json`` naming the sources.
+destination gets ``ledger.jsonl``, the first session's ``env.json`` (its ``load_avg_start`` and
+``load_avg_end`` replaced by the medians over the sessions that recorded them, so compare reads
+the pool's typical load, not one session's) and ``sweep.json``, and ``pool.json`` naming the
+sources with their rows and load averages.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,26 @@ def _session(src: Path) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str,
             raise UserError(f"{src / name}: missing or unreadable; pool whole sweep folders")
     rows = list(store.latest_by_run_id(rows).values())
     return rows, env, sweep  # type: ignore[return-value]
+
+
+#: env.json's load averages (harness.envinfo): 1, 5 and 15 minutes at the sweep's start / end.
+LOAD_KEYS = ("load_avg_start", "load_avg_end")
+
+
+def pooled_load(envs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per key of :data:`LOAD_KEYS`, the element-wise median over the sessions that have it."""
+    out = {}
+    for key in LOAD_KEYS:
+        values = [
+            e[key]
+            for e in envs
+            if isinstance(e.get(key), list)
+            and len(e[key]) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in e[key])
+        ]
+        if values:
+            out[key] = [round(statistics.median(col), 2) for col in zip(*values, strict=True)]
+    return out
 
 
 def pool_rows(sessions: list[list[dict[str, Any]]], repeats: int) -> list[dict[str, Any]]:
@@ -86,14 +109,20 @@ def pool(dst: Path, sources: list[Path]) -> int:
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         repeats = 1 + max((r.get("repeat") or 0 for s in loaded for r in s[0]), default=0)
     rows = pool_rows([s[0] for s in loaded], repeats)
+    env = {**env0, **pooled_load([s[1] for s in loaded])}
     dst.mkdir(parents=True)
-    store.atomic_write_json(dst / layout.ENV_JSON, env0)
+    store.atomic_write_json(dst / layout.ENV_JSON, env)
     store.atomic_write_json(dst / layout.SWEEP_JSON, sweep0)
     store.atomic_write_json(
         dst / layout.POOL_JSON,
         {
             "sessions": [
-                {"source": str(s), "rows": len(x[0])} for s, x in zip(sources, loaded, strict=True)
+                {
+                    "source": str(s),
+                    "rows": len(x[0]),
+                    **{k: x[1].get(k) for k in LOAD_KEYS if k in x[1]},
+                }
+                for s, x in zip(sources, loaded, strict=True)
             ]
         },
     )

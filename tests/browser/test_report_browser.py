@@ -83,8 +83,11 @@ def test_full_report_renders_every_chart_and_sorts(browser, tmp_path):
 
     # Click-to-sort on the all-points table: by throughput, ascending then descending.
     table = page.locator("#points ~ div table.sortable, #points ~ table.sortable").first
-    header = table.locator("th", has_text="samples/s [95% CI]")
-    col = [t.strip() for t in table.locator("th").all_inner_texts()].index("samples/s [95% CI]")
+    # "samples/s [interval, covers 50-75%]": 3 repeats ([min, max], 75%), 2 where one failed.
+    names = [t.strip() for t in table.locator("th").all_inner_texts()]
+    col = next(i for i, t in enumerate(names) if t.startswith("samples/s [interval, covers "))
+    assert names[col] == "samples/s [interval, covers 50-75%]"
+    header = table.locator("th", has_text=names[col])
 
     def column() -> list[float]:
         cells = table.locator(f"tbody tr td:nth-child({col + 1})")

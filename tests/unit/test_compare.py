@@ -54,18 +54,47 @@ def test_mann_whitney_exact_matches_enumeration():
     )
 
 
-def test_mann_whitney_extremes_and_normal_approximation():
+def agrees_near_alpha(p: float, exact: float) -> bool:
+    """Within 1% of the exact p (relative): where the gate decides (p near alpha = 0.05) an
+    approximation must agree this well, or a point flips verdict."""
+    return abs(p - exact) <= 0.01 * exact
+
+
+def _normal_approximation(x: np.ndarray, y: np.ndarray, monkeypatch) -> float:
+    """The approximation's p for the same data the exact test sees (limit lowered to 0)."""
+    with monkeypatch.context() as m:
+        m.setattr(compare, "EXACT_LIMIT", 0)
+        return compare.mann_whitney_p(x, y, "less")
+
+
+def test_mann_whitney_extremes_and_normal_approximation(monkeypatch):
     lo, hi = np.arange(5.0), np.arange(5.0) + 10
-    assert compare.mann_whitney_p(lo, hi, "less") == pytest.approx(1 / 252)
-    assert compare.min_p_value(5, 5) == pytest.approx(1 / 252)
-    assert compare.min_p_value(2, 2) > 0.05  # why 2 vs 2 falls back to the threshold
-    # Large samples use the normal approximation; it agrees with the exact value closely.
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(0, 1, 30), rng.normal(0.5, 1, 30)
-    exact = compare.mann_whitney_p(a, b, "less")
-    big_a, big_b = np.tile(a, 1), np.concatenate([b, [99.0]])  # 61 values: approximation
-    approx = compare.mann_whitney_p(big_a, big_b, "less")
-    assert abs(exact - approx) < 0.02
+    assert compare.mann_whitney_p(lo, hi, "less") == pytest.approx(1 / 252, rel=1e-12)
+    assert compare.min_p_value(5, 5) == pytest.approx(1 / 252, rel=1e-12)
+    assert compare.min_p_value(2, 2) == pytest.approx(1 / 6)  # why 2 vs 2 falls back
+    # Above 60 values the gate uses the normal approximation. Near alpha it matches the exact
+    # p (30 vs 30 runs whose exact one-sided p is 0.0399 and 0.0691).
+    for seed, shift in ((1, 0.45), (1, 0.4)):
+        rng = np.random.default_rng(seed)
+        x, y = rng.normal(0, 1, 30), rng.normal(shift, 1, 30)
+        exact = compare.mann_whitney_p(x, y, "less")
+        assert 0.03 < exact < 0.08
+        assert agrees_near_alpha(_normal_approximation(x, y, monkeypatch), exact)
+
+
+def test_the_p_value_check_fails_a_planted_wrong_answer(monkeypatch):
+    """The planted twin: a two-sided p, the wrong tail, or an approximation without its
+    continuity correction all fail the check above (a tolerance of 0.02 absolute passed them
+    all at p near 5e-4)."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(0, 1, 30), rng.normal(0.45, 1, 30)
+    exact = compare.mann_whitney_p(x, y, "less")
+    assert not agrees_near_alpha(2 * exact, exact)  # two-sided
+    assert not agrees_near_alpha(compare.mann_whitney_p(x, y, "greater"), exact)  # wrong tail
+    u, var = compare.mann_whitney_u(x, y), 30 * 30 * 61 / 12
+    no_correction = 0.5 * (1 + math.erf((u - 450) / math.sqrt(2 * var)))
+    assert not agrees_near_alpha(no_correction, exact)
+    assert agrees_near_alpha(_normal_approximation(x, y, monkeypatch), exact)
 
 
 def test_planted_ten_percent_drop_with_five_repeats_is_caught():
@@ -390,7 +419,11 @@ def test_pooled_sessions_keep_every_repeat_and_absorb_a_session_offset(tmp_path)
         sessions[2]
     )
     env = json.loads((base / "env.json").read_text())
-    assert env == json.loads((sessions[0] / "env.json").read_text())
+    assert env == json.loads((sessions[0] / "env.json").read_text())  # no loads recorded
+    loads = [[1.0, 1.0, 1.0], [3.0, 2.0, 1.0], [9.0, 5.0, 2.0]]
+    assert pool.pooled_load([{"load_avg_start": v} for v in loads]) == {
+        "load_avg_start": [3.0, 2.0, 1.0]  # the median session's, element by element
+    }
     side = compare.load_side(base)
     assert side.frame.groupby("config_key").size().eq(15).all()
 
@@ -434,3 +467,73 @@ def test_pool_refuses_mixed_sweeps_environments_and_an_existing_destination(tmp_
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "already exists" in done.stderr
+
+
+# -- machine class and load, named beside the verdict ------------------------------------------
+
+
+def _set_env(sweep_dir: Path, **fields) -> None:
+    env = json.loads((sweep_dir / "env.json").read_text())
+    (sweep_dir / "env.json").write_text(json.dumps({**env, **fields}))
+
+
+XEON = {
+    "cpu_model": "Intel(R) Xeon(R) Gold 6338",
+    "cpu_cores_physical": 8,
+    "cpu_cores_logical": 16,
+    "memory_gib": 62.8,
+    "gpu_names": [],
+    "gpu_count": 0,
+}
+EPYC = {**XEON, "cpu_model": "AMD EPYC", "cpu_cores_physical": 2, "cpu_cores_logical": 2,
+        "memory_gib": 23.5}  # fmt: skip
+
+
+def test_a_different_machine_class_is_named_not_refused(tmp_path):
+    b = sweep(tmp_path / "b", seed=1, repeats=3, failures=False)
+    c = sweep(tmp_path / "c", seed=2, repeats=3, failures=False)
+    _set_env(b, machine=XEON)
+    _set_env(c, machine=EPYC)
+    result = compare.compare(compare.load_side(b), compare.load_side(c))  # no refusal
+    (line,) = result.context
+    assert line.startswith(
+        "The baseline ran on an 8-core Intel(R) Xeon(R) Gold 6338 (16 logical, 62.8 GiB), this "
+        "run on a 2-core AMD EPYC (23.5 GiB): the change may be the machine, not the code"
+    )
+    assert "cpu_model" in line and "memory_gib" in line
+    text = compare.render_text(result).splitlines()
+    verdict_at = next(i for i, t in enumerate(text) if t.startswith("VERDICT:"))
+    assert text[verdict_at + 1] == f"  ! {line}"  # right under the verdict
+    assert line in compare.render_markdown(result)
+    data = json.loads(compare.render_json(result))
+    assert data["context"] == [line]
+    assert data["machine"]["baseline"]["cpu_model"] == XEON["cpu_model"]
+    # The same machine on both sides: nothing to say.
+    _set_env(c, machine=XEON)
+    assert compare.compare(compare.load_side(b), compare.load_side(c)).context == ()
+
+
+def test_load_during_the_runs_is_named_from_the_ledger_or_env_json(tmp_path):
+    b = sweep(tmp_path / "b", seed=1, repeats=3, failures=False)
+    c = sweep(tmp_path / "c", seed=2, repeats=3, failures=False)
+    for side in (b, c):
+        _set_env(side, machine=EPYC)
+    # Old results: no load anywhere. Nothing said, JSON says unknown.
+    quiet = compare.compare(compare.load_side(b), compare.load_side(c))
+    assert quiet.context == () and quiet.loads == {"baseline": None, "current": None}
+    # Sweep-level load from env.json (start and end of the sweep).
+    _set_env(b, load_avg_start=[0.2, 0.2, 0.2], load_avg_end=[0.4, 0.3, 0.2])
+    _set_env(c, load_avg_start=[8.8, 6.0, 3.0], load_avg_end=[9.4, 7.0, 4.0])
+    result = compare.compare(compare.load_side(b), compare.load_side(c))
+    (line,) = result.context
+    assert line.startswith("Load average 9.1 during this sweep vs 0.3 for the baseline")
+    assert "sweep start and end" in line and "may explain a slowdown" in line
+    # Per-run load in the ledger (the worker's load_avg_1m) wins over env.json.
+    for side, load in ((b, 1.0), (c, 1.2)):
+        rows = store.read_ledger(side)
+        for r in rows:
+            r["load_avg_1m"] = load
+        store.ledger_path(side).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    close = compare.compare(compare.load_side(b), compare.load_side(c))
+    assert close.context == ()  # 1.2 vs 1.0 on 2 cores: not worth a word
+    assert close.loads["current"] == {"load_avg_1m": 1.2, "source": "runs"}

@@ -260,12 +260,12 @@ def test_columns_added_later_keep_curve_ids_and_join_old_rows_with_new():
     assert new == now  # the baseline's rows hold exactly RunSpec's defaults there
     mixed = [r if r["world_size"] == 1 else n for r, n in zip(old, new, strict=True)]
     for rows in (old, new, mixed):
-        curves = analysis.scaling(analysis.frame_from_rows(rows), n_boot=50)
+        curves = analysis.scaling(analysis.frame_from_rows(rows))
         assert set(curves["curve_id"]) == {"fabe44c2a0e2"}
         assert sorted(curves["world_size"]) == [1.0, 2.0]
     # A non-default value is part of the curve's identity.
     other = [{**r, "lr": 1e-3} for r in new]
-    curves = analysis.scaling(analysis.frame_from_rows(other), n_boot=50)
+    curves = analysis.scaling(analysis.frame_from_rows(other))
     assert set(curves["curve_id"]) != {"fabe44c2a0e2"}
 
 

@@ -77,3 +77,34 @@ def test_git_sha_and_dirty_flag(tmp_path):
     assert dirty["git_dirty"] is True and dirty["git_sha"] == clean["git_sha"]
     nogit = envinfo.collect(nvml=fake_nvml(init_fails=True), repo=tmp_path / "f.txt")
     assert nogit["git_sha"] is None
+
+
+def _cpu(processor: int, physical: int, core: int) -> str:
+    return (
+        f"processor\t: {processor}\nmodel name\t: Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz\n"
+        f"physical id\t: {physical}\ncore id\t\t: {core}\n\n"
+    )
+
+
+def test_machine_class_counts_physical_cores_and_memory_without_changing_the_fingerprint():
+    # Two sockets x two cores x two hyperthreads: 8 logical CPUs, 4 physical cores.
+    cpuinfo = "".join(
+        _cpu(i, physical=i // 4, core=(i // 2) % 2) for i in range(8)
+    )  # fmt: skip
+    meminfo = "MemTotal:       65842340 kB\nMemFree:         1000 kB\n"
+    m = envinfo.machine_class([], cpuinfo=cpuinfo, meminfo=meminfo)
+    assert m["cpu_model"] == "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"
+    assert m["cpu_cores_physical"] == 4
+    assert m["memory_gib"] == pytest.approx(62.8)
+    assert (m["gpu_names"], m["gpu_count"]) == ([], 0)
+    assert set(m) == set(envinfo.MACHINE_FIELDS)
+    # Nothing readable: unknown, not an error.
+    empty = envinfo.machine_class([], cpuinfo="", meminfo="")
+    assert empty["cpu_cores_physical"] is None and empty["memory_gib"] is None
+    # On this machine: recorded in env.json, with the load, outside the fingerprint.
+    info = envinfo.collect()
+    assert set(info["machine"]) == set(envinfo.MACHINE_FIELDS)
+    assert info["machine"]["cpu_cores_logical"] >= 1
+    assert len(info["load_avg_start"]) == 3
+    cpu_side = set(envinfo.MACHINE_FIELDS) - {"gpu_names", "gpu_count"}
+    assert not cpu_side & set(envinfo.FINGERPRINT_FIELDS)  # a new CPU model is not refused

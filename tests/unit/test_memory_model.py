@@ -187,3 +187,23 @@ def test_the_guard_reads_the_ledger_and_the_device_capacity(tmp_path):
     assert sw._predicted_oom(big, sweep_dir, {"gpus": [{"memory_total_gib": 139.8}]}) is None
     small = spec.Point(spec=RunSpec(per_device_batch=256))
     assert sw._predicted_oom(small, sweep_dir, h100) is None
+
+
+def test_guard_skips_exactly_the_batches_that_do_not_fit_when_memory_is_linear():
+    """The docstring's promise: with exact linear peaks (2 GiB + 0.25 GiB a sample, measured at
+    batch 32 and 64) on an 80 GB H100, no batch that fits is skipped and none that does not is
+    launched -- every batch from 1 to 600 on either side of the 310-sample boundary."""
+    rows = [run(32, 2 + 0.25 * 32), run(64, 2 + 0.25 * 64)]
+    capacity = 79.6
+    for batch in range(1, 601):
+        config = {**BASE, "world_size": 1, "per_device_batch": batch}
+        skipped = M.oom_reason(config, rows=rows, capacity_gib=capacity) is not None
+        assert skipped == (2 + 0.25 * batch > capacity), batch
+
+
+def test_a_noisy_line_can_skip_a_batch_that_would_fit():
+    """And the limit the docstring states: a steep fit through noisy peaks over-predicts."""
+    rows = [run(32, 2 + 0.25 * 32 - 0.5), run(64, 2 + 0.25 * 64 + 0.5)]  # +-0.5 GiB of noise
+    config = {**BASE, "world_size": 1, "per_device_batch": 300}  # truly 77 GiB: it fits
+    assert 2 + 0.25 * 300 < 79.6
+    assert M.oom_reason(config, rows=rows, capacity_gib=79.6) is not None

@@ -106,13 +106,15 @@ def test_json_report_shape(sweep):
     assert body["answer"][0].startswith("4 GPUs against 1, per_device_batch=")
     assert list(body["headline"]) == [
         "points", "runs", "runs_by_status", "largest_world_size", "best_config_key",
-        "samples_per_s", "samples_per_s_lo", "samples_per_s_hi", "base_world_size", "speedup",
-        "speedup_lo", "speedup_hi", "efficiency", "efficiency_lo", "efficiency_hi", "mfu", "why",
+        "samples_per_s", "samples_per_s_lo", "samples_per_s_hi", "samples_per_s_level",
+        "base_world_size", "speedup", "speedup_lo", "speedup_hi", "speedup_level", "efficiency",
+        "efficiency_lo", "efficiency_hi", "efficiency_level", "mfu", "why",
     ]  # fmt: skip
     curve_keys = [
         "curve_id", "curve", "scaling_mode", "world_size", "base_world_size", "config_key",
-        "samples_per_s", "samples_per_s_lo", "samples_per_s_hi", "speedup", "speedup_lo",
-        "speedup_hi", "efficiency", "efficiency_lo", "efficiency_hi",
+        "samples_per_s", "samples_per_s_lo", "samples_per_s_hi", "samples_per_s_level", "speedup",
+        "speedup_lo", "speedup_hi", "speedup_level", "efficiency", "efficiency_lo",
+        "efficiency_hi", "efficiency_level",
     ]  # fmt: skip
     assert body["curves"] and all(list(c) == curve_keys for c in body["curves"])
     assert all(c["curve"].startswith("weak: ") for c in body["curves"])
