@@ -21,15 +21,16 @@ from typing import Any
 import torch
 
 from . import explain
+from .contention import WindowCounters, usable_cores
 from .distributed import DistContext, all_gather_objects, barrier, collective_versions, synchronize
 from .failures import Terminated
 from .faults import FAULT_AT, inject_fault, plant_slowdown
 from .log import log
-from .metrics import WindowCounts, matmul_params, peak_flops, summarize
+from .metrics import WindowCounts, contention_figures, matmul_params, peak_flops, summarize
 from .runspec import FAILURE_FAULTS, RunSpec
+from .timing import StepTimer
 from .train import (
     BatchStream,
-    StepTimer,
     WindowTotals,
     build_model,
     build_optimizer,
@@ -85,6 +86,9 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
     if ctx.is_main:
         on_log(f"measured window: start ({run.measured_steps} steps)")
     losses: list[torch.Tensor] = []
+    # Contention evidence: this rank's run-queue wait and context switches, the machine's steal
+    # and load (distrinews/contention.py); a few reads at each edge, none inside the window.
+    counters = WindowCounters.start()
     start_unix, t0 = time.time(), time.perf_counter()
     for i in range(run.measured_steps):
         if run.fault in FAILURE_FAULTS and i == fault_step:
@@ -92,6 +96,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         losses.append(trainer.step(stream, timer))
     synchronize(device)  # the window ends when the device has finished its last step
     elapsed_s, end_unix = time.perf_counter() - t0, time.time()
+    rank_counters = counters.finish(run.measured_steps)
     if ctx.is_main:
         on_log(f"measured window: end ({elapsed_s:.3f} s)")
     trainer.check_finite()
@@ -103,6 +108,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         "totals": asdict(trainer.totals),
         "loss_first": float(losses[0]),
         "loss_last": float(losses[-1]),
+        "counters": rank_counters,
     }
     ranks = all_gather_objects(mine, ctx)
     warnings = []
@@ -148,6 +154,13 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         mem_peak_gib=mem,
         loss_first=sum(r["loss_first"] for r in ranks) / len(ranks),
         loss_last=sum(r["loss_last"] for r in ranks) / len(ranks),
+        contention=contention_figures(
+            [r["counters"] for r in ranks],
+            cpu_cores=usable_cores(),
+            ranks_per_machine=ctx.local_world_size,
+            threads_per_rank=torch.get_num_threads(),
+            on_cpu=device.type == "cpu",
+        ),
     )
     return {
         "schema_version": RECORD_SCHEMA_VERSION,
@@ -159,6 +172,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         "compute_step_times_s": explained["compute_step_times_s"],
         "buckets": explained["buckets"],
         "grad_dtype": explained["grad_dtype"],
+        "instrumented": explained["instrumented"],
         "measured_window": {"start_unix": start_unix, "end_unix": end_unix},
         "env": environment(ctx, gpu_name),
         "warnings": warnings,

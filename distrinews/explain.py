@@ -1,22 +1,25 @@
 """Why a point's efficiency is what it is: the measurements after the window.
 
 A DDP step on N ranks costs what one rank's work costs (forward, backward, optimizer, data
-wait), plus the wait for the slowest rank (straggler), plus the part of the gradient all-reduce
-that backward did not hide (exposed communication). After the measured window, in the same
-worker and process group, the worker measures each of these (a few seconds at most;
-``RunSpec.explain = false`` switches it off):
+wait), plus waiting for a core (contention), plus the wait for the slowest rank (straggler),
+plus the part of the gradient all-reduce that backward did not hide (exposed communication).
+After the measured window, in the same worker and process group, the worker measures each of
+these (a few seconds at most; ``RunSpec.explain = false`` switches it off):
 
-1. **compute-only steps** — the same kind of optimizer steps on the same data stream under
-   DDP's ``no_sync()``: no all-reduce, so every rank runs at its own pace. Per rank and step:
-   the step time and its data wait. Gathered, they give the compute-only step time and, step
-   by step, how long the typical rank would wait for the slowest (straggler wait).
-2. **the all-reduce ceiling** — ``dist.all_reduce`` of exactly the gradient's bytes and dtype,
+1. **instrumented steps** — a few ordinary synchronised steps timed from the inside by the
+   step probe (distrinews/timing.py): per rank and step, data wait, waiting for a core, DDP's
+   forward collective, backward and its last gradient, each bucket's readiness and in-step
+   all-reduce, and the tail (waiting for the all-reduce). The window itself runs without the
+   probe, so nothing it measured is disturbed.
+2. **compute-only steps** — the same kind of optimizer steps on the same data stream under
+   DDP's ``no_sync()``: no all-reduce, so every rank runs at its own pace.
+3. **the all-reduce ceiling** — ``dist.all_reduce`` of exactly the gradient's bytes and dtype,
    then of each of DDP's actual buckets (sizes from DDP's own logging data, in DDP's order:
    bucket 0 is the first ready in backward), median after warmup, every rank issuing the same
    number of collectives.
 
-The arithmetic (exposed communication, overlap share, bandwidths) is pure and lives in
-:func:`distrinews.metrics.explain_figures`.
+The arithmetic is pure and lives in :func:`distrinews.metrics.explain_figures` and
+:func:`distrinews.metrics.step_figures`.
 
 Planted slowdowns (``RunSpec.fault`` in SLOW_FAULTS, ``fault_ms`` each, only at N > 1) make a
 known cause so the attribution can be checked: :func:`distrinews.faults.plant_slowdown`.
@@ -32,9 +35,17 @@ import torch
 import torch.distributed as dist
 
 from .distributed import DistContext, all_gather_objects, barrier, synchronize
-from .metrics import EXPLAIN_METRIC_KEYS, explain_figures, lower_median, percentile
+from .metrics import (
+    EXPLAIN_METRIC_KEYS,
+    explain_figures,
+    lower_median,
+    overlap_share,
+    percentile,
+    step_figures,
+)
 from .runspec import RunSpec
-from .train import StepTimer, Trainer
+from .timing import StepTimer
+from .train import Trainer
 
 #: Wall-clock budget of the compute-only steps (the step count adapts, MIN_STEPS..MAX_STEPS).
 COMPUTE_BUDGET_S = 2.0
@@ -47,6 +58,8 @@ ALLREDUCE_WARMUP = 2
 ALLREDUCE_MIN_REPS, ALLREDUCE_MAX_REPS = 3, 20
 ALLREDUCE_BUDGET_S = 0.5
 BUCKETS_BUDGET_S = 1.0
+#: record.json keeps every rank's raw in-step marks up to this many ranks.
+MARKS_MAX_RANKS = 16
 
 
 # -- measurements ----------------------------------------------------------------------------
@@ -63,6 +76,24 @@ def compute_only_steps(
         trainer.step(stream, timer, sync=False)
     synchronize(device)
     return timer.step_times_s(), timer.data_wait_per_step_s(trainer.grad_accum)
+
+
+def instrumented_steps(
+    trainer: Trainer, stream: Any, steps: int, device: torch.device
+) -> list[dict[str, Any]]:
+    """``steps`` synchronised optimizer steps timed from the inside (this rank's marks)."""
+    probe = trainer.probe
+    probe.start()
+    try:
+        trainer.step(stream)  # untimed: the probe's comm hook may be new to DDP's reducer
+        synchronize(device)
+        probe.start()  # fresh marks
+        for _ in range(steps):
+            trainer.step(stream, probe)
+        synchronize(device)
+    finally:
+        probe.stop()
+    return probe.step_marks()
 
 
 def ddp_bucket_bytes(trainer: Trainer) -> list[int]:
@@ -143,9 +174,12 @@ def measure(
     budget_steps = math.ceil(COMPUTE_BUDGET_S / seconds_per_step)
     steps = max(MIN_STEPS, min(MAX_STEPS, run.measured_steps, budget_steps))
     barrier(ctx)
+    marks = instrumented_steps(trainer, stream, steps, ctx.device)
+    barrier(ctx)
     work, waits = compute_only_steps(trainer, stream, steps, ctx.device)
     trainer.optimizer.zero_grad(set_to_none=True)
     gathered = all_gather_objects((work, waits), ctx)
+    marks_all = all_gather_objects(marks, ctx)
     grad_bytes, dtype = grad_bytes_and_dtype(model)
     bucket_bytes = ddp_bucket_bytes(trainer)
     barrier(ctx)
@@ -158,26 +192,39 @@ def measure(
     whole_all = all_gather_objects(whole, ctx)
     buckets_all = all_gather_objects(bucket_times, ctx)
     whole = None if whole is None else lower_median(whole_all)
-    buckets = [
-        {
-            "bytes": b,
-            "allreduce_time_s": None if t is None else lower_median([r[i] for r in buckets_all]),
-        }
-        for i, (b, t) in enumerate(zip(bucket_bytes, bucket_times, strict=True))
+    ceilings = [
+        None if t is None else lower_median([r[i] for r in buckets_all])
+        for i, t in enumerate(bucket_times)
     ]
     metrics = explain_figures(
-        window_step_times_s=window_step_times_s,
         work_step_times_s=[g[0] for g in gathered],
         work_data_wait_s=[g[1] for g in gathered],
         allreduce_time_s=whole,
         grad_bytes=grad_bytes,
     )
+    inside = step_figures(marks_all, ceiling_buckets_s=ceilings if ctx.world_size > 1 else None)
+    steps_done = inside["metrics"].pop("instrumented_steps")
+    metrics.update(inside["metrics"])
     metrics["bucket_count"] = len(bucket_bytes) if bucket_bytes else None
     # DDP's all-reduce as DDP issues it (bucket by bucket), each at the ceiling, summed.
-    timed = [b["allreduce_time_s"] for b in buckets]
     metrics["allreduce_bucketed_time_s"] = (
-        sum(timed) if timed and all(t is not None for t in timed) else None
+        sum(ceilings) if ceilings and all(t is not None for t in ceilings) else None
     )
+    metrics["overlap_share"] = overlap_share(
+        metrics["exposed_comm_s"] if ctx.world_size > 1 else None,
+        metrics["allreduce_bucketed_time_s"] or whole,
+    )
+    in_step = inside["buckets"]
+    buckets = [
+        {
+            "bytes": b,
+            "allreduce_time_s": t,
+            # In-step timings (the contract the projection reads: notes/contracts.md).
+            "ready_s": in_step[i]["ready_s"] if i < len(in_step) else None,
+            "step_allreduce_s": in_step[i]["step_allreduce_s"] if i < len(in_step) else None,
+        }
+        for i, (b, t) in enumerate(zip(bucket_bytes, ceilings, strict=True))
+    ]
     compute_times = [[w - d for w, d in zip(*g, strict=True)] for g in gathered]
     # What these measurements cost the run (rank 0's wall clock; ranks end together).
     metrics["explain_time_s"] = time.perf_counter() - started
@@ -186,6 +233,13 @@ def measure(
         "compute_step_times_s": compute_times,
         "buckets": buckets,
         "grad_dtype": str(dtype).removeprefix("torch."),
+        "instrumented": {
+            "steps": steps_done,
+            "step_work_s_per_rank": inside["step_work_s_per_rank"],
+            # The raw marks (distrinews/timing.py StepProbe.step_marks) for anyone checking a
+            # figure by hand; a few kB per rank, so only up to MARKS_MAX_RANKS ranks.
+            "marks": marks_all if ctx.world_size <= MARKS_MAX_RANKS else None,
+        },
     }
 
 
@@ -196,4 +250,5 @@ def skipped() -> dict[str, Any]:
         "compute_step_times_s": None,
         "buckets": None,
         "grad_dtype": None,
+        "instrumented": None,
     }
