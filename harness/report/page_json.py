@@ -32,7 +32,8 @@ def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
 
     Numbers stay numbers (NaN -> null); ``decomposition`` rows carry the configuration columns
     (analysis.CONFIG_COLUMNS, ``fault`` included), ``world_size``, ``efficiency`` and
-    ``loss_pp`` = {compute, exposed_comm, data_wait, straggler, unexplained}.
+    ``loss_pp`` = {compute, contention, exposed_comm, data_wait, straggler, unexplained}, and
+    ``checks`` (the sentences of the checks that failed, harness.attribution.checks).
     """
     summary = analysis.per_configuration(frame, SUMMARY_METRICS)
     curves = fmt.with_curve_names(analysis.scaling(frame, summary=summary), summary)
@@ -74,6 +75,7 @@ def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
                 "efficiency": r["efficiency"],
                 "loss_pp": attribution.loss_pp_dict(r),
                 "total_loss_pp": r["loss_pp"],
+                "checks": list(r.get("checks") or ()),
             }
         )
     body = {

@@ -21,9 +21,11 @@ def test_report_has_the_why_section_with_bars_ceiling_and_sentence(sweep):
     rep = report.load_report(sweep)
     why = {s.id: s for s in rep.sections}["why"]
     assert why.title == "Why efficiency drops"
-    assert why.intro.startswith("At N=8, ") and "points lost are" in why.intro
+    assert why.intro.startswith("At N=8, ") and "points of efficiency are lost" in why.intro
+    assert "the biggest cause is" in why.intro and "Checks that failed" not in why.intro
     bars, ceiling = why.figures
-    assert [t.name for t in bars.data][:5] == [attribution.NAMES[c] for c in attribution.COMPONENTS]
+    names = [attribution.NAMES[c] for c in attribution.COMPONENTS]
+    assert [t.name for t in bars.data][: len(names)] == names
     assert bars.layout.barmode == "relative"  # negative parts stack below zero
     assert {t.name.split(":")[0] for t in ceiling.data} >= {"ceiling"}
     table = why.tables[0]
@@ -56,8 +58,9 @@ def test_json_report_keys_and_exact_decomposition(sweep):
     for row in rows:
         assert {"fault", "precision", "per_device_batch", "world_size", "efficiency",
                 "loss_pp"} <= set(row)  # fmt: skip
-        assert set(row["loss_pp"]) == {"compute", "exposed_comm", "data_wait", "straggler",
-                                       "unexplained"}  # fmt: skip
+        assert set(row["loss_pp"]) == {"compute", "contention", "exposed_comm", "data_wait",
+                                       "straggler", "unexplained"}  # fmt: skip
+        assert row["checks"] == []  # the fabricated sweep is consistent
         assert sum(row["loss_pp"].values()) == pytest.approx(100 * (1 - row["efficiency"]))
 
 
