@@ -3,9 +3,10 @@
 A benchmark run does ``warmup_steps`` discarded optimizer steps, then ``measured_steps`` timed
 ones between two device synchronizes (every rank enters the window together, after a barrier),
 gathers every rank's step times, and returns the record (schema: notes/contracts.md section 1;
-figures: distrinews/metrics.py). Then, unless ``explain`` is off, it measures what explains the
-efficiency (compute-only steps, the all-reduce ceiling; distrinews/explain.py) in the same
-process group, after the window, so nothing measured is disturbed. A planted fault
+figures: distrinews/metrics.py). Unless ``explain`` is off, the step probe times the window's
+steps from the inside (distrinews/timing.py), and after the window, in the same process group,
+the worker measures what the window cannot show (compute-only steps, the all-reduce ceiling;
+distrinews/explain.py). A planted fault
 (distrinews/faults.py) fires inside the window.
 """
 
@@ -70,6 +71,13 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         run, ctx, trainer, BatchStream(dataset, sampler, pad_to=pad_to, device=device)
     )
 
+    # The step probe (distrinews/timing.py) times the window's steps from the inside, so the
+    # parts of the decomposition are measured in the very steps they explain. It is on from
+    # the first warmup step (DDP's comm hook then never changes mid-run); explain = false runs
+    # the window with DDP's built-in all-reduce and no probe at all.
+    probe = trainer.probe if run.explain else None
+    if probe is not None:
+        probe.start()
     if ctx.is_main:
         on_log(f"warmup: {run.warmup_steps} steps")
     for _ in range(run.warmup_steps):
@@ -81,7 +89,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
     barrier(ctx)
     synchronize(device)
     trainer.totals = WindowTotals()
-    timer = StepTimer(device)
+    timer = probe if probe is not None else StepTimer(device)
     fault_step = int(run.measured_steps * FAULT_AT)
     if ctx.is_main:
         on_log(f"measured window: start ({run.measured_steps} steps)")
@@ -97,6 +105,8 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
     synchronize(device)  # the window ends when the device has finished its last step
     elapsed_s, end_unix = time.perf_counter() - t0, time.time()
     rank_counters = counters.finish(run.measured_steps)
+    if probe is not None:
+        probe.stop()
     if ctx.is_main:
         on_log(f"measured window: end ({elapsed_s:.3f} s)")
     trainer.check_finite()
@@ -120,6 +130,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
                 run, ctx, trainer, stream, model,
                 window_step_times_s=[r["step_times_s"] for r in ranks],
                 window_elapsed_s=max(r["elapsed_s"] for r in ranks),
+                window_marks=probe.step_marks() if probe is not None else [],
             )  # fmt: skip
         except Terminated:
             raise

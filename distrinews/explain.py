@@ -6,11 +6,11 @@ plus the part of the gradient all-reduce that backward did not hide (exposed com
 After the measured window, in the same worker and process group, the worker measures each of
 these (a few seconds at most; ``RunSpec.explain = false`` switches it off):
 
-1. **instrumented steps** — a few ordinary synchronised steps timed from the inside by the
-   step probe (distrinews/timing.py): per rank and step, data wait, waiting for a core, DDP's
-   forward collective, backward and its last gradient, each bucket's readiness and in-step
-   all-reduce, and the tail (waiting for the all-reduce). The window itself runs without the
-   probe, so nothing it measured is disturbed.
+1. **the window's own steps**, timed from the inside by the step probe (distrinews/timing.py;
+   benchmark.py turns it on for the window): per rank and step, data wait, waiting for a core,
+   DDP's forward collective, backward and its last gradient, each bucket's readiness and
+   in-step all-reduce, and the wait for the all-reduce. This module turns those marks into
+   figures; the parts of a step then add up to the window's own step.
 2. **compute-only steps** — the same kind of optimizer steps on the same data stream under
    DDP's ``no_sync()``: no all-reduce, so every rank runs at its own pace.
 3. **the all-reduce ceiling** — ``dist.all_reduce`` of exactly the gradient's bytes and dtype,
@@ -76,24 +76,6 @@ def compute_only_steps(
         trainer.step(stream, timer, sync=False)
     synchronize(device)
     return timer.step_times_s(), timer.data_wait_per_step_s(trainer.grad_accum)
-
-
-def instrumented_steps(
-    trainer: Trainer, stream: Any, steps: int, device: torch.device
-) -> list[dict[str, Any]]:
-    """``steps`` synchronised optimizer steps timed from the inside (this rank's marks)."""
-    probe = trainer.probe
-    probe.start()
-    try:
-        trainer.step(stream)  # untimed: the probe's comm hook may be new to DDP's reducer
-        synchronize(device)
-        probe.start()  # fresh marks
-        for _ in range(steps):
-            trainer.step(stream, probe)
-        synchronize(device)
-    finally:
-        probe.stop()
-    return probe.step_marks()
 
 
 def ddp_bucket_bytes(trainer: Trainer) -> list[int]:
@@ -163,6 +145,7 @@ def measure(
     *,
     window_step_times_s: list[list[float]],
     window_elapsed_s: float,
+    window_marks: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """All explain measurements (every rank calls this, after the window and the gather).
 
@@ -173,13 +156,11 @@ def measure(
     seconds_per_step = window_elapsed_s / max(1, len(window_step_times_s[0]))
     budget_steps = math.ceil(COMPUTE_BUDGET_S / seconds_per_step)
     steps = max(MIN_STEPS, min(MAX_STEPS, run.measured_steps, budget_steps))
-    barrier(ctx)
-    marks = instrumented_steps(trainer, stream, steps, ctx.device)
+    marks_all = all_gather_objects(window_marks, ctx)
     barrier(ctx)
     work, waits = compute_only_steps(trainer, stream, steps, ctx.device)
     trainer.optimizer.zero_grad(set_to_none=True)
     gathered = all_gather_objects((work, waits), ctx)
-    marks_all = all_gather_objects(marks, ctx)
     grad_bytes, dtype = grad_bytes_and_dtype(model)
     bucket_bytes = ddp_bucket_bytes(trainer)
     barrier(ctx)

@@ -23,7 +23,8 @@ Definitions (the report prints these):
 * **data_wait_share** — share of the window spent waiting for the next batch; **data_wait_s**
   the same per optimizer step, in seconds (mean over ranks).
 
-Why the efficiency is what it is (measured after the window by distrinews/explain.py; the
+Why the efficiency is what it is (distrinews/explain.py, from the window's probed steps and
+measurements after the window; the
 full definitions, one home, are harness/attribution.py DEFINITIONS, printed in docs/why.md):
 
 * :func:`explain_figures` — **compute_step_time_s**, an optimizer step under DDP's
@@ -34,7 +35,7 @@ full definitions, one home, are harness/attribution.py DEFINITIONS, printed in d
   rank); **algbw** = bytes / time, **busbw** = algbw · 2(N−1)/N (the nccl-tests convention),
   in GB/s (1e9 bytes/s). **allreduce_bucketed_time_s** — the same for each of DDP's buckets,
   summed: DDP's all-reduce as DDP issues it (bucket by bucket), at the ceiling.
-* :func:`step_figures` — inside a few instrumented synchronised steps (distrinews/timing.py):
+* :func:`step_figures` — inside the window's steps (distrinews/timing.py's step probe):
   **step_work_s** (the typical rank's own work), **run_queue_wait_s** (its waiting for a
   core), **straggler_wait_s** (its waiting for the last rank), **exposed_comm_s** (the last
   rank's waiting for the all-reduce, up to what the buckets expose at their ceiling) and
@@ -211,17 +212,17 @@ class RunMetrics:
     """Bytes of the gradient DDP all-reduces every step."""
     exposed_comm_s: float | None = _metric("exposed_comm", explain=True)
     """Per step, the all-reduce backward did not hide, up to what the buckets expose at their
-    ceiling (s; instrumented steps)."""
+    ceiling (s; the window's steps)."""
     overlap_share: float | None = _metric("exposed_comm", explain=True)
     """1 − exposed_comm_s / allreduce_bucketed_time_s (allreduce_time_s without bucket
     times), clamped to 0..1."""
     straggler_wait_s: float | None = _metric("straggler", explain=True)
-    """Per step, how long the typical rank waits for the last rank (s; instrumented steps)."""
+    """Per step, how long the typical rank waits for the last rank (s; the window's steps)."""
     comm_contention_s: float | None = _metric("contention", explain=True)
     """Per step, the exposed all-reduce beyond what it exposes at the ceiling: the all-reduce
     running slower inside the step than alone (s)."""
     run_queue_wait_s: float | None = _metric("contention", explain=True)
-    """Per step, seconds the typical rank's training thread waited for a core (instrumented
+    """Per step, seconds the typical rank's training thread waited for a core (the window's
     steps; CPU with schedstat, else None)."""
     step_work_s: float | None = _metric("compute", explain=True)
     """Per step, the typical rank's own work in the synchronised step (s): the step minus data
@@ -229,7 +230,7 @@ class RunMetrics:
     step_work_s_rank_spread: float | None = _metric("straggler", explain=True)
     """The slowest rank's mean work per step over the typical rank's (1.0: no straggler)."""
     step_time_instrumented_s: float | None = _metric("unexplained", explain=True)
-    """Mean step time of the instrumented steps, typical rank (s)."""
+    """Mean step time of the window's steps as the step probe saw them, typical rank (s)."""
     backward_time_s: float | None = _metric("In-step all-reduce", explain=True)
     """Median backward, from its start to its last gradient, typical rank (s)."""
     allreduce_step_time_s: float | None = _metric("In-step all-reduce", explain=True)
@@ -487,7 +488,7 @@ def step_figures(
     *,
     ceiling_buckets_s: Sequence[float | None] | None,
 ) -> dict[str, Any]:
-    """What the instrumented synchronised steps say (definitions in docs/why.md).
+    """What the probed steps of the window say (definitions in docs/why.md).
 
     ``per_rank``: per rank, per step, :meth:`distrinews.timing.StepProbe.step_marks` dicts
     (steps aligned by index: step i is the same all-reduce on every rank).
@@ -499,8 +500,9 @@ def step_figures(
     rank with the shortest waits arrived last: its waits are the exposed all-reduce; the
     typical rank (lower median of work) waits that plus its lead on the slowest (straggler
     wait). The exposed all-reduce is split at what the buckets would expose at their ceiling
-    (:func:`exposure_at_ceiling` on the last rank's ready times): what is beyond it is the
-    all-reduce running slower inside the step than alone (``comm_contention_s``).
+    (:func:`exposure_at_ceiling` on the last rank's ready times, each bucket costing its
+    ceiling plus what its hook spent before issuing it): what is beyond it is the all-reduce
+    running slower inside the step than alone (``comm_contention_s``).
     Means over steps (means add up: the parts of a step sum to its time); the bucket timings
     the projection reads are medians, per the contract (notes/contracts.md).
     """
@@ -534,8 +536,10 @@ def step_figures(
         exposed = waits[last]
         within = exposed
         if ceiling is not None:
-            ready = [b[0] for b in marks[last]["buckets"][:n_buckets]]
-            within = min(exposed, exposure_at_ceiling(ready, ceiling))
+            own = marks[last]["buckets"][:n_buckets]
+            # Each bucket costs what its hook spends launching it plus its ceiling.
+            costs = [c + (b[2] if len(b) > 2 else 0.0) for b, c in zip(own, ceiling, strict=True)]
+            within = min(exposed, exposure_at_ceiling([b[0] for b in own], costs))
         m = marks[typ]
         cols["step"].append(m["step_s"])
         cols["data"].append(m["data_s"])

@@ -7,12 +7,13 @@ One optimizer step of DDP on one rank, in time order::
           which starts that bucket's all-reduce (asynchronous); then bucket 1, ...
     last gradient ─ DDP waits for every bucket's all-reduce (the *tail*) ─ optimizer ─ end
 
-:class:`StepProbe` timestamps these moments on every rank for a few *instrumented steps*
-(distrinews/explain.py runs them right after the measured window, which itself runs without
-the probe): the step, its data wait, the forward's collective, backward's start, each bucket's
-comm-hook call (the bucket is ready) and its all-reduce's completion (the hook's future), the
-last gradient (``register_post_accumulate_grad_hook`` on every parameter) and backward's
-return. On CPU it also reads the training thread's run-queue wait (distrinews/contention.py).
+:class:`StepProbe` timestamps these moments on every rank, step by step, through the measured
+window (distrinews/benchmark.py starts it before warmup whenever ``explain`` is on): the step,
+its data wait, the forward's collective, backward's start, each bucket's comm-hook call (the
+bucket is ready), the moment the hook issued its collective and the all-reduce's completion
+(the hook's future), the last gradient (``register_post_accumulate_grad_hook`` on every
+parameter) and backward's return. On CPU it also reads the training thread's run-queue wait
+(distrinews/contention.py).
 
 Timing follows the device: on CPU, ``perf_counter`` (work is synchronous, gloo runs the
 collectives on its own threads and completes the future there). On CUDA, events on the
@@ -22,11 +23,12 @@ communication stream (torch.futures.Future.then), so an event recorded there com
 the all-reduce does. Every duration is device time read after the synchronize.
 
 DDP takes one comm hook. The probe is that hook and calls the one the run asked for
-(``ddp.comm_hook``, or the planted ``slow_comm``) inside it; with no hook asked for, the probe
-registers itself only when the instrumented steps begin, so the measured window runs DDP's
-built-in all-reduce untouched. (A Python hook makes DDP copy gradients into buckets without
-dividing and divide in the hook instead: one extra pass over the gradient, in the instrumented
-steps only.)
+(``ddp.comm_hook``, or the planted ``slow_comm``) inside it; with no hook asked for, it calls
+PyTorch's ``allreduce_hook`` (what DDP's built-in all-reduce does, in Python: DDP then copies
+gradients into buckets without dividing and the hook divides, one pass over the gradient
+either way). With ``explain = false`` there is no probe and DDP runs its built-in all-reduce.
+Under ``torch.compile`` the forward pre-hook is left out (a Python call inside the compiled
+forward would break its graph): DDP's forward collective then counts as work.
 
 The arithmetic on these timestamps is pure and lives in :func:`distrinews.metrics.step_figures`.
 """
@@ -121,7 +123,7 @@ class _Marks:
     backward_start: Any = None
     grads_done: Any = None
     backward_end: Any = None
-    buckets: list[tuple[int, Any, Any]] = field(default_factory=list)
+    buckets: list[tuple[int, Any, Any, Any]] = field(default_factory=list)
     # Run-queue wait readings (CPU): at start and end, and summed over the data fetches.
     rq_start: float | None = None
     rq_end: float | None = None
@@ -139,6 +141,8 @@ class StepProbe(StepTimer):
         super().__init__(device)
         self.ddp = ddp
         self.recording = False
+        #: Set when the DDP model runs under torch.compile (no forward pre-hook then).
+        self.compiled = False
         self._inner: tuple[CommHook, Any] | None = None
         self._registered = False
         self._handles: list[Any] = []
@@ -171,16 +175,19 @@ class StepProbe(StepTimer):
         index = bucket.index()
         ready = self._mark()
         fut = hook(state, bucket)
+        # The hook's own work before its collective is issued: the division by the world
+        # size, a compression, a planted delay (on CUDA: the kernels it enqueued).
+        launched = self._mark()
 
         def done(f: Any) -> Any:
             # Runs where the all-reduce completes: gloo's thread, or (CUDA) on a stream that
             # waits for NCCL's, so the event below completes with the all-reduce.
-            cur.buckets.append((index, ready, self._mark()))
+            cur.buckets.append((index, ready, launched, self._mark()))
             return f.value()
 
         return fut.then(done)
 
-    # -- instrumented steps --------------------------------------------------------------------
+    # -- recording ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Begin recording: hooks on, marks cleared."""
@@ -191,10 +198,11 @@ class StepProbe(StepTimer):
         self.steps, self.waits, self._marks = [], [], []
         module = self.ddp.module if self.ddp is not None else None
         if module is not None:
-            # First among the pre-hooks: a planted slow_rank sleep (also a pre-hook) is work.
-            self._handles.append(
-                module.register_forward_pre_hook(self._forward_started, prepend=True)
-            )
+            if not self.compiled:
+                # First among the pre-hooks: a planted slow_rank sleep (a pre-hook too) is work.
+                self._handles.append(
+                    module.register_forward_pre_hook(self._forward_started, prepend=True)
+                )
             for p in module.parameters():
                 if p.requires_grad:
                     self._handles.append(p.register_post_accumulate_grad_hook(self._grad_done))
@@ -270,19 +278,21 @@ class StepProbe(StepTimer):
         return a.elapsed_time(b) / 1e3 if self.cuda else b - a
 
     def step_marks(self) -> list[dict[str, Any]]:
-        """Per instrumented step, this rank's durations in seconds (after a device synchronize).
+        """Per recorded step, this rank's durations in seconds (after a device synchronize).
 
         ``step_s``, ``data_s``; ``forward_sync_s`` (DDP's pre-forward collective);
         ``backward_s`` (backward's start to its last gradient); ``comm_wait_s`` (from the last
         bucket's hook call to the moment every bucket's all-reduce is done: what the rank
         waits for after its backward, zero where nothing was left in flight); ``buckets``:
-        ``[ready_s, allreduce_s]`` per bucket in DDP's order (ready from backward's start;
-        all-reduce from the hook call to its future's completion); ``run_queue_s``: the
+        ``[ready_s, allreduce_s, launch_s]`` per bucket in DDP's order (ready from backward's
+        start; all-reduce from the hook call to its future's completion); ``run_queue_s``: the
         step's run-queue wait outside data fetches (None on CUDA or without schedstat).
 
         Between the last gradient and the last hook call DDP copies that bucket's gradients
         into it, and after the all-reduce it copies them back: the rank's own work, not
-        waiting, so they are in neither ``backward_s`` nor ``comm_wait_s``.
+        waiting, so they are in neither ``backward_s`` nor ``comm_wait_s``. Each bucket's
+        third figure, ``launch_s``, is the part of its all-reduce the hook spent before issuing
+        the collective (dividing, compressing, a planted delay).
         """
         out = []
         for m in self._marks:
@@ -294,7 +304,7 @@ class StepProbe(StepTimer):
             if buckets:
                 # DDP calls the hooks in bucket order: the last bucket is the last ready.
                 last_ready = buckets[-1][1]
-                comm_wait = max(0.0, max(self._since(last_ready, d) for _, _, d in buckets))
+                comm_wait = max(0.0, max(self._since(last_ready, d) for *_, d in buckets))
             rq = None
             if m.rq_start is not None and m.rq_end is not None:
                 rq = max(0.0, m.rq_end - m.rq_start - m.rq_data)
@@ -306,7 +316,8 @@ class StepProbe(StepTimer):
                     "backward_s": self._since(m.backward_start, grads_done),
                     "comm_wait_s": comm_wait,
                     "buckets": [
-                        [self._since(m.backward_start, r), self._since(r, d)] for _, r, d in buckets
+                        [self._since(m.backward_start, r), self._since(r, d), self._since(r, x)]
+                        for _, r, x, d in buckets
                     ],
                     "run_queue_s": rq,
                 }

@@ -180,6 +180,7 @@ def make_trainer(
     """DDP-wrap ``model`` with the run's knobs (compiled if asked): the one Trainer that both
     the benchmark worker and :func:`fit` step with."""
     ddp = wrap_ddp(model, run.ddp, device)
+    ddp.step_probe.compiled = run.compile
     net: torch.nn.Module = torch.compile(ddp) if run.compile else ddp
     return Trainer(
         model=net,

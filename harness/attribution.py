@@ -3,10 +3,10 @@
 Pure pandas: takes :func:`harness.analysis.per_configuration` (per-configuration medians) and
 :func:`harness.analysis.scaling` (efficiency per curve and GPU count), returns frames and
 sentences. The measurements come from the worker (distrinews/explain.py, distrinews/timing.py;
-figures in distrinews/metrics.py): per optimizer step of a few instrumented synchronised
-steps, the typical rank's own work, its waiting for a core, its waiting for the last rank, the
-last rank's waiting for the all-reduce (split at what the all-reduce costs alone), and the
-window's data wait.
+figures in distrinews/metrics.py): per optimizer step of the measured window, timed from the
+inside by the step probe, the typical rank's own work, its waiting for a core, its waiting for
+the last rank, the last rank's waiting for the all-reduce (split at what the all-reduce costs
+alone), and the window's data wait.
 
 The idea: a synchronous DDP step at N ranks costs the typical rank's work + waiting for a core
 + waiting for the data + waiting for the slowest rank + the all-reduce backward did not hide.
@@ -20,7 +20,7 @@ with T(N) the measured window's seconds per optimizer step and k = 1 (weak scali
 (strong scaling). The remainder is computed, not assumed, so the parts and the remainder always
 sum exactly to 1 − E(N). Each point is also checked against what else the same run measured
 (:func:`checks`): a part larger than the all-reduce inside the step, a straggler wait the
-ranks' spread cannot explain, instrumented steps unlike the window, a large remainder -- each
+ranks' spread cannot explain, a probed step unlike the window's, a large remainder -- each
 named in a sentence the report prints beside the chart. The definitions (:data:`DEFINITIONS`)
 are the one source for the report and docs/why.md.
 """
@@ -74,10 +74,11 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "(its smallest GPU count): 1 − E(N) = compute + contention + exposed_comm + data_wait "
         "+ straggler + unexplained, each part = (x(N) − k·x(N0)) / T(N), with x the part's "
         "seconds per optimizer step, T(N) the measured window's seconds per step, k = 1 for "
-        "weak scaling and N0/N for strong scaling. The parts are measured in a few "
-        "instrumented synchronised steps right after the window (the window itself runs "
-        "without instruments), on every rank, one rank included: DDP runs its reducer over a "
-        "group of one, and what that costs belongs to the reference.",
+        "weak scaling and N0/N for strong scaling. The parts are measured inside the measured "
+        "window's own steps, on every rank, by the step probe (on whenever explain is: DDP's "
+        "all-reduce then runs through a Python comm hook that times it); one rank included: "
+        "DDP runs its reducer over a group of one, and what that costs belongs to the "
+        "reference.",
     ),
     (
         "Weak scaling decomposition",
@@ -93,14 +94,14 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         "Typical rank",
-        "In each instrumented step, the rank whose work (below) is the lower median: with two "
+        "In each step, the rank whose work (below) is the lower median: with two "
         "ranks the faster one. Its waits are what a synchronous step costs everybody else.",
     ),
     (
         "compute",
         "step_work_s: the typical rank's step minus its data wait, its waits (DDP's forward "
         "collective, and the all-reduce it waits for after its last bucket became ready) and "
-        "its run-queue wait, clamped at 0 per step, mean over the instrumented steps. It "
+        "its run-queue wait, clamped at 0 per step, mean over the window's steps. It "
         "includes DDP's own work in the step (gradients copied into buckets and back, the "
         "hook's division). On a GPU the share lost to clock throttling (gpu_clock_loss_share) "
         "moves to contention. compute_step_time_s (a step under no_sync(), no all-reduce, "
@@ -121,29 +122,33 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "exposed_comm_s: per step, the waits of the rank that arrived last (the shortest "
         "waits: nobody left to wait for, so only communication), capped at what DDP's buckets "
         "would expose at their ceiling (each bucket starting when it is ready and the one "
-        "before it is done; allreduce_time_s per bucket in record.json buckets); mean over "
-        "the instrumented steps. At one rank the cap is unknown and the whole wait counts. "
+        "before it is done, costing its ceiling, allreduce_time_s in record.json buckets, plus "
+        "what its comm hook spent before issuing it: dividing, compressing, a planted delay); "
+        "mean over the window's steps. At one rank the cap is unknown and the whole wait "
+        "counts. "
         "overlap_share = 1 − exposed_comm_s / allreduce_bucketed_time_s (allreduce_time_s "
         "without bucket times), clamped to 0..1.",
     ),
     (
         "data_wait",
         "data_wait_s: seconds per step waiting for the next batch over the measured window "
-        "(mean over ranks), not the instrumented steps.",
+        "(mean over ranks, not the typical rank's own).",
     ),
     (
         "straggler",
         "straggler_wait_s: per step, the typical rank's waits minus the last rank's: how long "
         "it waits for the slowest (a slower rank's longer data wait counts here too); mean "
-        "over the instrumented steps. step_work_s_rank_spread = the slowest rank's mean work "
+        "over the window's steps. step_work_s_rank_spread = the slowest rank's mean work "
         "per step / the typical rank's: the spread the straggler wait must agree with.",
     ),
     (
         "unexplained",
         "What the five parts do not account for: 1 − E(N) minus their sum, shown as it is "
-        "(negative too), never clipped. The parts add up to the instrumented steps' time "
-        "(step_time_instrumented_s, with the window's data wait in place of theirs), so the "
-        "remainder is the window against the instrumented steps, and noise.",
+        "(negative too), never clipped. The parts add up to the typical rank's step as the "
+        "probe saw it (step_time_instrumented_s, with the window's mean data wait in place of "
+        "its own) while T(N) is the slowest rank's window; the remainder is that difference, "
+        "the medians over repeats (each part's median is taken on its own) and the same at "
+        "N0.",
     ),
     (
         "In-step all-reduce",
@@ -172,7 +177,7 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "exposed_comm + comm_contention within the in-step all-reduce (allreduce_step_time_s) "
         "and exposed_comm within the bucketed ceiling, straggler_wait_s within the ranks' "
         "spread of work (step_work_s × (spread − 1)), each to 10% and 0.5 ms; the "
-        "instrumented steps within 15% of the window's step; |unexplained| within max(5 pp, "
+        "probed step within 15% of the window's step; |unexplained| within max(5 pp, "
         "15% of the loss); no part below −5 pp. A failed check is printed beside the chart, "
         "naming the measurements that disagree.",
     ),
@@ -332,8 +337,8 @@ def checks(row: dict[str, Any], point: dict[str, Any]) -> list[str]:
     inside = point.get("step_time_instrumented_s")
     if _finite(window) and _finite(inside) and abs(inside - window) > 0.15 * window:
         found.append(
-            f"N={n}: the instrumented steps ({inside * ms:.1f} ms) ran unlike the measured "
-            f"window ({window * ms:.1f} ms per step): the parts describe other conditions."
+            f"N={n}: the typical rank's probed step ({inside * ms:.1f} ms) is unlike the "
+            f"window's ({window * ms:.1f} ms per step): the parts describe another step."
         )
     loss, rest = row.get("loss_pp"), row.get("unexplained_pp")
     if (
@@ -527,3 +532,23 @@ def _json_number(value: Any) -> float | None:
 
 def _int(value: Any) -> int:
     return round(float(value))
+
+
+def markdown(width: int = 98) -> str:
+    """The definition bullets of docs/why.md (``python -m harness.attribution`` prints them)."""
+    import textwrap
+
+    lines: list[str] = []
+    for term, text in DEFINITIONS:
+        lines += textwrap.wrap(
+            f"**{term}**: {text}",
+            width=width,
+            initial_indent="- ",
+            subsequent_indent="  ",
+            break_on_hyphens=False,
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -186,7 +186,7 @@ def why_section(summary: pd.DataFrame, curves: pd.DataFrame) -> Section | None:
     intro = (
         f"{sentence}{' ' + contention if contention else ''} Each GPU count's lost efficiency "
         "1 − E(N), in percentage points against the curve's smallest GPU count N0, split into "
-        "the causes measured inside a few synchronised steps after each point's window; the "
+        "the causes measured inside each point's window, step by step, on every rank; the "
         "remainder is shown as it is (definitions at the end of the report)."
     )
     # Checks beside the chart: where the same run's measurements disagree, say which.

@@ -230,7 +230,7 @@ CONSISTENT = dict(work=0.100, data=0.005, straggler=0.005, exposed=0.010)
         ({"allreduce_step_time_s": 0.004}, "longer than the all-reduce was in flight"),
         ({"allreduce_bucketed_time_s": 0.006}, "exceeds the whole all-reduce at its ceiling"),
         ({"step_work_s_rank_spread": 1.30}, "disagrees with the ranks' spread of work"),
-        ({"step_time_instrumented_s": 0.200}, "ran unlike the measured window"),
+        ({"step_time_instrumented_s": 0.200}, "is unlike the window's"),
         # the window's step is 100 ms, yet the instrumented steps' parts add up to 120 ms
         (
             {
@@ -263,6 +263,7 @@ def test_a_part_below_minus_five_points_is_named():
 
 
 def test_the_why_page_carries_the_definitions_word_for_word():
+    # `python -m harness.attribution` prints them, for pasting.
     page = (Path(__file__).resolve().parents[2] / "docs" / "why.md").read_text()
     flat = " ".join(page.split())  # line wrapping aside
     for term, text in attribution.DEFINITIONS:

@@ -116,6 +116,16 @@ def test_an_all_reduce_slower_in_the_step_than_alone_is_contention_not_exposure(
     assert m["straggler_wait_s"] == pytest.approx(0.0)
 
 
+def test_what_the_hook_spends_before_issuing_the_collective_is_exposure_not_contention():
+    # A planted 40 ms delay in the last bucket's hook (slow_comm): the last rank waits 46 ms,
+    # all of it what the bucket costs its hook plus its 6 ms ceiling.
+    buckets = [[0.020, 0.004, 0.0], [0.048, 0.046, 0.040]]
+    ranks = [[_mark(0.150, comm=0.046, buckets=buckets) for _ in range(3)] for _ in range(2)]
+    m = step_figures(ranks, ceiling_buckets_s=[0.004, 0.006])["metrics"]
+    assert m["exposed_comm_s"] == pytest.approx(0.046)
+    assert m["comm_contention_s"] == pytest.approx(0.0)
+
+
 def test_one_rank_has_no_ceiling_so_its_whole_wait_is_exposed_and_buckets_are_medians():
     marks = [
         _mark(0.05, comm=0.001, buckets=[[0.010, 0.002], [0.030, 0.001]]),

@@ -85,6 +85,7 @@ def test_a_delay_planted_in_the_hook_is_in_that_buckets_all_reduce_and_the_wait(
     for m in marks:
         *early, last = m["buckets"]
         assert last[1] >= 0.030 and all(b[1] < 0.030 for b in early), m["buckets"]
+        assert last[2] >= 0.030  # spent in the hook, before the collective was issued
         assert m["comm_wait_s"] >= 0.030
     # Through the probe, DDP still averages the gradients (a group of one: unchanged).
     assert all(g is None or torch.allclose(g, torch.full_like(g, 1e-6)) for g in grads[1:-1])
@@ -117,3 +118,30 @@ def test_steal_share_of_two_readings():
     after = {"user": 200, "system": 100, "idle": 1500, "steal": 200}
     assert steal_share(before, after) == pytest.approx(150 / 1000)
     assert steal_share(after, after) is None and steal_share(None, after) is None
+
+
+@pytest.mark.slow
+def test_busy_cores_make_this_thread_wait_for_a_core_and_end_when_asked():
+    from distrinews.faults import start_busy_cores, stop_busy_cores, usable_core_ids
+
+    clock = RunQueueClock()
+    if not clock.available:
+        pytest.skip("no /proc/thread-self/schedstat here")
+    core = min(usable_core_ids())
+    import os
+
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})  # this thread and the busy process share one core
+    try:
+        procs = start_busy_cores([core], busy_s=0.010)
+        time.sleep(0.2)  # let it start spinning
+        before, t0 = clock.read(), time.perf_counter()
+        while time.perf_counter() - t0 < 0.3:  # 300 ms of work for this thread
+            pass
+        waited = clock.read() - before
+    finally:
+        stop_busy_cores()
+        os.sched_setaffinity(0, mask)
+    # Sharing a core with a spinning process, the thread waits for it a good part of the time.
+    assert waited > 0.05, waited
+    assert all(p.poll() is not None for p in procs)
