@@ -230,9 +230,10 @@ def sleep(work: Path, repeats: int) -> None:
 def planted(work: Path, repeats: int, fault_ms: float, busy_ms: float) -> None:
     """Planted causes at N = 2 and 4 (and the N = 1 reference), REPEATS each, then the table."""
     work.mkdir(parents=True, exist_ok=True)
+    # busy_cores reads fault_ms as busy ms of every 10 ms: 80 means always busy.
     slow = _sweep_file(work / "why-planted.toml", name="why-planted", model=SLEEP_MODEL,
-                       sizes=[1, 2, 4], faults=["none", "slow_rank", "slow_data", "slow_comm"],
-                       repeats=repeats, fault_ms=fault_ms)  # fmt: skip
+                       sizes=[1, 2, 4], faults=["none", *PLANTED], repeats=repeats,
+                       fault_ms=fault_ms)  # fmt: skip
     _bench("sweep", str(slow), "--results", str(work), "--no-progress")
     print_planted(work / "why-planted", repeats)
     busy = _sweep_file(work / "why-busy.toml", name="why-busy", model=CONTENTION_MODEL,
@@ -240,6 +241,37 @@ def planted(work: Path, repeats: int, fault_ms: float, busy_ms: float) -> None:
                        fault_ms=busy_ms)  # fmt: skip
     _bench("sweep", str(busy), "--results", str(work), "--no-progress")
     print_planted(work / "why-busy", repeats)
+
+
+@main.command()
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--pairs", type=click.IntRange(min=1), default=3, show_default=True)
+def overhead(work: Path, pairs: int) -> None:
+    """What the step probe costs the window: cpu-smoke with explain on and off, alternated."""
+    import importlib.resources
+
+    work.mkdir(parents=True, exist_ok=True)
+    text = (importlib.resources.files("harness") / "sweeps" / "cpu-smoke.toml").read_text()
+    off = work / "cpu-smoke-off.toml"
+    off.write_text(text.replace('name = "cpu-smoke"', 'name = "cpu-smoke-off"').replace(
+        "[run]\n", "[run]\nexplain = false\n"))  # fmt: skip
+    rows = []
+    for i in range(pairs):
+        for name, spec in (("cpu-smoke", "cpu-smoke"), ("cpu-smoke-off", str(off))):
+            root = work / f"{name}-{i}"
+            _bench("sweep", spec, "--results", str(root), "--no-progress")
+            frame = analysis.load_frame(root / name)
+            ok = frame[frame["status"] == "ok"]
+            for n, g in ok.groupby("world_size"):
+                rows.append((name, i, int(n), float(g["samples_per_s"].median())))
+    click.echo("sweep\tpair\tN\tsamples/s (median of its repeats)")
+    for r in rows:
+        click.echo(f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3]:.1f}")
+    for n in sorted({r[2] for r in rows}):
+        on = statistics.median(r[3] for r in rows if r[2] == n and r[0] == "cpu-smoke")
+        off_ = statistics.median(r[3] for r in rows if r[2] == n and r[0] == "cpu-smoke-off")
+        click.echo(f"-- N={n}: explain on {on:.1f}, off {off_:.1f} samples/s: "
+                   f"on/off = {on / off_:.3f}")  # fmt: skip
 
 
 @main.command("planted-table")
