@@ -68,3 +68,25 @@ def test_json_report_of_a_results_root_is_one_line_exit_2(sweep):
     result = CliRunner().invoke(cli, ["report", str(sweep.parent), "--format", "json"])
     assert result.exit_code == 2
     assert "not a sweep folder" in result.output and "Traceback" not in result.output
+
+
+def test_a_check_that_fails_is_printed_beside_the_chart_and_marks_its_bar(tmp_path):
+    # The same fabricated sweep, but at N=8 the all-reduce was in flight for only 0.1 ms of a
+    # step whose exposed all-reduce is several ms: a measurement disagrees with another.
+    sweep_dir = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2, 4, 8)))
+    ledger = sweep_dir / "ledger.jsonl"
+    rows = [json.loads(line) for line in ledger.read_text().splitlines()]
+    for row in rows:
+        if row.get("world_size") == 8 and row.get("status") == "ok":
+            row["allreduce_step_time_s"] = 1e-4
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    why = {s.id: s for s in report.load_report(sweep_dir).sections}["why"]
+    assert "Checks that failed" in why.intro
+    assert "is longer than the all-reduce was in flight inside the step (0.1 ms)" in why.intro
+    bars = why.figures[0]
+    assert "N=8 (!)" in list(bars.data[0].x) and "N=4" in list(bars.data[0].x)
+    body = json.loads(
+        CliRunner().invoke(cli, ["report", str(sweep_dir), "--format", "json"]).output
+    )
+    flagged = [r for r in body["decomposition"] if r["checks"]]
+    assert flagged and all(r["world_size"] == 8 for r in flagged)
