@@ -100,8 +100,9 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "compute",
         "step_work_s: the typical rank's step minus its data wait, its waits (DDP's forward "
-        "collective, and the all-reduce it waits for after its last bucket became ready) and "
-        "its run-queue wait, clamped at 0 per step, mean over the window's steps. It "
+        "collective, and from its last bucket's comm-hook call until every bucket's all-reduce "
+        "completed, never below 0) and its run-queue wait, clamped at 0 per step, mean over "
+        "the window's steps. It "
         "includes DDP's own work in the step (gradients copied into buckets and back, the "
         "hook's division). On a GPU the share lost to clock throttling (gpu_clock_loss_share) "
         "moves to contention. compute_step_time_s (a step under no_sync(), no all-reduce, "
@@ -111,7 +112,8 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "contention",
         "Time lost to competing for the hardware: run_queue_wait_s (CPU: per step, the "
         "typical rank's training thread runnable but waiting for a core, from "
-        "/proc/thread-self/schedstat, data fetches excluded; blank without schedstat or on "
+        "/proc/thread-self/schedstat, data fetches excluded, never below 0; blank without "
+        "schedstat or on "
         "CUDA, and that time then stays in compute) + comm_contention_s (the exposed "
         "all-reduce beyond what DDP's buckets expose at their ceiling: the all-reduce running "
         "slower inside the step, beside backward and the other ranks, than alone) + on a GPU "
