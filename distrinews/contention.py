@@ -60,6 +60,27 @@ class RunQueueClock:
         self._fd = None
 
 
+def process_run_queue_s() -> float | None:
+    """Seconds all of this process's threads have waited for a core (summed), or None.
+
+    A few dozen small reads: for measurements outside timed windows (the all-reduce ceiling,
+    where gloo's own threads are the ones that wait).
+    """
+    total, seen = 0.0, False
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as fh:
+                total += int(fh.read().split()[1]) / 1e9
+                seen = True
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended between the listing and the read
+    return total if seen else None
+
+
 def involuntary_switches() -> int | None:
     """Involuntary context switches of this process (all its threads) so far."""
     try:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .contention import process_run_queue_s
 from .distributed import DistContext, all_gather_objects, barrier, synchronize
 from .metrics import (
     EXPLAIN_METRIC_KEYS,
@@ -94,7 +95,20 @@ def ddp_bucket_bytes(trainer: Trainer) -> list[int]:
 def allreduce_time_s(
     nbytes: int, dtype: torch.dtype, ctx: DistContext, *, budget_s: float = ALLREDUCE_BUDGET_S
 ) -> float | None:
-    """Median seconds of one ``dist.all_reduce`` of ``nbytes`` of ``dtype`` (None at N = 1).
+    """Median seconds of one ``dist.all_reduce`` of ``nbytes`` of ``dtype`` (None at N = 1)."""
+    timed = allreduce_timings(nbytes, dtype, ctx, budget_s=budget_s)
+    return None if timed is None else timed[0]
+
+
+def allreduce_timings(
+    nbytes: int, dtype: torch.dtype, ctx: DistContext, *, budget_s: float = ALLREDUCE_BUDGET_S
+) -> tuple[float, float | None] | None:
+    """(median seconds of one ``dist.all_reduce`` of ``nbytes`` of ``dtype``, median seconds
+    this process's threads waited for a core during one), None at N = 1.
+
+    The second figure (CPU only; None on CUDA or without schedstat) is what contention added
+    to the ceiling: gloo's threads do the reduction, and on a machine with more ranks than
+    cores, or a busy neighbour, they wait for a core while the clock runs.
 
     Every rank must call this with the same arguments: the repetition count is agreed on (the
     slowest rank's warmup decides), so all ranks issue the same collectives.
@@ -105,7 +119,7 @@ def allreduce_time_s(
     buf = torch.zeros(max(1, nbytes // itemsize), dtype=dtype, device=ctx.device)
     cuda = ctx.device.type == "cuda"
 
-    def once() -> float:
+    def once() -> tuple[float, float | None]:
         # Start together: otherwise one rank's late arrival counts as all-reduce time.
         barrier(ctx)
         synchronize(ctx.device)
@@ -115,17 +129,25 @@ def allreduce_time_s(
             dist.all_reduce(buf)
             end.record()
             end.synchronize()
-            return start.elapsed_time(end) / 1e3
+            return start.elapsed_time(end) / 1e3, None
+        waited = process_run_queue_s()
         t0 = time.perf_counter()
         dist.all_reduce(buf)
-        return time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        after = process_run_queue_s()
+        return took, None if waited is None or after is None else max(0.0, after - waited)
 
-    warm = max(once() for _ in range(ALLREDUCE_WARMUP))
+    warm = max(once()[0] for _ in range(ALLREDUCE_WARMUP))
     agreed = torch.tensor([warm], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
     per_op = max(float(agreed.item()), 1e-6)
     reps = int(min(ALLREDUCE_MAX_REPS, max(ALLREDUCE_MIN_REPS, budget_s / per_op)))
-    return percentile([once() for _ in range(reps)], 50)
+    runs = [once() for _ in range(reps)]
+    waits = [w for _, w in runs]
+    return (
+        percentile([t for t, _ in runs], 50),
+        None if any(w is None for w in waits) else percentile(waits, 50),  # type: ignore[arg-type]
+    )
 
 
 def grad_bytes_and_dtype(model: torch.nn.Module) -> tuple[int, torch.dtype]:
@@ -167,14 +189,21 @@ def measure(
     whole = allreduce_time_s(grad_bytes, dtype, ctx)
     per_bucket_budget = BUCKETS_BUDGET_S / max(1, len(bucket_bytes))
     bucket_times = [
-        allreduce_time_s(b, dtype, ctx, budget_s=per_bucket_budget) for b in bucket_bytes
+        allreduce_timings(b, dtype, ctx, budget_s=per_bucket_budget) for b in bucket_bytes
     ]
     # Each rank timed the same collectives; the figure is the median over ranks.
     whole_all = all_gather_objects(whole, ctx)
     buckets_all = all_gather_objects(bucket_times, ctx)
     whole = None if whole is None else lower_median(whole_all)
     ceilings = [
-        None if t is None else lower_median([r[i] for r in buckets_all])
+        None if t is None else lower_median([r[i][0] for r in buckets_all])
+        for i, t in enumerate(bucket_times)
+    ]
+    # The ceiling without the wait for a core: each rank's all-reduce minus what its own
+    # threads waited during it (a late thread on either rank delays both), the lower median
+    # over ranks. What contention adds inside the step is then contention, not exposure.
+    alone = [
+        None if t is None else lower_median([r[i][0] - (r[i][1] or 0.0) for r in buckets_all])
         for i, t in enumerate(bucket_times)
     ]
     metrics = explain_figures(
@@ -183,7 +212,7 @@ def measure(
         allreduce_time_s=whole,
         grad_bytes=grad_bytes,
     )
-    inside = step_figures(marks_all, ceiling_buckets_s=ceilings if ctx.world_size > 1 else None)
+    inside = step_figures(marks_all, ceiling_buckets_s=alone if ctx.world_size > 1 else None)
     steps_done = inside["metrics"].pop("instrumented_steps")
     metrics.update(inside["metrics"])
     metrics["bucket_count"] = len(bucket_bytes) if bucket_bytes else None
@@ -200,6 +229,7 @@ def measure(
         {
             "bytes": b,
             "allreduce_time_s": t,
+            "allreduce_uncontended_s": alone[i],
             # In-step timings (the contract the projection reads: notes/contracts.md).
             "ready_s": in_step[i]["ready_s"] if i < len(in_step) else None,
             "step_allreduce_s": in_step[i]["step_allreduce_s"] if i < len(in_step) else None,

@@ -114,20 +114,23 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "typical rank's training thread runnable but waiting for a core, from "
         "/proc/thread-self/schedstat, data fetches excluded, never below 0; blank without "
         "schedstat or on "
-        "CUDA, and that time then stays in compute) + comm_contention_s (the exposed "
-        "all-reduce beyond what DDP's buckets expose at their ceiling: the all-reduce running "
-        "slower inside the step, beside backward and the other ranks, than alone) + on a GPU "
+        "CUDA, and that time then stays in compute) + comm_contention_s (the last rank's wait "
+        "for the buckets beyond what they expose at their uncontended ceiling: the all-reduce "
+        "running slower inside the step, beside backward, the other ranks and whatever else "
+        "wants the cores, than alone on free cores) + on a GPU "
         "step_work_s × gpu_clock_loss_share. The report names the evidence beside it.",
     ),
     (
         "exposed_comm",
         "exposed_comm_s: per step, the waits of the rank that arrived last (the shortest "
-        "waits: nobody left to wait for, so only communication), capped at what DDP's buckets "
-        "would expose at their ceiling (each bucket starting when it is ready and the one "
-        "before it is done, costing its ceiling, allreduce_time_s in record.json buckets, plus "
-        "what its comm hook spent before issuing it: dividing, compressing, a planted delay); "
-        "mean over the window's steps. At one rank the cap is unknown and the whole wait "
-        "counts. "
+        "waits: nobody left to wait for, so only communication): DDP's forward collective as "
+        "measured, plus its wait for the buckets' all-reduce capped at what the buckets would "
+        "expose at their ceiling (each bucket starting when it is ready and the one before it "
+        "is done, costing its ceiling without the wait for a core, allreduce_uncontended_s in "
+        "record.json buckets = allreduce_time_s minus the rank's threads' run-queue wait during "
+        "it, plus what its comm hook spent before issuing it: dividing, compressing, a planted "
+        "delay); mean over the window's steps. At one rank the cap is unknown and the whole "
+        "wait counts. "
         "overlap_share = 1 − exposed_comm_s / allreduce_bucketed_time_s (allreduce_time_s "
         "without bucket times), clamped to 0..1.",
     ),

@@ -126,6 +126,13 @@ def test_what_the_hook_spends_before_issuing_the_collective_is_exposure_not_cont
     assert m["comm_contention_s"] == pytest.approx(0.0)
 
 
+def test_ddps_forward_collective_counts_as_exposed_as_measured():
+    ranks = [[_mark(0.100, fwd=0.003, comm=0.006) for _ in range(3)] for _ in range(2)]
+    m = step_figures(ranks, ceiling_buckets_s=[0.004, 0.006])["metrics"]
+    assert m["exposed_comm_s"] == pytest.approx(0.009)
+    assert m["comm_contention_s"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_one_rank_has_no_ceiling_so_its_whole_wait_is_exposed_and_buckets_are_medians():
     marks = [
         _mark(0.05, comm=0.001, buckets=[[0.010, 0.002], [0.030, 0.001]]),
