@@ -103,12 +103,13 @@ def allreduce_time_s(
 def allreduce_timings(
     nbytes: int, dtype: torch.dtype, ctx: DistContext, *, budget_s: float = ALLREDUCE_BUDGET_S
 ) -> tuple[float, float | None] | None:
-    """(median seconds of one ``dist.all_reduce`` of ``nbytes`` of ``dtype``, median seconds
-    this process's threads waited for a core during one), None at N = 1.
+    """(median seconds of one ``dist.all_reduce`` of ``nbytes`` of ``dtype``, the median of
+    the same minus the seconds this process's threads waited for a core during it), None at
+    N = 1.
 
-    The second figure (CPU only; None on CUDA or without schedstat) is what contention added
-    to the ceiling: gloo's threads do the reduction, and on a machine with more ranks than
-    cores, or a busy neighbour, they wait for a core while the clock runs.
+    The second figure (CPU only; None on CUDA or without schedstat) leaves out what
+    contention added to the ceiling: gloo's threads do the reduction, and on a machine with
+    more ranks than cores, or a busy neighbour, they wait for a core while the clock runs.
 
     Every rank must call this with the same arguments: the repetition count is agreed on (the
     slowest rank's warmup decides), so all ranks issue the same collectives.
@@ -143,11 +144,10 @@ def allreduce_timings(
     per_op = max(float(agreed.item()), 1e-6)
     reps = int(min(ALLREDUCE_MAX_REPS, max(ALLREDUCE_MIN_REPS, budget_s / per_op)))
     runs = [once() for _ in range(reps)]
-    waits = [w for _, w in runs]
-    return (
-        percentile([t for t, _ in runs], 50),
-        None if any(w is None for w in waits) else percentile(waits, 50),  # type: ignore[arg-type]
-    )
+    took = percentile([t for t, _ in runs], 50)
+    if any(w is None for _, w in runs):
+        return took, None
+    return took, percentile([t - w for t, w in runs], 50)  # type: ignore[operator]
 
 
 def grad_bytes_and_dtype(model: torch.nn.Module) -> tuple[int, torch.dtype]:
@@ -203,7 +203,7 @@ def measure(
     # threads waited during it (a late thread on either rank delays both), the lower median
     # over ranks. What contention adds inside the step is then contention, not exposure.
     alone = [
-        None if t is None else lower_median([r[i][0] - (r[i][1] or 0.0) for r in buckets_all])
+        None if t is None else lower_median([r[i][1] or r[i][0] for r in buckets_all])
         for i, t in enumerate(bucket_times)
     ]
     metrics = explain_figures(
