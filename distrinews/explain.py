@@ -203,7 +203,9 @@ def measure(
     # threads waited during it (a late thread on either rank delays both), the lower median
     # over ranks. What contention adds inside the step is then contention, not exposure.
     alone = [
-        None if t is None else lower_median([r[i][1] or r[i][0] for r in buckets_all])
+        None
+        if t is None
+        else lower_median([r[i][0] if r[i][1] is None else r[i][1] for r in buckets_all])
         for i, t in enumerate(bucket_times)
     ]
     metrics = explain_figures(
