@@ -131,10 +131,10 @@ class _Marks:
 
 
 class StepProbe(StepTimer):
-    """A :class:`~distrinews.train.StepTimer` that also times what happens inside the step.
+    """A :class:`StepTimer` that also times what happens inside the step.
 
     Pass it to ``Trainer.step`` like a StepTimer, between :meth:`start` and :meth:`stop`;
-    read :meth:`steps` after synchronizing the device.
+    read :meth:`step_marks` (and StepTimer's figures) after synchronizing the device.
     """
 
     def __init__(self, ddp: DDP | None, device: torch.device) -> None:
@@ -149,7 +149,6 @@ class StepProbe(StepTimer):
         self._marks: list[_Marks] = []
         self._cur: _Marks | None = None
         self._rq: RunQueueClock | None = None
-        self._pending_data: Any = None
         self._pending_rq: float | None = None
         self._forward_call: Any = None
 
