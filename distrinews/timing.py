@@ -123,11 +123,16 @@ class _Marks:
     backward_start: Any = None
     grads_done: Any = None
     backward_end: Any = None
-    buckets: list[tuple[int, Any, Any, Any]] = field(default_factory=list)
-    # Run-queue wait readings (CPU): at start and end, and summed over the data fetches.
+    # (index, ready, launched, done, run-queue wait at ready, run-queue wait at done)
+    buckets: list[tuple[int, Any, Any, Any, float | None, float | None]] = field(
+        default_factory=list
+    )
+    # Run-queue wait readings (CPU): at start and end, and summed over the data fetches and
+    # over DDP's forward collectives.
     rq_start: float | None = None
     rq_end: float | None = None
     rq_data: float = 0.0
+    rq_forward: float = 0.0
 
 
 class StepProbe(StepTimer):
@@ -151,6 +156,7 @@ class StepProbe(StepTimer):
         self._rq: RunQueueClock | None = None
         self._pending_rq: float | None = None
         self._forward_call: Any = None
+        self._forward_rq: float | None = None
 
     # -- the comm hook -------------------------------------------------------------------------
 
@@ -172,7 +178,7 @@ class StepProbe(StepTimer):
         if not self.recording or cur is None:
             return hook(state, bucket)
         index = bucket.index()
-        ready = self._mark()
+        ready, rq_ready = self._mark(), self._read_rq()
         fut = hook(state, bucket)
         # The hook's own work before its collective is issued: the division by the world
         # size, a compression, a planted delay (on CUDA: the kernels it enqueued).
@@ -180,8 +186,9 @@ class StepProbe(StepTimer):
 
         def done(f: Any) -> Any:
             # Runs where the all-reduce completes: gloo's thread, or (CUDA) on a stream that
-            # waits for NCCL's, so the event below completes with the all-reduce.
-            cur.buckets.append((index, ready, launched, self._mark()))
+            # waits for NCCL's, so the event below completes with the all-reduce. The
+            # run-queue clock reads the training thread's counter from here too.
+            cur.buckets.append((index, ready, launched, self._mark(), rq_ready, self._read_rq()))
             return f.value()
 
         return fut.then(done)
@@ -252,11 +259,15 @@ class StepProbe(StepTimer):
 
     def forward_call(self) -> None:
         self._forward_call = self._mark()
+        self._forward_rq = self._read_rq()
 
     def _forward_started(self, module: Any, args: Any) -> None:
         # The inner module's forward begins after DDP's own pre-forward work (buffer broadcast).
         if self._cur is not None and self._forward_call is not None:
             self._cur.forward.append((self._forward_call, self._mark()))
+            after = self._read_rq()
+            if after is not None and self._forward_rq is not None:
+                self._cur.rq_forward += after - self._forward_rq
             self._forward_call = None
 
     def backward_start(self) -> None:
@@ -282,7 +293,9 @@ class StepProbe(StepTimer):
         ``step_s``, ``data_s``; ``forward_sync_s`` (DDP's pre-forward collective);
         ``backward_s`` (backward's start to its last gradient); ``comm_wait_s`` (from the last
         bucket's hook call to the moment every bucket's all-reduce is done: what the rank
-        waits for after its backward, zero where nothing was left in flight); ``buckets``:
+        waits for after its backward, zero where nothing was left in flight); the two waits
+        leave out the training thread's run-queue wait inside them (it is in
+        ``run_queue_s``, so nothing is counted twice); ``buckets``:
         ``[ready_s, allreduce_s, launch_s]`` per bucket in DDP's order (ready from backward's
         start; all-reduce from the hook call to its future's completion); ``run_queue_s``: the
         step's run-queue wait outside data fetches (None on CUDA or without schedstat).
@@ -299,11 +312,15 @@ class StepProbe(StepTimer):
                 continue  # a step without a synchronised backward (no_sync) has nothing to say
             grads_done = m.grads_done if m.grads_done is not None else m.backward_end
             buckets = sorted(m.buckets, key=lambda b: b[0])
-            comm_wait = 0.0
+            comm_wait, comm_rq = 0.0, 0.0
             if buckets:
                 # DDP calls the hooks in bucket order: the last bucket is the last ready.
-                last_ready = buckets[-1][1]
-                comm_wait = max(0.0, max(self._since(last_ready, d) for *_, d in buckets))
+                last = buckets[-1]
+                final = max(buckets, key=lambda b: self._since(last[1], b[3]))
+                comm_wait = max(0.0, self._since(last[1], final[3]))
+                if last[4] is not None and final[5] is not None:
+                    comm_rq = min(comm_wait, max(0.0, final[5] - last[4]))
+            forward = sum(self._since(a, b) for a, b in m.forward)
             rq = None
             if m.rq_start is not None and m.rq_end is not None:
                 rq = max(0.0, m.rq_end - m.rq_start - m.rq_data)
@@ -311,12 +328,13 @@ class StepProbe(StepTimer):
                 {
                     "step_s": self._since(m.start, m.end),
                     "data_s": sum(self._since(a, b) for a, b in m.data),
-                    "forward_sync_s": sum(self._since(a, b) for a, b in m.forward),
+                    # Waits without the wait for a core inside them: that is in run_queue_s.
+                    "forward_sync_s": max(0.0, forward - min(forward, m.rq_forward)),
                     "backward_s": self._since(m.backward_start, grads_done),
-                    "comm_wait_s": comm_wait,
+                    "comm_wait_s": comm_wait - comm_rq,
                     "buckets": [
                         [self._since(m.backward_start, r), self._since(r, d), self._since(r, x)]
-                        for _, r, x, d in buckets
+                        for _, r, x, d, *_ in buckets
                     ],
                     "run_queue_s": rq,
                 }

@@ -227,12 +227,18 @@ def sleep(work: Path, repeats: int) -> None:
 @click.option("--fault-ms", type=float, default=80.0, show_default=True)
 @click.option("--busy-ms", type=float, default=10.0, show_default=True,
               help="busy_cores: busy ms of every 10 ms (10: always busy).")  # fmt: skip
-def planted(work: Path, repeats: int, fault_ms: float, busy_ms: float) -> None:
+@click.option("--faults", default=",".join(PLANTED), show_default=True,
+              help="Comma-separated planted faults of the synthetic-sleep campaign.")  # fmt: skip
+def planted(work: Path, repeats: int, fault_ms: float, busy_ms: float, faults: str) -> None:
     """Planted causes at N = 2 and 4 (and the N = 1 reference), REPEATS each, then the table."""
     work.mkdir(parents=True, exist_ok=True)
+    chosen = [f for f in faults.split(",") if f]
+    unknown = sorted(set(chosen) - set(PLANTED))
+    if unknown:
+        raise click.BadParameter(f"{unknown[0]!r}; planted faults: {', '.join(PLANTED)}")
     # busy_cores reads fault_ms as busy ms of every 10 ms: 80 means always busy.
     slow = _sweep_file(work / "why-planted.toml", name="why-planted", model=SLEEP_MODEL,
-                       sizes=[1, 2, 4], faults=["none", *PLANTED], repeats=repeats,
+                       sizes=[1, 2, 4], faults=["none", *chosen], repeats=repeats,
                        fault_ms=fault_ms)  # fmt: skip
     _bench("sweep", str(slow), "--results", str(work), "--no-progress")
     print_planted(work / "why-planted", repeats)
