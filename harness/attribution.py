@@ -248,16 +248,48 @@ def part_seconds(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def decompose(summary: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+def median_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration, the run with the median throughput (the mean of the two middle runs
+    for an even count): one row per config_key, the ledger's columns.
+
+    A run's parts add up to its own step; medians taken column by column do not add up to the
+    median step when repeats differ a lot (a 2-core box's runs differ by 40%), so the parts of
+    a point are those of its median run, whose step is the median step the efficiency uses.
+    """
+    ok = frame[(frame["status"] == "ok") & frame["samples_per_s"].notna()]
+    rows = []
+    for _key, runs in ok.groupby("config_key", sort=False):
+        ordered = runs.sort_values("samples_per_s", kind="stable")
+        n = len(ordered)
+        middle = ordered.iloc[[(n - 1) // 2, n // 2]]
+        row = middle.iloc[0].copy()
+        for col in middle.columns:
+            values = pd.to_numeric(middle[col], errors="coerce")
+            if values.notna().all() and not isinstance(row[col], str):
+                row[col] = float(values.mean())
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True) if rows else ok.iloc[0:0]
+
+
+def decompose(
+    summary: pd.DataFrame, curves: pd.DataFrame, frame: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per curve point with N > N0: efficiency, 1 − E(N) and its parts, in pp.
 
     ``explained`` is False where a part was not measured (its pp and the remainder are NaN
     then: nothing is guessed). Where it is True, the parts plus ``unexplained_pp`` equal
     ``loss_pp`` exactly. ``checks`` holds the sentences of the failed checks (:func:`checks`).
+    With the runs (``frame``), each point's parts are its median run's (:func:`median_runs`);
+    without, the summary's per-column medians.
     """
     if curves.empty or summary.empty:
         return pd.DataFrame(columns=list(COLUMNS))
-    parts = part_seconds(summary)
+    source = summary
+    if frame is not None and len(frame):
+        runs = median_runs(frame)
+        if set(summary["config_key"]) <= set(runs["config_key"]):
+            source = runs
+    parts = part_seconds(source)
     rows = curves[curves["world_size"] > curves["base_world_size"]].copy()
     if rows.empty:
         return pd.DataFrame(columns=list(COLUMNS))

@@ -37,7 +37,7 @@ def build_json(frame: pd.DataFrame, *, title: str = "sweep") -> dict[str, Any]:
     """
     summary = analysis.per_configuration(frame, SUMMARY_METRICS)
     curves = fmt.with_curve_names(analysis.scaling(frame, summary=summary), summary)
-    decomp = attribution.decompose(summary, curves)
+    decomp = attribution.decompose(summary, curves, frame)
     by_key = summary.set_index("config_key") if len(summary) else summary
     headline: dict[str, Any] = {
         "points": len(summary),

@@ -169,8 +169,10 @@ def scaling_table(curves: pd.DataFrame) -> Table:
     )
 
 
-def why_section(summary: pd.DataFrame, curves: pd.DataFrame) -> Section | None:
-    decomp = attribution.decompose(summary, curves)
+def why_section(
+    summary: pd.DataFrame, curves: pd.DataFrame, frame: pd.DataFrame | None = None
+) -> Section | None:
+    decomp = attribution.decompose(summary, curves, frame)
     if decomp.empty:
         return None
     sentence = why_sentence(decomp, summary) or ""

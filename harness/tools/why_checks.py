@@ -94,7 +94,11 @@ def decomposition(sweep_dir: Path, *, repeat: int | None = None) -> pd.DataFrame
     if repeat is not None:
         frame = frame[frame["repeat"] == repeat]
     summary = analysis.per_configuration(frame)
-    decomp = attribution.decompose(summary, analysis.scaling(frame, summary=summary))
+    curves = analysis.scaling(frame, summary=summary)
+    try:  # the median run's parts (attribution.median_runs), where attribution has them
+        decomp = attribution.decompose(summary, curves, frame)
+    except TypeError:  # an attribution from before median runs (the "before" tables)
+        decomp = attribution.decompose(summary, curves)
     faults = summary.set_index("config_key")["fault"] if "fault" in summary else None
     decomp["fault"] = decomp["config_key"].map(faults) if faults is not None else "none"
     return decomp

@@ -268,3 +268,29 @@ def test_the_why_page_carries_the_definitions_word_for_word():
     flat = " ".join(page.split())  # line wrapping aside
     for term, text in attribution.DEFINITIONS:
         assert f"**{term}**: {text}" in flat, term
+
+
+def test_with_the_runs_each_point_is_its_median_run_whose_parts_add_up():
+    # Three repeats of N=2 whose parts trade places: the column-wise medians (work 0.100,
+    # straggler 0.010, exposed 0.010) add up to 120 ms, not to the median run's 130 ms step.
+    repeats = [  # (step, work, straggler, exposed); data 5 ms each
+        (0.130, 0.110, 0.005, 0.010),  # the median run
+        (0.120, 0.100, 0.010, 0.005),
+        (0.140, 0.090, 0.020, 0.025),
+    ]
+    two = _point(2, 0.130, work=0.110, data=0.005, straggler=0.005, exposed=0.010)
+    two["samples_per_s"] = [2 * 32 / step for step, *_ in repeats]
+    frame = runs([_point(1, 0.100, work=0.095, data=0.005), two])
+    for i, (step, work, straggler, exposed) in enumerate(repeats):
+        at = (frame["world_size"] == 2) & (frame["repeat"] == i)
+        frame.loc[at, ["measured_time_s", "step_work_s", "straggler_wait_s", "exposed_comm_s"]] = (
+            step * STEPS, work, straggler, exposed,
+        )  # fmt: skip
+    summary = analysis.per_configuration(frame)
+    curves = analysis.scaling(frame, summary=summary)
+    by_medians = attribution.decompose(summary, curves).iloc[0]
+    by_run = attribution.decompose(summary, curves, frame).iloc[0]
+    assert by_run["loss_pp"] == by_medians["loss_pp"] == pytest.approx(100 * (1 - 100 / 130))
+    assert abs(by_medians["unexplained_pp"]) > 3  # columns' medians come from different runs
+    assert by_run["unexplained_pp"] == pytest.approx(0.0, abs=1e-9)  # one run's parts
+    assert by_run["compute_pp"] == pytest.approx((0.110 - 0.095) / 0.130 * 100)
