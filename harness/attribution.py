@@ -323,8 +323,12 @@ def decompose(
         rows.loc[~complete, [f"{part}_pp", f"{part}_s"]] = np.nan
     rows["explained"] = complete
     by_key = summary.set_index("config_key")
+    seconds = parts.to_dict("index")  # the seconds behind each point's parts
+    spreads = part_ranges(frame) if frame is not None and len(frame) else {}
     rows["checks"] = [
-        tuple(checks(r, by_key.loc[r["config_key"]].to_dict())) if r["explained"] else ()
+        tuple(checks(r, by_key.loc[r["config_key"]].to_dict(), seconds=seconds, spreads=spreads))
+        if r["explained"]
+        else ()
         for r in rows.to_dict("records")
     ]
     # ``curve`` (the curve's name) is there when the caller named the curves
@@ -337,10 +341,31 @@ def _over(value: Any, bound: Any) -> bool:
     return _finite(value) and _finite(bound) and value > bound * (1 + REL_TOL) + ABS_TOL_S
 
 
-def checks(row: dict[str, Any], point: dict[str, Any]) -> list[str]:
+def part_ranges(frame: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per configuration and part, the lowest and highest seconds over its ok repeats."""
+    ok = frame[frame["status"] == "ok"]
+    if ok.empty:
+        return {}
+    per_run = part_seconds(ok.reset_index(drop=True))
+    per_run["config_key"] = ok["config_key"].to_numpy()
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for key, g in per_run.groupby("config_key"):
+        out[str(key)] = {c: (float(g[c].min()), float(g[c].max())) for c in SOURCES}
+    return out
+
+
+def checks(
+    row: dict[str, Any],
+    point: dict[str, Any],
+    *,
+    seconds: dict[str, dict[str, float]] | None = None,
+    spreads: dict[str, dict[str, tuple[float, float]]] | None = None,
+) -> list[str]:
     """What the same run measured that disagrees with this decomposition row, one sentence
     each (empty: every check holds). ``row``: a :func:`decompose` row (its pp filled);
-    ``point``: the summary row of its point (the seconds behind them)."""
+    ``point``: the summary row of its point (the seconds behind them); ``seconds``: each
+    point's parts in seconds (:func:`part_seconds`), ``spreads``: their ranges over repeats
+    (:func:`part_ranges`), to say which measurement a part below zero comes from."""
     ms, n = 1e3, _int(row["world_size"])
     found = []
     exposed, extra = point.get("exposed_comm_s"), point.get("comm_contention_s") or 0.0
@@ -388,13 +413,21 @@ def checks(row: dict[str, Any], point: dict[str, Any]) -> list[str]:
             f"N={n}: the measured parts add up to {total:.1f} pp of a {loss:.1f} pp loss "
             f"(unexplained {rest:+.1f} pp)."
         )
+    n0 = _int(row["base_world_size"])
     for c in COMPONENTS[:-1]:
         v = row.get(f"{c}_pp")
-        if _finite(v) and v < NEGATIVE_PP:
-            found.append(
-                f"N={n}: {NAMES[c]} is {v:.1f} pp: it measured less per step than at "
-                f"N={_int(row['base_world_size'])}."
-            )
+        if not (_finite(v) and v < NEGATIVE_PP):
+            continue
+        here = (seconds or {}).get(row["config_key"], {}).get(c)
+        base = (seconds or {}).get(row["base_key"], {}).get(c)
+        said = f"N={n}: {NAMES[c]} is {v:.1f} pp: it measured less per step than at N={n0}"
+        if _finite(here) and _finite(base):
+            said += f" ({here * ms:.1f} ms against {base * ms:.1f} ms"
+            lo, hi = (spreads or {}).get(row["base_key"], {}).get(c, (math.nan, math.nan))
+            if _finite(lo) and _finite(hi) and hi > lo:
+                said += f"; N={n0}'s repeats ranged {lo * ms:.1f}-{hi * ms:.1f} ms"
+            said += ")"
+        found.append(said + ".")
     return found
 
 
