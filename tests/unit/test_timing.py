@@ -145,3 +145,22 @@ def test_busy_cores_make_this_thread_wait_for_a_core_and_end_when_asked():
     # Sharing a core with a spinning process, the thread waits for it a good part of the time.
     assert waited > 0.05, waited
     assert all(p.poll() is not None for p in procs)
+
+
+def test_a_busy_synthetic_layer_burns_its_time_as_cpu_a_sleeping_one_does_not():
+    from distrinews.errors import UserError
+    from distrinews.synthetic import parse_shape
+
+    x = torch.zeros(2, 4, dtype=torch.long)
+    used = {}
+    for busy in (0, 1):
+        net = SleepNet.from_spec(
+            f"synthetic-sleep:layers=2,layer_mb=0.01,embed_mb=0.01,fwd_ms=5,bwd_ms=10,busy={busy}"
+        )
+        cpu0 = time.thread_time()
+        net(x, x).sum().backward()
+        used[busy] = time.thread_time() - cpu0
+    # 2 x (5 + 10) ms + a tenth of a layer's for the embedding: 31.5 ms of CPU when busy
+    assert used[1] >= 0.0315 and used[0] < 0.015, used
+    with pytest.raises(UserError, match="busy = 2"):
+        parse_shape("synthetic-sleep:busy=2")
