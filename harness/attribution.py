@@ -149,11 +149,12 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "unexplained",
         "What the five parts do not account for: 1 − E(N) minus their sum, shown as it is "
-        "(negative too), never clipped. The parts add up to the typical rank's step as the "
-        "probe saw it (step_time_instrumented_s, with the window's mean data wait in place of "
-        "its own) while T(N) is the slowest rank's window; the remainder is that difference, "
-        "the medians over repeats (each part's median is taken on its own) and the same at "
-        "N0.",
+        "(negative too), never clipped. A point's parts are those of its median run (the "
+        "repeat with the median throughput; the mean of the two middle ones for an even "
+        "count), and they add up to the typical rank's step as the probe saw it "
+        "(step_time_instrumented_s, with the window's mean data wait in place of its own) "
+        "while T(N) is the slowest rank's window: the remainder is that difference, and the "
+        "same at N0.",
     ),
     (
         "In-step all-reduce",
