@@ -469,17 +469,18 @@ def biggest_cause(row: dict[str, Any], point: dict[str, Any], base: dict[str, An
     if loss <= 0:
         return f"At N={n} no efficiency is lost (efficiency {row['efficiency']:.0%})."
     values = {c: float(row[f"{c}_pp"]) for c in COMPONENTS}
-    part = max(COMPONENTS, key=lambda c: values[c])
+    part = biggest_part(row)
     positive = sum(v for v in values.values() if v > 0)
     pp = values[part]
     name = part_name(part, row["scaling_mode"])
     share = f"{pp / positive:.0%} of them" if positive > 0 else "all of them"
     if positive > loss + 0.5:
         share = f"{pp / positive:.0%} of the {positive:.1f} pp the parts above zero add up to"
-    head = (
-        f"At N={n}, {loss:.1f} points of efficiency are lost; the biggest cause is {name}, "
-        f"{share} ({pp:.1f} pp)"
-    )
+    lead = f"At N={n}, {loss:.1f} points of efficiency are lost; the biggest cause is {name}"
+    if part == "contention":  # the contention sentence carries its points, evidence and advice
+        words, advice = contention_words(row, point)
+        return f"{lead}, {share}: {words}. To win it back, {advice}."
+    head = f"{lead}, {share} ({pp:.1f} pp)"
     ms = 1e3
     if part == "exposed_comm":
         ceiling = point.get("allreduce_bucketed_time_s")
@@ -514,9 +515,14 @@ def biggest_cause(row: dict[str, Any], point: dict[str, Any], base: dict[str, An
             f"against an ideal {base['step_work_s'] * k * ms:.1f} ms "
             f"(N={_int(row['base_world_size'])}){tail}."
         )
-    if part == "contention":
-        return f"{head}: {contention_cause(point)}."
     return f"{head}: none of the measured causes accounts for them."
+
+
+def biggest_part(row: dict[str, Any]) -> str | None:
+    """The part with the most points of a :func:`decompose` row (None where unmeasured)."""
+    if not row.get("explained"):
+        return None
+    return max(COMPONENTS, key=lambda c: float(row[f"{c}_pp"]))
 
 
 def contention_cause(point: dict[str, Any]) -> str:
@@ -559,11 +565,10 @@ CONTENTION_ADVICE = {
 }
 
 
-def contention_sentence(row: dict[str, Any], point: dict[str, Any]) -> str | None:
-    """The contention part in words with what to do about it, or None below 1 pp."""
-    pp = row.get("contention_pp")
-    if not row.get("explained") or not _finite(pp) or pp < 1.0:
-        return None
+def contention_words(row: dict[str, Any], point: dict[str, Any]) -> tuple[str, str]:
+    """The contention part in words ("ranks competing for 2 cores: 12.3 pp (...)"), and what
+    to do about it."""
+    pp = float(row["contention_pp"])
     where = "gpu" if _finite(point.get(CLOCK_LOSS)) and point[CLOCK_LOSS] > 0 else "cpu"
     cause = contention_cause(point)
     if cause.startswith("ranks competing"):
@@ -571,7 +576,16 @@ def contention_sentence(row: dict[str, Any], point: dict[str, Any]) -> str | Non
         cause = f"{head}: {pp:.1f} pp ({rest}"
     else:
         cause = f"contention: {pp:.1f} pp ({cause})"
-    return f"At N={_int(row['world_size'])}, {cause}. To win it back, {CONTENTION_ADVICE[where]}."
+    return cause, CONTENTION_ADVICE[where]
+
+
+def contention_sentence(row: dict[str, Any], point: dict[str, Any]) -> str | None:
+    """The contention part in words with what to do about it, or None below 1 pp."""
+    pp = row.get("contention_pp")
+    if not row.get("explained") or not _finite(pp) or pp < 1.0:
+        return None
+    words, advice = contention_words(row, point)
+    return f"At N={_int(row['world_size'])}, {words}. To win it back, {advice}."
 
 
 def headline_row(decomp: pd.DataFrame, summary: pd.DataFrame, metric: str) -> dict[str, Any] | None:

@@ -184,7 +184,12 @@ def why_section(
         if f is not None
     )
     by_key = summary.set_index("config_key")
-    contention = attribution.contention_sentence(row, by_key.loc[row["config_key"]].to_dict())
+    # Contention gets its own sentence (its evidence and what to do) unless it leads already.
+    contention = (
+        None
+        if attribution.biggest_part(row) == "contention" or float(row["loss_pp"]) <= 0
+        else attribution.contention_sentence(row, by_key.loc[row["config_key"]].to_dict())
+    )
     intro = (
         f"{sentence}{' ' + contention if contention else ''} Each GPU count's lost efficiency "
         "1 − E(N), in percentage points against the curve's smallest GPU count N0, split into "

@@ -192,7 +192,8 @@ def test_contention_is_named_in_words_with_what_to_do():
     decomp, summary = _decompose(frame)
     row, point, sentence = _sentence(decomp, summary)
     assert row["contention_pp"] == pytest.approx(40 / 150 * 100)
-    assert "the biggest cause is contention" in sentence
+    assert "the biggest cause is contention, " in sentence
+    assert "ranks competing for 2 cores: 26.7 pp" in sentence and "To win it back" in sentence
     assert "waited 25.0 ms per step for a core" in sentence
     assert "the all-reduce ran 15.0 ms longer inside the step than alone" in sentence
     words = attribution.contention_sentence(row, point)
