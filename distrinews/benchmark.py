@@ -3,9 +3,10 @@
 A benchmark run does ``warmup_steps`` discarded optimizer steps, then ``measured_steps`` timed
 ones between two device synchronizes (every rank enters the window together, after a barrier),
 gathers every rank's step times, and returns the record (schema: notes/contracts.md section 1;
-figures: distrinews/metrics.py). Then, unless ``explain`` is off, it measures what explains the
-efficiency (compute-only steps, the all-reduce ceiling; distrinews/explain.py) in the same
-process group, after the window, so nothing measured is disturbed. A planted fault
+figures: distrinews/metrics.py). Unless ``explain`` is off, the step probe times the window's
+steps from the inside (distrinews/timing.py), and after the window, in the same process group,
+the worker measures what the window cannot show (compute-only steps, the all-reduce ceiling;
+distrinews/explain.py). A planted fault
 (distrinews/faults.py) fires inside the window.
 """
 
@@ -21,15 +22,16 @@ from typing import Any
 import torch
 
 from . import explain
+from .contention import WindowCounters, usable_cores
 from .distributed import DistContext, all_gather_objects, barrier, collective_versions, synchronize
 from .failures import Terminated
 from .faults import FAULT_AT, inject_fault, plant_slowdown
 from .log import log
-from .metrics import WindowCounts, matmul_params, peak_flops, summarize
+from .metrics import WindowCounts, contention_figures, matmul_params, peak_flops, summarize
 from .runspec import FAILURE_FAULTS, RunSpec
+from .timing import StepTimer
 from .train import (
     BatchStream,
-    StepTimer,
     WindowTotals,
     build_model,
     build_optimizer,
@@ -69,6 +71,13 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         run, ctx, trainer, BatchStream(dataset, sampler, pad_to=pad_to, device=device)
     )
 
+    # The step probe (distrinews/timing.py) times the window's steps from the inside, so the
+    # parts of the decomposition are measured in the very steps they explain. It is on from
+    # the first warmup step (DDP's comm hook then never changes mid-run); explain = false runs
+    # the window with DDP's built-in all-reduce and no probe at all.
+    probe = trainer.probe if run.explain else None
+    if probe is not None:
+        probe.start()
     if ctx.is_main:
         on_log(f"warmup: {run.warmup_steps} steps")
     for _ in range(run.warmup_steps):
@@ -80,11 +89,14 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
     barrier(ctx)
     synchronize(device)
     trainer.totals = WindowTotals()
-    timer = StepTimer(device)
+    timer = probe if probe is not None else StepTimer(device)
     fault_step = int(run.measured_steps * FAULT_AT)
     if ctx.is_main:
         on_log(f"measured window: start ({run.measured_steps} steps)")
     losses: list[torch.Tensor] = []
+    # Contention evidence: this rank's run-queue wait and context switches, the machine's steal
+    # and load (distrinews/contention.py); a few reads at each edge, none inside the window.
+    counters = WindowCounters.start()
     start_unix, t0 = time.time(), time.perf_counter()
     for i in range(run.measured_steps):
         if run.fault in FAILURE_FAULTS and i == fault_step:
@@ -92,6 +104,9 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         losses.append(trainer.step(stream, timer))
     synchronize(device)  # the window ends when the device has finished its last step
     elapsed_s, end_unix = time.perf_counter() - t0, time.time()
+    rank_counters = counters.finish(run.measured_steps)
+    if probe is not None:
+        probe.stop()
     if ctx.is_main:
         on_log(f"measured window: end ({elapsed_s:.3f} s)")
     trainer.check_finite()
@@ -103,6 +118,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         "totals": asdict(trainer.totals),
         "loss_first": float(losses[0]),
         "loss_last": float(losses[-1]),
+        "counters": rank_counters,
     }
     ranks = all_gather_objects(mine, ctx)
     warnings = []
@@ -114,6 +130,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
                 run, ctx, trainer, stream, model,
                 window_step_times_s=[r["step_times_s"] for r in ranks],
                 window_elapsed_s=max(r["elapsed_s"] for r in ranks),
+                window_marks=probe.step_marks() if probe is not None else [],
             )  # fmt: skip
         except Terminated:
             raise
@@ -148,6 +165,13 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         mem_peak_gib=mem,
         loss_first=sum(r["loss_first"] for r in ranks) / len(ranks),
         loss_last=sum(r["loss_last"] for r in ranks) / len(ranks),
+        contention=contention_figures(
+            [r["counters"] for r in ranks],
+            cpu_cores=usable_cores(),
+            ranks_per_machine=ctx.local_world_size,
+            threads_per_rank=torch.get_num_threads(),
+            on_cpu=device.type == "cpu",
+        ),
     )
     return {
         "schema_version": RECORD_SCHEMA_VERSION,
@@ -159,6 +183,7 @@ def benchmark(run: RunSpec, ctx: DistContext, *, on_log: Callable[[str], None] =
         "compute_step_times_s": explained["compute_step_times_s"],
         "buckets": explained["buckets"],
         "grad_dtype": explained["grad_dtype"],
+        "instrumented": explained["instrumented"],
         "measured_window": {"start_unix": start_unix, "end_unix": end_unix},
         "env": environment(ctx, gpu_name),
         "warnings": warnings,

@@ -10,14 +10,17 @@ sweeps drive every path through a real launch instead of a mock:
   endless sleep the harness's timeout must end). What each is classified as:
   distrinews/failures.py.
 - **Slowdowns** (:func:`plant_slowdown`, ``fault_ms`` each, only at N > 1): a known cause
-  whose attribution can be checked -- ``slow_rank``, ``slow_data``, ``slow_comm``.
+  whose attribution can be checked -- ``slow_rank``, ``slow_data``, ``slow_comm``,
+  ``busy_cores`` (contention: :func:`start_busy_cores`).
 - **A memory limit** (:func:`apply_memory_limit`, the environment knob
   ``DISTRINEWS_RANK_MEMORY_LIMIT_GIB``): how a CPU machine runs out of memory for real.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import subprocess
 import sys
 import time
 from typing import Any
@@ -92,11 +95,18 @@ def plant_slowdown(
     - slow_data: every batch fetch sleeps ``fault_ms`` on every rank: data wait.
     - slow_comm: a DDP communication hook sleeps ``fault_ms`` before all-reducing the last
       bucket of every step (ready at the end of backward, so nothing can hide it).
+    - busy_cores: the first rank of each machine starts one busy process per core the ranks
+      may run on, pinned to it, busy ``fault_ms`` of every 10 ms for the whole run
+      (:func:`start_busy_cores`): the ranks compete for their cores.
     """
     if run.fault not in SLOW_FAULTS or ctx.world_size == 1 or run.fault_ms <= 0:
         return stream
     delay_s = run.fault_ms / 1e3
     ddp = trainer._ddp()
+    if run.fault == "busy_cores":
+        if ctx.local_rank == 0:
+            start_busy_cores(sorted(usable_core_ids()), busy_s=min(delay_s, BUSY_PERIOD_S))
+        return stream
     if run.fault == "slow_data":
         return DelayedStream(stream, delay_s)
     if run.fault == "slow_rank":
@@ -116,8 +126,63 @@ def plant_slowdown(
 
     if ddp is None:
         raise AssertionError("slow_comm needs the DDP-wrapped model")
-    ddp.register_comm_hook(None, delayed_allreduce)
+    # Through the step probe: DDP takes one comm hook, and the probe times what it calls.
+    trainer.probe.set_comm_hook(delayed_allreduce)
     return stream
+
+
+#: busy_cores: each busy process spins ``fault_ms`` of every period, then sleeps the rest.
+BUSY_PERIOD_S = 0.010
+#: The busy process: pinned to one core, spinning, and dying with the rank that started it
+#: (PR_SET_PDEATHSIG, and a check that its parent is still the rank). Plain ``python -S -c``:
+#: no torch import, so it starts in milliseconds.
+_BUSY_LOOP = """
+import ctypes, os, signal, sys, time
+core, parent = int(sys.argv[1]), int(sys.argv[4])
+busy, period = float(sys.argv[2]), float(sys.argv[3])
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+except Exception:
+    pass
+if os.getppid() != parent:
+    sys.exit(0)
+os.sched_setaffinity(0, {core})
+while True:
+    end = time.perf_counter() + busy
+    while time.perf_counter() < end:
+        pass
+    if busy < period:
+        time.sleep(period - busy)
+"""
+_busy: list[subprocess.Popen] = []
+
+
+def usable_core_ids() -> set[int]:
+    """The cores this process may run on (all CPUs where there is no affinity mask)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:
+        return set(range(os.cpu_count() or 1))
+
+
+def start_busy_cores(cores: list[int], *, busy_s: float) -> list[subprocess.Popen]:
+    """One busy process per core in ``cores``, pinned to it: busy ``busy_s`` of every
+    :data:`BUSY_PERIOD_S`. They end with this process (or :func:`stop_busy_cores`)."""
+    for core in cores:
+        argv = [sys.executable, "-S", "-c", _BUSY_LOOP, str(core), str(busy_s),
+                str(BUSY_PERIOD_S), str(os.getpid())]  # fmt: skip
+        _busy.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
+    if len(_busy) == len(cores):
+        atexit.register(stop_busy_cores)
+    return list(_busy)
+
+
+def stop_busy_cores() -> None:
+    """End the busy processes this process started."""
+    while _busy:
+        proc = _busy.pop()
+        proc.kill()
+        proc.wait()
 
 
 # -- a real out-of-memory on CPU ---------------------------------------------------------------

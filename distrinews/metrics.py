@@ -23,24 +23,26 @@ Definitions (the report prints these):
 * **data_wait_share** — share of the window spent waiting for the next batch; **data_wait_s**
   the same per optimizer step, in seconds (mean over ranks).
 
-Why the efficiency is what it is (:func:`explain_figures`; measured after the window by
-distrinews/explain.py; null at one rank, where there is no all-reduce and nobody to wait for):
+Why the efficiency is what it is (distrinews/explain.py, from the window's probed steps and
+measurements after the window; the
+full definitions, one home, are harness/attribution.py DEFINITIONS, printed in docs/why.md):
 
-* **compute_step_time_s** — an optimizer step under DDP's ``no_sync()`` (no gradient
-  all-reduce) on the same data stream, without its data wait: median over steps per rank, then
-  the *lower* median over ranks (the typical rank; with two ranks the faster one, so a slow rank
-  counts as a straggler, not as compute).
-* **allreduce_time_s** — the all-reduce ceiling: median time of one all-reduce of exactly the
-  gradient's bytes and dtype in the run's process group; **algbw** = bytes / time,
-  **busbw** = algbw · 2(N−1)/N (the nccl-tests convention), in GB/s (1e9 bytes/s).
-  **allreduce_bucketed_time_s** — the same for each of DDP's buckets, summed: DDP's all-reduce
-  as DDP issues it (bucket by bucket), at the ceiling.
-* **straggler_wait_s** — per step, the slowest rank's no_sync step (data wait included) minus
-  the typical rank's (lower median); median over steps. A synchronous step waits for the slowest.
-* **exposed_comm_s** — the communication backward did not hide: median synchronised step (the
-  slowest rank's, measured window) minus median compute-only step of the slowest rank (data wait
-  included, so data and stragglers are not counted twice); clamped at 0 (noise).
-* **overlap_share** — 1 − exposed_comm_s / allreduce_time_s, clamped to 0..1.
+* :func:`explain_figures` — **compute_step_time_s**, an optimizer step under DDP's
+  ``no_sync()`` (no gradient all-reduce) on the same data stream, without its data wait:
+  median over steps per rank, then the *lower* median over ranks (the typical rank; with two
+  ranks the faster one); **allreduce_time_s**, the all-reduce ceiling: median time of one
+  all-reduce of exactly the gradient's bytes and dtype in the run's process group (null at one
+  rank); **algbw** = bytes / time, **busbw** = algbw · 2(N−1)/N (the nccl-tests convention),
+  in GB/s (1e9 bytes/s). **allreduce_bucketed_time_s** — the same for each of DDP's buckets,
+  summed: DDP's all-reduce as DDP issues it (bucket by bucket), at the ceiling.
+* :func:`step_figures` — inside the window's steps (distrinews/timing.py's step probe):
+  **step_work_s** (the typical rank's own work), **run_queue_wait_s** (its waiting for a
+  core), **straggler_wait_s** (its waiting for the last rank), **exposed_comm_s** (the last
+  rank's waiting for the all-reduce, up to what the buckets expose at their ceiling) and
+  **comm_contention_s** (the rest of that wait), **backward_time_s**, and per bucket
+  ``ready_s`` and ``step_allreduce_s``. Measured at one rank too: DDP runs its reducer over a
+  group of one, and what that costs is part of the reference point.
+* **overlap_share** — 1 − exposed_comm_s / allreduce_bucketed_time_s, clamped to 0..1.
 * **explain_time_s** — the wall-clock seconds these measurements added to the run.
 """
 
@@ -126,13 +128,16 @@ class WindowCounts:
     """Σ over sequences of (padded width)²."""
 
 
-def _metric(term: str, *, explain: bool = False, ledger: bool = True) -> Any:
+def _metric(
+    term: str, *, explain: bool = False, ledger: bool = True, optional: bool = False
+) -> Any:
     """A :class:`RunMetrics` field. ``term``: the definition (``harness/definitions.py`` or
     ``harness/attribution.py`` DEFINITIONS) a reader looks the figure up under; ``explain``: a
     figure of the explain phase (null when it is off or meaningless, so it defaults to None);
-    ``ledger``: whether the ledger carries it as a column of its own."""
+    ``ledger``: whether the ledger carries it as a column of its own; ``optional``: a window
+    figure a machine may not provide (a kernel counter), None by default."""
     meta = {"term": term, "explain": explain, "ledger": ledger}
-    return field(default=None, metadata=meta) if explain else field(metadata=meta)
+    return field(default=None, metadata=meta) if explain or optional else field(metadata=meta)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +187,19 @@ class RunMetrics:
     """Training loss of the window's first step (mean over ranks)."""
     loss_last: float = _metric("Loss")
     """Training loss of the window's last step (mean over ranks)."""
+    cpu_cores: int | None = _metric("Contention evidence", optional=True)
+    """Cores the first rank may run on (its affinity mask)."""
+    cpu_oversubscription: float | None = _metric("Contention evidence", optional=True)
+    """Ranks on the machine × torch threads per rank / cpu_cores (CPU runs; None on CUDA)."""
+    load_avg_1m: float | None = _metric("Contention evidence", optional=True)
+    """The machine's 1-minute load average at the window's end (runnable threads)."""
+    cpu_steal_share: float | None = _metric("Contention evidence", optional=True)
+    """Share of the machine's CPU time the hypervisor stole during the window (0..1)."""
+    involuntary_switches_per_step: float | None = _metric("Contention evidence", optional=True)
+    """Involuntary context switches per optimizer step of a rank's process (mean over ranks)."""
+    window_run_queue_wait_s: float | None = _metric("Contention evidence", optional=True)
+    """Per step, seconds the training thread waited for a core in the window (mean over
+    ranks; CPU runs, None without schedstat)."""
     compute_step_time_s: float | None = _metric("compute", explain=True)
     """Compute-only (``no_sync``) step without data wait, typical rank (s)."""
     allreduce_time_s: float | None = _metric("exposed_comm", explain=True)
@@ -193,11 +211,30 @@ class RunMetrics:
     grad_bytes: int | None = _metric("Explain phase", explain=True)
     """Bytes of the gradient DDP all-reduces every step."""
     exposed_comm_s: float | None = _metric("exposed_comm", explain=True)
-    """Per step, the communication backward did not hide (s)."""
+    """Per step, the all-reduce backward did not hide, up to what the buckets expose at their
+    ceiling (s; the window's steps)."""
     overlap_share: float | None = _metric("exposed_comm", explain=True)
-    """1 − exposed_comm_s / allreduce_time_s, clamped to 0..1."""
+    """1 − exposed_comm_s / allreduce_bucketed_time_s (allreduce_time_s without bucket
+    times), clamped to 0..1."""
     straggler_wait_s: float | None = _metric("straggler", explain=True)
-    """Per step, the slowest rank's compute-only step minus the typical rank's (s)."""
+    """Per step, how long the typical rank waits for the last rank (s; the window's steps)."""
+    comm_contention_s: float | None = _metric("contention", explain=True)
+    """Per step, the exposed all-reduce beyond what it exposes at the ceiling: the all-reduce
+    running slower inside the step than alone (s)."""
+    run_queue_wait_s: float | None = _metric("contention", explain=True)
+    """Per step, seconds the typical rank's training thread waited for a core (the window's
+    steps; CPU with schedstat, else None)."""
+    step_work_s: float | None = _metric("compute", explain=True)
+    """Per step, the typical rank's own work in the synchronised step (s): the step minus data
+    wait, waiting for other ranks and the all-reduce, and waiting for a core."""
+    step_work_s_rank_spread: float | None = _metric("straggler", explain=True)
+    """The slowest rank's mean work per step over the typical rank's (1.0: no straggler)."""
+    step_time_instrumented_s: float | None = _metric("unexplained", explain=True)
+    """Mean step time of the window's steps as the step probe saw them, typical rank (s)."""
+    backward_time_s: float | None = _metric("In-step all-reduce", explain=True)
+    """Median backward, from its start to its last gradient, typical rank (s)."""
+    allreduce_step_time_s: float | None = _metric("In-step all-reduce", explain=True)
+    """Per step, how long some bucket's all-reduce was in flight inside DDP's step (s)."""
     bucket_count: int | None = _metric("Explain phase", explain=True)
     """DDP's gradient buckets (as rebuilt after the first steps)."""
     allreduce_bucketed_time_s: float | None = _metric("Explain phase", explain=True)
@@ -249,12 +286,14 @@ def summarize(
     mem_peak_gib: float | None,
     loss_first: float,
     loss_last: float,
+    contention: Mapping[str, Any] | None = None,
 ) -> RunMetrics:
     """The run's figures from the raw window measurements (explain fields still None).
 
     ``step_times_s`` is per rank; the percentiles pool all ranks' steps (a straggler shows up
     in p90/p99). ``measured_time_s`` is the slowest rank's window; ``data_wait_s`` the mean
-    over ranks of the time spent waiting for batches.
+    over ranks of the time spent waiting for batches. ``contention``: the window's contention
+    evidence (:func:`contention_figures`).
     """
     steps = [t for rank in step_times_s for t in rank]
     if not steps or measured_time_s <= 0:
@@ -298,7 +337,37 @@ def summarize(
         measured_time_s=measured_time_s,
         loss_first=loss_first,
         loss_last=loss_last,
+        **(contention or {}),
     )
+
+
+def contention_figures(
+    per_rank: Sequence[Mapping[str, Any]],
+    *,
+    cpu_cores: int,
+    ranks_per_machine: int,
+    threads_per_rank: int,
+    on_cpu: bool,
+) -> dict[str, Any]:
+    """The window's contention evidence from every rank's counters
+    (:meth:`distrinews.contention.WindowCounters.finish`, rank 0 first): the machine's load
+    and steal as rank 0 saw them, run-queue wait and involuntary switches averaged over ranks.
+    A counter some rank could not read is None, not a smaller mean."""
+
+    def mean_of(key: str) -> float | None:
+        vals = [r.get(key) for r in per_rank]
+        return None if not vals or any(v is None for v in vals) else _mean(vals)  # type: ignore[arg-type]
+
+    first = per_rank[0] if per_rank else {}
+    return {
+        "cpu_cores": cpu_cores,
+        "cpu_oversubscription": ranks_per_machine * threads_per_rank / cpu_cores
+        if on_cpu and cpu_cores > 0 else None,
+        "load_avg_1m": first.get("load_avg_1m"),
+        "cpu_steal_share": first.get("steal_share"),
+        "involuntary_switches_per_step": mean_of("switches"),
+        "window_run_queue_wait_s": mean_of("run_queue_s") if on_cpu else None,
+    }  # fmt: skip
 
 
 def rank_spread(step_times_s: Any) -> float | None:
@@ -342,22 +411,21 @@ def bus_bandwidth(algbw: float, world_size: int) -> float:
 
 def explain_figures(
     *,
-    window_step_times_s: Sequence[Sequence[float]],
     work_step_times_s: Sequence[Sequence[float]],
     work_data_wait_s: Sequence[Sequence[float]],
     allreduce_time_s: float | None,
     grad_bytes: int,
 ) -> dict[str, Any]:
-    """The metrics that explain a point's efficiency (definitions in this module's docstring).
+    """The compute-only step and the all-reduce ceiling (definitions in this module's docstring).
 
-    ``window_step_times_s``: per rank, the measured window's synchronised steps.
     ``work_step_times_s`` / ``work_data_wait_s``: per rank, per step, the compute-only
     (``no_sync``) steps and the data wait inside each. ``allreduce_time_s``: the ceiling (None
-    at one rank). Figures with no meaning at one rank are None, never 0.
+    at one rank). Figures with no meaning at one rank are None, never 0. What happens inside
+    the synchronised step is :func:`step_figures`.
     """
-    world_size = len(window_step_times_s)
-    if world_size == 0 or len(work_step_times_s) != world_size:
-        raise ValueError("one list of step times per rank is needed, in both phases")
+    world_size = len(work_step_times_s)
+    if world_size == 0 or len(work_data_wait_s) != world_size:
+        raise ValueError("one list of step times and data waits per rank is needed")
     steps = min(len(r) for r in work_step_times_s)
     if steps == 0:
         raise ValueError("no compute-only steps")
@@ -371,22 +439,146 @@ def explain_figures(
         "allreduce_algbw_gbps": None,
         "allreduce_busbw_gbps": None,
         "grad_bytes": grad_bytes,
-        "exposed_comm_s": None,
-        "overlap_share": None,
-        "straggler_wait_s": None,
     }
-    if world_size == 1:
-        return out
-    per_step = list(zip(*(r[:steps] for r in work_step_times_s), strict=True))
-    out["straggler_wait_s"] = percentile([max(s) - lower_median(s) for s in per_step], 50)
-    synced = [max(s) for s in zip(*window_step_times_s, strict=False)]
-    slowest_work = [max(s) for s in per_step]
-    exposed = max(0.0, percentile(synced, 50) - percentile(slowest_work, 50))
-    out["exposed_comm_s"] = exposed
-    if allreduce_time_s is not None and allreduce_time_s > 0:
+    if world_size > 1 and allreduce_time_s is not None and allreduce_time_s > 0:
         algbw = grad_bytes / allreduce_time_s / 1e9
         out["allreduce_time_s"] = allreduce_time_s
         out["allreduce_algbw_gbps"] = algbw
         out["allreduce_busbw_gbps"] = bus_bandwidth(algbw, world_size)
-        out["overlap_share"] = min(1.0, max(0.0, 1.0 - exposed / allreduce_time_s))
     return out
+
+
+def overlap_share(exposed_s: float | None, allreduce_s: float | None) -> float | None:
+    """1 − exposed / all-reduce time, clamped to 0..1 (None when either is unknown)."""
+    if exposed_s is None or allreduce_s is None or allreduce_s <= 0:
+        return None
+    return min(1.0, max(0.0, 1.0 - exposed_s / allreduce_s))
+
+
+# -- inside the synchronised step (distrinews/timing.py StepProbe) -----------------------------
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def union_length(intervals: Sequence[tuple[float, float]]) -> float:
+    """Total length covered by ``(start, end)`` intervals (overlaps counted once)."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(intervals):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
+def exposure_at_ceiling(ready_s: Sequence[float], ceiling_s: Sequence[float]) -> float:
+    """Seconds after the last bucket is ready until DDP's buckets would all be all-reduced if
+    each ran at its ceiling: bucket i starts when it is ready and bucket i−1 is done (DDP
+    launches them in order, the process group runs them one after another)."""
+    end = 0.0
+    for ready, cost in zip(ready_s, ceiling_s, strict=True):
+        end = max(ready, end) + cost
+    return max(0.0, end - max(ready_s, default=0.0))
+
+
+def step_figures(
+    per_rank: Sequence[Sequence[Mapping[str, Any]]],
+    *,
+    ceiling_buckets_s: Sequence[float | None] | None,
+) -> dict[str, Any]:
+    """What the probed steps of the window say (definitions in docs/why.md).
+
+    ``per_rank``: per rank, per step, :meth:`distrinews.timing.StepProbe.step_marks` dicts
+    (steps aligned by index: step i is the same all-reduce on every rank).
+    ``ceiling_buckets_s``: each DDP bucket's all-reduce at the ceiling (None at one rank).
+
+    Per step: a rank's *waits* are DDP's forward collective plus its wait for the all-reduce
+    after the last bucket was ready; its *work* is the step minus data wait, waits and
+    run-queue wait. The
+    rank with the shortest waits arrived last: its waits are the exposed all-reduce; the
+    typical rank (lower median of work) waits that plus its lead on the slowest (straggler
+    wait). The exposed all-reduce is split at what the buckets would expose at their ceiling
+    (:func:`exposure_at_ceiling` on the last rank's ready times, each bucket costing its
+    ceiling plus what its hook spent before issuing it): what is beyond it is the all-reduce
+    running slower inside the step than alone (``comm_contention_s``).
+    Means over steps (means add up: the parts of a step sum to its time); the bucket timings
+    the projection reads are medians, per the contract (notes/contracts.md).
+    """
+    world = len(per_rank)
+    steps = min((len(r) for r in per_rank), default=0)
+    if world == 0 or steps == 0:
+        raise ValueError("no instrumented steps")
+    n_buckets = min(len(s["buckets"]) for r in per_rank for s in r[:steps])
+    known = list(ceiling_buckets_s or [])[:n_buckets]
+    ceiling = (
+        [float(c) for c in known if c is not None]
+        if n_buckets and len(known) == n_buckets and all(c is not None for c in known)
+        else None
+    )
+    rq_known = all(s["run_queue_s"] is not None for r in per_rank for s in r[:steps])
+    names = ("step", "data", "work", "rq", "straggler", "exposed", "comm_contention", "inflight")
+    cols: dict[str, list[float]] = {k: [] for k in names}
+    work_by_rank: list[list[float]] = [[] for _ in range(world)]
+    for i in range(steps):
+        marks = [per_rank[r][i] for r in range(world)]
+        waits = [m["forward_sync_s"] + m["comm_wait_s"] for m in marks]
+        rq = [m["run_queue_s"] or 0.0 for m in marks]
+        work = [
+            max(0.0, m["step_s"] - m["data_s"] - w - q)
+            for m, w, q in zip(marks, waits, rq, strict=True)
+        ]
+        for r in range(world):
+            work_by_rank[r].append(work[r])
+        last = min(range(world), key=lambda r: waits[r])
+        typ = sorted(range(world), key=lambda r: work[r])[(world - 1) // 2]
+        exposed = waits[last]
+        within = exposed
+        if ceiling is not None:
+            own = marks[last]["buckets"][:n_buckets]
+            # Each bucket costs what its hook spends launching it plus its ceiling; DDP's
+            # forward collective is not compared with anything and counts as it was measured.
+            costs = [c + (b[2] if len(b) > 2 else 0.0) for b, c in zip(own, ceiling, strict=True)]
+            wait = marks[last]["comm_wait_s"]
+            model = exposure_at_ceiling([b[0] for b in own], costs)
+            within = marks[last]["forward_sync_s"] + min(wait, model)
+        m = marks[typ]
+        cols["step"].append(m["step_s"])
+        cols["data"].append(m["data_s"])
+        cols["work"].append(work[typ])
+        cols["rq"].append(rq[typ])
+        cols["straggler"].append(waits[typ] - exposed)
+        cols["exposed"].append(within)
+        cols["comm_contention"].append(exposed - within)
+        cols["inflight"].append(union_length([(b[0], b[0] + b[1]) for b in m["buckets"]]))
+    rank_work = [_mean(w) for w in work_by_rank]
+    typical_work = lower_median(rank_work)
+
+    def typical(values_of_rank: Any) -> float:
+        # Median over steps per rank, then the lower median over ranks: the typical rank.
+        return lower_median([percentile(values_of_rank(r[:steps]), 50) for r in per_rank])
+
+    buckets = [
+        {
+            "ready_s": typical(lambda st, b=b: [s["buckets"][b][0] for s in st]),
+            "step_allreduce_s": typical(lambda st, b=b: [s["buckets"][b][1] for s in st]),
+        }
+        for b in range(n_buckets)
+    ]
+    return {
+        "metrics": {
+            "backward_time_s": typical(lambda st: [s["backward_s"] for s in st]),
+            "step_time_instrumented_s": _mean(cols["step"]),
+            "step_work_s": _mean(cols["work"]),
+            "step_work_s_rank_spread": max(rank_work) / typical_work if typical_work > 0 else None,
+            "run_queue_wait_s": _mean(cols["rq"]) if rq_known else None,
+            "exposed_comm_s": _mean(cols["exposed"]),
+            "comm_contention_s": _mean(cols["comm_contention"]) if ceiling is not None else None,
+            "straggler_wait_s": _mean(cols["straggler"]),
+            "allreduce_step_time_s": _mean(cols["inflight"]) if n_buckets else None,
+            "instrumented_steps": steps,
+        },
+        "buckets": buckets,
+        "step_work_s_per_rank": rank_work,
+    }

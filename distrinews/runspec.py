@@ -39,8 +39,10 @@ FAILURE_FAULTS = ("crash", "crash_last", "hang", "oom", "nan", "rank_exit")
 #: Planted slowdowns of ``fault_ms`` each, only at world size > 1, so the efficiency they cost
 #: is known and its attribution can be checked: slow_rank (the last rank sleeps in every
 #: step's forward: a straggler), slow_data (every batch fetch sleeps: data wait), slow_comm (a
-#: communication hook delays every step's last all-reduce bucket: exposed communication).
-SLOW_FAULTS = ("slow_rank", "slow_data", "slow_comm")
+#: communication hook delays every step's last all-reduce bucket: exposed communication),
+#: busy_cores (a busy process pinned to each core the ranks run on, busy ``fault_ms`` of every
+#: 10 ms: contention).
+SLOW_FAULTS = ("slow_rank", "slow_data", "slow_comm", "busy_cores")
 FAULTS = ("none", *FAILURE_FAULTS, *SLOW_FAULTS)
 
 
@@ -141,10 +143,10 @@ class RunSpec:
     fault: str = "none"
     """Deliberate failure for tests (crash on every rank, crash_last on the last rank only --
     on the last node of a multi-node point --, hang, oom, nan, rank_exit) or planted slowdown
-    (slow_rank, slow_data, slow_comm; see SLOW_FAULTS), or none."""
+    (slow_rank, slow_data, slow_comm, busy_cores; see SLOW_FAULTS), or none."""
     fault_ms: float = 0.0
-    """Delay of a planted slowdown in milliseconds (per step, or per batch fetch for
-    slow_data); unused by the other faults."""
+    """Size of a planted slowdown in milliseconds (per step, or per batch fetch for
+    slow_data; for busy_cores, the busy share of every 10 ms); unused by the other faults."""
     explain: bool = True
     """After the measured window, measure what explains the efficiency (compute-only steps,
     the all-reduce ceiling, exposed communication, straggler wait): distrinews/explain.py."""

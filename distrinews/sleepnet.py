@@ -15,13 +15,22 @@ from torch import nn
 from .synthetic import SleepShape, numel, parse_shape
 
 
+def burn(seconds: float) -> None:
+    """Use ``seconds`` of this thread's CPU time (a busy loop on ``time.thread_time``)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 class _Sleep(torch.autograd.Function):
-    """Identity on the activations that sleeps, and hands its parameter a real gradient."""
+    """Identity on the activations that sleeps (or burns CPU), and hands its parameter a real
+    gradient."""
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, fwd_s: float, bwd_s: float):
-        time.sleep(fwd_s)
-        ctx.bwd_s = bwd_s
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, fwd_s: float, bwd_s: float,
+                wait: Any = time.sleep):  # fmt: skip
+        wait(fwd_s)
+        ctx.bwd_s, ctx.wait = bwd_s, wait
         ctx.save_for_backward(weight)
         # A scalar read of the weight keeps the output tied to it (and costs nothing).
         return h + 0.0 * weight.view(-1)[0]
@@ -29,9 +38,9 @@ class _Sleep(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         (weight,) = ctx.saved_tensors
-        time.sleep(ctx.bwd_s)
+        ctx.wait(ctx.bwd_s)
         # A real, full-size gradient: what DDP all-reduces. Its value is irrelevant here.
-        return grad, torch.full_like(weight, 1e-6), None, None
+        return grad, torch.full_like(weight, 1e-6), None, None, None
 
 
 class SleepNet(nn.Module):
@@ -55,9 +64,10 @@ class SleepNet(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         fwd_s, bwd_s = self.shape.fwd_ms / 1e3, self.shape.bwd_ms / 1e3
+        wait = burn if self.shape.busy else time.sleep
         h = self.head.expand(input_ids.shape[0], 4)
         # The embedding's sleep is a tenth of a block's: like DistilBERT's cheap lookup.
-        h = _Sleep.apply(h, self.embed, fwd_s / 10, bwd_s / 10)
+        h = _Sleep.apply(h, self.embed, fwd_s / 10, bwd_s / 10, wait)
         for weight in self.blocks:
-            h = _Sleep.apply(h, weight, fwd_s, bwd_s)
+            h = _Sleep.apply(h, weight, fwd_s, bwd_s, wait)
         return h

@@ -15,7 +15,11 @@ The spec is the RunSpec ``model`` string, e.g.
   sleep of ``fwd_ms``/``bwd_ms``;
 - an "embedding" of ``embed_mb`` MiB registered first and used first in forward, so, as in
   DistilBERT, its gradient is produced last in backward and lands in DDP's last bucket;
-- a 4-way head, so the usual cross-entropy training loop runs unchanged.
+- a 4-way head, so the usual cross-entropy training loop runs unchanged;
+- ``busy=1`` (default 0): the layers *burn* their ``fwd_ms``/``bwd_ms`` as CPU time of the
+  calling thread instead of sleeping. The work is then a known amount of CPU, whatever the
+  machine's speed, and a competitor for the cores shows as waiting for a core: the stand-in
+  for contention checks (harness/tools/why_checks.py, planted ``busy_cores``).
 
 It does no arithmetic to speak of: its model FLOPs are zero. This module is the shape (no
 torch import: RunSpec validates with it); the network itself is :mod:`distrinews.sleepnet`.
@@ -41,6 +45,7 @@ class SleepShape:
     embed_mb: float = 6.0
     fwd_ms: float = 4.0
     bwd_ms: float = 8.0
+    busy: int = 0
 
     @property
     def grad_bytes(self) -> int:
@@ -68,7 +73,7 @@ def parse_shape(model: str) -> SleepShape:
         if key not in fields:
             raise UserError(f"model {model!r}: unknown key {key!r}; allowed: {', '.join(fields)}")
         try:
-            value = int(raw) if key == "layers" else float(raw)
+            value = int(raw) if key in ("layers", "busy") else float(raw)
         except ValueError:
             raise UserError(f"model {model!r}: {key} = {raw!r} is not a number") from None
         if not value == value or value < 0 or value == float("inf"):
@@ -77,4 +82,6 @@ def parse_shape(model: str) -> SleepShape:
     shape = SleepShape(**values)
     if shape.layers < 1 or shape.layer_mb <= 0 or shape.embed_mb <= 0:
         raise UserError(f"model {model!r}: layers >= 1 and sizes > 0 are required")
+    if shape.busy not in (0, 1):
+        raise UserError(f"model {model!r}: busy = {shape.busy} must be 0 (sleep) or 1 (burn)")
     return shape

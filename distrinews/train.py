@@ -16,7 +16,8 @@ whose gradients overflowed.
 Nothing in the hot path syncs the host with the device: losses stay device tensors and the
 NaN/inf check is a device-side flag read once outside the measured window (``.item()`` inside
 a step would stall the CPU until the GPU drains its queue, hiding the launch overhead we are
-measuring). Timing (:class:`StepTimer`) uses CUDA events on GPU and perf_counter on CPU.
+measuring). Timing (distrinews/timing.py: :class:`StepTimer` for the window, :class:`StepProbe`
+inside the step) uses CUDA events on GPU and perf_counter on CPU.
 
 :func:`fit` is the real fine-tuning run: epochs, held-out accuracy after each, checkpoints, and
 exact resume. It is what the worker runs with ``--fit`` and what ``distrinews-bench train``
@@ -65,6 +66,7 @@ from .runspec import DDPKnobs, RunSpec
 from .safeio import loads_strict
 from .sleepnet import SleepNet
 from .synthetic import is_synthetic
+from .timing import StepProbe, StepTimer
 
 #: Dynamic padding rounds the batch width up to a multiple of 8: tensor-core friendly shapes,
 #: and few distinct shapes for torch.compile.
@@ -123,7 +125,12 @@ def build_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> 
 
 
 def wrap_ddp(model: torch.nn.Module, knobs: DDPKnobs, device: torch.device) -> DDP:
-    """DDP with the spec's knobs and communication hook."""
+    """DDP with the spec's knobs and communication hook.
+
+    The DDP carries its :class:`~distrinews.timing.StepProbe` as ``step_probe``: DDP takes one
+    comm hook, and the probe is it (calling the spec's hook inside), so the steps can be timed
+    from the inside later (distrinews/explain.py).
+    """
     # torch >= 2.13 renamed broadcast_buffers to forward_sync_buffers (same per-forward sync).
     sync_kw = (
         "forward_sync_buffers"
@@ -139,15 +146,17 @@ def wrap_ddp(model: torch.nn.Module, knobs: DDPKnobs, device: torch.device) -> D
         find_unused_parameters=False,  # every parameter gets a gradient every step
         **{sync_kw: knobs.broadcast_buffers},
     )
+    probe = StepProbe(ddp, device)
+    ddp.step_probe = probe
     if knobs.comm_hook != "none":
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 
         if knobs.comm_hook == "fp16":
-            ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
+            probe.set_comm_hook(default_hooks.fp16_compress_hook)
         elif knobs.comm_hook == "bf16":
             if device.type != "cuda":  # DDP itself refuses it: bf16 all-reduce needs NCCL 2.10+
                 raise UserError("ddp.comm_hook = 'bf16' needs CUDA + NCCL; on CPU use fp16 or none")
-            ddp.register_comm_hook(None, default_hooks.bf16_compress_hook)
+            probe.set_comm_hook(default_hooks.bf16_compress_hook)
         else:
             state = powerSGD_hook.PowerSGDState(
                 process_group=None,
@@ -156,7 +165,7 @@ def wrap_ddp(model: torch.nn.Module, knobs: DDPKnobs, device: torch.device) -> D
                 # then compression, so a benchmark's measured window sees compressed traffic.
                 start_powerSGD_iter=2,
             )
-            ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+            probe.set_comm_hook(powerSGD_hook.powerSGD_hook, state)
     return ddp
 
 
@@ -171,6 +180,7 @@ def make_trainer(
     """DDP-wrap ``model`` with the run's knobs (compiled if asked): the one Trainer that both
     the benchmark worker and :func:`fit` step with."""
     ddp = wrap_ddp(model, run.ddp, device)
+    ddp.step_probe.compiled = run.compile
     net: torch.nn.Module = torch.compile(ddp) if run.compile else ddp
     return Trainer(
         model=net,
@@ -260,63 +270,6 @@ class BatchStream:
 
 
 # --------------------------------------------------------------------------------------------
-# Timing
-# --------------------------------------------------------------------------------------------
-
-
-class StepTimer:
-    """Per-step times and data-wait time, with no host sync while recording.
-
-    On CUDA, events are recorded on the stream and read only after the window's synchronize:
-    an event pair measures what the *GPU* spent between two points, including time it sat idle
-    waiting for the host to hand it the next batch (that idle time is the data wait). On CPU,
-    work is synchronous, so perf_counter is exact.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.steps: list[tuple[Any, Any]] = []
-        self.waits: list[tuple[Any, Any]] = []
-        self._step_start: Any = None
-        self._wait_start: Any = None
-
-    def _mark(self) -> Any:
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def step_start(self) -> None:
-        self._step_start = self._mark()
-
-    def step_end(self) -> None:
-        self.steps.append((self._step_start, self._mark()))
-
-    def data_start(self) -> None:
-        self._wait_start = self._mark()
-
-    def data_end(self) -> None:
-        self.waits.append((self._wait_start, self._mark()))
-
-    def _elapsed(self, pair: tuple[Any, Any]) -> float:
-        start, end = pair
-        return start.elapsed_time(end) / 1e3 if self.cuda else end - start
-
-    def step_times_s(self) -> list[float]:
-        """Call after synchronizing the device."""
-        return [self._elapsed(p) for p in self.steps]
-
-    def data_wait_s(self) -> float:
-        return sum(self._elapsed(p) for p in self.waits)
-
-    def data_wait_per_step_s(self, micro_steps: int) -> list[float]:
-        """Data wait of each step (``micro_steps`` batch fetches per optimizer step)."""
-        waits = [self._elapsed(p) for p in self.waits]
-        return [sum(waits[i : i + micro_steps]) for i in range(0, len(waits), micro_steps)]
-
-
-# --------------------------------------------------------------------------------------------
 # The step
 # --------------------------------------------------------------------------------------------
 
@@ -366,6 +319,9 @@ class Trainer:
         self.device = device
         self.grad_accum = grad_accum
         self.totals = WindowTotals()
+        # Times the steps from the inside when asked (distrinews/timing.py); wrap_ddp made it
+        # DDP's comm hook. A DDP wrapped elsewhere (or none) gets a probe of its own.
+        self.probe: StepProbe = getattr(ddp, "step_probe", None) or StepProbe(ddp, device)
         # Device-side "has any loss been NaN/inf" flag: checked on the host only when asked.
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
 
@@ -392,16 +348,22 @@ class Trainer:
             self.totals.add(batch)
             last = micro == self.grad_accum - 1 and sync
             # Skip the all-reduce on all but the last micro-step: gradients accumulate locally.
-            sync = nullcontext() if last or ddp is None else ddp.no_sync()
-            with sync:
+            context = nullcontext() if last or ddp is None else ddp.no_sync()
+            with context:
+                if timer is not None:
+                    timer.forward_call()
                 with autocast(self.precision, self.device):
                     logits = self.model(batch.input_ids, batch.attention_mask)
                 # The loss in fp32 whatever the autocast dtype: log-softmax needs the range.
                 loss = F.cross_entropy(logits.float(), batch.labels) / self.grad_accum
+                if timer is not None and last:
+                    timer.backward_start()
                 if self.scaler is not None:
                     self.scaler.scale(loss).backward()
                 else:
                     loss.backward()
+                if timer is not None and last:
+                    timer.backward_end()
             total += loss.detach()
         self._nonfinite |= ~torch.isfinite(total)
         return total

@@ -116,10 +116,13 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "Explain phase",
         "After the measured window (on unless a run sets explain = false) a few seconds measure "
-        "what explains the efficiency: compute-only steps under no_sync(), one all-reduce of the "
-        "gradient's grad_bytes (the ceiling), and each of DDP's bucket_count buckets "
-        "all-reduced at the ceiling, summed as allreduce_bucketed_time_s. explain_time_s is "
-        "what the phase added to the run. At one rank the communication figures are blank.",
+        "what the window's own steps cannot show (the window's steps are timed from the "
+        "inside for the decomposition, docs/why.md): compute-only steps under no_sync(), one "
+        "all-reduce of the gradient's grad_bytes (the ceiling), and each of DDP's bucket_count "
+        "buckets all-reduced at the ceiling, summed as allreduce_bucketed_time_s. "
+        "explain_time_s is what the phase added to the run. At one rank the ceiling and what "
+        "is compared with it are blank; the in-step figures are measured (DDP runs its reducer "
+        "over a group of one).",
     ),
     (
         "Energy",

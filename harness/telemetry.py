@@ -53,6 +53,12 @@ SUMMARY_KEYS = (
     "gpu_sm_clock_mhz_mean",
     "gpu_temp_c_max",
     "gpu_throttle_reasons",
+    "gpu_clock_loss_share",
+)
+#: Reasons that mean the board is holding its clock down (power or heat), as opposed to an
+#: idle GPU or a clock setting: the ones whose lost clock is contention (harness.attribution).
+LIMITING_REASONS = frozenset(
+    {"sw_power_cap", "hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake"}
 )
 
 Sample = dict[str, Any]
@@ -136,6 +142,7 @@ class NvmlSampler:
             mem = self._read(lambda h=handle: nvml.nvmlDeviceGetMemoryInfo(h).used / 2**30)
             power = self._read(lambda h=handle: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)
             clock = self._read(lambda h=handle: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
+            top = self._read(lambda h=handle: nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_SM))
             temp = self._read(
                 lambda h=handle: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)
             )
@@ -152,6 +159,7 @@ class NvmlSampler:
                     "mem_used_gib": mem,
                     "power_w": power,
                     "sm_clock_mhz": clock,
+                    "sm_clock_max_mhz": top,
                     "temp_c": temp,
                     "throttle_reasons": throttle_names(mask) if mask is not None else None,
                     "energy_mj": energy,
@@ -283,7 +291,21 @@ def window_columns(
     out["gpu_temp_c_max"] = peak("temp_c")
     reasons = sorted({r for s in inside for r in (s.get("throttle_reasons") or [])})
     out["gpu_throttle_reasons"] = ",".join(reasons) if inside else None
+    out["gpu_clock_loss_share"] = clock_loss_share(inside)
     return out
+
+
+def clock_loss_share(samples: Sequence[Sample]) -> float | None:
+    """Mean over samples of the SM clock lost to a power or thermal limit: 1 − clock / max
+    clock where a :data:`LIMITING_REASONS` reason is set, else 0 (None without clocks)."""
+    losses = []
+    for s in samples:
+        clock, top = s.get("sm_clock_mhz"), s.get("sm_clock_max_mhz")
+        if clock is None or not top:
+            continue
+        limited = LIMITING_REASONS & set(s.get("throttle_reasons") or ())
+        losses.append(min(1.0, max(0.0, 1.0 - float(clock) / float(top))) if limited else 0.0)
+    return statistics.fmean(losses) if losses else None
 
 
 # -- one sampler per node under SLURM ----------------------------------------------------------

@@ -141,7 +141,7 @@ def build_report(
         sections.extend(scaling_sections(frame, summary, curves))
     sections.extend(energy)
     if n_ok:
-        why = why_section(summary, curves)
+        why = why_section(summary, curves, frame)
         if why is not None:
             sections.append(why)
         sections.extend(projection_sections(projection))

@@ -50,6 +50,7 @@ MAX_SAMPLES = 400
 #: Stack colours of the loss parts (unexplained in grey: it is the remainder, not a cause).
 PART_COLORS = {
     "compute": "#636efa",
+    "contention": "#ffa15a",
     "exposed_comm": "#ef553b",
     "data_wait": "#00cc96",
     "straggler": "#ab63fa",
@@ -626,7 +627,11 @@ def fig_why(decomp: pd.DataFrame, curve_id: str) -> go.Figure | None:
     if rows.empty:
         return None
     rows = rows.sort_values("world_size")
-    x = [f"N={int(n)}" for n in rows["world_size"]]
+    # A point whose checks failed is marked on its axis label ("!"): the sentences are beside.
+    x = [
+        f"N={int(n)}{' (!)' if len(c or ()) else ''}"
+        for n, c in zip(rows["world_size"], rows.get("checks", [()] * len(rows)), strict=True)
+    ]
     mode = rows["scaling_mode"].iloc[0]
     fig = go.Figure()
     for part in attribution.COMPONENTS:
@@ -660,8 +665,9 @@ def fig_why(decomp: pd.DataFrame, curve_id: str) -> go.Figure | None:
 
 
 def fig_allreduce(summary: pd.DataFrame, curve: pd.DataFrame) -> go.Figure | None:
-    """Per GPU count on one curve: the all-reduce ceiling, DDP's buckets at the ceiling, and
-    what DDP's step actually exposed, in ms per step."""
+    """Per GPU count on one curve: the all-reduce ceiling, DDP's buckets at the ceiling, the
+    all-reduce inside DDP's step, and what the step exposed of it (at the ceiling's speed, and
+    beyond: contention), in ms per step."""
     keys = curve.loc[curve["world_size"] > 1, "config_key"]
     pts = summary[summary["config_key"].isin(keys)].sort_values("world_size")
     if pts.empty or pts["allreduce_time_s"].isna().all():
@@ -671,9 +677,13 @@ def fig_allreduce(summary: pd.DataFrame, curve: pd.DataFrame) -> go.Figure | Non
     bars = (
         ("allreduce_time_s", "ceiling: one all-reduce of the whole gradient", "#8c9bb5"),
         ("allreduce_bucketed_time_s", "DDP's buckets, one by one, at the ceiling", "#636efa"),
+        ("allreduce_step_time_s", "inside DDP's step: some bucket in flight", "#19d3f3"),
         ("exposed_comm_s", "exposed in DDP's step (not hidden by backward)", "#ef553b"),
+        ("comm_contention_s", "exposed beyond the ceiling (contention)", "#ffa15a"),
     )
     for col, name, color in bars:
+        if col not in pts or pts[col].isna().all():
+            continue
         fig.add_trace(
             go.Bar(
                 x=x,

@@ -47,11 +47,12 @@ def build_json(
     data, sequence, precision, backend, hosts, machine class, load), ``answer`` the first
     screen's sentences; ``decomposition`` rows carry the configuration columns
     (analysis.CONFIG_COLUMNS, ``fault`` included), ``world_size``, ``efficiency`` and
-    ``loss_pp`` = {compute, exposed_comm, data_wait, straggler, unexplained}.
+    ``loss_pp`` = {compute, contention, exposed_comm, data_wait, straggler, unexplained}, and
+    ``checks`` (the sentences of the checks that failed, harness.attribution.checks).
     """
     summary = analysis.per_configuration(frame, SUMMARY_METRICS)
     curves = fmt.with_curve_names(analysis.scaling(frame, summary=summary), summary)
-    decomp = attribution.decompose(summary, curves)
+    decomp = attribution.decompose(summary, curves, frame)
     unit = fmt.device_unit(frame)
     by_key = summary.set_index("config_key") if len(summary) else summary
     headline: dict[str, Any] = {
@@ -96,6 +97,7 @@ def build_json(
                 "efficiency": r["efficiency"],
                 "loss_pp": attribution.loss_pp_dict(r),
                 "total_loss_pp": r["loss_pp"],
+                "checks": list(r.get("checks") or ()),
             }
         )
     body = {

@@ -199,8 +199,10 @@ def scaling_table(curves: pd.DataFrame) -> Table:
     )
 
 
-def why_section(summary: pd.DataFrame, curves: pd.DataFrame) -> Section | None:
-    decomp = attribution.decompose(summary, curves)
+def why_section(
+    summary: pd.DataFrame, curves: pd.DataFrame, frame: pd.DataFrame | None = None
+) -> Section | None:
+    decomp = attribution.decompose(summary, curves, frame)
     if decomp.empty:
         return None
     sentence = why_sentence(decomp, summary) or ""
@@ -211,11 +213,23 @@ def why_section(summary: pd.DataFrame, curves: pd.DataFrame) -> Section | None:
         for f in (fig_why(decomp, row["curve_id"]), fig_allreduce(summary, curve))
         if f is not None
     )
-    intro = (
-        f"{sentence} Each GPU count's lost efficiency 1 − E(N), in percentage points against "
-        "the curve's smallest GPU count N0, split into the causes measured after each point's "
-        "window; the remainder is shown as it is (definitions at the end of the report)."
+    by_key = summary.set_index("config_key")
+    # Contention gets its own sentence (its evidence and what to do) unless it leads already.
+    contention = (
+        None
+        if attribution.biggest_part(row) == "contention" or float(row["loss_pp"]) <= 0
+        else attribution.contention_sentence(row, by_key.loc[row["config_key"]].to_dict())
     )
+    intro = (
+        f"{sentence}{' ' + contention if contention else ''} Each GPU count's lost efficiency "
+        "1 − E(N), in percentage points against the curve's smallest GPU count N0, split into "
+        "the causes measured inside each point's window, step by step, on every rank; the "
+        "remainder is shown as it is (definitions at the end of the report)."
+    )
+    # Checks beside the chart: where the same run's measurements disagree, say which.
+    failed = [c for r in decomp.to_dict("records") for c in (r.get("checks") or ())]
+    if failed:
+        intro += " Checks that failed (read these parts with care): " + " ".join(failed)
     return Section(id="why", title="Why efficiency drops", intro=intro, figures=figs,
                    tables=(why_table(decomp),))  # fmt: skip
 

@@ -135,9 +135,10 @@ def test_why_section_draws_its_stacked_bars_and_the_ceiling(browser, tmp_path):
     page, errors, _ = open_page(browser, report.render_report(sweep, tmp_path / "why.html"))
     for div in ("fig-why-0", "fig-why-1"):
         page.wait_for_selector(f"#{div} .main-svg", timeout=30_000)
-    # five stacked parts (bars) plus the total marker on the first chart
-    assert page.locator("#fig-why-0 .barlayer .trace").count() == 5
-    assert page.locator("#fig-why-1 .barlayer .trace").count() == 3
-    assert "points lost are" in page.inner_text("body")
+    # six stacked parts (bars) plus the total marker on the first chart; on the second, the
+    # ceiling, the buckets at it, the in-step all-reduce, what it exposed and beyond
+    assert page.locator("#fig-why-0 .barlayer .trace").count() == 6
+    assert page.locator("#fig-why-1 .barlayer .trace").count() == 5
+    assert "points of efficiency are lost" in page.inner_text("body")
     assert errors == []
     page.close()

@@ -42,6 +42,8 @@ CASES: dict[str, tuple[DDPKnobs, int]] = {
     "powersgd_hook": (DDPKnobs(comm_hook="powersgd", powersgd_rank=1), 1),
     "grad_accum": (DDPKnobs(), 2),
     "grad_accum_view_buckets": (DDPKnobs(gradient_as_bucket_view=True, bucket_cap_mb=0.05), 2),
+    # The step probe (distrinews/timing.py) recording: DDP's all-reduce through its comm hook.
+    "probed": (DDPKnobs(bucket_cap_mb=0.05), 2),
 }
 
 
@@ -81,7 +83,10 @@ def _knob_worker(rank: int, init: str, out: str) -> None:
                 grad_accum=accum,
             )
             stream = BatchStream(ds, _sampler(ds, rank), pad_to=MAX_LEN, device=cpu)
-            trainer.forward_backward(stream)
+            if name == "probed":
+                trainer.probe.start()
+                trainer.probe.step_start()  # a recorded step: every hook of the probe fires
+            trainer.forward_backward(stream, trainer.probe if name == "probed" else None)
             saved = {"step1": _grads(model)}
             if name == "powersgd_hook":
                 # PowerSGD all-reduces plainly for 2 steps, then sends low-rank factors.

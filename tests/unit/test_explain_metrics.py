@@ -1,12 +1,20 @@
-"""The explain figures (distrinews.metrics.explain_figures) on hand-made step times, and the
-RunSpec fields that plant slowdowns."""
+"""The explain figures (distrinews.metrics.explain_figures, step_figures) on hand-made step
+times and probe marks, and the RunSpec fields that plant slowdowns."""
 
 from __future__ import annotations
 
 import pytest
 
 from distrinews.errors import UserError
-from distrinews.metrics import bus_bandwidth, explain_figures, lower_median
+from distrinews.metrics import (
+    bus_bandwidth,
+    explain_figures,
+    exposure_at_ceiling,
+    lower_median,
+    overlap_share,
+    step_figures,
+    union_length,
+)
 from distrinews.runspec import RunSpec
 
 
@@ -24,9 +32,8 @@ def test_bus_bandwidth_is_the_nccl_tests_convention():
     assert bus_bandwidth(10.0, 1) == 0.0
 
 
-def test_one_rank_has_compute_but_no_communication_or_straggler():
+def test_one_rank_has_compute_but_no_ceiling():
     out = explain_figures(
-        window_step_times_s=[[0.11, 0.11, 0.11]],
         work_step_times_s=[[0.10, 0.12, 0.10]],
         work_data_wait_s=[[0.01, 0.01, 0.01]],
         allreduce_time_s=None,
@@ -34,44 +41,122 @@ def test_one_rank_has_compute_but_no_communication_or_straggler():
     )
     assert out["compute_step_time_s"] == pytest.approx(0.09)
     assert out["grad_bytes"] == 1000
-    for key in ("exposed_comm_s", "overlap_share", "straggler_wait_s", "allreduce_time_s",
-                "allreduce_algbw_gbps", "allreduce_busbw_gbps"):  # fmt: skip
+    for key in ("allreduce_time_s", "allreduce_algbw_gbps", "allreduce_busbw_gbps"):
         assert out[key] is None, key  # null, never a faked 0
 
 
-def test_slow_rank_is_straggler_not_compute_and_exposed_is_what_sync_adds():
-    # Rank 1 works 50 ms longer every step; the synced step waits for it and adds 20 ms of
-    # all-reduce that backward did not hide.
-    work = [[0.100] * 5, [0.150] * 5]
-    waits = [[0.002] * 5, [0.002] * 5]
-    window = [[0.170] * 5, [0.170] * 5]
+def test_the_ceiling_gives_the_bandwidths():
     out = explain_figures(
-        window_step_times_s=window,
-        work_step_times_s=work,
-        work_data_wait_s=waits,
+        work_step_times_s=[[0.100] * 5, [0.150] * 5],
+        work_data_wait_s=[[0.002] * 5, [0.002] * 5],
         allreduce_time_s=0.040,
         grad_bytes=80_000_000,
     )
     assert out["compute_step_time_s"] == pytest.approx(0.098)  # the faster (typical) rank
-    assert out["straggler_wait_s"] == pytest.approx(0.050)
-    assert out["exposed_comm_s"] == pytest.approx(0.020)
-    assert out["overlap_share"] == pytest.approx(0.5)  # half of a 40 ms all-reduce hidden
     assert out["allreduce_algbw_gbps"] == pytest.approx(2.0)
     assert out["allreduce_busbw_gbps"] == pytest.approx(2.0)  # 2(N-1)/N = 1 at N = 2
-    # The parts add back up to the synced step: compute + data + straggler + exposed.
-    total = out["compute_step_time_s"] + 0.002 + out["straggler_wait_s"] + out["exposed_comm_s"]
-    assert total == pytest.approx(0.170)
 
 
-def test_exposed_is_clamped_at_zero_and_overlap_at_one():
-    out = explain_figures(
-        window_step_times_s=[[0.099] * 3, [0.099] * 3],
-        work_step_times_s=[[0.100] * 3, [0.100] * 3],
-        work_data_wait_s=[[0.0] * 3, [0.0] * 3],
-        allreduce_time_s=0.01,
-        grad_bytes=10,
-    )
-    assert out["exposed_comm_s"] == 0.0 and out["overlap_share"] == 1.0
+def test_overlap_share_is_clamped_and_null_without_its_inputs():
+    assert overlap_share(0.010, 0.040) == pytest.approx(0.75)
+    assert overlap_share(0.050, 0.040) == 0.0 and overlap_share(-0.001, 0.040) == 1.0
+    assert overlap_share(None, 0.04) is None and overlap_share(0.01, None) is None
+
+
+# -- inside the synchronised step (step_figures on hand-made probe marks) ---------------------
+
+
+def _mark(step, *, data=0.002, fwd=0.0, comm=0.0, rq=0.0, backward=0.050, buckets=None):
+    """One rank's probe marks for one step (seconds), as StepProbe.step_marks writes them."""
+    buckets = buckets if buckets is not None else [[0.020, 0.004], [0.048, 0.006]]
+    return {"step_s": step, "data_s": data, "forward_sync_s": fwd, "comm_wait_s": comm,
+            "backward_s": backward, "buckets": buckets, "run_queue_s": rq}  # fmt: skip
+
+
+def test_union_length_counts_overlaps_once():
+    assert union_length([(0, 2), (1, 3), (5, 6)]) == pytest.approx(4.0)
+    assert union_length([(0, 5), (1, 2)]) == pytest.approx(5.0)
+    assert union_length([]) == 0.0
+
+
+def test_exposure_at_ceiling_runs_the_buckets_one_after_another():
+    # Bucket 0 ready at 0 runs 10 ms; bucket 1 ready at 4 waits for it, runs 3 ms until 13;
+    # the last bucket was ready at 4, so 9 ms are exposed.
+    assert exposure_at_ceiling([0.0, 0.004], [0.010, 0.003]) == pytest.approx(0.009)
+    # Buckets far apart: only the last one's own time is exposed.
+    assert exposure_at_ceiling([0.0, 0.050], [0.010, 0.003]) == pytest.approx(0.003)
+
+
+def test_a_slow_rank_is_straggler_wait_and_the_last_ranks_wait_is_exposed():
+    # Rank 1 works 30 ms longer; rank 0 waits those 30 ms plus the 6 ms the last rank waits
+    # for its last bucket (exactly what that bucket costs at the ceiling).
+    fast = [_mark(0.108, comm=0.036) for _ in range(4)]
+    slow = [_mark(0.108, comm=0.006) for _ in range(4)]
+    out = step_figures([fast, slow], ceiling_buckets_s=[0.004, 0.006])
+    m = out["metrics"]
+    assert m["straggler_wait_s"] == pytest.approx(0.030)
+    assert m["exposed_comm_s"] == pytest.approx(0.006)
+    assert m["comm_contention_s"] == pytest.approx(0.0)
+    assert m["step_work_s"] == pytest.approx(0.108 - 0.002 - 0.036)  # the typical (faster) rank
+    assert m["step_work_s_rank_spread"] == pytest.approx(0.100 / 0.070)
+    assert m["step_time_instrumented_s"] == pytest.approx(0.108)
+    # The parts are the typical rank's step, exactly.
+    parts = m["step_work_s"] + 0.002 + m["straggler_wait_s"] + m["exposed_comm_s"]
+    assert parts + m["comm_contention_s"] + m["run_queue_wait_s"] == pytest.approx(0.108)
+
+
+def test_an_all_reduce_slower_in_the_step_than_alone_is_contention_not_exposure():
+    # Both ranks wait 16 ms for the last bucket, whose ceiling is 6 ms: 10 ms is contention.
+    ranks = [[_mark(0.100, comm=0.016, rq=0.004) for _ in range(3)] for _ in range(2)]
+    m = step_figures(ranks, ceiling_buckets_s=[0.004, 0.006])["metrics"]
+    assert m["exposed_comm_s"] == pytest.approx(0.006)
+    assert m["comm_contention_s"] == pytest.approx(0.010)
+    assert m["run_queue_wait_s"] == pytest.approx(0.004)
+    assert m["step_work_s"] == pytest.approx(0.100 - 0.002 - 0.016 - 0.004)
+    assert m["straggler_wait_s"] == pytest.approx(0.0)
+
+
+def test_what_the_hook_spends_before_issuing_the_collective_is_exposure_not_contention():
+    # A planted 40 ms delay in the last bucket's hook (slow_comm): the last rank waits 46 ms,
+    # all of it what the bucket costs its hook plus its 6 ms ceiling.
+    buckets = [[0.020, 0.004, 0.0], [0.048, 0.046, 0.040]]
+    ranks = [[_mark(0.150, comm=0.046, buckets=buckets) for _ in range(3)] for _ in range(2)]
+    m = step_figures(ranks, ceiling_buckets_s=[0.004, 0.006])["metrics"]
+    assert m["exposed_comm_s"] == pytest.approx(0.046)
+    assert m["comm_contention_s"] == pytest.approx(0.0)
+
+
+def test_ddps_forward_collective_counts_as_exposed_as_measured():
+    ranks = [[_mark(0.100, fwd=0.003, comm=0.006) for _ in range(3)] for _ in range(2)]
+    m = step_figures(ranks, ceiling_buckets_s=[0.004, 0.006])["metrics"]
+    assert m["exposed_comm_s"] == pytest.approx(0.009)
+    assert m["comm_contention_s"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_one_rank_has_no_ceiling_so_its_whole_wait_is_exposed_and_buckets_are_medians():
+    marks = [
+        _mark(0.05, comm=0.001, buckets=[[0.010, 0.002], [0.030, 0.001]]),
+        _mark(0.05, comm=0.003, buckets=[[0.012, 0.004], [0.034, 0.003]]),
+        _mark(0.05, comm=0.002, buckets=[[0.011, 0.003], [0.032, 0.002]]),
+    ]
+    out = step_figures([marks], ceiling_buckets_s=None)
+    m = out["metrics"]
+    assert m["exposed_comm_s"] == pytest.approx(0.002) and m["comm_contention_s"] is None
+    assert m["straggler_wait_s"] == 0.0 and m["step_work_s_rank_spread"] == 1.0
+    assert out["buckets"] == [
+        {"ready_s": pytest.approx(0.011), "step_allreduce_s": pytest.approx(0.003)},
+        {"ready_s": pytest.approx(0.032), "step_allreduce_s": pytest.approx(0.002)},
+    ]
+    assert m["backward_time_s"] == pytest.approx(0.050)
+    assert m["allreduce_step_time_s"] == pytest.approx(0.005)  # 3 + 2 ms, never overlapping
+
+
+def test_no_run_queue_counter_means_the_wait_stays_in_work():
+    ranks = [[{**_mark(0.1), "run_queue_s": None}] * 2]
+    m = step_figures(ranks, ceiling_buckets_s=None)["metrics"]
+    assert m["run_queue_wait_s"] is None and m["step_work_s"] == pytest.approx(0.098)
+    with pytest.raises(ValueError):
+        step_figures([[]], ceiling_buckets_s=None)
 
 
 def test_planted_slowdowns_are_spec_fields():

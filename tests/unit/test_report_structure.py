@@ -87,8 +87,8 @@ def test_text_report_shape(sweep):
     }
     assert header["Scaling"] == ["curve", "N0", "eff. N=2", "eff. N=4", "samples/s at largest N"]
     assert header["Why efficiency drops"] == [
-        "curve", "N", "efficiency", "pp lost", "compute slowdown pp", "exposed all-reduce pp",
-        "data wait pp", "straggler wait pp", "unexplained pp",
+        "curve", "N", "efficiency", "pp lost", "compute slowdown pp", "contention pp",
+        "exposed all-reduce pp", "data wait pp", "straggler wait pp", "unexplained pp",
     ]  # fmt: skip
     assert header["Failures"] == ["status", "point", "repeat", "reason", "logs"]
     assert text.endswith("\n") and not text.endswith("\n\n")
@@ -120,7 +120,7 @@ def test_json_report_shape(sweep):
     assert all(c["curve"].startswith("weak: ") for c in body["curves"])
     decomposition_keys = [
         *analysis.CONFIG_COLUMNS, "config_key", "curve_id", "scaling_mode", "base_world_size",
-        "efficiency", "loss_pp", "total_loss_pp",
+        "efficiency", "loss_pp", "total_loss_pp", "checks",
     ]  # fmt: skip
     assert body["decomposition"]
     assert all(list(r) == decomposition_keys for r in body["decomposition"])

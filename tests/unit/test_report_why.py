@@ -21,9 +21,11 @@ def test_report_has_the_why_section_with_bars_ceiling_and_sentence(sweep):
     rep = report.load_report(sweep)
     why = {s.id: s for s in rep.sections}["why"]
     assert why.title == "Why efficiency drops"
-    assert why.intro.startswith("At N=8, ") and "points lost are" in why.intro
+    assert why.intro.startswith("At N=8, ") and "points of efficiency are lost" in why.intro
+    assert "the biggest cause is" in why.intro and "Checks that failed" not in why.intro
     bars, ceiling = why.figures
-    assert [t.name for t in bars.data][:5] == [attribution.NAMES[c] for c in attribution.COMPONENTS]
+    names = [attribution.NAMES[c] for c in attribution.COMPONENTS]
+    assert [t.name for t in bars.data][: len(names)] == names
     assert bars.layout.barmode == "relative"  # negative parts stack below zero
     assert {t.name.split(":")[0] for t in ceiling.data} >= {"ceiling"}
     table = why.tables[0]
@@ -56,8 +58,9 @@ def test_json_report_keys_and_exact_decomposition(sweep):
     for row in rows:
         assert {"fault", "precision", "per_device_batch", "world_size", "efficiency",
                 "loss_pp"} <= set(row)  # fmt: skip
-        assert set(row["loss_pp"]) == {"compute", "exposed_comm", "data_wait", "straggler",
-                                       "unexplained"}  # fmt: skip
+        assert set(row["loss_pp"]) == {"compute", "contention", "exposed_comm", "data_wait",
+                                       "straggler", "unexplained"}  # fmt: skip
+        assert row["checks"] == []  # the fabricated sweep is consistent
         assert sum(row["loss_pp"].values()) == pytest.approx(100 * (1 - row["efficiency"]))
 
 
@@ -65,3 +68,25 @@ def test_json_report_of_a_results_root_is_one_line_exit_2(sweep):
     result = CliRunner().invoke(cli, ["report", str(sweep.parent), "--format", "json"])
     assert result.exit_code == 2
     assert "not a sweep folder" in result.output and "Traceback" not in result.output
+
+
+def test_a_check_that_fails_is_printed_beside_the_chart_and_marks_its_bar(tmp_path):
+    # The same fabricated sweep, but at N=8 the all-reduce was in flight for only 0.1 ms of a
+    # step whose exposed all-reduce is several ms: a measurement disagrees with another.
+    sweep_dir = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2, 4, 8)))
+    ledger = sweep_dir / "ledger.jsonl"
+    rows = [json.loads(line) for line in ledger.read_text().splitlines()]
+    for row in rows:
+        if row.get("world_size") == 8 and row.get("status") == "ok":
+            row["allreduce_step_time_s"] = 1e-4
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    why = {s.id: s for s in report.load_report(sweep_dir).sections}["why"]
+    assert "Checks that failed" in why.intro
+    assert "is longer than the all-reduce was in flight inside the step (0.1 ms)" in why.intro
+    bars = why.figures[0]
+    assert "N=8 (!)" in list(bars.data[0].x) and "N=4" in list(bars.data[0].x)
+    body = json.loads(
+        CliRunner().invoke(cli, ["report", str(sweep_dir), "--format", "json"]).output
+    )
+    flagged = [r for r in body["decomposition"] if r["checks"]]
+    assert flagged and all(r["world_size"] == 8 for r in flagged)

@@ -147,6 +147,26 @@ def test_summary_covers_only_the_measured_window():
     assert empty["gpu_util_pct_mean"] is None and empty["gpu_throttle_reasons"] is None
 
 
+def test_clock_lost_to_a_power_or_thermal_limit_is_measured_idle_clocks_are_not():
+    def sample(clock, reasons):
+        return {"t_unix": 1.0, "sm_clock_mhz": clock, "sm_clock_max_mhz": 2000,
+                "throttle_reasons": reasons}  # fmt: skip
+
+    samples = [
+        sample(1500, ["sw_power_cap"]),  # 25% of the clock lost to the power cap
+        sample(1000, ["hw_thermal", "sw_thermal"]),  # 50% lost to heat
+        sample(300, ["gpu_idle"]),  # idle: a low clock costs nothing
+        sample(2000, []),
+    ]
+    assert T.window_columns(samples, None)["gpu_clock_loss_share"] == pytest.approx(0.75 / 4)
+    no_max = [{**s, "sm_clock_max_mhz": None} for s in samples]
+    assert T.window_columns(no_max, None)["gpu_clock_loss_share"] is None  # never a guess
+    nvml = fake_nvml(2)
+    nvml.nvmlDeviceGetMaxClockInfo = lambda h, kind: 1980 if kind == nvml.NVML_CLOCK_SM else 0
+    (first, _second) = T.make_sampler(visible=None, count=2, nvml=nvml).sample_once()
+    assert first["sm_clock_max_mhz"] == 1980
+
+
 def test_throttle_names_decode_bits():
     assert T.throttle_names(0) == []
     assert T.throttle_names(0x1 | 0x40) == ["gpu_idle", "hw_thermal"]
