@@ -617,8 +617,8 @@ def _no_mfu_reason(ok: pd.DataFrame) -> str:
     return "no known peak FLOP/s for this device and precision"
 
 
-def fig_why(decomp: pd.DataFrame, curve_id: str) -> go.Figure | None:
-    """Stacked bars: each GPU count's lost efficiency split into its parts (pp) on one curve.
+def fig_why(decomp: pd.DataFrame, curve_id: str, *, unit: str = "GPU") -> go.Figure | None:
+    """Stacked bars: each device count's lost efficiency split into its parts (pp) on one curve.
 
     Parts can be negative (a part smaller than at N0, or a negative remainder): they stack
     below zero, and the black marker is the total 1 − E(N).
@@ -659,13 +659,15 @@ def fig_why(decomp: pd.DataFrame, curve_id: str) -> go.Figure | None:
         fig,
         f"Why efficiency drops: {rows['curve'].iloc[0]}",
         barmode="relative",
-        xaxis={"title": f"GPU count (vs N0={int(rows['base_world_size'].iloc[0])})"},
+        xaxis={"title": f"{unit}s (vs N0={int(rows['base_world_size'].iloc[0])})"},
         yaxis={"title": "lost efficiency (percentage points)"},
     )
 
 
-def fig_allreduce(summary: pd.DataFrame, curve: pd.DataFrame) -> go.Figure | None:
-    """Per GPU count on one curve: the all-reduce ceiling, DDP's buckets at the ceiling, the
+def fig_allreduce(
+    summary: pd.DataFrame, curve: pd.DataFrame, *, unit: str = "GPU"
+) -> go.Figure | None:
+    """Per device count on one curve: the all-reduce ceiling, DDP's buckets at the ceiling, the
     all-reduce inside DDP's step, and what the step exposed of it (at the ceiling's speed, and
     beyond: contention), in ms per step."""
     keys = curve.loc[curve["world_size"] > 1, "config_key"]
@@ -697,7 +699,7 @@ def fig_allreduce(summary: pd.DataFrame, curve: pd.DataFrame) -> go.Figure | Non
         fig,
         "DDP's all-reduce against the measured ceiling",
         barmode="group",
-        xaxis={"title": "GPU count"},
+        xaxis={"title": f"{unit}s"},
         yaxis={"title": "ms per step"},
     )
 

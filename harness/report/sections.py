@@ -208,9 +208,13 @@ def why_section(
     sentence = why_sentence(decomp, summary) or ""
     row = attribution.headline_row(decomp, summary, THROUGHPUT)
     curve = curves[curves["curve_id"] == row["curve_id"]]
+    unit = device_unit(frame if frame is not None else summary)
     figs = tuple(
         f
-        for f in (fig_why(decomp, row["curve_id"]), fig_allreduce(summary, curve))
+        for f in (
+            fig_why(decomp, row["curve_id"], unit=unit),
+            fig_allreduce(summary, curve, unit=unit),
+        )
         if f is not None
     )
     by_key = summary.set_index("config_key")
@@ -221,8 +225,9 @@ def why_section(
         else attribution.contention_sentence(row, by_key.loc[row["config_key"]].to_dict())
     )
     intro = (
-        f"{sentence}{' ' + contention if contention else ''} Each GPU count's lost efficiency "
-        "1 − E(N), in percentage points against the curve's smallest GPU count N0, split into "
+        f"{sentence}{' ' + contention if contention else ''} Each {unit} count's lost "
+        f"efficiency 1 − E(N), in percentage points against the curve's smallest {unit} count "
+        "N0, split into "
         "the causes measured inside each point's window, step by step, on every rank; the "
         "remainder is shown as it is (definitions at the end of the report)."
     )
