@@ -62,6 +62,9 @@ class Plant:
     overhead_s: float = 0.0
     """Per-step synchronisation cost at N > 1 beyond the all-reduce (planted, recoverable)."""
     device: str = "cpu"
+    scaling: str = "weak"
+    """strong: the global batch stays per_device_batch; each of N GPUs takes 1/N of it, and
+    the compute step shrinks with it (no part of it fixed)."""
 
 
 def planted_ready(plant: Plant) -> np.ndarray:
@@ -97,6 +100,7 @@ def planted_steps(plant: Plant, gpus) -> dict[str, np.ndarray]:
         jitter=np.array([0.0]),
         link=planted_link(plant),
         host_s=np.array([plant.overhead_s]),
+        scaling=plant.scaling,
     )
     pred = predict_steps(model, list(gpus))
     return {
@@ -115,17 +119,19 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
     ready = planted_ready(plant)
     for i, n in enumerate(plant.world_sizes):
         for repeat in range(plant.repeats):
+            strong = plant.scaling == "strong"
+            batch = plant.per_device_batch // n if strong else plant.per_device_batch
             spec = RunSpec(
                 nproc_per_node=n,
                 device=plant.device,
                 model=plant.model,
-                per_device_batch=plant.per_device_batch,
+                per_device_batch=batch,
                 ddp=DDPKnobs(bucket_cap_mb=25.0),
                 repeat=repeat,
             )
             noise = 1.0 + plant.noise_cv * rng.standard_normal()
             step = float(truth["step_s"][i]) * noise
-            compute = plant.compute_s * noise
+            compute = plant.compute_s * noise / (n if strong else 1)
             steps = (compute * (1 + 0.002 * rng.standard_normal(20))).tolist()
             busbw = planted_busbw(plant, n) * (1.0 + plant.noise_cv * rng.standard_normal())
             allreduce = float(truth["allreduce_s"][i])
@@ -133,7 +139,7 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
             # it holds any per-step synchronisation cost beyond the all-reduce too.
             exposed = float(truth["exposed_s"][i]) + (plant.overhead_s if n > 1 else 0.0)
             metrics = {
-                "samples_per_s": n * plant.per_device_batch / step,
+                "samples_per_s": n * batch / step,
                 "step_time_s_p50": step,
                 "compute_step_time_s": compute,
                 "grad_bytes": grad_bytes,
@@ -177,7 +183,7 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
                 started_at=t0,
                 finished_at=t0,
                 duration_s=10.0,
-                scaling_mode="weak",
+                scaling_mode=plant.scaling,
                 point_dir=rel,
                 record=record,
                 telemetry={},

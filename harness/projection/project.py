@@ -331,7 +331,15 @@ def _evaluate(
             exposed = np.concatenate([location_draws(m.exposed_comm_s, n_draws, rng) for m in ms])
             times, _, _ = mdl.allreduce_times(link, n_f, wire, len(compute))
             times = times * first.collectives_per_bucket
-            micro = compute / first.grad_accum
+            # The hide window at the feed: its last micro-step's backward (strong scaling
+            # shrinks the micro-step with N, or only the number of micro-steps).
+            per_sample = compute - stacked["fixed"]
+            if first.scaling == "strong" and first.strong_by == "accum":
+                micro = per_sample / first.grad_accum
+            elif first.scaling == "strong":
+                micro = per_sample / n_f / first.grad_accum
+            else:
+                micro = compute / first.grad_accum
             backward = [m.backward_s for m in ms]
             if all(b is not None for b in backward) and ms[0].ready_share:
                 # The worker measured backward itself: the hide window is no longer a guess.
@@ -342,7 +350,12 @@ def _evaluate(
                     used["hide_source"] = f"backward measured at N = {n_f} by the worker"
             else:
                 hide, clamped = mdl.fit_hide_share(
-                    times, compute, first.grad_accum, exposed, ready, first.hide.nominal
+                    times,
+                    micro * first.grad_accum,
+                    first.grad_accum,
+                    exposed,
+                    ready,
+                    first.hide.nominal,
                 )
                 for used in used_all:
                     used["hide_source"] = f"fitted to the exposed all-reduce at N = {n_f}"

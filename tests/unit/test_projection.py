@@ -299,6 +299,19 @@ def test_projection_from_a_planted_sweep_recovers_the_measured_efficiencies(tmp_
     assert "recorded by the worker" in info["sources"]["buckets"]
 
 
+def test_a_strong_scaling_sweep_is_projected_too(tmp_path):
+    plant = Plant(device="cuda", scaling="strong", efficiency=0.01)  # N = 2 above its floor
+    result = run_sweep(write_planted_sweep(tmp_path / "strong", plant), gpus="8,16")
+    rows = {r["gpus"]: r for r in result.rows}
+    truth = planted_steps(plant, [4, 8])
+    for n, step in zip((4, 8), truth["step_s"], strict=True):
+        assert rows[n]["scaling_mode"] == "strong"
+        assert rows[n]["measured_efficiency"] == pytest.approx(plant.compute_s / (n * step))
+        assert abs(rows[n]["error_pp"]) < 1e-3
+    assert "fitted: compute(N) = 0.00 ms" in result.curves[0]["sources"]["fixed"]
+    assert rows[16]["efficiency"] < rows[8]["efficiency"]
+
+
 def test_measured_readiness_replaces_the_assumption_and_the_hide_window(tmp_path):
     plant = Plant(device="cuda", readiness=True, ready=(0.1, 0.5, 0.9, 1.0), efficiency=0.05)
     result = run_sweep(write_planted_sweep(tmp_path / "r", plant))
