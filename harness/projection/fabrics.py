@@ -452,7 +452,7 @@ def _from_preset(name: str) -> Fabric:
         nic_near_gpu=p.nic_near_gpu,
         nvls=p.nvls and intra.kind == "nvswitch" and sm >= 90,
         cpu_vendor=p.cpu,
-        sources={"gpu": p.source, "net": p.source},
+        sources={"gpu": p.source, "net": f"{NET_LINKS[p.net].source}; count: the preset's source"},
     )
 
 

@@ -466,7 +466,11 @@ def _centred_ranks(v: np.ndarray, axis: int = -1) -> np.ndarray:
     """Ranks along ``axis`` scaled to mean 0 and norm 1 (their dot product is Spearman's
     correlation); all zeros where the values do not vary."""
     v = np.asarray(v, dtype=float)
-    r = np.argsort(np.argsort(v, axis=axis, kind="stable"), axis=axis).astype(float)
+    order = np.argsort(v, axis=axis)
+    shape = [1] * v.ndim
+    shape[axis] = v.shape[axis]
+    r = np.empty(v.shape)
+    np.put_along_axis(r, order, np.arange(v.shape[axis], dtype=float).reshape(shape), axis=axis)
     r -= r.mean(axis=axis, keepdims=True)
     norm = np.sqrt((r * r).sum(axis=axis, keepdims=True))
     flat = np.ptp(v, axis=axis, keepdims=True) <= 0

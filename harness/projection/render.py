@@ -100,7 +100,7 @@ def input_lines(result: Projection, curve: dict[str, Any]) -> list[str]:
 
 def fabric_lines(result: Projection) -> list[str]:
     s = result.settings
-    lines = [f"fabric {s['fabric']}: " + "; ".join(s["fabric_lines"])]
+    lines = [f"fabric {s['fabric']}: {s['fabric_lines'][0]}", *s["fabric_lines"][1:]]
     eff = s["efficiency"]
     lines.append(
         "stated efficiencies (achieved / NCCL-modelled bus bandwidth): "
