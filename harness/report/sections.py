@@ -239,23 +239,32 @@ def projection_sections(projection: Any) -> list[Section]:
     from harness.projection.render import driver_line, fabric_lines, verdict_lines
 
     s = projection.settings
+    on_fabric = any(r.get("algorithm") != "measured ring" for r in projection.rows)
+    link = (
+        "costed with NCCL's own model (its algorithm and protocol choice, latencies and "
+        "bandwidths, from src/graph/tuning.cc), the link efficiency calibrated on the bus "
+        "bandwidth measured at the largest N below each prediction (no peeking), past that the "
+        f"fabric {s['fabric']} ({s['gpus_per_node']} GPUs per node) with its stated efficiency "
+        "range"
+        if on_fabric
+        else "costed as a ring with the latency and bus bandwidth measured at the largest N "
+        "below each prediction (no peeking), on this sweep's own host: a GPU fabric would be a "
+        "what-if (distrinews-bench project --what-if)"
+    )
     intro = (
         "What the model predicts at more GPUs than were measured, from this sweep's own "
         "measurements: step = compute-only step + host overhead + the all-reduce time backward "
         "cannot hide + a straggler allowance. The all-reduce is bucketed (DDP's buckets, one "
-        "after another, each starting when backward has produced it) and costed with NCCL's "
-        "own model (its algorithm and protocol choice, latencies and bandwidths, from "
-        "src/graph/tuning.cc), the link efficiency calibrated on the bus bandwidth measured at "
-        "the largest N below each prediction (no peeking), past that the fabric "
-        f"{s['fabric']} ({s['gpus_per_node']} GPUs per node) with its stated efficiency range. "
+        f"after another, each starting when backward has produced it) and {link}. "
         f"Bands: {s['interval']}. Where the sweep measured an N, the table gives the error in "
         "percentage points and the lines below it say whether the prediction's interval holds "
         "the measurement. Other fabrics, hooks and GPU counts: distrinews-bench project."
     )
     figure = fig_projection(projection)
-    tables = [
-        Table(columns=("fabric", ""), rows=tuple(("fabric", x) for x in fabric_lines(projection)))
-    ]
+    tables = []
+    if on_fabric:
+        fabric = tuple(("fabric", x) for x in fabric_lines(projection))
+        tables.append(Table(columns=("fabric", ""), rows=fabric))
     by_curve: dict[Any, list[dict[str, Any]]] = {}
     for r in projection.rows:
         by_curve.setdefault(r.get("curve_id"), []).append(r)
