@@ -13,7 +13,8 @@ tests (which slows a point's steps and widens their spread) widens what is accep
 failing the test: each point's median step has the order-statistic interval [min, max] of its
 six measured steps (coverage 1 - 2 / 2^6 = 97%), and the measured efficiency the interval those
 give. The prediction must come within 5 points of that interval, and where the measurement
-shows a loss for certain (its interval's top below 98%), the model must see at least half of it.
+shows more loss for certain than the prediction without its all-reduce, modelling the
+all-reduce must move the prediction toward the measurement.
 (The earlier check, "nearer the measurement than a naive 100%", failed once when the measured
 loss was 3.2 pp, within the noise: it asked the model to resolve what the measurement could not.)
 """
@@ -110,8 +111,14 @@ def test_projection_from_two_gpus_predicts_four_and_eight(tmp_path, monkeypatch)
             f"[{100 * lo:.1f}, {100 * hi:.1f}], {100 * gap:.1f} pp outside that interval"
         )
         assert gap * 100 <= TOLERANCE_PP, (n, p, m, lo, hi)
-        if hi < 0.98:  # a loss the measurement shows for certain: the model must see it
-            assert 1.0 - p >= 0.5 * (1.0 - hi), (n, p, hi)
+        # The model must see the all-reduce: where the measurement shows, for certain, more
+        # loss than the prediction without its exposed all-reduce (p0), adding it must move
+        # the prediction toward the measurement. (A projection that ignored the all-reduce
+        # would fail this; the model's own shortfall on the rest is what the 5 pp bound is for.)
+        step, exposed = pred[n]["step_time_ms"], pred[n]["exposed_comm_ms"]
+        p0 = p * step / (step - exposed)
+        if hi < p0:
+            assert exposed > 0 and abs(p - m) < abs(p0 - m), (n, p, p0, m, hi)
 
 
 def _synced_steps(sweep_dir: Path, n: int) -> list[float]:
