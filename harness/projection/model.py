@@ -47,7 +47,6 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 
 import numpy as np
 
@@ -504,7 +503,3 @@ def robust_cv(values: Sequence[float]) -> float:
     if med <= 0:
         return 0.0
     return float(1.4826 * np.median(np.abs(arr - med)) / med)
-
-
-def normal_quantile(p: float) -> float:
-    return NormalDist().inv_cdf(p)

@@ -34,7 +34,7 @@ from distrinews.errors import UserError
 from harness.projection import model as mdl
 from harness.projection import nccl
 from harness.projection.fabrics import Fabric, Range
-from harness.projection.inputs import HOST_DEFAULT, CurveInputs, Measured
+from harness.projection.inputs import CurveInputs, Measured
 
 #: Monte Carlo draws per input: a stable 95% percentile interval (the 2.5% tails hold 10 draws
 #: each), few enough to project a 1,000-point sweep in about a second.
@@ -160,12 +160,10 @@ def project(
     rng = np.random.default_rng(seed)
     groups: dict[tuple, list[tuple[int, list[int]]]] = {}
     infos = [_curve_info(inp) for inp in inputs]
-    skipped_any = False
     for ci, inp in enumerate(inputs):
         targets = sorted(set(gpus) | {m.gpus for m in inp.measured})
         plans, why = _feed_plan(inp, targets, fabric, gpus_per_node, what_if)
         notes.extend(why)
-        skipped_any |= bool(why)
         by_plan: dict[_Plan, list[int]] = {}
         for n, plan in plans.items():
             by_plan.setdefault(plan, []).append(n)
@@ -218,7 +216,6 @@ def project(
         },
         "what_if": what_if,
     }
-    del skipped_any
     return Projection(rows=rows, curves=infos, settings=settings, notes=notes)
 
 
@@ -281,7 +278,6 @@ def _evaluate(
     ready: np.ndarray = np.asarray(first.ready, dtype=float)
     feed_ms = [next((x for x in inputs[ci].measured if x.gpus == plan.feed), None)
                for ci, _ in members]  # fmt: skip
-    fitted_hide = fitted_host = False
     if plan.feed is not None and all(m is not None for m in feed_ms):
         ms: list[Measured] = [m for m in feed_ms if m is not None]
         n_f = plan.feed
@@ -359,7 +355,6 @@ def _evaluate(
                 )
                 for used in used_all:
                     used["hide_source"] = f"fitted to the exposed all-reduce at N = {n_f}"
-            fitted_hide = True
             window = micro * hide
             beyond = np.maximum(exposed - mdl.exposed_comm_s(times, window, ready), 0.0)
             waits = []
@@ -367,7 +362,6 @@ def _evaluate(
                 extra = float(np.median(m.data_wait_s)) - inp.base_wait_s if m.data_wait_s else 0.0
                 waits.append(np.full(d, max(extra, 0.0)))
             host = beyond + np.concatenate(waits)
-            fitted_host = True
             for k, used in enumerate(used_all):
                 used["exposed_comm_s"] = float(exposed[k * d])
                 used["clamped"] = bool(clamped[k * d])
@@ -420,7 +414,6 @@ def _evaluate(
             np.asarray(np.broadcast_to(link.busbw_gbps, compute.shape), dtype=float))}  # fmt: skip
     if first.loader is not None:
         named["loader ceiling"] = stacked["loader"]
-    del fitted_hide, fitted_host
     # Intervals of every (curve, N) of the group at once: (C, G) lows and highs.
     c_steps = pred.step_s.reshape(c, d, len(ns))
     c_effs = pred.efficiency.reshape(c, d, len(ns))
@@ -651,4 +644,4 @@ def _range_json(r: Range) -> dict[str, Any]:
     return {"nominal": r.nominal, "lo": r.lo, "hi": r.hi, "source": r.source}
 
 
-__all__ = ["HOST_DEFAULT", "LEVEL", "N_DRAWS", "Projection", "project", "verdict"]
+__all__ = ["LEVEL", "N_DRAWS", "Projection", "drivers", "location_draws", "project", "verdict"]
