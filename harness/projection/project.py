@@ -106,12 +106,22 @@ def _feed_plan(
 ) -> tuple[dict[int, _Plan], list[str]]:
     """Which measured point feeds each target, and which targets cannot be predicted."""
     notes: list[str] = []
+    cpu = inp.device != "cuda"
+    # A feed must have measured its link (a CPU host: NCCL's model does not describe it, unless
+    # --busbw-gbps states it) or, on GPUs, at least its exposure (the link is then the fabric's).
+    stated = fabric.intra_busbw is not None
     usable = sorted(
         m.gpus
         for m in inp.measured
-        if m.nodes == 1 and m.gpus <= g and (m.busbw_gbps or m.bucket_times)
+        if m.nodes == 1
+        and m.gpus <= g
+        and (
+            m.busbw_gbps
+            or m.bucket_times
+            or (cpu and stated and m.exposed_comm_s)
+            or (not cpu and m.exposed_comm_s)
+        )
     )
-    cpu = inp.device != "cuda"
     foreign = (
         not cpu and inp.gpu_name is not None and fabric.gpu.upper() not in inp.gpu_name.upper()
     )
@@ -302,6 +312,19 @@ def _evaluate(
                 used_all[0]["link_source"] = (
                     f"bus bandwidth measured at N = {n_f} ({len(m0.busbw_gbps)} run(s)), "
                     "latency included"
+                )
+            else:  # stated by --busbw-gbps
+                link = mdl.MeasuredLink(0.0, float(fabric.intra_busbw or 0.0), g)
+                used_all[0]["link_source"] = "bus bandwidth stated by --busbw-gbps"
+        elif not all(m.busbw_gbps for m in ms):
+            what = (
+                "the bus bandwidth stated by --busbw-gbps"
+                if fabric.intra_busbw is not None
+                else "NCCL's model x the stated efficiency"
+            )
+            for used in used_all:
+                used["link_source"] = (
+                    f"fabric {fabric.name} ({what}; no bus bandwidth measured at N = {n_f})"
                 )
         else:
             # Calibrate the efficiency of the link NCCL's plan uses at the feed, from the

@@ -334,6 +334,15 @@ def test_a_planted_sync_overhead_beyond_the_all_reduce_is_carried(tmp_path):
     assert fit["host_ms"] == pytest.approx(20.0, rel=1e-3)
 
 
+def test_a_stated_bus_bandwidth_replaces_the_measured_one_and_the_fits_stay(tmp_path):
+    sweep = write_planted_sweep(tmp_path / "b", Plant(device="cuda"))
+    result = run_sweep(sweep, gpus="8,16", busbw_gbps="50,20")
+    fit = next(f for f in result.curves[0]["fits"] if f["fed_by_gpus"] == 2)
+    assert "stated by --busbw-gbps" in fit["link_source"]
+    assert fit["hide_source"].startswith("fitted to the exposed")
+    assert any("replaces the measured" in n for n in result.notes)
+
+
 def test_a_prediction_never_sees_the_point_it_predicts(tmp_path):
     """Changing what N = 8 measured changes predictions past 8, never the one at 8."""
     a = write_planted_sweep(tmp_path / "a", Plant(device="cuda"))
