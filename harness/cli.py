@@ -951,20 +951,50 @@ def compare_cmd(
 @click.option(
     "--gpus",
     default=None,
-    help="GPU counts to predict: 8,16,32 or 8,16,...,1024 [default: 8,16,...,1024].",
+    help="GPU counts to predict: 8,16,32 or 8,16,...,1024 [default: 8,16,...,1024; a CPU "
+    "sweep: its own host's rank counts].",
 )
-@click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--gpus-per-node",
+    type=click.IntRange(min=1),
+    default=None,
+    help="GPUs per node [default: the fabric's, 8 for the DGX/HGX presets].",
+)
 @click.option(
     "--fabric",
     default=None,
-    help="Interconnect: a preset (dgx-h100, ...), a link, or INTRA,INTER links "
-    "[default: dgx-h100]. An unknown name lists the known ones.",
+    help="Interconnect: a preset (dgx-h100, dgx-a100, dgx-1, dgx-2, aws-p5, ...), a link, or "
+    "INTRA,INTER links [default: dgx-h100]. An unknown name lists the known ones.",
 )
 @click.option(
     "--busbw-gbps",
     default=None,
-    help="All-reduce bus bandwidth INTRA[,INTER] in GB/s; overrides the fabric's (and, "
-    "with a sweep, the measured) bandwidth.",
+    help="Achieved all-reduce bus bandwidth INTRA[,INTER] in GB/s; replaces NCCL's modelled "
+    "one (and, with a sweep, the measured one). One value sets the intra-node link only.",
+)
+@click.option("--gpu", default=None, help="GPU generation (P100, V100, A100, H100, H200, B200).")
+@click.option(
+    "--nvlink",
+    default=None,
+    help="Intra-node NVLink generation (P100, V100, A100, H100, H200, B200): all links usable.",
+)
+@click.option("--pcie-gen", type=int, default=None, help="Intra-node PCIe generation (3, 4, 5).")
+@click.option("--nics-per-node", type=int, default=None, help="Network cards per node.")
+@click.option("--nic-gbps", type=float, default=None, help="Each NIC's rate in Gb/s.")
+@click.option(
+    "--transport",
+    default=None,
+    help="How NCCL uses the network: rdma (InfiniBand/RoCE), tcp (sockets), efa, tcpxo.",
+)
+@click.option("--nvls", type=click.Choice(["on", "off"]), default=None, help="NVLink SHARP.")
+@click.option(
+    "--sharp/--no-sharp", default=None, help="In-network reduction (NCCL CollNet) [default: off]."
+)
+@click.option(
+    "--link-efficiency",
+    default=None,
+    help="Achieved / NCCL-modelled bus bandwidth INTRA[,INTER], each a value or LO:HI "
+    "[default: the fabric table's stated ranges].",
 )
 @click.option(
     "--step-time-ms",
@@ -979,11 +1009,16 @@ def compare_cmd(
     help="Pure-input mode: DDP bucket cap in MiB, or the bucket sizes in DDP order.",
 )
 @click.option(
-    "--overlap",
-    type=float,
+    "--ready-share",
     default=None,
-    help="Pure-input mode: share of the compute step backward spans (all-reduces hide "
-    "behind it) [default: 2/3].",
+    help="Pure-input mode: when each bucket is ready, as shares of the hide window, DDP order "
+    "[default: reverse layer order, compute in proportion to parameters].",
+)
+@click.option(
+    "--overlap",
+    default=None,
+    help="Pure-input mode: share of the compute step backward spans (all-reduces hide behind "
+    "it), a value or LO:HI [default: 2/3, range 0.55:0.75].",
 )
 @click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option(
@@ -1003,16 +1038,61 @@ def compare_cmd(
 )
 @click.option(
     "--jitter",
-    type=float,
-    default=0.0,
+    default=None,
+    help="Pure-input mode: coefficient of variation of one rank's step time, a value or LO:HI "
+    "[default: 0.01, range 0.003:0.03].",
+)
+@click.option(
+    "--host-overhead-ms",
+    default=None,
+    help="Pure-input mode: per-step cost at N > 1 that is not the all-reduce, a value or LO:HI "
+    "[default: 0.5, range 0:2].",
+)
+@click.option(
+    "--loader-samples-per-s",
+    default=None,
+    help="Pure-input mode: the most samples/s one node's input pipeline delivers (value or LO:HI).",
+)
+@click.option(
+    "--scaling",
+    type=click.Choice(["weak", "strong"]),
+    default="weak",
     show_default=True,
-    help="Pure-input mode: coefficient of variation of one rank's step time.",
+    help="Pure-input mode: keep each GPU's batch (weak) or the global batch (strong).",
+)
+@click.option(
+    "--fixed-step-ms",
+    default=None,
+    help="Pure-input strong scaling: per-step cost that does not shrink with N (e.g. the "
+    "optimizer), a value or LO:HI [default: 0].",
 )
 @click.option(
     "--per-device-batch",
     type=click.IntRange(min=1),
     default=None,
     help="Pure-input mode: samples per GPU per micro-step (for samples/s).",
+)
+@click.option(
+    "--what-if",
+    is_flag=True,
+    default=False,
+    help="Show projections onto a machine the sweep did not run on (a CPU sweep on a GPU "
+    "fabric), labelled what-if on every row.",
+)
+@click.option(
+    "--draws",
+    type=int,
+    default=400,
+    show_default=True,
+    help="Monte Carlo draws per input for the 95% intervals (10 to 100,000).",
+)
+@click.option(
+    "--validate",
+    "validate_",
+    is_flag=True,
+    default=False,
+    help="Hold the model against the published scaling tables (harness/projection/"
+    "published.toml) and print each row's error and the summary.",
 )
 @click.option(
     "--format",
@@ -1026,73 +1106,128 @@ def compare_cmd(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write to this file (atomically) instead of stdout.",
+    help="Write to this file (atomically) instead of stdout; never replaces a file this "
+    "command did not write.",
 )
 @user_errors
 def project_cmd(
     results_dir: Path | None,
     gpus: str | None,
-    gpus_per_node: int,
+    gpus_per_node: int | None,
     fabric: str | None,
     busbw_gbps: str | None,
+    gpu: str | None,
+    nvlink: str | None,
+    pcie_gen: int | None,
+    nics_per_node: int | None,
+    nic_gbps: float | None,
+    transport: str | None,
+    nvls: str | None,
+    sharp: bool | None,
+    link_efficiency: str | None,
     step_time_ms: str | None,
     grad_mb: float | None,
     bucket_mb: str,
-    overlap: float | None,
+    ready_share: str | None,
+    overlap: str | None,
     grad_accum: int,
     comm_hook: str,
     powersgd_rank: int,
     matrix_dim: int,
-    jitter: float,
+    jitter: str | None,
+    host_overhead_ms: str | None,
+    loader_samples_per_s: str | None,
+    scaling: str,
+    fixed_step_ms: str | None,
     per_device_batch: int | None,
+    what_if: bool,
+    draws: int,
+    validate_: bool,
     fmt: str,
     output: Path | None,
 ) -> None:
     """Predict step time, samples/s and scaling efficiency at 8...1024 GPUs.
 
     \b
-    From a sweep (every weak-scaling curve with an N = 1 point):
+    From a sweep (every scaling curve with an N = 1 point):
       distrinews-bench project results/h100x8-scaling --gpus 8,16,...,1024 --fabric dgx-h100
     From plain numbers (any model, no sweep):
       distrinews-bench project --step-time-ms 120 --grad-mb 255 --bucket-mb 25 \\
-        --overlap 0.6 --fabric dgx-h100 --gpus 8,16,...,1024
+        --overlap 0.6 --fabric dgx-a100 --gpus 8,16,...,1024
+    Against the published scaling tables:
+      distrinews-bench project --validate
 
-    The model: step = compute + the all-reduce backward cannot hide + a straggler allowance
-    (docs/projection.md). Intervals are 95% bootstraps over the measured inputs.
+    The model: step = compute + host overhead + the all-reduce backward cannot hide (NCCL's own
+    cost model) + a straggler allowance (docs/projection.md). Intervals: 95% Monte Carlo over
+    every input (measured spreads and stated ranges).
     """
-    from harness.project import render, run_project
-    from harness.store import atomic_write_text
+    from harness.projection import render, run_project, written_by_us
+    from harness.store import atomic_write_text, check_output
 
-    pure_flags = step_time_ms is not None or grad_mb is not None
-    if results_dir is not None and pure_flags:
-        raise UserError("give RESULTS_DIR or --step-time-ms/--grad-mb, not both")
-    pure = None
-    if results_dir is None:
-        if step_time_ms is None or grad_mb is None:
-            raise UserError(
-                "give RESULTS_DIR (a sweep) or both --step-time-ms and --grad-mb (pure inputs)"
-            )
-        pure = {
-            "step_time_ms": step_time_ms,
-            "grad_mb": grad_mb,
-            "bucket_mb": bucket_mb,
-            "overlap": overlap,
-            "grad_accum": grad_accum,
-            "comm_hook": comm_hook,
-            "powersgd_rank": powersgd_rank,
-            "matrix_dim": matrix_dim,
-            "jitter": jitter,
-            "per_device_batch": per_device_batch,
-        }
-    result = run_project(
-        results_dir,
-        gpus=gpus,
-        gpus_per_node=gpus_per_node,
-        fabric=fabric,
-        busbw_gbps=busbw_gbps,
-        pure=pure,
-    )
-    text = render(result, fmt)
+    if output is not None:  # refuse a file this command did not write before any work
+        check_output(output, kind="projection", written_by_us=written_by_us)
+    if validate_:
+        if results_dir is not None or step_time_ms is not None or grad_mb is not None:
+            raise UserError("--validate takes no RESULTS_DIR and no pure-input flags")
+        from harness.projection import validate
+
+        text = validate.render(validate.validate(n_draws=draws))
+    else:
+        pure_flags = step_time_ms is not None or grad_mb is not None
+        if results_dir is not None and pure_flags:
+            raise UserError("give RESULTS_DIR or --step-time-ms/--grad-mb, not both")
+        pure = None
+        if results_dir is None:
+            if step_time_ms is None or grad_mb is None:
+                raise UserError(
+                    "give RESULTS_DIR (a sweep) or both --step-time-ms and --grad-mb (pure inputs)"
+                )
+            pure = {
+                "step_time_ms": step_time_ms,
+                "grad_mb": grad_mb,
+                "bucket_mb": bucket_mb,
+                "overlap": overlap,
+                "grad_accum": grad_accum,
+                "comm_hook": comm_hook,
+                "powersgd_rank": powersgd_rank,
+                "matrix_dim": matrix_dim,
+                "jitter": jitter,
+                "per_device_batch": per_device_batch,
+                "ready_share": ready_share,
+                "host_overhead_ms": host_overhead_ms,
+                "loader_samples_per_s": loader_samples_per_s,
+                "scaling": scaling,
+                "fixed_step_ms": fixed_step_ms,
+            }
+        else:
+            given = {
+                "--overlap": overlap, "--jitter": jitter, "--ready-share": ready_share,
+                "--host-overhead-ms": host_overhead_ms, "--fixed-step-ms": fixed_step_ms,
+                "--loader-samples-per-s": loader_samples_per_s,
+            }  # fmt: skip
+            stray = [k for k, v in given.items() if v is not None]
+            if stray:
+                raise UserError(
+                    f"{', '.join(stray)}: pure-input flags; with a sweep these are measured"
+                )
+        options = {
+            "gpu": gpu, "nvlink": nvlink, "pcie_gen": pcie_gen, "nics_per_node": nics_per_node,
+            "nic_gbps": nic_gbps, "transport": transport,
+            "nvls": None if nvls is None else nvls == "on", "sharp": sharp,
+        }  # fmt: skip
+        result = run_project(
+            results_dir,
+            gpus=gpus,
+            gpus_per_node=gpus_per_node,
+            fabric=fabric,
+            busbw_gbps=busbw_gbps,
+            pure=pure,
+            n_draws=draws,
+            fabric_options={k: v for k, v in options.items() if v is not None},
+            link_efficiency=link_efficiency,
+            what_if=what_if,
+        )
+        text = render(result, fmt)
     if output is None:
         click.echo(text, nl=False)
         return

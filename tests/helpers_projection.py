@@ -2,9 +2,16 @@
 
 The rows carry the shared "why" fields (compute_step_time_s, allreduce_busbw_gbps,
 exposed_comm_s, overlap_share, grad_bytes, bucket_count) and record.json the per-step times and
-DDP's buckets, exactly as the worker writes them. Every measured figure at N > 1 is what the
-projection model gives for known inputs (compute step, bus bandwidth, hide window), so a
-projection from the folder must recover them: that is the planted cause.
+DDP's buckets, exactly as the worker writes them (with the why engineer's readiness fields —
+``buckets[i].ready_s``, ``buckets[i].step_allreduce_s``, ``metrics.backward_time_s`` — when
+``Plant.readiness`` asks for them). Every measured figure at N > 1 is what the projection model
+gives for known inputs (compute step, link, hide window), so a projection from the folder must
+recover them: that is the planted cause. These tests check the fitting; tests whose
+measurements do not come from the model are the real-process runs and the published tables.
+
+A ``cpu`` plant is a gloo sweep (the projection uses the measured link: a ring of the planted
+bus bandwidth); a ``cuda`` plant an NCCL sweep on ``Plant.fabric`` (the measured bus bandwidth
+is NCCL's model times ``Plant.efficiency``).
 """
 
 from __future__ import annotations
@@ -17,7 +24,14 @@ import numpy as np
 
 from distrinews.runspec import DDPKnobs, RunSpec
 from harness import store
-from harness.projection import Network, StepModel, predict_steps
+from harness.projection import fabrics, nccl
+from harness.projection.model import (
+    MeasuredLink,
+    NcclLink,
+    StepModel,
+    predict_steps,
+    ready_embedding_last,
+)
 
 MIB = 1024 * 1024
 
@@ -28,8 +42,16 @@ class Plant:
 
     compute_s: float = 0.100
     busbw_gbps: float = 1.0
+    """cpu plants: the ring's bus bandwidth (latency 0)."""
+    efficiency: float = 0.5
+    """cuda plants: achieved / NCCL-modelled bus bandwidth."""
+    fabric: str = "dgx-a100"
     hide_share: float = 0.25
     buckets: tuple[float, ...] = (1 * MIB, 25 * MIB, 25 * MIB, 40 * MIB)
+    ready: tuple[float, ...] | None = None
+    """Each bucket's readiness (share of backward); None: the sweep rule (embedding last)."""
+    readiness: bool = False
+    """Write the worker's readiness fields (ready_s, step_allreduce_s, backward_time_s)."""
     world_sizes: tuple[int, ...] = (1, 2, 4, 8)
     repeats: int = 3
     per_device_batch: int = 32
@@ -39,34 +61,46 @@ class Plant:
     seed: int = 0
     overhead_s: float = 0.0
     """Per-step synchronisation cost at N > 1 beyond the all-reduce (planted, recoverable)."""
-    # (At 1 GB/s the exposure at N = 2 is above the floor, so it pins the window down.)
+    device: str = "cpu"
+    scaling: str = "weak"
+    """strong: the global batch stays per_device_batch; each of N GPUs takes 1/N of it, and
+    the compute step shrinks with it (no part of it fixed)."""
 
 
-def planted_network(plant: Plant) -> Network:
-    # A measured bandwidth carries its own latency: the projection uses it the same way.
-    return Network(
-        gpus_per_node=8,
-        intra_busbw_gbps=plant.busbw_gbps,
-        inter_busbw_gbps=plant.busbw_gbps,
-        intra_ring_step_s=0.0,
-        intra_tree_step_s=0.0,
-        inter_ring_step_s=0.0,
-        inter_tree_step_s=0.0,
-        intra_latency=False,
-    )
+def planted_ready(plant: Plant) -> np.ndarray:
+    if plant.ready is not None:
+        return np.asarray(plant.ready, dtype=float)
+    return ready_embedding_last(plant.buckets)
+
+
+def planted_link(plant: Plant) -> NcclLink | MeasuredLink:
+    if plant.device == "cpu":
+        return MeasuredLink(0.0, plant.busbw_gbps, 8)
+    fab = fabrics.resolve_fabric(plant.fabric)
+    eff = {k: np.array([plant.efficiency]) for k in ("intra", "inter", "nvls")}
+    return NcclLink(fab, fab.gpus_per_node, eff)
+
+
+def planted_busbw(plant: Plant, n: int) -> float:
+    """The bus bandwidth the worker would measure for the whole gradient at N."""
+    if plant.device == "cpu" or n <= 1:
+        return plant.busbw_gbps
+    fab = fabrics.resolve_fabric(plant.fabric)
+    grad = np.array([float(sum(plant.buckets))])
+    plan = nccl.allreduce_plan(fab.system(ranks=n), n, grad)
+    return float(plan.busbw_gbps(grad, n)[0]) * plant.efficiency
 
 
 def planted_steps(plant: Plant, gpus) -> dict[str, np.ndarray]:
     model = StepModel(
         compute_s=np.array([plant.compute_s]),
         bucket_bytes=plant.buckets,
-        wire_share=1.0,
-        collectives_per_bucket=1,
-        grad_accum=1,
+        ready=planted_ready(plant),
         hide_share=np.array([plant.hide_share]),
-        jitter_share=0.0,
-        net=planted_network(plant),
-        sync_overhead_s=plant.overhead_s,
+        jitter=np.array([0.0]),
+        link=planted_link(plant),
+        host_s=np.array([plant.overhead_s]),
+        scaling=plant.scaling,
     )
     pred = predict_steps(model, list(gpus))
     return {
@@ -82,30 +116,38 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
     truth = planted_steps(plant, plant.world_sizes)
     t0 = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
     grad_bytes = int(sum(plant.buckets))
+    ready = planted_ready(plant)
     for i, n in enumerate(plant.world_sizes):
         for repeat in range(plant.repeats):
+            strong = plant.scaling == "strong"
+            batch = plant.per_device_batch // n if strong else plant.per_device_batch
             spec = RunSpec(
                 nproc_per_node=n,
-                device="cuda",
+                device=plant.device,
                 model=plant.model,
-                per_device_batch=plant.per_device_batch,
+                per_device_batch=batch,
                 ddp=DDPKnobs(bucket_cap_mb=25.0),
                 repeat=repeat,
             )
             noise = 1.0 + plant.noise_cv * rng.standard_normal()
             step = float(truth["step_s"][i]) * noise
-            compute = plant.compute_s * noise
+            compute = plant.compute_s * noise / (n if strong else 1)
             steps = (compute * (1 + 0.002 * rng.standard_normal(20))).tolist()
-            busbw = plant.busbw_gbps * (1.0 + plant.noise_cv * rng.standard_normal())
+            busbw = planted_busbw(plant, n) * (1.0 + plant.noise_cv * rng.standard_normal())
             allreduce = float(truth["allreduce_s"][i])
-            exposed = float(truth["exposed_s"][i])
+            # The worker's exposed_comm_s is the synchronised step minus the compute-only step:
+            # it holds any per-step synchronisation cost beyond the all-reduce too.
+            exposed = float(truth["exposed_s"][i]) + (plant.overhead_s if n > 1 else 0.0)
             metrics = {
-                "samples_per_s": n * plant.per_device_batch / step,
+                "samples_per_s": n * batch / step,
                 "step_time_s_p50": step,
                 "compute_step_time_s": compute,
                 "grad_bytes": grad_bytes,
                 "bucket_count": len(plant.buckets),
             }
+            backward = plant.hide_share * compute
+            if plant.readiness:
+                metrics["backward_time_s"] = backward
             if n > 1:
                 metrics.update(
                     {
@@ -116,12 +158,19 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
                         "overlap_share": 1 - exposed / allreduce,
                     }
                 )
+            buckets = []
+            for k, b in enumerate(plant.buckets):
+                entry = {"bytes": int(b), "allreduce_time_s": None}
+                if plant.readiness:
+                    entry["ready_s"] = float(ready[k]) * backward
+                    entry["step_allreduce_s"] = None
+                buckets.append(entry)
             record = {
                 "metrics": metrics,
                 "spec": spec.to_dict(),
                 "step_times_s": [[step] * 20 for _ in range(n)],
                 "compute_step_times_s": [steps for _ in range(n)],
-                "buckets": [{"bytes": int(b), "allreduce_time_s": None} for b in plant.buckets],
+                "buckets": buckets,
                 "grad_dtype": "float32",
             }
             rel = f"points/{spec.run_id}"
@@ -134,7 +183,7 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
                 started_at=t0,
                 finished_at=t0,
                 duration_s=10.0,
-                scaling_mode="weak",
+                scaling_mode=plant.scaling,
                 point_dir=rel,
                 record=record,
                 telemetry={},

@@ -57,7 +57,7 @@ def build_report(
     ``max_batch_rows`` the largest-batch searches (max_batch.jsonl) and ``trials`` their trial
     runs (:mod:`harness.report.cost`). ``log_dirs``: the point_dirs whose logs/ folder exists (None:
     not checked); the failures table names a logs folder only when it is there.
-    ``projection`` a :class:`harness.project.Projection` (the "Projection" section).
+    ``projection`` a :class:`harness.projection.Projection` (the "Projection" section).
     """
     telemetry = telemetry if telemetry is not None else pd.DataFrame()
     rank_times = rank_times or {}

@@ -58,10 +58,10 @@ def load_report(sweep_dir: Path) -> Report:
 
 
 def _load_projection(sweep_dir: Path, frame: pd.DataFrame) -> Any:
-    """The default projection of a sweep (to 1024 GPUs, dgx-h100 past the measured points),
-    or None when the sweep cannot feed one: no ok N = 1 point, or no compute-only step time
-    (sweeps recorded before the worker measured it)."""
-    from harness import project
+    """The default projection of a sweep (to 1024 GPUs on dgx-h100 past the measured points;
+    a CPU sweep only on its own host), or None when the sweep cannot feed one: no ok N = 1
+    point, or no compute-only step time (sweeps recorded before the worker measured it)."""
+    from harness import projection
 
     if frame.empty or "compute_step_time_s" not in frame.columns:
         return None
@@ -69,8 +69,8 @@ def _load_projection(sweep_dir: Path, frame: pd.DataFrame) -> Any:
     if not (ok & pd.to_numeric(frame["compute_step_time_s"], errors="coerce").notna()).any():
         return None
     try:
-        return project.run_project(
-            sweep_dir, gpus=None, gpus_per_node=8, fabric=None, busbw_gbps=None, pure=None
+        return projection.run_project(
+            sweep_dir, gpus=None, gpus_per_node=None, fabric=None, busbw_gbps=None, pure=None
         )
     except UserError:
         return None

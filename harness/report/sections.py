@@ -280,27 +280,40 @@ def why_sentence(decomp: pd.DataFrame, summary: pd.DataFrame) -> str | None:
 
 
 def projection_sections(projection: Any) -> list[Section]:
-    """Predicted efficiency to 1024 GPUs with its band, the measured points on it, the inputs."""
+    """Predicted efficiency to 1024 GPUs with its band, the measured points on it, the inputs,
+    and for every measured point whether the prediction held it."""
     if projection is None or not projection.rows:
         return []
-    from harness.project import TABLE_COLUMNS, input_lines, table_rows
+    from harness.projection import TABLE_COLUMNS, input_lines, table_rows
+    from harness.projection.render import driver_line, fabric_lines, verdict_lines
 
     s = projection.settings
+    on_fabric = any(r.get("algorithm") != "measured ring" for r in projection.rows)
+    link = (
+        "costed with NCCL's own model (its algorithm and protocol choice, latencies and "
+        "bandwidths, from src/graph/tuning.cc), the link efficiency calibrated on the bus "
+        "bandwidth measured at the largest N below each prediction (no peeking), past that the "
+        f"fabric {s['fabric']} ({s['gpus_per_node']} GPUs per node) with its stated efficiency "
+        "range"
+        if on_fabric
+        else "costed as a ring with the latency and bus bandwidth measured at the largest N "
+        "below each prediction (no peeking), on this sweep's own host: a GPU fabric would be a "
+        "what-if (distrinews-bench project --what-if)"
+    )
     intro = (
         "What the model predicts at more GPUs than were measured, from this sweep's own "
-        "measurements: step = compute-only step + the all-reduce time backward cannot hide + "
-        "a straggler allowance. The all-reduce is bucketed (DDP's buckets, one after another; "
-        "the bucket produced last in backward cannot hide), ring inside a node, hierarchical "
-        "across nodes (ring or tree, whichever NCCL would pick), with a latency per algorithm "
-        "step and 2(N−1)/N·bytes/busbw. Inputs: the compute-only step at N = 1, DDP's buckets, "
-        f"the bus bandwidth and overlap measured at the largest N below each prediction (no "
-        f"peeking), and past that the fabric {s['fabric']} ({s['gpus_per_node']} GPUs per "
-        "node). Bands: 95% bootstrap over the measured inputs. Where the sweep measured an N, "
-        "the measured efficiency sits on the curve and the table gives the error in "
-        "percentage points. Other fabrics, hooks and GPU counts: distrinews-bench project."
+        "measurements: step = compute-only step + host overhead + the all-reduce time backward "
+        "cannot hide + a straggler allowance. The all-reduce is bucketed (DDP's buckets, one "
+        f"after another, each starting when backward has produced it) and {link}. "
+        f"Bands: {s['interval']}. Where the sweep measured an N, the table gives the error in "
+        "percentage points and the lines below it say whether the prediction's interval holds "
+        "the measurement. Other fabrics, hooks and GPU counts: distrinews-bench project."
     )
     figure = fig_projection(projection)
     tables = []
+    if on_fabric:
+        fabric = tuple(("fabric", x) for x in fabric_lines(projection))
+        tables.append(Table(columns=("fabric", ""), rows=fabric))
     by_curve: dict[Any, list[dict[str, Any]]] = {}
     for r in projection.rows:
         by_curve.setdefault(r.get("curve_id"), []).append(r)
@@ -308,12 +321,11 @@ def projection_sections(projection: Any) -> list[Section]:
     for key in list(by_curve)[:MAX_CURVES]:
         rows = table_rows(by_curve[key])
         name = infos[key]["curve"] or "pure inputs"
-        tables.append(
-            Table(
-                columns=("model input", ""),
-                rows=tuple((name, line) for line in input_lines(projection, infos[key])),
-            )
-        )
+        lines = input_lines(projection, infos[key]) + verdict_lines(by_curve[key])
+        drive = driver_line(by_curve[key])
+        if drive:
+            lines.append(drive)
+        tables.append(Table(columns=("model input", ""), rows=tuple((name, x) for x in lines)))
         tables.append(Table(columns=TABLE_COLUMNS, rows=tuple(rows)))
     for note in projection.notes:
         intro += f" Note: {note}."

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from distrinews.runspec import RunSpec
-from harness import project, store
-from tests.helpers_projection import Plant, planted_steps
+from harness import projection, store
+from tests.helpers_projection import Plant, planted_busbw, planted_steps
 
 GPUS = "8,16,32,64,128,256,512,1024,2048,4096"
 
@@ -24,13 +24,13 @@ def big_sweep(tmp_path_factory):
     lines = []
     for batch in range(1, 126):
         for precision in ("bf16", "fp32"):
-            plant = Plant(compute_s=0.02 + 0.002 * batch, busbw_gbps=50.0)
+            plant = Plant(compute_s=0.02 + 0.002 * batch, efficiency=0.9, device="cuda")
             truth = planted_steps(plant, (1, 2, 4, 8))
             for i, n in enumerate((1, 2, 4, 8)):
                 for repeat in range(3):
                     spec = RunSpec(
                         nproc_per_node=n, per_device_batch=batch, precision=precision,
-                        repeat=repeat,
+                        repeat=repeat, device="cuda",
                     )  # fmt: skip
                     noise = float(1 + 0.02 * rng.standard_normal())
                     step = float(truth["step_s"][i]) * noise
@@ -42,7 +42,7 @@ def big_sweep(tmp_path_factory):
                     }
                     if n > 1:
                         metrics |= {
-                            "allreduce_busbw_gbps": 50.0 * noise,
+                            "allreduce_busbw_gbps": planted_busbw(plant, n) * noise,
                             "allreduce_time_s": float(truth["allreduce_s"][i]),
                             "exposed_comm_s": float(truth["exposed_s"][i]) * noise,
                         }
@@ -62,8 +62,8 @@ def test_bench_project_thousand_points(benchmark, big_sweep, bench_report):
 
     def run():
         start = time.process_time()
-        result = project.run_project(
-            big_sweep, gpus=GPUS, gpus_per_node=8, fabric=None, busbw_gbps=None, pure=None
+        result = projection.run_project(
+            big_sweep, gpus=GPUS, gpus_per_node=8, fabric="dgx-a100", busbw_gbps=None, pure=None
         )
         cpu.append(time.process_time() - start)
         return result

@@ -105,17 +105,20 @@ def test_ci_keeps_an_exact_copy_of_the_slurm_cluster_script():
 # wrote; a run never formats a report). A new module must be placed here on purpose.
 HARNESS_STAGES = {
     # 0. results contract and pure models: no stage of their own
-    "store": 0, "envinfo": 0, "fabrics": 0, "definitions": 0, "energy": 0, "memory_model": 0,
+    "store": 0, "envinfo": 0, "definitions": 0, "energy": 0, "memory_model": 0,
     "attribution": 0,
     # 1. what a run's side processes record
     "telemetry": 1, "serving_store": 1,
     # 2. running: specs, launching, sweeping, searching, load-testing the server
     "spec": 2, "max_batch": 2, "launch": 2, "sweep": 2, "train_local": 2, "bench_serve": 2,
     # 3. numbers from results (pure pandas/numpy), and how every number is spelled (fmt
-    #    serves the three readers below, so it sits under them)
-    "analysis": 3, "projection": 3, "fmt": 3,
-    # 4. what a user reads: the report, the gate's verdicts, the projection tables
-    "report": 4, "compare": 4, "project": 4,
+    #    serves the readers below, so it sits under them). The projection is one package:
+    #    NCCL's cost model, the fabric table, the fit from a sweep, the validation data and its
+    #    rendering; it reads results through the analysis and spells numbers with fmt, and the
+    #    report draws it (it never imports the report).
+    "analysis": 3, "fmt": 3, "projection": 3,
+    # 4. what a user reads: the report, the gate's verdicts
+    "report": 4, "compare": 4,
     # the history store reads sweeps through the contract (store, analysis) and draws its page
     # with the report's page code
     "history": 4,

@@ -1,0 +1,505 @@
+"""The DDP step model: a training step at N GPUs, for thousands of draws of its inputs at once.
+
+Pure numpy, no I/O. Every input is an array of *draws* (draw 0 is the point estimate, the others
+sample each input's uncertainty), so one call gives the prediction and its interval.
+
+**The step.** Under DistributedDataParallel a step at N GPUs takes
+
+    step(N) = compute(N) + host(N) + exposed_comm(N) + straggler(N),   and at least the loader's
+
+- ``compute``: the compute-only step (forward, backward, optimizer; no all-reduce). Weak scaling
+  keeps it; strong scaling divides the per-sample part by N (``fixed_s`` stays: the optimizer
+  step and whatever does not shrink with the batch).
+- ``host``: per-step cost of synchronising that exists only at N > 1 and is not the all-reduce
+  (DDP's autograd hooks, bucket copies, stream waits; measured from a sweep as exposure no
+  all-reduce explains, else a stated range).
+- ``exposed_comm``: the part of the gradient all-reduce backward could not hide. DDP cuts the
+  gradient into *buckets* (bucket 0 ready first in backward) and all-reduces each as soon as it
+  is ready, one after another on one stream. Bucket i is ready at ``ready[i]`` of the hide
+  window (the last micro-step's backward); exposed = end of the last all-reduce − end of
+  backward. Each all-reduce costs what NCCL's model says for its size at N
+  (:mod:`harness.projection.nccl`), its bandwidth scaled by the link's efficiency draw — or, for a
+  link measured on a host NCCL's model does not describe (gloo), a ring with the measured
+  latency per step and bus bandwidth.
+- ``straggler``: every step waits for the slowest of N ranks. With a rank's step time varying
+  with coefficient of variation σ (normal), the expected wait of the typical rank (the lower
+  median) is compute · σ · :func:`gap_mean` (N): the mean gap between the largest and the lower
+  median of N standard normals. :func:`gap_median` is the *median* of that gap over steps — the
+  statistic the worker records as ``straggler_wait_s`` — so σ estimated from it divides by
+  gap_median, not by gap_mean (one statistic on both sides; mixing them under-stated σ by ~19%
+  at N = 2).
+- the loader: a node's input pipeline delivers at most ``loader_samples_per_s``; a step is never
+  shorter than the node's samples over that rate.
+
+**Readiness** (when each bucket may start): measured by the worker (``ready_s`` per bucket over
+``backward_time_s``), else an assumption the output prints: :func:`ready_by_bytes` (reverse layer
+order, compute in proportion to parameters: bucket i ready once the bytes of buckets 0..i are
+produced) or :func:`ready_embedding_last` (the same, but the last bucket — DistilBERT's word
+embeddings, whose backward costs nothing — ready only when backward ends).
+
+**Communication hooks** change the bytes on the wire (``wire_share``): fp16/bf16 halve them;
+PowerSGD of rank r sends r·(m+n) numbers instead of m·n per matrix (two all-reduces per bucket).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from harness.projection import nccl
+from harness.projection.fabrics import Fabric
+
+#: Share of a compute step that backward spans when nothing better is known: backward does
+#: about twice the forward's FLOPs (C ≈ 6·params·tokens: 2 forward, 4 backward; Kaplan et al.
+#: 2020, "Scaling Laws for Neural Language Models"), and the optimizer step is small.
+DEFAULT_HIDE_SHARE = 2.0 / 3.0
+#: DDP's defaults: the first bucket is capped at 1 MiB, the others at bucket_cap_mb MiB
+#: (torch.distributed._DEFAULT_FIRST_BUCKET_BYTES; DistributedDataParallel(bucket_cap_mb=25)).
+FIRST_BUCKET_BYTES = 1024 * 1024
+MIB = 1024 * 1024
+
+
+# -- order statistics of the straggler ------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _order_mean(n: int, k: int) -> float:
+    """E[X_(k)] of n standard normals (k = 1 smallest, n largest), by integration."""
+    if n == 1:
+        return 0.0
+    x = np.linspace(-12.0, 12.0, 6001)
+    erfc = np.vectorize(math.erfc)
+    upper = 0.5 * erfc(x / math.sqrt(2.0))  # 1 - Φ(x), accurate in the right tail
+    lower = 0.5 * erfc(-x / math.sqrt(2.0))  # Φ(x), accurate in the left tail
+    with np.errstate(divide="ignore"):
+        log_pdf = (
+            math.lgamma(n + 1) - math.lgamma(k) - math.lgamma(n - k + 1)
+            + (k - 1) * np.log(lower) + (n - k) * np.log(upper)
+            - 0.5 * x * x - 0.5 * math.log(2 * math.pi)
+        )  # fmt: skip
+    pdf = np.exp(log_pdf)
+    return float(np.trapezoid(x * pdf, x))
+
+
+def _lower_median_rank(n: int) -> int:
+    return (n - 1) // 2 + 1
+
+
+def gap_mean(n: int) -> float:
+    """E[max − lower median] of n standard normals (0 at n = 1): exact, by integration.
+
+    n = 2: 2/√π = 1.128; n = 8: 1.58; n = 1024: 3.2 (it grows like √(2 ln n)).
+    """
+    n = int(n)
+    if n <= 1:
+        return 0.0
+    return _order_mean(n, n) - _order_mean(n, _lower_median_rank(n))
+
+
+@functools.lru_cache(maxsize=256)
+def gap_median(n: int) -> float:
+    """The median over steps of (max − lower median) of n standard normals (0 at n = 1).
+
+    This is the statistic the worker records (``straggler_wait_s``: per step, slowest minus the
+    typical rank; median over steps). No closed form: a seeded simulation of 200,000 steps
+    (deterministic; standard error under 0.3%). n = 2: 0.95 (the median of |Z1 − Z2| =
+    √2 · 0.674), against a mean of 1.128.
+    """
+    n = int(n)
+    if n <= 1:
+        return 0.0
+    rng = np.random.default_rng([20260611, n])
+    steps = 200_000 if n <= 64 else max(2_000, 12_800_000 // n)
+    gaps = []
+    chunk = max(1, 4_000_000 // n)
+    done = 0
+    k = _lower_median_rank(n) - 1
+    while done < steps:
+        m = min(chunk, steps - done)
+        z = rng.standard_normal((m, n))
+        z.sort(axis=1)
+        gaps.append(z[:, -1] - z[:, k])
+        done += m
+    return float(np.median(np.concatenate(gaps)))
+
+
+def gap_means(gpus: np.ndarray) -> np.ndarray:
+    return np.array([gap_mean(int(g)) for g in np.atleast_1d(gpus)], dtype=float)
+
+
+def straggler_s(compute_s: np.ndarray, jitter: np.ndarray | float, gpus: np.ndarray) -> np.ndarray:
+    """Expected wait for the slowest of N ranks: compute · σ · gap_mean(N) (0 at N = 1)."""
+    return np.asarray(compute_s) * np.asarray(jitter) * gap_means(gpus)
+
+
+def jitter_from_wait(wait_s: np.ndarray, compute_s: np.ndarray, gpus: int) -> np.ndarray:
+    """σ (a rank's step-time coefficient of variation) from the worker's median straggler wait
+    at ``gpus`` ranks: wait / (compute · gap_median(N)) — the median on both sides."""
+    m = gap_median(gpus)
+    if m <= 0:
+        return np.zeros(np.shape(wait_s))
+    return np.asarray(wait_s, dtype=float) / (np.asarray(compute_s, dtype=float) * m)
+
+
+# -- readiness and overlap ------------------------------------------------------------------
+
+
+def ready_by_bytes(bucket_bytes: Sequence[float]) -> np.ndarray:
+    """Bucket i ready once buckets 0..i are produced, compute in proportion to their bytes."""
+    b = np.asarray(bucket_bytes, dtype=float)
+    if b.size == 0:
+        return b
+    return np.cumsum(b) / b.sum()
+
+
+def ready_embedding_last(bucket_bytes: Sequence[float]) -> np.ndarray:
+    """As :func:`ready_by_bytes` over all but the last bucket, which is ready at the end of
+    backward (an embedding gradient: the first parameters, no backward compute of their own)."""
+    b = np.asarray(bucket_bytes, dtype=float)
+    if b.size <= 1:
+        return np.ones(b.size)
+    head = np.cumsum(b[:-1])
+    return np.append(head / head[-1], 1.0)
+
+
+def exposed_comm_s(bucket_times: np.ndarray, window_s: np.ndarray, ready: np.ndarray) -> np.ndarray:
+    """All-reduce time backward did not hide: buckets all-reduced one after another.
+
+    ``bucket_times`` (..., K); ``window_s`` broadcastable to (...): the hide window (the last
+    micro-step's backward); ``ready`` (K,) or (..., K): when each bucket is ready, as a share of
+    the window. Bucket i starts when it is ready and the previous one is done.
+    """
+    window = np.asarray(window_s, dtype=float)
+    ready = np.asarray(ready, dtype=float)
+    end = np.zeros(np.broadcast_shapes(bucket_times.shape[:-1], window.shape))
+    for i in range(bucket_times.shape[-1]):
+        end = np.maximum(end, window * ready[..., i]) + bucket_times[..., i]
+    return np.maximum(end - window, 0.0)
+
+
+def fit_hide_share(
+    bucket_times: np.ndarray,
+    compute_s: np.ndarray,
+    grad_accum: int,
+    exposed_s: np.ndarray,
+    ready: np.ndarray,
+    prior: float = DEFAULT_HIDE_SHARE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The hide window (as a share of the compute step) that reproduces a measured exposure.
+
+    ``bucket_times`` (D, K) at the measured GPU count, ``compute_s`` and ``exposed_s`` (D,).
+    Exposure only falls as the window grows, so bisection finds the smallest window that gives
+    it. Once the window is long enough only the buckets finishing at the end of backward stay
+    exposed: a measurement at that floor only says "at least this long", and the window is then
+    the larger of that bound and ``prior``. Returns the share (D,) and a bool (D,), True where
+    the measurement fell outside what the model can produce (then clamped to 1 or 0).
+    """
+    full = compute_s / grad_accum
+    lo = np.zeros_like(full)
+    hi = full.copy()
+    most = exposed_comm_s(bucket_times, lo, ready)
+    least = exposed_comm_s(bucket_times, hi, ready)
+    tol = 1e-9 + 1e-6 * np.abs(exposed_s)
+    for _ in range(24):  # 2^-24 of the step: far below any timing noise
+        mid = (lo + hi) / 2
+        too_exposed = exposed_comm_s(bucket_times, mid, ready) > exposed_s + tol
+        lo = np.where(too_exposed, mid, lo)
+        hi = np.where(too_exposed, hi, mid)
+    share = hi / full
+    floor = exposed_s <= least + tol
+    share = np.where(floor, np.maximum(share, prior), share)
+    clamped = (exposed_s < least - tol) | (exposed_s > most + tol)
+    share = np.where(exposed_s >= most + tol, 0.0, np.minimum(share, 1.0))
+    return share, clamped
+
+
+def fit_latency_bandwidth(
+    bucket_bytes: Sequence[float], bucket_times_s: Sequence[float], gpus: int
+) -> tuple[float, float] | None:
+    """Per-step latency α (s) and bus bandwidth (GB/s) from all-reduces of several sizes at N.
+
+    A ring all-reduce of b bytes on N ranks takes 2(N−1)·α + 2(N−1)/N · b / busbw: a straight
+    line in b. Least squares over the buckets gives both; None when the sizes do not vary enough
+    (or the fit is not physical), so the caller keeps the plain measured bandwidth.
+    """
+    b = np.asarray(bucket_bytes, dtype=float)
+    t = np.asarray(bucket_times_s, dtype=float)
+    ok = np.isfinite(b) & np.isfinite(t)
+    b, t = b[ok], t[ok]
+    if gpus < 2 or b.size < 2 or np.ptp(b) < 0.5 * b.max():
+        return None
+    slope, intercept = np.polyfit(b, t, 1)
+    if slope <= 0 or intercept < 0:
+        return None
+    steps = 2 * (gpus - 1)
+    return float(intercept / steps), float(steps / gpus / slope / 1e9)
+
+
+# -- DDP's buckets and hooks ----------------------------------------------------------------
+
+
+def ddp_buckets(
+    param_bytes: Sequence[int], bucket_cap_bytes: float, first_cap_bytes: float = FIRST_BUCKET_BYTES
+) -> list[int]:
+    """DDP's bucket sizes for parameters given in ``model.parameters()`` order.
+
+    DDP fills buckets in the order gradients appear in backward, about the reverse parameter
+    order; a bucket closes once it reaches its cap (the first bucket's cap is 1 MiB, or the cap
+    when that is smaller), so a parameter bigger than the cap gets a bucket of its own. Returned
+    in DDP's order (bucket 0 first).
+    """
+    buckets: list[int] = []
+    size = 0
+    cap = min(first_cap_bytes, bucket_cap_bytes)
+    for nbytes in reversed(list(param_bytes)):
+        size += int(nbytes)
+        if size >= cap:
+            buckets.append(size)
+            size = 0
+            cap = bucket_cap_bytes
+    if size:
+        buckets.append(size)
+    return buckets
+
+
+#: The most buckets a projection models (a DDP cap below 1/100,000 of the gradient is not a
+#: configuration anyone runs, and each bucket costs work in every draw).
+MAX_BUCKETS = 100_000
+
+
+def split_buckets(grad_bytes: float, bucket_cap_bytes: float) -> list[float]:
+    """Equal buckets of the cap (the last holds the remainder) when shapes are unknown."""
+    if grad_bytes <= 0:
+        return []
+    count = math.ceil(grad_bytes / bucket_cap_bytes)
+    if count > MAX_BUCKETS:
+        raise ValueError(f"{count} buckets is more than {MAX_BUCKETS}")
+    full = int(grad_bytes // bucket_cap_bytes)
+    rest = grad_bytes - full * bucket_cap_bytes
+    out = [float(bucket_cap_bytes)] * full
+    if rest > 0:
+        out.append(float(rest))
+    return out
+
+
+def powersgd_share(shapes: Sequence[Sequence[int]], rank: int) -> float:
+    """Bytes PowerSGD sends over the dense gradient's bytes, for these parameter shapes.
+
+    A matrix m×n (higher-rank tensors viewed as shape[0] × rest) sends r·(m+n) numbers instead
+    of m·n when that saves at least 2x (PowerSGD's min_compression_rate = 2); vectors and
+    matrices too small to gain go dense.
+    """
+    dense = sent = 0.0
+    for shape in shapes:
+        numel = math.prod(shape)
+        dense += numel
+        if len(shape) < 2:
+            sent += numel
+            continue
+        m, n = shape[0], numel // shape[0]
+        low = rank * (m + n)
+        sent += low if low * 2 <= numel else numel
+    return sent / dense if dense else 1.0
+
+
+def hook_wire_share(comm_hook: str, *, powersgd: float | None = None) -> float:
+    """Bytes on the wire over the dense gradient's bytes, per communication hook."""
+    if comm_hook in ("fp16", "bf16"):
+        return 0.5
+    if comm_hook == "powersgd":
+        if powersgd is None:
+            raise ValueError("powersgd needs its compression share (see powersgd_share)")
+        return powersgd
+    return 1.0
+
+
+# -- the links ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NcclLink:
+    """A fabric NCCL's cost model describes; ``efficiency`` holds (D,) draws per link kind
+    ("intra", "inter", "nvls") of achieved / modelled bandwidth."""
+
+    fabric: Fabric
+    gpus_per_node: int
+    efficiency: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class MeasuredLink:
+    """A link measured on the sweep's own host where NCCL's model does not apply (gloo on CPU):
+    a ring of 2(N−1) steps of ``alpha_s`` each plus 2(N−1)/N · bytes / busbw. Arrays are (D,)."""
+
+    alpha_s: np.ndarray | float
+    busbw_gbps: np.ndarray | float
+    gpus_per_node: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(system: nccl.System, ranks: int, sizes: tuple[float, ...]) -> nccl.Plan:
+    return nccl.allreduce_plan(system, ranks, np.asarray(sizes, dtype=float))
+
+
+def allreduce_times(
+    link: NcclLink | MeasuredLink, n: int, wire_bytes: np.ndarray, draws: int
+) -> tuple[np.ndarray, str, frozenset[str]]:
+    """(draws, K) seconds of one all-reduce of each message at ``n`` GPUs, NCCL's choice, and
+    which link efficiencies it used ("intra", "inter", "nvls"; "measured" for a measured ring).
+
+    Across nodes the ring crosses both links: the efficiency applied is the network's, or the
+    intra-node link's scaled by its headroom when that is the slower of the two.
+    """
+    b = np.asarray(wire_bytes, dtype=float)
+    if n <= 1 or b.size == 0:
+        return np.zeros((draws, b.size)), "", frozenset()
+    if isinstance(link, MeasuredLink):
+        alpha = np.broadcast_to(np.asarray(link.alpha_s, dtype=float), (draws,))[:, None]
+        bw = np.broadcast_to(np.asarray(link.busbw_gbps, dtype=float), (draws,))[:, None] * 1e9
+        t = 2 * (n - 1) * alpha + 2 * (n - 1) / n * b[None, :] / bw
+        return t, "measured ring", frozenset({"measured"})
+    system = link.fabric.system(link.gpus_per_node, ranks=n)
+    plan = _plan(system, int(n), tuple(float(x) for x in b))
+
+    def draw(kind: str) -> np.ndarray:
+        e = link.efficiency.get(kind)
+        return np.ones(draws) if e is None else np.broadcast_to(np.asarray(e, float), (draws,))
+
+    eff = np.ones((draws, b.size))
+    used: set[str] = set()
+    for kind in set(plan.limited_by[a] for a in np.unique(plan.algo)):
+        cols = np.array([plan.limited_by[a] == kind for a in plan.algo])
+        e = draw(kind)
+        used.add(kind)
+        if kind == "inter" and np.isfinite(plan.intra_headroom):
+            e = np.minimum(e, draw("intra") * plan.intra_headroom)
+            used.add("intra")
+        eff[:, cols] = e[:, None]
+    t = plan.latency_s[None, :] + b[None, :] / (plan.bytes_per_s[None, :] * eff)
+    return t, nccl.plan_label(plan, b), frozenset(used)
+
+
+# -- the step -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """Everything one prediction needs; arrays are (D,) draws (draw 0 = the point estimate).
+
+    ``ready`` is (K,) or (D, K): each bucket's readiness as a share of the hide window.
+    ``scaling`` "weak" keeps the per-GPU work; "strong" divides the per-sample part of the
+    compute step (``compute_s − fixed_s``) by N — by shrinking the per-GPU batch
+    (``strong_by="batch"``) or the accumulation steps (``"accum"``).
+    """
+
+    compute_s: np.ndarray
+    bucket_bytes: tuple[float, ...]
+    ready: np.ndarray
+    hide_share: np.ndarray
+    jitter: np.ndarray
+    link: NcclLink | MeasuredLink
+    wire_share: float = 1.0
+    collectives_per_bucket: int = 1
+    grad_accum: int = 1
+    host_s: np.ndarray | float = 0.0
+    fixed_s: np.ndarray | float = 0.0
+    scaling: str = "weak"
+    strong_by: str = "batch"
+    samples_per_step: float | None = None
+    loader_samples_per_s: np.ndarray | float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepPrediction:
+    """Arrays (D, G): draws x GPU counts; ``algorithm`` (G,) NCCL's choice at each count."""
+
+    step_s: np.ndarray
+    compute_s: np.ndarray
+    exposed_comm_s: np.ndarray
+    allreduce_s: np.ndarray
+    straggler_s: np.ndarray
+    host_s: np.ndarray
+    loader_bound: np.ndarray
+    efficiency: np.ndarray
+    algorithm: tuple[str, ...]
+    links_used: tuple[frozenset[str], ...] = ()
+
+
+def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
+    """Step time at each GPU count for every draw (see the module docstring)."""
+    compute1 = np.asarray(model.compute_s, dtype=float)
+    d = compute1.shape[0]
+    fixed = np.broadcast_to(np.asarray(model.fixed_s, dtype=float), (d,))
+    hide = np.broadcast_to(np.asarray(model.hide_share, dtype=float), (d,))
+    jitter = np.broadcast_to(np.asarray(model.jitter, dtype=float), (d,))
+    host = np.broadcast_to(np.asarray(model.host_s, dtype=float), (d,))
+    dense = np.asarray(model.bucket_bytes, dtype=float)
+    wire = dense * model.wire_share / model.collectives_per_bucket
+    ready = np.asarray(model.ready, dtype=float)
+    keys = ("step", "compute", "exposed", "allreduce", "straggler", "host", "loader", "eff")
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    labels = []
+    links: list[frozenset[str]] = []
+    for n in gpus:
+        n = int(n)
+        per_sample = (compute1 - fixed) / (n if model.scaling == "strong" else 1)
+        compute = fixed + per_sample
+        # The hide window is the last micro-step's backward: a micro-step shrinks with the
+        # per-GPU batch (weak, strong by batch), or keeps its size (strong by accumulation).
+        if model.scaling == "strong" and model.strong_by == "accum":
+            micro = (compute1 - fixed) / model.grad_accum
+        elif model.scaling == "strong":
+            micro = per_sample / model.grad_accum
+        else:
+            micro = compute / model.grad_accum
+        window = hide * micro
+        times, label, used = allreduce_times(model.link, n, wire, d)
+        times = times * model.collectives_per_bucket
+        exposed = exposed_comm_s(times, window, ready) if n > 1 else np.zeros(d)
+        stall = straggler_s(compute, jitter, np.array([n])) if n > 1 else np.zeros(d)
+        h = host if n > 1 else np.zeros(d)
+        step = compute + h + exposed + stall
+        bound = np.zeros(d, dtype=bool)
+        if model.loader_samples_per_s is not None and model.samples_per_step:
+            per_gpu = model.samples_per_step / (n if model.scaling == "strong" else 1)
+            on_node = min(n, model.link.gpus_per_node)
+            floor = per_gpu * on_node / np.asarray(model.loader_samples_per_s, dtype=float)
+            bound = floor > step
+            step = np.maximum(step, floor)
+        eff = compute1 / step if model.scaling == "weak" else compute1 / (n * step)
+        for key, value in (("step", step), ("compute", compute), ("exposed", exposed),
+                           ("allreduce", times.sum(axis=-1)), ("straggler", stall),
+                           ("host", np.broadcast_to(h, (d,))), ("loader", bound),
+                           ("eff", eff)):  # fmt: skip
+            cols[key].append(np.broadcast_to(value, (d,)))
+        labels.append(label)
+        links.append(used)
+    stack = {k: np.stack(v, axis=1) if v else np.zeros((d, 0)) for k, v in cols.items()}
+    return StepPrediction(
+        step_s=stack["step"],
+        compute_s=stack["compute"],
+        exposed_comm_s=stack["exposed"],
+        allreduce_s=stack["allreduce"],
+        straggler_s=stack["straggler"],
+        host_s=stack["host"],
+        loader_bound=stack["loader"],
+        efficiency=stack["eff"],
+        algorithm=tuple(labels),
+        links_used=tuple(links),
+    )
+
+
+def robust_cv(values: Sequence[float]) -> float:
+    """Coefficient of variation that one slow step cannot inflate: 1.4826·MAD / median."""
+    arr = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    if arr.size < 2:
+        return 0.0
+    med = float(np.median(arr))
+    if med <= 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(arr - med)) / med)
