@@ -724,19 +724,7 @@ def fig_projection(projection: Any) -> go.Figure | None:
         if all(b is not None for b in band):
             lo = np.array([b[0] for b in band]) * 100
             hi = np.array([b[1] for b in band]) * 100
-            fig.add_trace(
-                go.Scatter(
-                    x=np.concatenate([x, x[::-1]]),
-                    y=np.concatenate([hi, lo[::-1]]),
-                    fill="toself",
-                    fillcolor=_rgba(color, 0.15),
-                    line={"width": 0},
-                    hoverinfo="skip",
-                    legendgroup=str(key),
-                    showlegend=False,
-                    name="95% interval",
-                )
-            )
+            fig.add_trace(_band(x, lo, hi, color, str(key)))
         fig.add_trace(
             go.Scatter(
                 x=x,

@@ -518,7 +518,8 @@ def test_report_has_a_projection_section_with_band_measured_points_and_verdicts(
     assert list(measured.x) == [2, 4, 8]
     predicted = next(t for t in fig.data if (t.name or "").startswith("predicted:"))
     assert max(predicted.x) == 1024
-    assert any(t.fill == "toself" for t in fig.data)  # the band
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert bands and all(b.mode == "lines" for b in bands)  # an outline: no dots at its corners
     cells = " ".join(cell for t in section.tables for row in t.rows for cell in row)
     assert "compute-only step" in cells and "measured at N = 4" in cells
     assert "within the" in cells or "misses its own" in cells
