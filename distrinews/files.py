@@ -97,6 +97,10 @@ def named_os_error(exc: BaseException, path: Path) -> BaseException:
 # -- atomic files ----------------------------------------------------------------------------
 
 
+#: errno of os.link on a file system that has no hard links.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
 def atomic_write(path: Path, writer: Callable[[IO[bytes]], Any], *, replace: bool = True) -> bool:
     """Write ``path`` atomically: ``writer`` fills a binary temp file in the same folder, which
     is fsynced, given the ordinary file mode and renamed over ``path``.
@@ -125,9 +129,26 @@ def atomic_write(path: Path, writer: Callable[[IO[bytes]], Any], *, replace: boo
         try:
             os.link(tmp, path)  # atomic and exclusive: fails when the name exists
         except FileExistsError:
-            return False
-        finally:
             os.unlink(tmp)
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # A file system without hard links (FAT, some network and FUSE mounts): claim the
+            # name exclusively, then rename over the claim. Still never replaces a file that
+            # was there; a reader may see the claim empty for an instant.
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
+            except FileExistsError:
+                os.unlink(tmp)
+                return False
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(path)  # our empty claim, not a file anyone else put there
+                raise
+            return True
+        os.unlink(tmp)
         return True
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):

@@ -18,6 +18,7 @@ import click
 
 from distrinews.errors import UserError
 from distrinews.layout import LEDGER_NAME, SERVING_LEDGER
+from harness.outputs import OutputKind
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,6 +61,40 @@ class FiniteFloatRange(click.FloatRange):
         rv = super().convert(value, param, ctx)
         if rv is not None and not math.isfinite(rv):
             self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+class OutputFile(click.Path):
+    """The type of every ``-o/--output`` option: refuses, while the command line is parsed, a path
+    whose file the command did not write (harness.outputs; a test walks the CLI for it).
+
+    ``kind`` is the command's :class:`~harness.outputs.OutputKind`, or ``"module:NAME"`` naming
+    one, imported only when the option is given (a report's kind lives with the report).
+    """
+
+    def __init__(self, kind: Any, *, allow_dash: bool = False) -> None:
+        super().__init__(dir_okay=False, path_type=Path, allow_dash=allow_dash)
+        self._kind = kind
+
+    @property
+    def kind(self) -> Any:
+        if isinstance(self._kind, str):
+            import importlib
+
+            module, name = self._kind.split(":")
+            self._kind = getattr(importlib.import_module(module), name)
+        return self._kind
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from harness.outputs import check_output
+
+        rv = super().convert(value, param, ctx)
+        if self.allow_dash and str(rv) == "-":
+            return rv
+        try:
+            check_output(rv, self.kind)
+        except UserError as exc:
+            self.fail(str(exc), param, ctx)
         return rv
 
 
@@ -425,14 +460,14 @@ def sweep(
 @click.option("--tokenizer", default=None, help="Override every point's tokenizer.")
 @click.option(
     "--timeout-s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=None,
     help="Per-point limit in seconds (default: the sweep file's timeout_s).",
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile("harness.launch:SBATCH_KIND", allow_dash=True),
     required=True,
     help="Where to write the sbatch script ('-' for stdout).",
 )
@@ -458,9 +493,9 @@ def sbatch(
     """
     import dataclasses
 
-    from harness.launch import build_sbatch_script, sbatch_job_here
+    from harness.launch import SBATCH_KIND, build_sbatch_script, sbatch_job_here
+    from harness.outputs import write_output
     from harness.spec import Resources, resolve_sweep
-    from harness.store import atomic_write_text, check_output
 
     spec = resolve_sweep(sweep_file, gpu_count=gpus_per_node or 0)  # a bad file fails now
     overrides = {k: v for k, v in (("data", data), ("tokenizer", tokenizer)) if v is not None}
@@ -495,12 +530,7 @@ def sbatch(
     if str(output) == "-":
         click.echo(script, nl=False)
         return
-    check_output(
-        output,
-        kind="sbatch script",
-        written_by_us=lambda head: head.startswith(b"#!/bin/bash\n#SBATCH --job-name=distrinews-"),
-    )
-    atomic_write_text(output, script)
+    write_output(output, script, SBATCH_KIND)
     runnable = sum(p.skip_reason is None for p in points)
     click.echo(f"wrote {output}: {runnable}/{len(points)} points fit; submit with: sbatch {output}")
 
@@ -510,7 +540,7 @@ def sbatch(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile("harness.store:EXPORT_KIND"),
     required=True,
     help="A .parquet or .csv file.",
 )
@@ -724,9 +754,9 @@ def bench_serve(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile("harness.report.load:REPORT_KIND"),
     default=None,
-    help="HTML file to write (default: RESULTS_DIR/report.html).",
+    help="File to write (html default: RESULTS_DIR/report.html; text and json default: stdout).",
 )
 @click.option(
     "--format",
@@ -740,15 +770,18 @@ def bench_serve(
 @user_errors
 def report(results_dir: Path, output: Path | None, fmt: str) -> None:
     """Render the scaling report of one sweep folder."""
+    from harness.outputs import write_output
     from harness.report import load_report, render_json, render_report, render_text
+    from harness.report.load import REPORT_KIND
 
-    if fmt == "json":
-        click.echo(render_json(results_dir), nl=False)
+    if fmt == "html":
+        click.echo(f"report: {render_report(results_dir, output)}")
         return
-    if fmt == "text":
-        click.echo(render_text(load_report(results_dir)), nl=False)
+    text = render_json(results_dir) if fmt == "json" else render_text(load_report(results_dir))
+    if output is None:
+        click.echo(text, nl=False)
         return
-    click.echo(f"report: {render_report(results_dir, output)}")
+    click.echo(f"report: {write_output(output, text, REPORT_KIND)}")
 
 
 @cli.command("compare")
@@ -816,6 +849,30 @@ def compare_cmd(
     )
     click.echo(text, nl=False)
     sys.exit(1 if result.regressed else 0)
+
+
+def _is_projection(path: Path, head: bytes) -> bool:
+    """Whether a file is an earlier ``project`` output (text, markdown or JSON) -- for the
+    projection's owner to move beside its renderer (harness.project)."""
+    import json
+
+    from harness.outputs import read_small
+
+    data = read_small(path)
+    if data is None:
+        return False
+    if head.lstrip().startswith(b"{"):
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            return False
+        return isinstance(body, dict) and {"inputs", "predictions"} <= set(body)
+    last = data.rstrip().rsplit(b"\n", 1)[-1]
+    return head.startswith((b"== ", b"## ")) and last.startswith(b"efficiency = compute-only")
+
+
+#: What ``project -o`` writes: an earlier projection may be replaced, nothing else.
+PROJECTION_KIND = OutputKind(name="projection", recognizes=_is_projection)
 
 
 @cli.command("project")
@@ -896,7 +953,7 @@ def compare_cmd(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile(PROJECTION_KIND),
     default=None,
     help="Write to this file (atomically) instead of stdout.",
 )
@@ -932,8 +989,8 @@ def project_cmd(
     The model: step = compute + the all-reduce backward cannot hide + a straggler allowance
     (docs/projection.md). Intervals are 95% bootstraps over the measured inputs.
     """
+    from harness.outputs import write_output
     from harness.project import render, run_project
-    from harness.store import atomic_write_text
 
     pure_flags = step_time_ms is not None or grad_mb is not None
     if results_dir is not None and pure_flags:
@@ -968,7 +1025,7 @@ def project_cmd(
     if output is None:
         click.echo(text, nl=False)
         return
-    atomic_write_text(output, text)
+    write_output(output, text, PROJECTION_KIND)
     click.echo(f"wrote {output}", err=True)
 
 

@@ -48,6 +48,7 @@ from distrinews.layout import (
 )
 from distrinews.runspec import RunSpec
 
+from .outputs import OutputKind
 from .store import read_json
 
 WORKER_MODULE = "distrinews.worker"
@@ -377,6 +378,16 @@ def sbatch_job_here(sweep: str, **fields: Any) -> SbatchJob:
         activate=str(activate) if in_venv else None,
         **fields,
     )
+
+
+def is_sbatch_script(_path: Path, head: bytes) -> bool:
+    """Whether a file is an sbatch script :func:`build_sbatch_script` wrote (``sbatch -o`` may
+    replace it)."""
+    return head.startswith(b"#!/bin/bash\n#SBATCH --job-name=distrinews-")
+
+
+#: What ``sbatch -o`` writes: an earlier script of ours may be replaced, nothing else.
+SBATCH_KIND = OutputKind(name="sbatch script", recognizes=is_sbatch_script)
 
 
 def build_sbatch_script(job: SbatchJob) -> str:

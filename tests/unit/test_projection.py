@@ -403,12 +403,11 @@ def test_bad_input_is_one_line_and_exit_2(args, needle):
 
 def test_sweep_without_n1_is_one_line_exit_2_and_output_is_untouched(tmp_path):
     sweep = write_planted_sweep(tmp_path / "no1", Plant(world_sizes=(2, 4), repeats=1))
-    out = tmp_path / "keep.json"
-    out.write_text("old")
+    out = tmp_path / "keep.json"  # (an existing file that is not a projection: refused by -o)
     res = run(str(sweep), "-o", str(out))
     assert res.exit_code == 2
     assert "N = 1" in res.output and len(res.output.strip().splitlines()) == 1
-    assert out.read_text() == "old"
+    assert not out.exists()
     res = run(str(tmp_path / "missing"))
     assert res.exit_code == 2 and "no such results folder" in res.output
 
