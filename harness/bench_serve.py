@@ -42,6 +42,7 @@ from typing import Any
 from distrinews.errors import UserError
 from distrinews.files import refuse_symlink
 from distrinews.metrics import percentile
+from distrinews.safeio import decimal
 
 from .serving_store import (
     SERVING_SCHEMA_VERSION,
@@ -154,7 +155,7 @@ def parse_concurrency(text: str) -> tuple[int, ...]:
     out = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        if not (n := decimal(part)) or n < 1:
             raise UserError(
                 f"--concurrency {text!r}: {part!r} is not a positive integer (e.g. 1,4,16)"
             )

@@ -188,7 +188,7 @@ def cli() -> None:
     show_default=True,
     help="Continue from the latest checkpoint in --out.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -40,7 +40,7 @@ from distrinews.files import append_durably, open_nofollow, refuse_symlink
 from distrinews.layout import ATTEMPTS_DIR, LEDGER_NAME, LOCK_NAME, POINTS_DIR
 from distrinews.metrics import LEDGER_METRIC_KEYS, rank_spread
 from distrinews.runspec import RunSpec
-from distrinews.safeio import loads_strict
+from distrinews.safeio import decimal, loads_strict
 
 from . import outputs
 from .outputs import OutputKind
@@ -103,7 +103,8 @@ def fresh_point_dir(sweep_dir: Path, run_id: str) -> Path:
         if leftovers:
             attempts = pdir / ATTEMPTS_DIR
             attempts.mkdir(exist_ok=True)
-            taken = {int(p.name) for p in attempts.iterdir() if p.name.isdigit()}
+            # Numbered by this function in ASCII; any other name (a user's, '²') is left alone.
+            taken = {n for p in attempts.iterdir() if (n := decimal(p.name)) is not None}
             dest = attempts / str(max(taken, default=0) + 1)
             dest.mkdir()
             for path in leftovers:

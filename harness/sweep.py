@@ -40,6 +40,7 @@ from distrinews.errors import UserError
 from distrinews.files import ordinary_mode
 from distrinews.layout import LAUNCHER_LOG, LOGS_DIR, RECORD_JSON, RUN_JSON, TELEMETRY_LOG
 from distrinews.runspec import RunSpec
+from distrinews.safeio import decimal
 
 from . import energy, envinfo, max_batch, memory_model, store, telemetry
 from .launch import (
@@ -141,14 +142,15 @@ def detect_resources(options: SweepOptions, env: dict[str, str] | None = None) -
     local_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if options.launcher == "local":
         return Resources(nodes=1, gpus_per_node=local_gpus, launcher="local")
-    nodes = options.nodes or int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+    count = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or ""
+    nodes = options.nodes or decimal(count.strip()) or 1
     gpus = slurm_gpus_per_node(env) or local_gpus
     cpus = env.get("SLURM_CPUS_ON_NODE", "")
     return Resources(
         nodes=nodes,
         gpus_per_node=gpus,
         launcher="slurm",
-        **({"cpus_per_node": int(cpus)} if cpus.isdigit() and int(cpus) > 0 else {}),
+        **({"cpus_per_node": n} if (n := decimal(cpus)) else {}),
     )
 
 
