@@ -26,7 +26,7 @@ from distrinews.runspec import RunSpec
 from harness import launch, spec, store
 from harness import sweep as sw
 from harness.cli import cli
-from tests.helpers_procs import LAUNCH_MODEL, processes_mentioning
+from tests.helpers_procs import LAUNCH_MODEL, listening_sockets, processes_mentioning
 
 # The launch tests' model (tests/helpers_procs.py): their subject is the launch path, and the
 # default-sweep test below runs DistilBERT itself.
@@ -304,7 +304,8 @@ def test_hang_past_timeout_is_killed_with_its_whole_tree(tmp_path):
 
 @pytest.mark.slow
 def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
-    """Two torchrun agents (as on two machines) meet in a c10d rendezvous on 127.0.0.1."""
+    """Two torchrun agents (as on two machines) meet in a c10d rendezvous on 127.0.0.1, and
+    listen on that address only."""
     run = RunSpec(
         nodes=2, nproc_per_node=1, device="cpu", model=LAUNCH_MODEL, data="synthetic:256",
         max_length=32, per_device_batch=4, precision="fp32", warmup_steps=1, measured_steps=3,
@@ -320,13 +321,22 @@ def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
                          start_new_session=True)
         for _ in range(2)
     ]  # fmt: skip
+    seen: set = set()
+    deadline = time.monotonic() + 150
     try:
-        codes = [a.wait(timeout=150) for a in agents]
+        # Issue 25: nothing listens on every interface across nodes either -- the rendezvous
+        # store on the endpoint's address, the ranks' store and gloo on the node's own.
+        while any(a.poll() is None for a in agents) and time.monotonic() < deadline:
+            seen |= listening_sockets(str(pdir))
+            time.sleep(0.05)
+        codes = [a.wait(timeout=max(1.0, deadline - time.monotonic())) for a in agents]
     finally:
         for a in agents:
             if a.poll() is None:
                 os.killpg(a.pid, signal.SIGKILL)
     assert codes == [0, 0]
+    assert len({pid for pid, _, _ in seen}) >= 3, seen  # both agents' and the ranks' sockets
+    assert {address for _, address, _ in seen} == {"127.0.0.1"}, seen  # never [::] or 0.0.0.0
     record = json.loads((pdir / "record.json").read_text())
     assert record["env"]["world_size"] == 2 and record["env"]["backend"] == "gloo"
     assert len(record["step_times_s"]) == 2  # both ranks' step times gathered
