@@ -250,7 +250,13 @@ def run_sweep(
     sweep_dir = Path(options.results) / spec.name
     timeout_s = options.timeout_s or spec.timeout_s
     if options.launcher == "slurm":
-        slurm_hosts(os.environ)  # outside an allocation: one clear line before anything runs
+        hosts = slurm_hosts(os.environ)  # outside an allocation: one line before anything runs
+        if options.nodes is not None and options.nodes > len(hosts):
+            # A point needing more nodes than there are would fail to build its srun line.
+            raise UserError(
+                f"--nodes {options.nodes}: the allocation has {len(hosts)} node(s) "
+                f"({', '.join(hosts[:8])}{', ...' if len(hosts) > 8 else ''})"
+            )
     with store.sweep_lock(sweep_dir):
         env_info = envinfo.collect()
         _write_env(sweep_dir, env_info)
