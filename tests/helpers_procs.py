@@ -33,9 +33,9 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def listening_sockets(text: str) -> set[tuple[int, str, int]]:
+def listening_sockets(text: str, *, skip: tuple[str, ...] = ()) -> set[tuple[int, str, int]]:
     """(pid, address, port) of every TCP socket listening in a live process whose command line
-    mentions ``text``.
+    mentions ``text`` (but for programs named in ``skip``, e.g. Slurm's own ``srun``).
 
     Linux /proc, no tool needed: a process's sockets are the ``socket:[INODE]`` links under
     /proc/PID/fd; /proc/PID/net/tcp and tcp6 list the sockets of its network namespace with
@@ -44,6 +44,9 @@ def listening_sockets(text: str) -> set[tuple[int, str, int]]:
     found = set()
     for pid in processes_mentioning(text):
         try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            if os.path.basename(program.decode(errors="replace")) in skip:
+                continue
             inodes = {
                 os.readlink(fd)[8:-1]
                 for fd in Path(f"/proc/{pid}/fd").iterdir()

@@ -93,10 +93,17 @@ def assert_refused(result: Result, *needles: str, code: int = 2) -> str:
     return lines[0]
 
 
+SMALL_SWEEP = FakeSweep(name="s", world_sizes=(1, 2), batches=(16,), repeats=2, failures=False)
+
+
 @pytest.fixture
 def sweep_dir(tmp_path: Path) -> Path:
     """A small finished sweep: 2 world sizes x 1 batch x 2 precisions, 2 repeats."""
-    return write_sweep(
-        tmp_path / "results",
-        FakeSweep(name="s", world_sizes=(1, 2), batches=(16,), repeats=2, failures=False),
-    )
+    return write_sweep(tmp_path / "results", SMALL_SWEEP)
+
+
+@pytest.fixture(scope="module")
+def shared_sweep(tmp_path_factory) -> Path:
+    """The same sweep, written once per module, for the many tests that only aim at it (each
+    checks that it is unchanged, so a test that changed it fails itself)."""
+    return write_sweep(tmp_path_factory.mktemp("shared") / "results", SMALL_SWEEP)
