@@ -159,13 +159,16 @@ def parse_concurrency(text: str) -> tuple[int, ...]:
     out = []
     for part in text.split(","):
         part = part.strip()
-        if not (n := decimal(part)) or n < 1:
+        n = decimal(part)
+        if n is None and part.isascii() and part.isdigit():
+            n = MAX_CONCURRENCY + 1  # more digits than decimal reads: over the bound anyway
+        if not n or n < 1:
             raise UserError(
                 f"--concurrency {text!r}: {part!r} is not a positive integer (e.g. 1,4,16)"
             )
         if n > MAX_CONCURRENCY:
             raise UserError(
-                f"--concurrency {text!r}: {n} requests in flight; at most {MAX_CONCURRENCY} "
+                f"--concurrency {text!r}: {part} requests in flight; at most {MAX_CONCURRENCY} "
                 "(each holds a connection and a task of its own)"
             )
         out.append(int(part))

@@ -206,6 +206,13 @@ def test_train_values_beyond_what_the_run_can_use_are_one_line(tmp_path, args, n
     assert_refused(result, needle)
 
 
+@pytest.mark.parametrize("value", ["1,1000000000", "1025", str(10**30)])
+def test_bench_serve_concurrency_is_bounded_before_any_task_exists(value):
+    """10^9 requests in flight were 10^9 asyncio tasks (and bodies) before the first request."""
+    result = invoke("bench-serve", "--url", "http://127.0.0.1:9", "--concurrency", value)
+    assert_refused(result, "--concurrency", "at most 1024")
+
+
 # -- tracebacks: resuming from a checkpoint someone else wrote -------------------------------
 
 
