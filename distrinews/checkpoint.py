@@ -364,6 +364,44 @@ def load_training_state(
     )
 
 
+def check_resumable(out_dir: str | Path, *, world_size: int) -> Path | None:
+    """The checkpoint a run in ``out_dir`` would resume from, checked as far as it can be
+    without the model (config and checksum, world size, a weights file of plain data holding
+    model weights, every rank's RNG state, optimizer groups); None when there is none.
+
+    For the launcher of a multi-rank run: a bad checkpoint is one line here, before torchrun
+    starts ranks that would each refuse it. The file is memory-mapped, so this costs little.
+    """
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is None:
+        return None
+    config = read_config(ckpt)
+    if config.get("world_size") != world_size:
+        raise CheckpointError(
+            f"{ckpt}: written by {config.get('world_size')} rank(s); an exact resume needs the "
+            f"same world size, this run has {world_size}"
+        )
+    payload = _load_payload(ckpt, "cpu", mmap=True)
+    where = ckpt / WEIGHTS_FILE
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{where}: holds a {type(payload).__name__}, not a checkpoint")
+    state = _model_state(payload, ckpt)
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{where}: its model weights are not all named tensors")
+    rank_rng = payload.get("rank_rng")
+    if not isinstance(rank_rng, list) or len(rank_rng) != world_size:
+        held = f"{len(rank_rng)}" if isinstance(rank_rng, list) else "no list of"
+        raise CheckpointError(f"{ckpt}: holds {held} RNG states for {world_size} ranks")
+    for rank, rng in enumerate(rank_rng):
+        _check_rng_state(rng, where=where, rank=rank)
+    optimizer = payload.get("optimizer")
+    if optimizer is not None and not (
+        isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
+    ):
+        raise CheckpointError(f"{where}: optimizer state is not for this model's parameters")
+    return ckpt
+
+
 def load_for_inference(path: str | Path, *, map_location: Any = "cpu") -> InferenceBundle:
     """The trained classifier (eval mode), its tokenizer and settings, from a checkpoint.
 

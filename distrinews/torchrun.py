@@ -86,11 +86,26 @@ def rendezvous_store(params: Any) -> Any:
 
 
 def main() -> None:
+    """torchrun's main with this module's backend registered; a failed rank ends it with
+    torch's per-rank summary (what the harness reads from launcher.log) instead of the agent's
+    Python traceback, and with nothing more when the first failure was the rank refusing its
+    input: that rank said what was wrong in one line (and in error.json)."""
+    import sys
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous import rendezvous_handler_registry
     from torch.distributed.run import main as torchrun_main
 
+    from .failures import EXIT_CODES
+
     rendezvous_handler_registry.register(BACKEND, create_handler)
-    torchrun_main()
+    try:
+        torchrun_main()
+    except ChildFailedError as exc:
+        _, first = exc.get_first_failure()
+        if first.exitcode != EXIT_CODES["invalid_spec"]:
+            print(exc.format_msg(), file=sys.stderr, flush=True)
+        sys.exit(1)  # what an uncaught ChildFailedError gave: callers read the ranks' files
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distrinews import layout
+from distrinews.checkpoint import check_resumable
 from distrinews.distributed import DEFAULT_TIMEOUT_S, process_group
 from distrinews.errors import UserError
 from distrinews.files import atomic_write_text
@@ -53,6 +54,8 @@ def run_fit_local(
             device=run.device, backend=run.resolved_backend, timeout_s=timeout_s
         ) as ctx:
             return fit_and_record(spec, ctx, out, on_log=on_log)
+    if spec.resume:  # every rank would refuse a bad checkpoint, each with torchrun's noise
+        check_resumable(out, world_size=run.world_size)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / layout.FIT_JSON, spec.to_json())
     for stale in out.glob(layout.ERROR_FILES_GLOB):

@@ -308,6 +308,31 @@ def test_resuming_train_from_a_checkpoint_holding_a_pickled_object_is_one_line_e
     assert snapshot(out) == before
 
 
+@pytest.mark.parametrize("kind", ["pickled-object", "a-list", "rng-wrong-size"])
+def test_a_multi_rank_resume_checks_the_checkpoint_before_starting_any_rank(
+    trained, tmp_path, kind
+):
+    """With --nproc-per-node 2 every rank refused the file, each under torchrun's traceback;
+    the launcher checks it first (what it can without the model) and starts nothing."""
+    import torch
+
+    from harness.spec import local_cpu_count
+
+    if local_cpu_count() < 2:
+        pytest.skip("two CPU ranks need two cores")
+
+    out, ckpt = _copy(trained, tmp_path)
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, "world_size": 2}))
+    payload = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    payload["rank_rng"] = payload["rank_rng"] * 2  # as two ranks would have written it
+    _rewrite_weights(ckpt, _plant(payload, kind))
+    before = snapshot(out)
+    args = ("--data", "synthetic:64", "--steps", "3", "--batch-size", "8", "--out", out)
+    assert_refused(invoke("train", *args, "--nproc-per-node", "2"), str(ckpt))
+    assert snapshot(out) == before  # no fit.json: nothing was launched
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_checkpoint_that_is_not_ours_is_refused_before_anything_is_restored(
     trained, tmp_path, kind
