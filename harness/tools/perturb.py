@@ -8,6 +8,11 @@ self-consistent. ``--min-world-size N`` touches only points with at least N rank
 a *scaling-efficiency* regression instead of a uniform one. The copy gets everything else
 unchanged (env.json, sweep.json, points/); record.json files keep the original numbers -- the
 ledger is what report and compare read.
+
+Like every command, it refuses bad input with one line and exit 2 and writes nothing then: a
+scale that is not a finite number > 0, or that would turn a metric into infinity or zero
+(1e308, 1e-320); a destination that exists, is a symlink or lies inside the source. The copy
+appears whole or not at all.
 """
 
 from __future__ import annotations
