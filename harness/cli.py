@@ -95,6 +95,8 @@ class OutputFile(click.Path):
             check_output(rv, self.kind)
         except UserError as exc:
             self.fail(str(exc), param, ctx)
+        except OSError as exc:  # a folder on the way we may not read: user_errors is not on yet
+            self.fail(describe_os_error(exc), param, ctx)
         return rv
 
 

@@ -73,6 +73,8 @@ def _aim(kind: str, sweep: Path, tmp: Path) -> Path:
         path = record.parent / "error.rank3.json"
         path.write_text("{}")
         return path
+    if kind == "name-too-long":  # the file system says no: still one line, at parse time
+        return tmp / ("a" * 300 + ".txt")
     if kind == "folder":
         path = tmp / "out.json"
         path.mkdir()
@@ -86,7 +88,7 @@ def _aim(kind: str, sweep: Path, tmp: Path) -> Path:
 
 TARGETS = [
     "ledger", "record", "users-file", "symlink-to-ledger", "dangling-symlink", "error-file",
-    "folder", "fifo",
+    "folder", "fifo", "name-too-long",
 ]  # fmt: skip
 
 
