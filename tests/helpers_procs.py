@@ -33,9 +33,10 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def listening_sockets(text: str, *, skip: tuple[str, ...] = ()) -> set[tuple[int, str, int]]:
-    """(pid, address, port) of every TCP socket listening in a live process whose command line
-    mentions ``text`` (but for programs named in ``skip``, e.g. Slurm's own ``srun``).
+def listening_sockets(text: str) -> set[tuple[int, str, int, str]]:
+    """(pid, address, port, command) of every TCP socket listening in a live process whose
+    command line mentions ``text``; ``command`` is the start of that command line, to say which
+    program it is (``python -m distrinews.torchrun``, ``srun``, ...).
 
     Linux /proc, no tool needed: a process's sockets are the ``socket:[INODE]`` links under
     /proc/PID/fd; /proc/PID/net/tcp and tcp6 list the sockets of its network namespace with
@@ -44,9 +45,8 @@ def listening_sockets(text: str, *, skip: tuple[str, ...] = ()) -> set[tuple[int
     found = set()
     for pid in processes_mentioning(text):
         try:
-            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-            if os.path.basename(program.decode(errors="replace")) in skip:
-                continue
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            command = " ".join(a.decode(errors="replace") for a in argv[:3])
             inodes = {
                 os.readlink(fd)[8:-1]
                 for fd in Path(f"/proc/{pid}/fd").iterdir()
@@ -63,7 +63,7 @@ def listening_sockets(text: str, *, skip: tuple[str, ...] = ()) -> set[tuple[int
                 fields = line.split()
                 if fields[3] == "0A" and fields[9] in inodes:
                     address, port = fields[1].split(":")
-                    found.add((pid, _kernel_address(address), int(port, 16)))
+                    found.add((pid, _kernel_address(address), int(port, 16), command))
     return found
 
 

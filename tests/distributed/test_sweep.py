@@ -7,12 +7,14 @@ sweep through the real CLI, bad sweep files, --dry-run, and export.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -289,17 +291,38 @@ def test_every_failure_class_through_a_real_torchrun(tmp_path):
 
 
 @pytest.mark.slow
-def test_hang_past_timeout_is_killed_with_its_whole_tree(tmp_path):
+def test_hang_past_timeout_is_killed_with_its_whole_tree_and_listened_on_loopback_only(tmp_path):
+    """A two-rank point hangs in its first step until the timeout kills its whole tree.
+
+    While it hangs its processes are alive with every socket open, so the test also lists
+    what they listen on (issue 25, item 4): a single-host point listens on loopback only --
+    the agent's rendezvous store, rank 0's store and both ranks' gloo sockets. Before the
+    fix the agent listened on [::] twice, reachable from anywhere the machine is.
+    """
     path = tmp_path / "hang.toml"
-    path.write_text('name = "hang"\ntimeout_s = 12\n' + LAUNCH + '[axes]\nfault = ["hang"]\n')
-    options = sw.SweepOptions(results=tmp_path / "r", progress=False)
+    axes = '[axes]\nfault = ["hang"]\ngpus_per_node = [2]\n'
+    path.write_text('name = "hang"\ntimeout_s = 12\n' + LAUNCH + axes)
+    results = tmp_path / "r"
+    options = sw.SweepOptions(results=results, progress=False)
     start = time.monotonic()
-    result = sw.run_sweep(spec.load_sweep(path), options, echo=lambda _m: None)
+    done: dict = {}
+    thread = threading.Thread(
+        target=lambda: done.update(r=sw.run_sweep(spec.load_sweep(path), options, echo=print))
+    )
+    thread.start()
+    seen: set = set()
+    while thread.is_alive():
+        seen |= listening_sockets(str(results))
+        time.sleep(0.05)
+    thread.join()
     assert time.monotonic() - start < 60
-    (row,) = _rows(result.sweep_dir)
+    (row,) = _rows(done["r"].sweep_dir)
     assert row["status"] == "timeout" and "12 s" in row["reason"]
     assert row["samples_per_s"] is None
-    assert processes_mentioning(str(result.sweep_dir)) == []
+    assert processes_mentioning(str(done["r"].sweep_dir)) == []
+    assert len({pid for pid, *_ in seen}) >= 3, seen  # the agent and both ranks
+    exposed = sorted(s[1:] for s in seen if not ipaddress.ip_address(s[1]).is_loopback)
+    assert not exposed, f"listening beyond loopback: {exposed}"
 
 
 @pytest.mark.slow
@@ -335,8 +358,8 @@ def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
             if a.poll() is None:
                 os.killpg(a.pid, signal.SIGKILL)
     assert codes == [0, 0]
-    assert len({pid for pid, _, _ in seen}) >= 3, seen  # both agents' and the ranks' sockets
-    assert {address for _, address, _ in seen} == {"127.0.0.1"}, seen  # never [::] or 0.0.0.0
+    assert len({pid for pid, *_ in seen}) >= 3, seen  # both agents' and the ranks' sockets
+    assert {address for _, address, *_ in seen} == {"127.0.0.1"}, seen  # never [::] or 0.0.0.0
     record = json.loads((pdir / "record.json").read_text())
     assert record["env"]["world_size"] == 2 and record["env"]["backend"] == "gloo"
     assert len(record["step_times_s"]) == 2  # both ranks' step times gathered

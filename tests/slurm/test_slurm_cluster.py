@@ -193,7 +193,7 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
         seen: set = set()
         deadline = time.monotonic() + 420
         while not (tmp_path / "done").is_file() and time.monotonic() < deadline:
-            seen |= listening_sockets(str(results), skip=("srun",))
+            seen |= listening_sockets(str(results))
             time.sleep(0.1)
         wait_for(lambda: (tmp_path / "done").is_file(), 1, "both sweeps")
         # Inside the still-held allocation: no step and no process of any point is left.
@@ -230,8 +230,12 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
     # Every socket of the points on a node's own address (n1 hosts the rendezvous and the
     # ranks' store, gloo listens on each node's): none on [::] or 0.0.0.0.
     nodes_at = {socket.gethostbyname(n) for n in ("n1", "n2")}
-    assert seen and {address for _, address, _ in seen} <= nodes_at, (seen, nodes_at)
-    assert socket.gethostbyname("n1") in {address for _, address, _ in seen}
+    ours = {s for s in seen if "distrinews." in s[3]}  # the agents and the ranks, not Slurm's
+    assert {address for _, address, *_ in ours} <= nodes_at, (sorted(seen), nodes_at)
+    assert socket.gethostbyname("n1") in {address for _, address, *_ in ours}, sorted(seen)
+    assert len({pid for pid, *_ in ours}) >= 3, sorted(seen)  # two agents and the ranks
+    others = sorted({s[1:] for s in seen if s not in ours})
+    print("listening beside the points (Slurm's own):", others)
     assert next(a for a in argv if a.startswith("--rdzv-endpoint=")).startswith(
         "--rdzv-endpoint=n1:"
     )
