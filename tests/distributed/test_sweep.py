@@ -320,7 +320,11 @@ def test_hang_past_timeout_is_killed_with_its_whole_tree_and_listened_on_loopbac
     assert row["status"] == "timeout" and "12 s" in row["reason"]
     assert row["samples_per_s"] is None
     assert processes_mentioning(str(done["r"].sweep_dir)) == []
-    assert len({pid for pid, *_ in seen}) >= 3, seen  # the agent and both ranks
+    # The agent's stores are up within a second (before the fix: its two '::' listeners); the
+    # ranks' sockets once both have reached the hang, which a loaded box may not manage in 12 s.
+    log = (done["r"].sweep_dir / row["point_dir"] / "logs" / "launcher.log").read_text()
+    ranks_up = log.count("injected fault: hang") == 2
+    assert len({pid for pid, *_ in seen}) >= (3 if ranks_up else 1), (ranks_up, seen)
     exposed = sorted(s[1:] for s in seen if not ipaddress.ip_address(s[1]).is_loopback)
     assert not exposed, f"listening beyond loopback: {exposed}"
 
