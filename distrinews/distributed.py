@@ -7,6 +7,11 @@ through environment variables (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, M
 MASTER_PORT); :func:`process_group` reads them, binds the rank to its device, joins the group
 with a timeout, and always leaves it — also when the body raises.
 
+The group meets through a *store* (a small key-value server) that rank 0 hosts. A c10d store
+listens on every interface unless handed a socket bound to one address, so this module binds
+it to MASTER_ADDR's address (:func:`bound_tcp_store`; loopback when every rank is on one host):
+nothing a run starts is reachable from other machines unless it must be.
+
 Without torchrun (``python -m distrinews.worker ...``) the process is a group of one, built on an
 in-memory store, so the same code path (DDP included) runs everywhere. Tests spawn ranks
 themselves and pass ``rank``, ``world_size`` and a ``file://`` ``init_method``.
