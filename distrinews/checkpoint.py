@@ -21,6 +21,7 @@ and, at worst, a ``.tmp-*`` folder that is ignored.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from .errors import UserError
 from .files import atomic_folder
 from .layout import CHECKPOINTS_DIR, CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE
 from .model import LABELS, NewsClassifier
-from .safeio import loads_strict
+from .safeio import decimal, loads_strict
 
 FORMAT_VERSION = 1
 _PREFIX = "step-"
@@ -165,9 +166,9 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
         return []
     found = []
     for path in root.iterdir():
-        suffix = path.name[len(_PREFIX) :]
-        if path.name.startswith(_PREFIX) and suffix.isdigit() and (path / CONFIG_FILE).is_file():
-            found.append((int(suffix), path))
+        step = decimal(path.name[len(_PREFIX) :])  # ASCII only: 'step-²' is not a checkpoint
+        if path.name.startswith(_PREFIX) and step is not None and (path / CONFIG_FILE).is_file():
+            found.append((step, path))
     return [path for _, path in sorted(found)]
 
 
@@ -279,13 +280,24 @@ def check_shape(config: Mapping[str, Any], model: NewsClassifier, *, where: Path
         )
 
 
-def _load_payload(ckpt: Path, map_location: Any) -> dict[str, Any]:
+def _load_payload(ckpt: Path, map_location: Any, **kwargs: Any) -> Any:
+    """``torch.load`` of the weights file, data only; any failure is one CheckpointError line."""
+    path = ckpt / WEIGHTS_FILE
     try:
         # weights_only: a checkpoint is data; never execute pickled code from a file on disk.
-        return torch.load(ckpt / WEIGHTS_FILE, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: cannot load ({first})") from None
+        return torch.load(path, map_location=map_location, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as exc:
+        if not str(exc).startswith("Weights only load failed"):
+            raise CheckpointError(f"{path}: cannot load (not a torch.save file)") from None
+        # torch's message is a page (the type it refused, how to allow it): the point is that
+        # this file holds objects, not weights, and loading them would run their code.
+        raise CheckpointError(
+            f"{path}: holds pickled objects that are not tensors or plain data; refusing to "
+            "load it (it would run their code) -- not a checkpoint distrinews wrote"
+        ) from None
+    except Exception as exc:  # a torn zip, a bad storage, a wrong type: the file is unusable
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{path}: cannot load ({first})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,25 +328,78 @@ def load_training_state(
             f"same world size, this run has {world_size}"
         )
     payload = _load_payload(ckpt, "cpu")
-    rank_rng = payload.get("rank_rng") or []
-    if len(rank_rng) != world_size:
-        raise CheckpointError(f"{ckpt}: holds {len(rank_rng)} RNG states for {world_size} ranks")
+    # Everything is checked before anything is loaded: a checkpoint written by another program
+    # (or edited, with its checksum updated) must fail here with one line, not mid-load or in
+    # the first optimizer step with a traceback.
+    where = ckpt / WEIGHTS_FILE
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{where}: holds a {type(payload).__name__}, not a checkpoint")
+    _check_model_state(_model_state(payload, ckpt), model, where=where)
+    rank_rng = payload.get("rank_rng")
+    if not isinstance(rank_rng, list) or len(rank_rng) != world_size:
+        held = f"{len(rank_rng)}" if isinstance(rank_rng, list) else "no list of"
+        raise CheckpointError(f"{ckpt}: holds {held} RNG states for {world_size} ranks")
+    _check_rng_state(rank_rng[rank], where=where, rank=rank)
     if (payload.get("scaler") is None) != (scaler is None or not scaler.is_enabled()):
         raise CheckpointError(f"{ckpt}: precision differs (GradScaler state present vs not)")
-    model.load_state_dict(payload["model"])
     if optimizer is not None:
         if payload.get("optimizer") is None:
             raise CheckpointError(f"{ckpt}: holds no optimizer state; cannot resume training")
-        optimizer.load_state_dict(payload["optimizer"])
-    if scaler is not None and payload.get("scaler") is not None:
-        scaler.load_state_dict(payload["scaler"])
-    set_rng_state(rank_rng[rank], device)
+        _check_optimizer_state(payload["optimizer"], optimizer, where=where)
+    try:
+        model.load_state_dict(payload["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(payload["optimizer"])
+        if scaler is not None and payload.get("scaler") is not None:
+            scaler.load_state_dict(payload["scaler"])
+        set_rng_state(rank_rng[rank], device)
+    except Exception as exc:  # what the checks above cannot foresee: still one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"{where}: cannot restore the training state ({first})") from None
     return TrainingState(
         step=int(config["step"]),
         epoch=int(config["epoch"]),
         batch_in_epoch=int(config["batch_in_epoch"]),
         extra=dict(config.get("extra", {})),
     )
+
+
+def check_resumable(out_dir: str | Path, *, world_size: int) -> Path | None:
+    """The checkpoint a run in ``out_dir`` would resume from, checked as far as it can be
+    without the model (config and checksum, world size, a weights file of plain data holding
+    model weights, every rank's RNG state, optimizer groups); None when there is none.
+
+    For the launcher of a multi-rank run: a bad checkpoint is one line here, before torchrun
+    starts ranks that would each refuse it. The file is memory-mapped, so this costs little.
+    """
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is None:
+        return None
+    config = read_config(ckpt)
+    if config.get("world_size") != world_size:
+        raise CheckpointError(
+            f"{ckpt}: written by {config.get('world_size')} rank(s); an exact resume needs the "
+            f"same world size, this run has {world_size}"
+        )
+    payload = _load_payload(ckpt, "cpu", mmap=True)
+    where = ckpt / WEIGHTS_FILE
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{where}: holds a {type(payload).__name__}, not a checkpoint")
+    state = _model_state(payload, ckpt)
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{where}: its model weights are not all named tensors")
+    rank_rng = payload.get("rank_rng")
+    if not isinstance(rank_rng, list) or len(rank_rng) != world_size:
+        held = f"{len(rank_rng)}" if isinstance(rank_rng, list) else "no list of"
+        raise CheckpointError(f"{ckpt}: holds {held} RNG states for {world_size} ranks")
+    for rank, rng in enumerate(rank_rng):
+        _check_rng_state(rng, where=where, rank=rank)
+    optimizer = payload.get("optimizer")
+    if optimizer is not None and not (
+        isinstance(optimizer, dict) and isinstance(optimizer.get("param_groups"), list)
+    ):
+        raise CheckpointError(f"{where}: optimizer state is not for this model's parameters")
+    return ckpt
 
 
 def load_for_inference(path: str | Path, *, map_location: Any = "cpu") -> InferenceBundle:
@@ -387,23 +452,8 @@ def check_inference(path: str | Path) -> Path:
     config = read_config(ckpt)
     with torch.device("meta"):
         model = _model_from_config(ckpt, config)
-    try:
-        payload = torch.load(ckpt / WEIGHTS_FILE, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # any failure here means the file cannot be used
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: cannot load ({first})") from None
-    state = _model_state(payload, ckpt)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    for key, shape in expected.items():
-        value = state.get(key)
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise CheckpointError(
-                f"{ckpt / WEIGHTS_FILE}: weights do not fit ({key}: {got}, expected {shape})"
-            )
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise CheckpointError(f"{ckpt / WEIGHTS_FILE}: unexpected weight {extra[0]!r}")
+    payload = _load_payload(ckpt, "cpu", mmap=True)
+    _check_model_state(_model_state(payload, ckpt), model, where=ckpt / WEIGHTS_FILE)
     if config.get("tokenizer", {}).get("saved") and not (ckpt / TOKENIZER_DIR).is_dir():
         raise CheckpointError(f"{ckpt / TOKENIZER_DIR}: missing (config.json says saved)")
     return ckpt
@@ -420,6 +470,67 @@ def _model_from_config(ckpt: Path, config: dict[str, Any]) -> NewsClassifier:
     except Exception as exc:  # any failure here means the config cannot be a model
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise CheckpointError(f"{ckpt / CONFIG_FILE}: bad model_config ({first})") from None
+
+
+def _check_model_state(state: Mapping[str, Any], model: torch.nn.Module, *, where: Path) -> None:
+    """CheckpointError unless ``state`` holds exactly ``model``'s weights, with their shapes."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for key, shape in expected.items():
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(f"{where}: weights do not fit ({key}: {got}, expected {shape})")
+    extra = sorted(str(k) for k in set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"{where}: unexpected weight {extra[0]!r}")
+
+
+def _check_rng_state(state: Any, *, where: Path, rank: int) -> None:
+    """CheckpointError unless ``state`` is what :func:`rng_state` wrote (a generator state that
+    ``torch.set_rng_state`` takes)."""
+    cpu = state.get("cpu") if isinstance(state, dict) else None
+    size = torch.get_rng_state().numel()
+    if not (isinstance(cpu, torch.Tensor) and cpu.dtype == torch.uint8 and cpu.numel() == size):
+        raise CheckpointError(f"{where}: rank {rank}'s RNG state is not a CPU generator state")
+    cuda = state.get("cuda")
+    if cuda is not None and not (isinstance(cuda, torch.Tensor) and cuda.dtype == torch.uint8):
+        raise CheckpointError(f"{where}: rank {rank}'s CUDA RNG state is not a generator state")
+
+
+def _check_optimizer_state(state: Any, optimizer: torch.optim.Optimizer, *, where: Path) -> None:
+    """CheckpointError unless ``state`` fits ``optimizer``: the same groups and parameters, and
+    every per-parameter tensor (Adam's moments) the shape of its parameter."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    per_param = state.get("state") if isinstance(state, dict) else None
+    ours = optimizer.param_groups
+    if (
+        not isinstance(groups, list)
+        or not isinstance(per_param, dict)
+        or len(groups) != len(ours)
+        or any(
+            not isinstance(g, dict)
+            or not isinstance(g.get("params"), list)
+            or len(g["params"]) != len(o["params"])
+            for g, o in zip(groups, ours, strict=False)
+        )
+    ):
+        raise CheckpointError(f"{where}: optimizer state is not for this model's parameters")
+    params = [p for group in ours for p in group["params"]]
+    ids = [i for group in groups for i in group["params"]]
+    if not all(type(i) is int for i in ids):
+        raise CheckpointError(f"{where}: optimizer state names its parameters wrongly")
+    shape_of = {i: tuple(p.shape) for i, p in zip(ids, params, strict=True)}
+    for index, entry in per_param.items():
+        if type(index) is not int or index not in shape_of or not isinstance(entry, dict):
+            raise CheckpointError(f"{where}: optimizer state for an unknown parameter {index!r}")
+        for name, value in entry.items():
+            if not isinstance(value, torch.Tensor) or value.ndim == 0:
+                continue  # a step count, a scalar
+            if tuple(value.shape) != shape_of[index]:
+                raise CheckpointError(
+                    f"{where}: optimizer {name} of parameter {index} has shape "
+                    f"{tuple(value.shape)}, expected {shape_of[index]}"
+                )
 
 
 def _model_state(payload: Any, ckpt: Path) -> dict[str, Any]:

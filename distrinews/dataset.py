@@ -54,6 +54,7 @@ from .errors import DataError, UserError
 from .files import atomic_write
 from .hub import hub_offline, offline_mode_set
 from .model import DEFAULT_PRETRAINED, LABELS, VOCAB_SIZE
+from .safeio import decimal
 
 HUB_DATASET = "fancyzhx/ag_news"
 CACHE_FORMAT_VERSION = 1
@@ -172,9 +173,9 @@ def load_agnews(
         size = synthetic_size
         if ":" in text:
             raw = text.split(":", 1)[1]
-            if not raw.isdigit() or int(raw) < 1:
+            if not (parsed := decimal(raw)) or parsed < 1:
                 raise DataError(f"synthetic size must be a positive integer, got {raw!r}")
-            size = int(raw)
+            size = parsed
         return synthetic_agnews(size, seed=seed)
     path = Path(text)
     if not path.exists():
@@ -228,7 +229,7 @@ def _load_csv(path: Path) -> tuple[list[str], list[int]]:
         line = reader.line_num
         if not row or all(not cell.strip() for cell in row):
             continue
-        if line == 1 and not row[0].strip().isdigit():
+        if line == 1 and decimal(row[0].strip()) is None:
             continue  # header row, e.g. "label,title,description"
         if len(row) < 2:
             raise DataError(
@@ -698,10 +699,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         step_items = batch_size * num_replicas
         n = len(self.lengths)
         self.num_steps = n // step_items if drop_last else math.ceil(n / step_items)
-        if self.num_steps == 0:
-            raise ValueError(
-                f"{n} items cannot fill one step of {num_replicas} x {batch_size}; "
-                "use drop_last=False or a smaller batch"
+        if self.num_steps == 0:  # the user's batch and data: one line, not a traceback
+            raise DataError(
+                f"{n} items cannot fill one step of {num_replicas} rank(s) x {batch_size} per "
+                "rank; use a smaller batch or more data"
             )
 
     def set_epoch(self, epoch: int) -> None:

@@ -7,6 +7,11 @@ through environment variables (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, M
 MASTER_PORT); :func:`process_group` reads them, binds the rank to its device, joins the group
 with a timeout, and always leaves it — also when the body raises.
 
+The group meets through a *store* (a small key-value server) that rank 0 hosts. A c10d store
+listens on every interface unless handed a socket bound to one address, so this module binds
+it to MASTER_ADDR's address (:func:`bound_tcp_store`; loopback when every rank is on one host):
+nothing a run starts is reachable from other machines unless it must be.
+
 Without torchrun (``python -m distrinews.worker ...``) the process is a group of one, built on an
 in-memory store, so the same code path (DDP included) runs everywhere. Tests spawn ranks
 themselves and pass ``rank``, ``world_size`` and a ``file://`` ``init_method``.
@@ -15,6 +20,7 @@ themselves and pass ``rank``, ``world_size`` and a ``file://`` ``init_method``.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +72,75 @@ def torchrun_ranks(environ: Mapping[str, str]) -> tuple[int, int, int, int] | No
     return rank, local_rank, world, local_world
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``'s address (the first getaddrinfo gives, as clients try
+    first) and ``port`` -- never to every interface. Port 0: the OS picks a free one."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bound_tcp_store(
+    host: str,
+    port: int,
+    *,
+    is_master: bool,
+    world_size: int | None,
+    timeout_s: float,
+    wait_for_workers: bool = True,
+) -> dist.TCPStore:
+    """A c10d TCPStore whose server listens on ``host``'s address only.
+
+    A TCPStore server binds the wildcard address (``[::]``, every interface) unless it is
+    handed a socket already bound (``master_listen_fd``); torchrun's own stores never are, so
+    the launch (distrinews.torchrun) and the ranks (:func:`rank_store`) build theirs here. A
+    client (``is_master`` False) just connects to ``host:port``. Port 0 with ``is_master``:
+    the OS picks a free port (``store.port`` says which).
+    """
+    timeout = timedelta(seconds=timeout_s)
+    if not is_master:
+        return dist.TCPStore(host, port, world_size, False, timeout, multi_tenant=True)
+    sock = listening_socket(host, port)
+    bound_port = sock.getsockname()[1]
+    fd = sock.detach()  # the store's server owns the socket from here
+    kwargs: dict[str, Any] = {
+        "wait_for_workers": wait_for_workers,
+        "multi_tenant": True,
+        "master_listen_fd": fd,
+    }
+    try:
+        return dist.TCPStore(host, bound_port, world_size, True, timeout, **kwargs)
+    except RuntimeError as exc:
+        if "libuv" not in str(exc).lower():
+            os.close(fd)
+            raise
+        # torch < 2.8: the libuv server cannot take over a bound socket; the classic one can.
+        return dist.TCPStore(host, bound_port, world_size, True, timeout, use_libuv=False, **kwargs)
+
+
+def rank_store(
+    environ: Mapping[str, str], *, rank: int, world_size: int, timeout_s: float
+) -> dist.TCPStore:
+    """The process group's store under torchrun without the agent's store: rank 0 hosts it on
+    MASTER_ADDR's address and MASTER_PORT (both set by torchrun), the others connect there."""
+    try:
+        host, port = environ["MASTER_ADDR"], int(environ["MASTER_PORT"])
+    except (KeyError, ValueError) as exc:
+        raise UserError(
+            f"malformed torchrun environment (MASTER_ADDR/MASTER_PORT: {exc})"
+        ) from None
+    return bound_tcp_store(
+        host, port, is_master=rank == 0, world_size=world_size, timeout_s=timeout_s
+    )
+
+
 def resolve_device(device: str, local_rank: int) -> torch.device:
     """One device per local rank: cuda:<local_rank>, or the CPU."""
     if device == "cpu":
@@ -100,7 +175,12 @@ def process_group(
         init_method = init_method or "env://"
     elif (found := torchrun_ranks(environ)) is not None:
         rank, local_rank, world_size, local_world = found
-        init_method = "env://"
+        if environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true":
+            init_method = "env://"  # a client of the agent's store: nothing listens here
+        else:
+            # env:// would make rank 0 host the group's store on every interface; this store
+            # listens on MASTER_ADDR's address only (loopback for a single-host launch).
+            store = rank_store(environ, rank=rank, world_size=world_size, timeout_s=timeout_s)
     else:
         # A group of one: an in-memory store needs no address, port or rendezvous.
         rank, local_rank, world_size, local_world = 0, 0, 1, 1

@@ -96,6 +96,13 @@ def named_os_error(exc: BaseException, path: Path) -> BaseException:
 
 # -- atomic files ----------------------------------------------------------------------------
 
+#: errno of os.link on a file system that has no hard links.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+#: errno of os.link on a file system that has no hard links.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
 
 def atomic_write(path: Path, writer: Callable[[IO[bytes]], Any], *, replace: bool = True) -> bool:
     """Write ``path`` atomically: ``writer`` fills a binary temp file in the same folder, which
@@ -125,9 +132,26 @@ def atomic_write(path: Path, writer: Callable[[IO[bytes]], Any], *, replace: boo
         try:
             os.link(tmp, path)  # atomic and exclusive: fails when the name exists
         except FileExistsError:
-            return False
-        finally:
             os.unlink(tmp)
+            return False
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # A file system without hard links (FAT, some network and FUSE mounts): claim the
+            # name exclusively, then rename over the claim. Still never replaces a file that
+            # was there; a reader may see the claim empty for an instant.
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
+            except FileExistsError:
+                os.unlink(tmp)
+                return False
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(path)  # our empty claim, not a file anyone else put there
+                raise
+            return True
+        os.unlink(tmp)
         return True
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -155,13 +179,15 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(final: Path) -> Iterator[Path]:
+def atomic_folder(final: Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temp folder beside ``final``; when the block ends, make it ``final`` atomically.
 
     Every file and folder inside is fsynced, the folder gets its ordinary mode, then one
     rename puts it in place; an existing ``final`` is renamed aside first and removed only
-    after the new one is in. If the block raises, the temp folder is removed and ``final`` is
-    untouched. A kill leaves at worst a ``.tmp-*`` folder beside it, which readers ignore.
+    after the new one is in. With ``replace=False`` an existing ``final`` (or one that appears
+    while the block runs) is a UserError instead, and is left as it is. If the block raises,
+    the temp folder is removed and ``final`` is untouched. A kill leaves at worst a ``.tmp-*``
+    folder beside it, which readers ignore.
     """
     final = Path(final)
     root = final.parent
@@ -174,7 +200,9 @@ def atomic_folder(final: Path) -> Iterator[Path]:
                 _fsync_path(Path(folder) / name)
             _fsync_path(Path(folder))
         ordinary_mode(tmp)  # mkdtemp made it 0700; like any folder the user makes
-        if final.exists():  # swap: never delete the old one before the new one is in
+        if not replace:
+            _rename_no_replace(tmp, final)
+        elif final.exists():  # swap: never delete the old one before the new one is in
             old = root / f".old-{final.name}-{os.getpid()}"
             os.rename(final, old)
             os.rename(tmp, final)
@@ -185,6 +213,21 @@ def atomic_folder(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _rename_no_replace(tmp: Path, final: Path) -> None:
+    """Rename folder ``tmp`` to ``final`` unless something is there (rename(2) would replace an
+    empty folder, so look first; a non-empty folder or a file makes the rename itself fail)."""
+    if final.exists() or final.is_symlink():
+        raise UserError(f"{final}: already exists; refusing to replace it")
+    try:
+        os.rename(tmp, final)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        raise UserError(f"{final}: appeared while it was being written; left as it is") from exc
+    except OSError as exc:
+        if exc.errno != errno.ENOTEMPTY:
+            raise
+        raise UserError(f"{final}: appeared while it was being written; left as it is") from exc
 
 
 def _fsync_path(path: Path) -> None:

@@ -51,6 +51,11 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise UserError(f"{name} = {value!r} is not allowed; allowed: {', '.join(allowed)}")
 
 
+#: The largest seed: 32 bits, as numpy and most tools take them (the trainer seeds torch with
+#: seed * 1000 + rank + 1, which must stay within int64).
+MAX_SEED = 2**32 - 1
+
+
 def _int_at_least(name: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise UserError(f"{name} = {value!r} is not allowed; expected an integer >= {low}")
@@ -193,6 +198,10 @@ class RunSpec:
         ):
             raise UserError(f"lr = {self.lr!r} must be a finite number > 0")
         _int_at_least("seed", self.seed, 0)
+        if self.seed > MAX_SEED:  # torch.manual_seed(seed * 1000 + rank + 1) must fit int64
+            raise UserError(
+                f"seed = {self.seed!r} is not allowed; expected an integer 0..{MAX_SEED}"
+            )
         _int_at_least("repeat", self.repeat, 0)
         _choice("fault", self.fault, FAULTS)
         if (

@@ -47,6 +47,22 @@ def _int64(digits: str) -> int:
     return value
 
 
+#: What :func:`decimal` reads: ASCII digits only, short enough to stay below 10**18.
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+
+
+def decimal(text: str) -> int | None:
+    """``text`` as a non-negative integer when it is 1 to 18 ASCII digits (nothing else: no
+    sign, space or underscore), else None.
+
+    ``str.isdigit()`` is not that test: it is True for '²' and '①', which ``int()`` refuses
+    with a ValueError, and for '٣' or '３', which ``int()`` reads as 3. A folder name, an
+    environment variable or an option value spelled so is not a number this project wrote or
+    documents, so it is not read as one. 18 digits keep ``int()`` cheap and the value in int64.
+    """
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
 #: A \uD800-\uDFFF escape: the only way a lone surrogate gets into text decoded from UTF-8.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 

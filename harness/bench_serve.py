@@ -42,6 +42,7 @@ from typing import Any
 from distrinews.errors import UserError
 from distrinews.files import refuse_symlink
 from distrinews.metrics import percentile
+from distrinews.safeio import decimal
 
 from .serving_store import (
     SERVING_SCHEMA_VERSION,
@@ -51,6 +52,10 @@ from .serving_store import (
 )
 
 #: Built-in request texts (news-like, one per AG News class and a few more), used without --data.
+#: Most requests in flight at once (--concurrency): each holds a connection and an asyncio task,
+#: so 10^9 of them would exhaust memory and file descriptors before the first one is sent.
+MAX_CONCURRENCY = 1024
+
 SAMPLE_TEXTS: tuple[str, ...] = (
     "Stocks rallied on Wall Street after the central bank left interest rates unchanged.",
     "The home side scored twice in stoppage time to win the championship final.",
@@ -154,23 +159,48 @@ def parse_concurrency(text: str) -> tuple[int, ...]:
     out = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        n = decimal(part)
+        if n is None and part.isascii() and part.isdigit():
+            n = MAX_CONCURRENCY + 1  # more digits than decimal reads: over the bound anyway
+        if not n or n < 1:
             raise UserError(
                 f"--concurrency {text!r}: {part!r} is not a positive integer (e.g. 1,4,16)"
+            )
+        if n > MAX_CONCURRENCY:
+            raise UserError(
+                f"--concurrency {text!r}: {part} requests in flight; at most {MAX_CONCURRENCY} "
+                "(each holds a connection and a task of its own)"
             )
         out.append(int(part))
     return tuple(out)
 
 
-def request_bodies(texts: Sequence[str], texts_per_request: int, count: int) -> list[dict]:
-    """``count`` request bodies cycling through ``texts`` (deterministic, so runs compare)."""
-    if not texts:
-        raise UserError("no texts to send")
-    n = len(texts)
-    return [
-        {"texts": [texts[(i * texts_per_request + j) % n] for j in range(texts_per_request)]}
-        for i in range(count)
-    ]
+class RequestBodies(Sequence[dict]):
+    """``count`` request bodies cycling through ``texts`` (deterministic, so runs compare), each
+    made when it is sent: ``--requests`` bounds the requests, never memory up front (10^9
+    prebuilt bodies were a MemoryError before the first request)."""
+
+    def __init__(self, texts: Sequence[str], texts_per_request: int, count: int) -> None:
+        if not texts:
+            raise UserError("no texts to send")
+        self._texts, self._per, self._count = tuple(texts), texts_per_request, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._count))]
+        if not -self._count <= i < self._count:
+            raise IndexError(i)
+        i %= self._count
+        n = len(self._texts)
+        return {"texts": [self._texts[(i * self._per + j) % n] for j in range(self._per)]}
+
+
+def request_bodies(texts: Sequence[str], texts_per_request: int, count: int) -> RequestBodies:
+    """``count`` request bodies cycling through ``texts``, made as they are sent."""
+    return RequestBodies(texts, texts_per_request, count)
 
 
 def load_texts(data: str | None, *, max_chars: int = 2000) -> tuple[str, ...]:

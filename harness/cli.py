@@ -20,6 +20,7 @@ import click
 
 from distrinews.errors import UserError
 from distrinews.layout import LEDGER_NAME, SERVING_LEDGER
+from harness.outputs import OutputKind
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -143,6 +144,42 @@ class FlagEnvGroup(click.Group):
         return name, command, rest
 
 
+class OutputFile(click.Path):
+    """The type of every ``-o/--output`` option: refuses, while the command line is parsed, a path
+    whose file the command did not write (harness.outputs; a test walks the CLI for it).
+
+    ``kind`` is the command's :class:`~harness.outputs.OutputKind`, or ``"module:NAME"`` naming
+    one, imported only when the option is given (a report's kind lives with the report).
+    """
+
+    def __init__(self, kind: Any, *, allow_dash: bool = False) -> None:
+        super().__init__(dir_okay=False, path_type=Path, allow_dash=allow_dash)
+        self._kind = kind
+
+    @property
+    def kind(self) -> Any:
+        if isinstance(self._kind, str):
+            import importlib
+
+            module, name = self._kind.split(":")
+            self._kind = getattr(importlib.import_module(module), name)
+        return self._kind
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from harness.outputs import check_output
+
+        rv = super().convert(value, param, ctx)
+        if self.allow_dash and str(rv) == "-":
+            return rv
+        try:
+            check_output(rv, self.kind)
+        except UserError as exc:
+            self.fail(str(exc), param, ctx)
+        except OSError as exc:  # a folder on the way we may not read: user_errors is not on yet
+            self.fail(describe_os_error(exc), param, ctx)
+        return rv
+
+
 @click.group(
     cls=FlagEnvGroup,
     context_settings={"auto_envvar_prefix": ENV_PREFIX, "help_option_names": ["-h", "--help"]},
@@ -237,7 +274,7 @@ def cli() -> None:
     show_default=True,
     help="Continue from the latest checkpoint in --out.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -553,14 +590,14 @@ def sweep(
 @click.option("--tokenizer", default=None, help="Override every point's tokenizer.")
 @click.option(
     "--timeout-s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=None,
     help="Per-point limit in seconds (default: the sweep file's timeout_s).",
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile("harness.launch:SBATCH_KIND", allow_dash=True),
     required=True,
     help="Where to write the sbatch script ('-' for stdout).",
 )
@@ -586,9 +623,9 @@ def sbatch(
     """
     import dataclasses
 
-    from harness.launch import build_sbatch_script, sbatch_job_here
+    from harness.launch import SBATCH_KIND, build_sbatch_script, sbatch_job_here
+    from harness.outputs import write_output
     from harness.spec import Resources, resolve_sweep
-    from harness.store import atomic_write_text, check_output
 
     spec = resolve_sweep(sweep_file, gpu_count=gpus_per_node or 0)  # a bad file fails now
     overrides = {k: v for k, v in (("data", data), ("tokenizer", tokenizer)) if v is not None}
@@ -623,12 +660,7 @@ def sbatch(
     if str(output) == "-":
         click.echo(script, nl=False)
         return
-    check_output(
-        output,
-        kind="sbatch script",
-        written_by_us=lambda head: head.startswith(b"#!/bin/bash\n#SBATCH --job-name=distrinews-"),
-    )
-    atomic_write_text(output, script)
+    write_output(output, script, SBATCH_KIND)
     runnable = sum(p.skip_reason is None for p in points)
     click.echo(f"wrote {output}: {runnable}/{len(points)} points fit; submit with: sbatch {output}")
 
@@ -638,7 +670,7 @@ def sbatch(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile("harness.store:EXPORT_KIND"),
     required=True,
     help="A .parquet or .csv file.",
 )
@@ -852,9 +884,9 @@ def bench_serve(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile("harness.report.load:REPORT_KIND"),
     default=None,
-    help="HTML file to write (default: RESULTS_DIR/report.html).",
+    help="File to write (html default: RESULTS_DIR/report.html; text and json default: stdout).",
 )
 @click.option(
     "--format",
@@ -868,15 +900,18 @@ def bench_serve(
 @user_errors
 def report(results_dir: Path, output: Path | None, fmt: str) -> None:
     """Render the scaling report of one sweep folder."""
+    from harness.outputs import write_output
     from harness.report import load_report, render_json, render_report, render_text
+    from harness.report.load import REPORT_KIND
 
-    if fmt == "json":
-        click.echo(render_json(results_dir), nl=False)
+    if fmt == "html":
+        click.echo(f"report: {render_report(results_dir, output)}")
         return
-    if fmt == "text":
-        click.echo(render_text(load_report(results_dir)), nl=False)
+    text = render_json(results_dir) if fmt == "json" else render_text(load_report(results_dir))
+    if output is None:
+        click.echo(text, nl=False)
         return
-    click.echo(f"report: {render_report(results_dir, output)}")
+    click.echo(f"report: {write_output(output, text, REPORT_KIND)}")
 
 
 @cli.command("compare")
@@ -944,6 +979,17 @@ def compare_cmd(
     )
     click.echo(text, nl=False)
     sys.exit(1 if result.regressed else 0)
+
+
+def _is_projection(path: Path, head: bytes) -> bool:
+    """An earlier ``project`` output: every rendering starts with the projection's header."""
+    from harness.projection import written_by_us
+
+    return written_by_us(head)
+
+
+#: What ``project -o`` writes: an earlier projection may be replaced, nothing else.
+PROJECTION_KIND = OutputKind(name="projection", recognizes=_is_projection)
 
 
 @cli.command("project")
@@ -1104,7 +1150,7 @@ def compare_cmd(
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile(PROJECTION_KIND),
     default=None,
     help="Write to this file (atomically) instead of stdout; never replaces a file this "
     "command did not write.",
@@ -1161,11 +1207,9 @@ def project_cmd(
     cost model) + a straggler allowance (docs/projection.md). Intervals: 95% Monte Carlo over
     every input (measured spreads and stated ranges).
     """
-    from harness.projection import render, run_project, written_by_us
-    from harness.store import atomic_write_text, check_output
+    from harness.outputs import write_output
+    from harness.projection import render, run_project
 
-    if output is not None:  # refuse a file this command did not write before any work
-        check_output(output, kind="projection", written_by_us=written_by_us)
     if validate_:
         if results_dir is not None or step_time_ms is not None or grad_mb is not None:
             raise UserError("--validate takes no RESULTS_DIR and no pure-input flags")
@@ -1231,7 +1275,7 @@ def project_cmd(
     if output is None:
         click.echo(text, nl=False)
         return
-    atomic_write_text(output, text)
+    write_output(output, text, PROJECTION_KIND)
     click.echo(f"wrote {output}", err=True)
 
 
@@ -1334,7 +1378,7 @@ def history_check(results_dir: Path, db: str | None, metric: str, max_pvalue: fl
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile("harness.history.render:HISTORY_PAGE_KIND"),
     default=None,
     help="HTML file to write [default: history.html beside an SQLite store, else ./history.html].",
 )

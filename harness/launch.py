@@ -1,17 +1,22 @@
 """Launching torchrun (a sweep point, a ``train`` run): pure argv/env builders, the one subprocess
 call, the failure class.
 
-Every point gets a fresh ``torchrun`` (``python -m torch.distributed.run``), so no state (CUDA
-context, NCCL communicators, allocator caches, a crashed rank) leaks from one point into the
-next. torchrun starts ``nproc_per_node`` copies of the worker per node::
+Every point gets a fresh ``torchrun`` (``python -m distrinews.torchrun``: torchrun with a
+rendezvous store that listens on one address only), so no state (CUDA context, NCCL
+communicators, allocator caches, a crashed rank) leaks from one point into the next. torchrun
+starts ``nproc_per_node`` copies of the worker per node::
 
-    python -m torch.distributed.run --standalone --nnodes=1 --nproc-per-node=2 \\
-        --log-dir=POINT/logs --redirects=3 --tee=3 -m distrinews.worker --spec POINT/run.json \\
+    python -m distrinews.torchrun --rdzv-backend=distrinews --rdzv-endpoint=127.0.0.1:0 \
+        --rdzv-id=RUN_ID --local-addr=127.0.0.1 --nnodes=1 --nproc-per-node=2 \
+        --log-dir=POINT/logs --redirects=3 --tee=3 -m distrinews.worker --spec POINT/run.json \
         --out POINT
 
-``--standalone`` is a c10d rendezvous on ``localhost:0``: the OS picks a free port, so two
-points (or two sweeps) never clash. Across nodes the agents meet in a c10d rendezvous on the
-first node instead (:class:`Rendezvous`), and under SLURM ``srun`` starts one agent per node.
+On one host everything listens on loopback only: the rendezvous store on ``127.0.0.1:0`` (the
+OS picks a free port, so two points or two sweeps never clash), the ranks' store on
+MASTER_ADDR = 127.0.0.1, gloo and NCCL on ``lo`` (:func:`build_env`). ``--standalone`` would
+do the same on every interface. Across nodes the agents meet in a rendezvous hosted on the
+first node's address instead (:class:`Rendezvous`), and under SLURM ``srun`` starts one agent
+per node.
 
 The builders are pure (tested without processes): :func:`torchrun_argv` is the one place that
 spells a torchrun command line (a sweep point's, and a ``train`` run's via
@@ -48,9 +53,16 @@ from distrinews.layout import (
 )
 from distrinews.runspec import RunSpec
 
+from .outputs import OutputKind
 from .store import read_json
 
 WORKER_MODULE = "distrinews.worker"
+#: torchrun with a rendezvous store that listens on the endpoint's address only.
+TORCHRUN_MODULE = "distrinews.torchrun"
+RDZV_BACKEND = "distrinews"
+#: Where a single-host point listens: the loopback address and interface (Linux's name).
+LOOPBACK = "127.0.0.1"
+LOOPBACK_IFNAME = "lo"
 
 #: Worker failure class (error.json "failure", distrinews/failures.py) -> ledger status. A NaN
 #: loss is a crash, and a dead peer a collective failure; the reason keeps the worker's own
@@ -167,14 +179,22 @@ def torchrun_argv(
     per-rank log files there, teed to the agent's output; None leaves the ranks' output on the
     agent's stdout/stderr.
     """
-    argv = [python, "-m", "torch.distributed.run"]
+    argv = [python, "-m", TORCHRUN_MODULE]
     if rdzv is None:
         if spec.nodes != 1:
             raise ValueError(f"a {spec.nodes}-node point needs a Rendezvous")
-        argv.append("--standalone")
+        # Every rank on this host: the rendezvous store on loopback, port chosen by the OS
+        # (what --standalone does, but --standalone listens on every interface), and the
+        # ranks' MASTER_ADDR loopback too.
+        argv += [
+            f"--rdzv-backend={RDZV_BACKEND}",
+            f"--rdzv-endpoint={LOOPBACK}:0",
+            f"--rdzv-id={spec.run_id}",
+            f"--local-addr={LOOPBACK}",
+        ]
     else:
         argv += [
-            "--rdzv-backend=c10d",
+            f"--rdzv-backend={RDZV_BACKEND}",
             f"--rdzv-endpoint={rdzv.endpoint}",
             f"--rdzv-id={rdzv.run_id}",
         ]
@@ -206,6 +226,14 @@ def build_env(spec: RunSpec, base: Mapping[str, str] | None = None) -> dict[str,
     env.setdefault("OMP_NUM_THREADS", RANK_THREADS)
     # Surface NCCL failures as exceptions (-> error.json) instead of hanging until timeout.
     env.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+    # Nothing listens on every interface (distrinews/torchrun.py): the agent hosts no second
+    # store for the ranks (that one would bind [::]); rank 0 hosts it on MASTER_ADDR instead.
+    env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+    if spec.nodes == 1:
+        # Every rank on this host: gloo's and NCCL's sockets on loopback, whatever the shell
+        # exported for multi-node work (a sweep file's own NCCL_SOCKET_IFNAME still wins).
+        env["GLOO_SOCKET_IFNAME"] = LOOPBACK_IFNAME
+        env["NCCL_SOCKET_IFNAME"] = dict(spec.nccl_env).get("NCCL_SOCKET_IFNAME", LOOPBACK_IFNAME)
     return env
 
 
@@ -399,6 +427,16 @@ def sbatch_job_here(sweep: str, **fields: Any) -> SbatchJob:
     )
 
 
+def is_sbatch_script(_path: Path, head: bytes) -> bool:
+    """Whether a file is an sbatch script :func:`build_sbatch_script` wrote (``sbatch -o`` may
+    replace it)."""
+    return head.startswith(b"#!/bin/bash\n#SBATCH --job-name=distrinews-")
+
+
+#: What ``sbatch -o`` writes: an earlier script of ours may be replaced, nothing else.
+SBATCH_KIND = OutputKind(name="sbatch script", recognizes=is_sbatch_script)
+
+
 def build_sbatch_script(job: SbatchJob) -> str:
     """The text of an sbatch script that runs a sweep in its allocation (pure).
 
@@ -461,7 +499,7 @@ def slurm_gpus_per_node(env: Mapping[str, str]) -> int:
     for key in ("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
         value = env.get(key, "").strip()
         if value:
-            match = re.search(r"(\d+)\s*$", value.split("(")[0])
+            match = re.search(r"([0-9]+)\s*$", value.split("(")[0])
             if match:
                 return int(match.group(1))
     visible = env.get("CUDA_VISIBLE_DEVICES", "").strip()

@@ -63,6 +63,9 @@ MAX_REPEATS = 100
 #: Most points a sweep expands to unless the caller raises it (--max-points): a typo in an
 #: axis must not make --dry-run build a million specs.
 DEFAULT_MAX_POINTS = 10_000
+#: CPU ranks per core a synthetic-sleep point may start (its ranks sleep, so they may outnumber
+#: the cores -- 8 on 2 cores is the projection check -- but each is a process with its memory).
+SLEEP_RANKS_PER_CORE = 8
 #: Longest sweep name (it is a folder name; file systems stop at 255 bytes).
 MAX_NAME_LEN = 100
 
@@ -473,26 +476,43 @@ def why_skipped(spec: RunSpec, res: Resources) -> str | None:
                 "inside an allocation)"
             )
         return f"needs {spec.nodes} nodes; the allocation has {res.nodes}"
-    if spec.device == "cuda" and spec.nproc_per_node > res.gpus_per_node:
-        n = spec.nproc_per_node
-        return (
-            f"needs {n} GPU{'' if n == 1 else 's'} per node; this machine has {res.gpus_per_node}"
-        )
-    if (
-        spec.device == "cpu"
-        and spec.nproc_per_node > res.cpus_per_node
-        and not is_synthetic(spec.model)
-    ):
+    if (reason := too_many_ranks(spec, res)) is not None:
+        return reason
+    if spec.device == "cpu" and spec.precision == "tf32":
+        return "tf32 is a CUDA matmul mode; it has no meaning on cpu"
+    return None
+
+
+def too_many_ranks(spec: RunSpec, res: Resources) -> str | None:
+    """Why ``spec`` starts more ranks per node than ``res`` has room for (one line), or None.
+
+    The bound is named in the line: the GPU count for cuda, the core count for cpu (and for
+    the synthetic-sleep shape, whose ranks sleep instead of computing, SLEEP_RANKS_PER_CORE
+    per core: each rank is still a process of its own, so the count must stay finite).
+    """
+    n = spec.nproc_per_node
+    if spec.device == "cuda" and n > res.gpus_per_node:
+        plural = "" if n == 1 else "s"
+        return f"needs {n} GPU{plural} per node; this machine has {res.gpus_per_node}"
+    if spec.device != "cpu":
+        return None
+    cores = res.cpus_per_node
+    if is_synthetic(spec.model):
+        if n > SLEEP_RANKS_PER_CORE * cores:
+            return (
+                f"needs {n} CPU ranks per node; synthetic-sleep ranks may outnumber the cores, "
+                f"but at most {SLEEP_RANKS_PER_CORE} per core: {SLEEP_RANKS_PER_CORE * cores} "
+                f"on this machine's {cores} core{'' if cores == 1 else 's'}"
+            )
+        return None
+    if n > cores:
         # More gloo ranks than cores time-slice one another: the "scaling" would measure the
         # scheduler, not DDP. The synthetic-sleep shape is the exception: its compute is a
         # sleep, so its ranks do not contend for cores (that is what it is for).
-        n = spec.nproc_per_node
         return (
             f"needs {n} CPU rank{'' if n == 1 else 's'} per node; this machine has "
-            f"{res.cpus_per_node} core{'' if res.cpus_per_node == 1 else 's'}"
+            f"{cores} core{'' if cores == 1 else 's'}"
         )
-    if spec.device == "cpu" and spec.precision == "tf32":
-        return "tf32 is a CUDA matmul mode; it has no meaning on cpu"
     return None
 
 

@@ -34,13 +34,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from distrinews import files, layout
+from distrinews import files
 from distrinews.errors import UserError
 from distrinews.files import append_durably, open_nofollow, refuse_symlink
 from distrinews.layout import ATTEMPTS_DIR, LEDGER_NAME, LOCK_NAME, POINTS_DIR
 from distrinews.metrics import LEDGER_METRIC_KEYS, rank_spread
 from distrinews.runspec import RunSpec
-from distrinews.safeio import loads_strict
+from distrinews.safeio import decimal, loads_strict
+
+from . import outputs
+from .outputs import OutputKind
 
 LEDGER_SCHEMA_VERSION = 1
 
@@ -69,60 +72,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UserError):
         return None
     return data if isinstance(data, dict) else None
-
-
-# -- output options --------------------------------------------------------------------------
-
-#: Files of a results, training or checkpoint folder that no output option may replace.
-PROTECTED_NAMES = frozenset(
-    {
-        LEDGER_NAME,
-        LOCK_NAME,
-        layout.ENV_JSON,
-        layout.SWEEP_JSON,
-        layout.RUN_JSON,
-        layout.RECORD_JSON,
-        layout.STATUS_JSON,
-        layout.ERROR_JSON,
-        layout.TELEMETRY_JSONL,
-        layout.SERVING_LEDGER,
-        layout.MAX_BATCH_LEDGER,
-        layout.HISTORY_JSONL,
-        layout.FIT_JSON,
-        layout.FIT_RESULT_JSON,
-        layout.WEIGHTS_FILE,
-        layout.CONFIG_FILE,
-    }
-)
-_HEAD_BYTES = 4096
-
-
-def check_output(path: Path, *, kind: str, written_by_us: Callable[[bytes], bool]) -> None:
-    """Refuse an output path (``-o``) that would replace a file this command did not write.
-
-    ``kind`` names what the command writes ("HTML report"); ``written_by_us`` tells from the
-    first 4 KiB of an existing file whether an earlier run of the same command wrote it (that
-    one may be replaced: a report replaces an older report). A symlink, a folder, a results
-    file (ledger, record, checkpoint, ...) or any other existing file is refused with one line.
-    """
-    path = Path(path)
-    refuse_symlink(path, what=kind)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; give the path of the {kind} file to write")
-    if not path.exists():
-        return
-    foreign = path.name in PROTECTED_NAMES
-    if not foreign:
-        try:
-            with open(path, "rb") as fh:
-                foreign = not written_by_us(fh.read(_HEAD_BYTES))
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read the existing file ({exc.strerror})") from None
-    if foreign:
-        raise UserError(
-            f"{path}: exists and is not a {kind} written by distrinews-bench; refusing to "
-            "replace it -- choose another path or remove it first"
-        )
 
 
 # -- the ledger ------------------------------------------------------------------------------
@@ -154,7 +103,8 @@ def fresh_point_dir(sweep_dir: Path, run_id: str) -> Path:
         if leftovers:
             attempts = pdir / ATTEMPTS_DIR
             attempts.mkdir(exist_ok=True)
-            taken = {int(p.name) for p in attempts.iterdir() if p.name.isdigit()}
+            # Numbered by this function in ASCII; any other name (a user's, '²') is left alone.
+            taken = {n for p in attempts.iterdir() if (n := decimal(p.name)) is not None}
             dest = attempts / str(max(taken, default=0) + 1)
             dest.mkdir()
             for path in leftovers:
@@ -376,7 +326,8 @@ def export_ledger(results: Path, out: Path) -> int:
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise UserError(f"{out}: export writes .parquet or .csv, not {out.suffix or 'no suffix'!r}")
-    check_output(out, kind=f"{suffix[1:]} export", written_by_us=lambda head: _is_export(out, head))
+    kind = dataclasses.replace(EXPORT_KIND, name=f"{suffix[1:]} export")
+    outputs.check_output(out, kind)  # before the rows are read: a bad -o costs nothing
     rows: list[dict[str, Any]] = []
     for sweep in sweep_dirs(results):
         for row in latest_by_run_id(read_ledger(sweep)).values():
@@ -387,13 +338,13 @@ def export_ledger(results: Path, out: Path) -> int:
     frame = frame.reindex(columns=sorted(frame.columns, key=_column_order))
     frame = _one_type_per_column(frame)
     if suffix == ".parquet":
-        files.atomic_write(out, lambda fh: frame.to_parquet(fh, index=False))
+        outputs.write_output(out, lambda fh: frame.to_parquet(fh, index=False), kind)
     else:
-        files.atomic_write_text(out, frame.to_csv(index=False))
+        outputs.write_output(out, frame.to_csv(index=False), kind)
     return len(frame)
 
 
-def _is_export(out: Path, head: bytes) -> bool:
+def is_export(out: Path, head: bytes) -> bool:
     """Whether an existing file at ``out`` is an earlier export (which may be replaced)."""
     if out.suffix.lower() == ".csv":
         return head.startswith(b"sweep,run_id,")
@@ -406,6 +357,10 @@ def _is_export(out: Path, head: bytes) -> bool:
     except Exception:
         return False
     return names[:2] == ["sweep", "run_id"]
+
+
+#: What ``export -o`` writes: a table an earlier export wrote may be replaced, nothing else.
+EXPORT_KIND = OutputKind(name="csv or parquet export", recognizes=is_export)
 
 
 def _one_type_per_column(frame: Any) -> Any:

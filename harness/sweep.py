@@ -41,6 +41,7 @@ from distrinews.errors import UserError
 from distrinews.files import ordinary_mode
 from distrinews.layout import LAUNCHER_LOG, LOGS_DIR, RECORD_JSON, RUN_JSON, TELEMETRY_LOG
 from distrinews.runspec import RunSpec
+from distrinews.safeio import decimal
 
 from . import energy, envinfo, max_batch, memory_model, store, telemetry
 from .launch import (
@@ -142,14 +143,15 @@ def detect_resources(options: SweepOptions, env: dict[str, str] | None = None) -
     local_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if options.launcher == "local":
         return Resources(nodes=1, gpus_per_node=local_gpus, launcher="local")
-    nodes = options.nodes or int(env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or 1)
+    count = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or ""
+    nodes = options.nodes or decimal(count.strip()) or 1
     gpus = slurm_gpus_per_node(env) or local_gpus
     cpus = env.get("SLURM_CPUS_ON_NODE", "")
     return Resources(
         nodes=nodes,
         gpus_per_node=gpus,
         launcher="slurm",
-        **({"cpus_per_node": int(cpus)} if cpus.isdigit() and int(cpus) > 0 else {}),
+        **({"cpus_per_node": n} if (n := decimal(cpus)) else {}),
     )
 
 
@@ -268,7 +270,13 @@ def run_sweep(
     sweep_dir = Path(options.results) / spec.name
     timeout_s = options.timeout_s or spec.timeout_s
     if options.launcher == "slurm":
-        slurm_hosts(os.environ)  # outside an allocation: one clear line before anything runs
+        hosts = slurm_hosts(os.environ)  # outside an allocation: one line before anything runs
+        if options.nodes is not None and options.nodes > len(hosts):
+            # A point needing more nodes than there are would fail to build its srun line.
+            raise UserError(
+                f"--nodes {options.nodes}: the allocation has {len(hosts)} node(s) "
+                f"({', '.join(hosts[:8])}{', ...' if len(hosts) > 8 else ''})"
+            )
     with store.sweep_lock(sweep_dir):
         env_info = envinfo.collect()
         _write_env(sweep_dir, env_info)

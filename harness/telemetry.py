@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from distrinews.errors import UserError
-from distrinews.safeio import loads_strict
+from distrinews.safeio import decimal, loads_strict
 
 #: NVML clock-event (throttle) reason bits -> short names (nvmlClocksEventReason*).
 THROTTLE_BITS = {
@@ -227,8 +227,8 @@ def select_devices(nvml: Any, visible: str | None, count: int) -> list[int]:
     else:
         chosen = []
         for entry in (e.strip() for e in visible.split(",")):
-            if entry.isdigit() and int(entry) < total:
-                chosen.append(int(entry))
+            if (index := decimal(entry)) is not None and index < total:
+                chosen.append(index)
             elif entry.startswith("GPU-"):
                 matches = [i for i, u in enumerate(uuids) if u.startswith(entry)]
                 chosen.extend(matches[:1])

@@ -18,13 +18,16 @@ from typing import Any
 import torch
 
 from distrinews import layout
+from distrinews.checkpoint import check_resumable
 from distrinews.distributed import DEFAULT_TIMEOUT_S, process_group
 from distrinews.errors import UserError
 from distrinews.files import atomic_write_text
 from distrinews.log import log
+from distrinews.runspec import RunSpec
 from distrinews.train import FitResult, FitSpec, check_fresh_out, check_train_out
 
 from .launch import build_env, build_fit_argv, rank_threads, run_process
+from .spec import Resources, too_many_ranks
 
 
 def run_fit_local(
@@ -44,6 +47,7 @@ def run_fit_local(
     run = spec.run
     if run.nodes != 1:
         raise UserError("a local fine-tuning run has nodes = 1; use torchrun per node for more")
+    check_ranks_fit_here(run)  # before anything is written or launched
     check_train_out(out)  # before any rank starts: one line, not a failed torchrun
     if not spec.resume:
         check_fresh_out(out)
@@ -64,6 +68,8 @@ def run_fit_local(
                 return fit_and_record(spec, ctx, out, on_log=on_log)
         finally:
             torch.set_num_threads(previous)  # this process goes on (tests, a notebook)
+    if spec.resume:  # every rank would refuse a bad checkpoint, each with torchrun's noise
+        check_resumable(out, world_size=run.world_size)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / layout.FIT_JSON, spec.to_json())
     for stale in out.glob(layout.ERROR_FILES_GLOB):
@@ -85,6 +91,20 @@ def run_fit_local(
     if result is None:
         raise RuntimeError(f"{out / layout.FIT_RESULT_JSON}: missing after a successful run")
     return FitResult.from_dict(result)
+
+
+def check_ranks_fit_here(run: RunSpec) -> None:
+    """UserError unless this machine has the device and room for ``run``'s ranks: CUDA for
+    cuda, and at most one rank per GPU or per core (harness.spec.too_many_ranks names the
+    bound) -- checked before torchrun is handed a rank count it would try to start."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if run.device == "cuda" and gpus == 0:
+        raise UserError("--device cuda: CUDA is not available here; use --device cpu")
+    reason = too_many_ranks(run, Resources(gpus_per_node=gpus))
+    if reason is not None:
+        raise UserError(f"--nproc-per-node {run.nproc_per_node}: {reason}")
 
 
 def _read_json(path: Path) -> Any:

@@ -31,3 +31,46 @@ def processes_mentioning(text: str) -> list[int]:
         if text in cmd and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def listening_sockets(text: str) -> set[tuple[int, str, int, str]]:
+    """(pid, address, port, command) of every TCP socket listening in a live process whose
+    command line mentions ``text``; ``command`` is the start of that command line, to say which
+    program it is (``python -m distrinews.torchrun``, ``srun``, ...).
+
+    Linux /proc, no tool needed: a process's sockets are the ``socket:[INODE]`` links under
+    /proc/PID/fd; /proc/PID/net/tcp and tcp6 list the sockets of its network namespace with
+    their state (0A: LISTEN), local address (hex, in the kernel's byte order) and inode.
+    """
+    found = set()
+    for pid in processes_mentioning(text):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            command = " ".join(a.decode(errors="replace") for a in argv[:3])
+            inodes = {
+                os.readlink(fd)[8:-1]
+                for fd in Path(f"/proc/{pid}/fd").iterdir()
+                if os.readlink(fd).startswith("socket:[")
+            }
+        except OSError:  # gone meanwhile
+            continue
+        for table in ("tcp", "tcp6"):
+            try:
+                lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:
+                    address, port = fields[1].split(":")
+                    found.add((pid, _kernel_address(address), int(port, 16), command))
+    return found
+
+
+def _kernel_address(hexed: str) -> str:
+    """/proc/net/tcp's address (each 32-bit word little-endian) as text: 0100007F -> 127.0.0.1."""
+    import ipaddress
+
+    raw = bytes.fromhex(hexed)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))

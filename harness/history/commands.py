@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from distrinews.errors import UserError
-from harness import store as results_store
+from harness import outputs
 from harness.history import changes as changes_mod
 from harness.history import detect, render, schema
 from harness.history import ingest as ingest_mod
@@ -114,15 +114,14 @@ def report(db: str | None, output: Path | None, *, metric: str) -> Path:
     st = schema.open_store(db)
     try:
         out = Path(output) if output is not None else _default_page(st)
-        results_store.check_output(out, kind="history report", written_by_us=render.is_history_html)
+        outputs.check_output(out, render.HISTORY_PAGE_KIND)  # before the work: costs nothing
         from harness.report.page_html import render_html
 
         series, found = changes_mod.find_changes(st, metric)
         page = render_html(render.build_page(st, series, found, metric=metric))
     finally:
         st.close()
-    results_store.atomic_write_text(out, page)
-    return out
+    return outputs.write_output(out, page, render.HISTORY_PAGE_KIND)
 
 
 def _default_page(st: schema.Store) -> Path:

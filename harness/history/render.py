@@ -23,6 +23,7 @@ from plotly.subplots import make_subplots
 
 from harness.history import schema
 from harness.history.changes import Change, Series
+from harness.outputs import OutputKind
 from harness.report.model import Report, Section, Table
 
 #: Charts on one page at most (a store of thousands of series would make a page no browser
@@ -364,3 +365,9 @@ def build_page(
 def is_history_html(head: bytes) -> bool:
     """Whether a file's first bytes are a history page (an older one may be replaced)."""
     return head.startswith(b"<!DOCTYPE html>") and b"<title>distrinews history report" in head
+
+
+#: What ``history report`` writes: an earlier history page may be replaced, nothing else.
+HISTORY_PAGE_KIND = OutputKind(
+    name="history report", recognizes=lambda _path, head: is_history_html(head)
+)

@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from distrinews.errors import UserError
 from distrinews.files import refuse_symlink
-from harness import store as results_store
+from harness import outputs
 
 #: The schema this code reads and writes.
 SCHEMA_VERSION = 1
@@ -181,7 +181,7 @@ def _check_sqlite_path(path: Path, *, create: bool) -> None:
     refuse_symlink(path, what="history store")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give the history store's file (e.g. history.db)")
-    if path.name in results_store.PROTECTED_NAMES:
+    if outputs.is_protected(path):
         raise UserError(
             f"{path}: is a results file ({path.name}), not a history store; choose another --db"
         )

@@ -210,5 +210,5 @@ def render(result: Projection, fmt_name: str) -> str:
 
 def written_by_us(head: bytes) -> bool:
     """Whether a file's first bytes are a projection this command wrote (``-o`` may replace
-    it); anything else is refused (harness.store.check_output)."""
+    it); anything else is refused (harness.outputs.check_output)."""
     return HEADER.encode() in head[:200]

@@ -10,6 +10,8 @@ of a sweep call it); :func:`render_json` is ``report --format json``.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ import pandas as pd
 
 from distrinews import layout
 from distrinews.errors import UserError
-from harness import analysis, max_batch, serving_store, store
+from harness import analysis, max_batch, outputs, serving_store, store
+from harness.outputs import OutputKind
 from harness.report import page_html, page_json
 from harness.report.build import build_report
 from harness.report.model import Report, straggler_points, telemetry_points
@@ -101,12 +104,38 @@ def sweep_folder(sweep_dir: Path) -> Path:
     return sweep_dir
 
 
+_TEXT_HEAD = re.compile(rb"\w+ report: [^\n]*  \(generated \d{4}-\d\d-\d\dT[\d:]+Z\)\n")
+#: The top-level keys of ``report --format json`` (page_json.build_json).
+_JSON_KEYS = frozenset({"title", "headline", "curves", "decomposition", "definitions"})
+
+
 def is_report_html(head: bytes) -> bool:
     """Whether a file's first bytes are a report this package rendered (it may be replaced):
     a scaling report or a serving one (page_html titles them by the Report's kind)."""
     return head.startswith(b"<!DOCTYPE html>") and any(
         b"<title>distrinews " + kind + b" report" in head for kind in (b"scaling", b"serving")
     )
+
+
+def is_report_output(path: Path, head: bytes) -> bool:
+    """Whether the file at ``path`` is a report in any format (HTML, text, JSON) this package
+    wrote: ``report -o`` may replace it, whichever ``--format`` wrote it."""
+    if is_report_html(head) or _TEXT_HEAD.match(head):
+        return True
+    if not head.lstrip().startswith(b"{"):
+        return False
+    data = outputs.read_small(path)
+    try:
+        body = json.loads(data) if data is not None else None
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(body, dict) and set(body) >= _JSON_KEYS
+
+
+#: What ``report -o`` writes: any earlier report may be replaced, nothing else.
+REPORT_KIND = OutputKind(name="report", recognizes=is_report_output)
+#: The sweep folder's own report.html (no -o): it belongs to the sweep, whatever it holds now.
+SWEEP_REPORT_KIND = OutputKind(name="HTML report", recognizes=lambda _path, _head: True)
 
 
 def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
@@ -116,14 +145,10 @@ def render_report(sweep_dir: Path, out_path: Path | None = None) -> Path:
     ledger) raises UserError with a one-line reason.
     """
     sweep_dir = Path(sweep_dir)
-    if out_path is None:  # report.html is the sweep folder's own file (see harness.store)
-        out = sweep_dir / layout.REPORT_HTML
-        store.check_output(out, kind="HTML report", written_by_us=lambda head: True)
-    else:
-        out = Path(out_path)
-        store.check_output(out, kind="HTML report", written_by_us=is_report_html)
-    store.atomic_write_text(out, page_html.render_html(load_report(sweep_dir)))
-    return out
+    out = sweep_dir / layout.REPORT_HTML if out_path is None else Path(out_path)
+    kind = SWEEP_REPORT_KIND if out_path is None else REPORT_KIND
+    outputs.check_output(out, kind)  # before the work: a bad -o costs nothing
+    return outputs.write_output(out, page_html.render_html(load_report(sweep_dir)), kind)
 
 
 def render_json(sweep_dir: Path) -> str:

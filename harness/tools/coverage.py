@@ -216,7 +216,7 @@ def markdown(rows: list[tuple[str, str, int, Cell]]) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--reps", type=click.IntRange(min=100), default=20000, show_default=True)
+@click.option("--reps", type=click.IntRange(100, 10_000_000), default=20000, show_default=True)
 def main(reps: int) -> None:
     """Print the coverage table (method x repeats x data shape) as markdown."""
     click.echo(markdown(table(reps)))

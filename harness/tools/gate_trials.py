@@ -58,7 +58,7 @@ import numpy as np
 from distrinews import layout
 from distrinews.errors import UserError
 from harness import analysis, compare, store
-from harness.cli import user_errors
+from harness.cli import FiniteFloatRange, user_errors
 from harness.tools import perturb, pool
 
 #: The planted slowdowns judged (throughput multiplied by these).
@@ -208,9 +208,9 @@ def main() -> None:
 
 @main.command("run")
 @click.option("--sweep", "sweep_name", default="cpu-smoke", show_default=True)
-@click.option("--sessions", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--sessions", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--pause", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--pause", type=FiniteFloatRange(0, 86_400), default=60.0, show_default=True,
               help="Seconds between sessions (sessions spread over time).")  # fmt: skip
 def run_cmd(sweep_name: str, sessions: int, work: Path, pause: float) -> None:
     """Run SESSIONS fresh sweeps into WORK/sNN/<sweep>, one after another."""
@@ -232,11 +232,13 @@ def run_cmd(sweep_name: str, sessions: int, work: Path, pause: float) -> None:
 
 @main.command("choose")
 @click.argument("sessions", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--alpha", type=float, default=0.05, show_default=True)
-@click.option("--margin", type=float, default=0.01, show_default=True,
+@click.option("--alpha", type=FiniteFloatRange(0, 0.5, min_open=True), default=0.05,
+              show_default=True)  # fmt: skip
+@click.option("--margin", type=FiniteFloatRange(0, 1), default=0.01, show_default=True,
               help="Added to the largest stray (a fraction: 0.01 = 1%).")  # fmt: skip
-@click.option("--margin-pp", type=float, default=1.0, show_default=True)
-@click.option("--max-load", type=float, default=None, help="Keep only quiet sessions.")
+@click.option("--margin-pp", type=FiniteFloatRange(0, 100), default=1.0, show_default=True)
+@click.option("--max-load", type=FiniteFloatRange(min=0), default=None,
+              help="Keep only quiet sessions.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
 def choose_cmd(
@@ -272,10 +274,13 @@ def choose_cmd(
 @main.command("judge")
 @click.argument("baseline", type=click.Path(path_type=Path))
 @click.argument("sessions", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--rtol", type=float, default=None, help="[default: the baseline's [gate]]")
-@click.option("--efficiency-tol-pp", type=float, default=None)
-@click.option("--alpha", type=float, default=0.05, show_default=True)
-@click.option("--max-load", type=float, default=None, help="Keep only quiet sessions.")
+@click.option("--rtol", type=FiniteFloatRange(0, 1, min_open=True), default=None,
+              help="[default: the baseline's [gate]]")  # fmt: skip
+@click.option("--efficiency-tol-pp", type=FiniteFloatRange(0, 100, min_open=True), default=None)
+@click.option("--alpha", type=FiniteFloatRange(0, 0.5, min_open=True), default=0.05,
+              show_default=True)  # fmt: skip
+@click.option("--max-load", type=FiniteFloatRange(min=0), default=None,
+              help="Keep only quiet sessions.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @user_errors
 def judge_cmd(

@@ -35,6 +35,7 @@ import click
 import pandas as pd
 
 from harness import analysis, attribution
+from harness.cli import FiniteFloatRange
 
 #: fault -> the part of the decomposition it must land in.
 PLANTED = {
@@ -202,7 +203,7 @@ def table(dirs: tuple[Path, ...]) -> None:
 
 
 @main.command()
-@click.option("--count", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--count", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True)
 def sweeps(count: int, work: Path) -> None:
     """Run COUNT cpu-smoke sweeps into WORK, then print their table."""
@@ -218,7 +219,7 @@ def sweeps(count: int, work: Path) -> None:
 
 @main.command()
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True)
 def sleep(work: Path, repeats: int) -> None:
     """Synthetic-sleep runs at N = 1, 2 and 4, then their table."""
     work.mkdir(parents=True, exist_ok=True)
@@ -230,9 +231,9 @@ def sleep(work: Path, repeats: int) -> None:
 
 @main.command()
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--fault-ms", type=float, default=80.0, show_default=True)
-@click.option("--busy-ms", type=float, default=10.0, show_default=True,
+@click.option("--repeats", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--fault-ms", type=FiniteFloatRange(0, 60_000), default=80.0, show_default=True)
+@click.option("--busy-ms", type=FiniteFloatRange(0, 60_000), default=10.0, show_default=True,
               help="busy_cores: busy ms of every 10 ms (10: always busy).")  # fmt: skip
 @click.option("--faults", default=",".join(PLANTED), show_default=True,
               help="Comma-separated planted faults of the synthetic-sleep campaign.")  # fmt: skip
@@ -261,7 +262,7 @@ def planted(work: Path, repeats: int, fault_ms: float, busy_ms: float, faults: s
 
 @main.command()
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--pairs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--pairs", type=click.IntRange(1, 100), default=3, show_default=True)
 def overhead(work: Path, pairs: int) -> None:
     """What the step probe costs the window: cpu-smoke with explain on and off, alternated."""
     import importlib.resources
@@ -292,7 +293,7 @@ def overhead(work: Path, pairs: int) -> None:
 
 @main.command("planted-table")
 @click.argument("sweep_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 100), default=5, show_default=True)
 def planted_table(sweep_dir: Path, repeats: int) -> None:
     """The planted table of an existing sweep folder."""
     print_planted(sweep_dir, repeats)

@@ -7,12 +7,14 @@ sweep through the real CLI, bad sweep files, --dry-run, and export.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from distrinews.runspec import RunSpec
 from harness import launch, spec, store
 from harness import sweep as sw
 from harness.cli import cli
-from tests.helpers_procs import LAUNCH_MODEL, processes_mentioning
+from tests.helpers_procs import LAUNCH_MODEL, listening_sockets, processes_mentioning
 
 # The launch tests' model (tests/helpers_procs.py): their subject is the launch path, and the
 # default-sweep test below runs DistilBERT itself.
@@ -289,22 +291,48 @@ def test_every_failure_class_through_a_real_torchrun(tmp_path):
 
 
 @pytest.mark.slow
-def test_hang_past_timeout_is_killed_with_its_whole_tree(tmp_path):
+def test_hang_past_timeout_is_killed_with_its_whole_tree_and_listened_on_loopback_only(tmp_path):
+    """A two-rank point hangs in its first step until the timeout kills its whole tree.
+
+    While it hangs its processes are alive with every socket open, so the test also lists
+    what they listen on (issue 25, item 4): a single-host point listens on loopback only --
+    the agent's rendezvous store, rank 0's store and both ranks' gloo sockets. Before the
+    fix the agent listened on [::] twice, reachable from anywhere the machine is.
+    """
     path = tmp_path / "hang.toml"
-    path.write_text('name = "hang"\ntimeout_s = 12\n' + LAUNCH + '[axes]\nfault = ["hang"]\n')
-    options = sw.SweepOptions(results=tmp_path / "r", progress=False)
+    axes = '[axes]\nfault = ["hang"]\ngpus_per_node = [2]\n'
+    path.write_text('name = "hang"\ntimeout_s = 12\n' + LAUNCH + axes)
+    results = tmp_path / "r"
+    options = sw.SweepOptions(results=results, progress=False)
     start = time.monotonic()
-    result = sw.run_sweep(spec.load_sweep(path), options, echo=lambda _m: None)
+    done: dict = {}
+    thread = threading.Thread(
+        target=lambda: done.update(r=sw.run_sweep(spec.load_sweep(path), options, echo=print))
+    )
+    thread.start()
+    seen: set = set()
+    while thread.is_alive():
+        seen |= listening_sockets(str(results))
+        time.sleep(0.05)
+    thread.join()
     assert time.monotonic() - start < 60
-    (row,) = _rows(result.sweep_dir)
+    (row,) = _rows(done["r"].sweep_dir)
     assert row["status"] == "timeout" and "12 s" in row["reason"]
     assert row["samples_per_s"] is None
-    assert processes_mentioning(str(result.sweep_dir)) == []
+    assert processes_mentioning(str(done["r"].sweep_dir)) == []
+    # The agent's stores are up within a second (before the fix: its two '::' listeners); the
+    # ranks' sockets once both have reached the hang, which a loaded box may not manage in 12 s.
+    log = (done["r"].sweep_dir / row["point_dir"] / "logs" / "launcher.log").read_text()
+    ranks_up = log.count("injected fault: hang") == 2
+    assert len({pid for pid, *_ in seen}) >= (3 if ranks_up else 1), (ranks_up, seen)
+    exposed = sorted(s[1:] for s in seen if not ipaddress.ip_address(s[1]).is_loopback)
+    assert not exposed, f"listening beyond loopback: {exposed}"
 
 
 @pytest.mark.slow
 def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
-    """Two torchrun agents (as on two machines) meet in a c10d rendezvous on 127.0.0.1."""
+    """Two torchrun agents (as on two machines) meet in a c10d rendezvous on 127.0.0.1, and
+    listen on that address only."""
     run = RunSpec(
         nodes=2, nproc_per_node=1, device="cpu", model=LAUNCH_MODEL, data="synthetic:256",
         max_length=32, per_device_batch=4, precision="fp32", warmup_steps=1, measured_steps=3,
@@ -320,13 +348,22 @@ def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
                          start_new_session=True)
         for _ in range(2)
     ]  # fmt: skip
+    seen: set = set()
+    deadline = time.monotonic() + 150
     try:
-        codes = [a.wait(timeout=150) for a in agents]
+        # Issue 25: nothing listens on every interface across nodes either -- the rendezvous
+        # store on the endpoint's address, the ranks' store and gloo on the node's own.
+        while any(a.poll() is None for a in agents) and time.monotonic() < deadline:
+            seen |= listening_sockets(str(pdir))
+            time.sleep(0.05)
+        codes = [a.wait(timeout=max(1.0, deadline - time.monotonic())) for a in agents]
     finally:
         for a in agents:
             if a.poll() is None:
                 os.killpg(a.pid, signal.SIGKILL)
     assert codes == [0, 0]
+    assert len({pid for pid, *_ in seen}) >= 3, seen  # both agents' and the ranks' sockets
+    assert {address for _, address, *_ in seen} == {"127.0.0.1"}, seen  # never [::] or 0.0.0.0
     record = json.loads((pdir / "record.json").read_text())
     assert record["env"]["world_size"] == 2 and record["env"]["backend"] == "gloo"
     assert len(record["step_times_s"]) == 2  # both ranks' step times gathered

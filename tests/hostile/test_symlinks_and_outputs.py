@@ -131,78 +131,8 @@ def test_a_point_folder_symlinked_outside_is_never_read(sweep_dir, tmp_path):
     report.load_report(sweep_dir)  # renders, without the planted files
 
 
-# -- item 2: output options never replace a file they did not write --------------------------
-
-
-@pytest.mark.parametrize(
-    "target",
-    ["ledger.jsonl", "env.json", "sweep.json", "points/{p}/record.json", "notes.txt", "points"],
-)
-def test_report_o_never_replaces_a_results_file_or_a_folder(sweep_dir, target):
-    (sweep_dir / "notes.txt").write_text("my notes\n")
-    pid = store.read_ledger(sweep_dir)[0]["point_dir"].split("/")[-1]
-    path = sweep_dir / target.format(p=pid)
-    if target.endswith("record.json") and not path.exists():
-        path.write_text("{}")
-    before = snapshot(sweep_dir)
-    line = assert_refused(invoke("report", sweep_dir, "-o", path), str(path))
-    assert "not a HTML report" in line or "is a directory" in line
-    assert snapshot(sweep_dir) == before
-
-
-def test_report_o_replaces_an_older_report(sweep_dir, tmp_path):
-    out = tmp_path / "r.html"
-    assert invoke("report", sweep_dir, "-o", out).exit_code == 0
-    out.write_text(out.read_text().replace("</body>", "<!-- old --></body>"))
-    assert invoke("report", sweep_dir, "-o", out).exit_code == 0
-    assert "<!-- old -->" not in out.read_text()
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_export_o_refuses_foreign_files_and_replaces_its_own(sweep_dir, tmp_path, suffix):
-    import pandas as pd
-
-    foreign = tmp_path / f"data{suffix}"
-    frame = pd.DataFrame({"text": ["a"], "label": [1]})
-    frame.to_csv(foreign, index=False) if suffix == ".csv" else frame.to_parquet(foreign)
-    before = snapshot(tmp_path)
-    assert_refused(invoke("export", sweep_dir, "-o", foreign), str(foreign), "not a")
-    assert snapshot(tmp_path) == before
-    ours = tmp_path / f"ours{suffix}"
-    assert invoke("export", sweep_dir, "-o", ours).exit_code == 0
-    assert invoke("export", sweep_dir, "-o", ours).exit_code == 0  # its own: replaced
-
-
-@pytest.mark.parametrize("name", ["ledger.csv", "x.parquet"])
-def test_export_o_refuses_a_symlink_or_a_folder(sweep_dir, tmp_path, victim, name):
-    link = tmp_path / name
-    link.symlink_to(victim)
-    folder = tmp_path / f"dir{Path(name).suffix}"
-    folder.mkdir()
-    before = snapshot(tmp_path)
-    assert_refused(invoke("export", sweep_dir, "-o", link), "symlink")
-    assert_refused(invoke("export", sweep_dir, "-o", folder), "is a directory")
-    assert snapshot(tmp_path) == before
-
-
-@pytest.mark.parametrize("target", ["ledger.jsonl", "checkpoint.pt", "job.sh"])
-def test_sbatch_o_refuses_what_it_did_not_write(sweep_dir, target):
-    path = sweep_dir / target
-    if not path.exists():
-        path.write_text("#!/bin/bash\necho mine\n")
-    before = snapshot(sweep_dir)
-    args = ("sbatch", "cpu-smoke", "--nodes", "1", "-o", path)
-    assert_refused(invoke(*args), str(path), "not a sbatch script")
-    assert snapshot(sweep_dir) == before
-
-
-def test_sbatch_o_replaces_its_own_script(tmp_path):
-    out = tmp_path / "job.sbatch"
-    args = ("sbatch", "cpu-smoke", "--nodes", "1", "-o", out)
-    assert invoke(*args).exit_code == 0
-    first = out.read_bytes()
-    assert invoke(*args).exit_code == 0
-    assert out.read_bytes() == first
+# -- item 2: output folders of other results -------------------------------------------------
+# (output *files*, -o, are tested for every command at once in test_outputs.py)
 
 
 @pytest.mark.parametrize("marker", ["ledger.jsonl", "serving.jsonl", "checkpoint.pt"])

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from harness import store
-from tests.helpers_procs import LAUNCH_MODEL, processes_mentioning
+from tests.helpers_procs import LAUNCH_MODEL, listening_sockets, processes_mentioning
 
 from .conftest import (
     job_field,
@@ -179,6 +180,7 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
     session = _salloc_session(
         tmp_path,
         [
+            [*sweep, str(tmp_path / "runs.toml"), *common, "--nodes", "5"],  # 2 in the allocation
             [*sweep, str(tmp_path / "runs.toml"), *common],
             [*sweep, str(tmp_path / "hang.toml"), *common, "--timeout-s", "12"],
         ],
@@ -186,7 +188,14 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
     try:
         wait_for(lambda: (tmp_path / "job").is_file(), 60, "the allocation")
         job = scancel_after((tmp_path / "job").read_text().strip())
-        wait_for(lambda: (tmp_path / "done").is_file(), 420, "both sweeps")
+        # Issue 25: what the points' processes listen on, polled while they run (srun's own
+        # I/O ports are Slurm's, not the point's).
+        seen: set = set()
+        deadline = time.monotonic() + 420
+        while not (tmp_path / "done").is_file() and time.monotonic() < deadline:
+            seen |= listening_sockets(str(results))
+            time.sleep(0.1)
+        wait_for(lambda: (tmp_path / "done").is_file(), 1, "both sweeps")
         # Inside the still-held allocation: no step and no process of any point is left.
         steps = subprocess.run(
             ["squeue", "-h", "-s", "-j", job, "-o", "%i %j"], capture_output=True, text=True,
@@ -203,6 +212,12 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
                 os.killpg(session.pid, signal.SIGKILL)
     outputs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("cmd*.out")))
     assert "Traceback" not in outputs, outputs
+    # More --nodes than the allocation holds: one line before anything runs (issue 25).
+    assert (
+        (tmp_path / "cmd0.out")
+        .read_text()
+        .startswith("error: --nodes 5: the allocation has 2 node(s) (n1, n2)\n")
+    )
 
     rows = {r["fault"]: r for r in store.read_ledger(results / "srun")}
     ok = rows["none"]
@@ -211,7 +226,16 @@ def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failure
     status = json.loads((pdir / "status.json").read_text())
     argv = status["argv"]
     assert argv[:2] == ["srun", "--nodes=2"] and "--nodelist=n1,n2" in argv
-    assert "--rdzv-backend=c10d" in argv
+    assert "--rdzv-backend=distrinews" in argv  # c10d, its store bound to n1's address
+    # Every socket of the points on a node's own address (n1 hosts the rendezvous and the
+    # ranks' store, gloo listens on each node's): none on [::] or 0.0.0.0.
+    nodes_at = {socket.gethostbyname(n) for n in ("n1", "n2")}
+    ours = {s for s in seen if "distrinews." in s[3]}  # the agents and the ranks, not Slurm's
+    assert {address for _, address, *_ in ours} <= nodes_at, (sorted(seen), nodes_at)
+    assert socket.gethostbyname("n1") in {address for _, address, *_ in ours}, sorted(seen)
+    assert len({pid for pid, *_ in ours}) >= 3, sorted(seen)  # two agents and the ranks
+    others = sorted({s[1:] for s in seen if s not in ours})
+    print("listening beside the points (Slurm's own):", others)
     assert next(a for a in argv if a.startswith("--rdzv-endpoint=")).startswith(
         "--rdzv-endpoint=n1:"
     )

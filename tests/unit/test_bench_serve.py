@@ -107,7 +107,19 @@ def test_spec_rejects_bad_values(field, value):
 
 def test_request_bodies_cycle_through_the_texts():
     bodies = request_bodies(["a", "b", "c"], 2, 3)
-    assert bodies == [{"texts": ["a", "b"]}, {"texts": ["c", "a"]}, {"texts": ["b", "c"]}]
+    assert list(bodies) == [{"texts": ["a", "b"]}, {"texts": ["c", "a"]}, {"texts": ["b", "c"]}]
+    assert len(bodies) == 3 and bodies[-1] == bodies[2]
+
+
+def test_a_billion_requests_cost_no_memory_before_they_are_sent():
+    """Issue 25 (unbounded): --requests 10^9 built 10^9 bodies up front."""
+    import tracemalloc
+
+    tracemalloc.start()
+    bodies = request_bodies(["a", "b", "c"], 2, 10**9)
+    assert len(bodies) == 10**9 and bodies[10**9 - 1] == bodies[0]  # period 3
+    assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    tracemalloc.stop()
 
 
 def test_level_columns_computes_rate_and_percentiles():

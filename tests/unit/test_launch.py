@@ -17,11 +17,14 @@ from harness import launch as L
 SPEC = RunSpec(device="cpu", model="tiny", nproc_per_node=2, nccl_env={"NCCL_ALGO": "Ring"})
 
 
-def test_single_node_argv_is_standalone_torchrun_of_the_worker(tmp_path):
+def test_single_node_argv_is_loopback_torchrun_of_the_worker(tmp_path):
     argv = L.build_torchrun_argv(SPEC, tmp_path, python="/py")
-    assert argv[:3] == ["/py", "-m", "torch.distributed.run"]
-    assert "--standalone" in argv  # c10d on localhost:0: the OS picks a free port
-    assert not any(a.startswith("--rdzv-endpoint") for a in argv)
+    assert argv[:3] == ["/py", "-m", "distrinews.torchrun"]
+    # c10d on 127.0.0.1:0 (the OS picks a free port), never --standalone (every interface);
+    # the ranks' MASTER_ADDR is loopback too.
+    assert "--standalone" not in argv
+    assert "--rdzv-backend=distrinews" in argv and "--rdzv-endpoint=127.0.0.1:0" in argv
+    assert "--local-addr=127.0.0.1" in argv and f"--rdzv-id={SPEC.run_id}" in argv
     assert "--nnodes=1" in argv and "--nproc-per-node=2" in argv
     assert "--max-restarts=0" in argv
     assert f"--log-dir={tmp_path / 'logs'}" in argv
@@ -42,7 +45,7 @@ def test_a_fine_tune_is_launched_by_the_same_torchrun_builder(tmp_path):
         for a in point[: point.index("-m", 3)]
         if not a.startswith(("--log-dir", "--redi", "--tee"))
     ]
-    assert argv[: len(head)] == head  # standalone, one node, 2 ranks, no restarts
+    assert argv[: len(head)] == head  # loopback, one node, 2 ranks, no restarts
     assert not any(a.startswith(("--log-dir", "--tee", "--redirects")) for a in argv)
     assert argv[len(head) :] == [
         "-m", "distrinews.worker", "--fit", str(tmp_path / "fit.json"), "--out", str(tmp_path),
@@ -56,8 +59,8 @@ def test_multi_node_argv_uses_c10d_rendezvous(tmp_path):
         L.build_torchrun_argv(spec, tmp_path)
     rdzv = L.Rendezvous(endpoint="node1:29400", run_id=spec.run_id)
     argv = L.build_torchrun_argv(spec, tmp_path, rdzv=rdzv)
-    assert "--standalone" not in argv
-    assert "--rdzv-backend=c10d" in argv
+    assert "--standalone" not in argv and not any(a.startswith("--local-addr") for a in argv)
+    assert "--rdzv-backend=distrinews" in argv  # c10d, its store bound to node1's address
     assert "--rdzv-endpoint=node1:29400" in argv
     assert f"--rdzv-id={spec.run_id}" in argv
     assert "--nnodes=2" in argv and "--nproc-per-node=8" in argv
@@ -71,7 +74,7 @@ def test_srun_argv_runs_one_agent_per_node_on_the_first_hosts(tmp_path):
     assert "--nodes=2" in argv and "--ntasks-per-node=1" in argv
     assert "--nodelist=gpu7,gpu8" in argv
     assert "--rdzv-endpoint=gpu7:29555" in argv
-    assert argv[argv.index("torch.distributed.run") - 2] == "python"
+    assert argv[argv.index("distrinews.torchrun") - 2] == "python"
     with pytest.raises(ValueError):
         L.build_srun_argv(RunSpec(nodes=4), tmp_path, hosts=["a"], port=1)
 
@@ -87,9 +90,24 @@ def test_env_sets_nccl_settings_over_inherited_and_records_them():
     assert L.effective_nccl_env(env) == {
         "NCCL_ALGO": "Ring",
         "NCCL_DEBUG": "INFO",  # inherited settings are recorded too: they shape the run
+        "NCCL_SOCKET_IFNAME": "lo",  # one host: loopback
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
     }
     assert L.build_env(RunSpec(), {})["OMP_NUM_THREADS"] == "1"
+
+
+def test_env_keeps_a_single_host_point_on_loopback_and_a_multi_node_one_on_its_interface():
+    """Issue 25 item 4: one host -> gloo and NCCL on lo whatever the shell exported (a sweep
+    file's own NCCL_SOCKET_IFNAME excepted); several nodes -> the user's interface choice."""
+    shell = {"GLOO_SOCKET_IFNAME": "eth0", "NCCL_SOCKET_IFNAME": "ib0"}
+    one = L.build_env(RunSpec(nproc_per_node=2), shell)
+    assert one["GLOO_SOCKET_IFNAME"] == "lo" and one["NCCL_SOCKET_IFNAME"] == "lo"
+    assert one["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # no agent store on [::]
+    own = L.build_env(RunSpec(nccl_env={"NCCL_SOCKET_IFNAME": "eth1"}), shell)
+    assert own["NCCL_SOCKET_IFNAME"] == "eth1"
+    two = L.build_env(RunSpec(nodes=2), shell)
+    assert two["GLOO_SOCKET_IFNAME"] == "eth0" and two["NCCL_SOCKET_IFNAME"] == "ib0"
+    assert two["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
 
 
 def _job(**kw) -> L.SbatchJob:

@@ -106,7 +106,7 @@ def test_ci_keeps_an_exact_copy_of_the_slurm_cluster_script():
 HARNESS_STAGES = {
     # 0. results contract and pure models: no stage of their own
     "store": 0, "envinfo": 0, "definitions": 0, "energy": 0, "memory_model": 0,
-    "attribution": 0,
+    "attribution": 0, "outputs": 0,
     # 1. what a run's side processes record
     "telemetry": 1, "serving_store": 1,
     # 2. running: specs, launching, sweeping, searching, load-testing the server

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from distrinews.dataset import LengthGroupedBatchSampler, sample_agnews_lengths
+from distrinews.errors import DataError
 
 LENGTHS = sample_agnews_lengths(1003, np.random.default_rng(0))  # 1003: prime, never divides
 BATCH = 16
@@ -112,7 +113,7 @@ def test_no_shuffle_is_stable_order():
 
 
 def test_too_small_dataset_is_a_clear_error():
-    with pytest.raises(ValueError, match="cannot fill one step"):
+    with pytest.raises(DataError, match="cannot fill one step"):  # the user's data: one line
         LengthGroupedBatchSampler(LENGTHS[:10], BATCH, num_replicas=2)
     with pytest.raises(ValueError, match=r"rank 2 is outside 0\.\.1"):
         LengthGroupedBatchSampler(LENGTHS, BATCH, num_replicas=2, rank=2)
