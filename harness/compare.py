@@ -186,14 +186,27 @@ def _sweep_gate(path: Path) -> dict[str, float]:
     gate = spec.get("gate") if isinstance(spec, dict) else None
     if not isinstance(gate, dict):
         return {}
-    return {
-        k: float(v)
-        for k, v in gate.items()
-        if k in ("rtol", "efficiency_tol_pp")
-        and isinstance(v, (int, float))
-        and not isinstance(v, bool)
-        and math.isfinite(v)
-    }
+    out: dict[str, float] = {}
+    # The same bounds as the options, named by the file and field (a hand-edited baseline must
+    # not be blamed on an option nobody gave, nor silently fall back to the default).
+    for key, (low, high, allowed) in GATE_FIELDS.items():
+        if key not in gate:
+            continue
+        v = gate[key]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not (ok and low <= v < high):
+            raise UserError(
+                f"{path / SWEEP_JSON}: field spec.gate.{key} = {v!r}: expected {allowed}"
+            )
+        out[key] = float(v)
+    return out
+
+
+#: The [gate] fields a baseline's sweep.json may set: (lowest, above the highest, in words).
+GATE_FIELDS = {
+    "rtol": (0.0, 1.0, "a fraction in [0, 1), e.g. 0.18"),
+    "efficiency_tol_pp": (0.0, 100.0, "percentage points in [0, 100), e.g. 15"),
+}
 
 
 def settings_for(baseline: Side, **given: Any) -> GateSettings:

@@ -90,6 +90,12 @@ def pool(dst: Path, sources: list[Path]) -> int:
         raise UserError("give at least two session folders to pool")
     if dst.exists() or dst.is_symlink():
         raise UserError(f"{dst}: already exists; pick a new destination")
+    seen: dict[Path, Path] = {}
+    for src in sources:  # one session given twice would count as two (its offset twice)
+        real = Path(src).resolve()
+        if real in seen:
+            raise UserError(f"{src}: the same session as {seen[real]}; give each session once")
+        seen[real] = Path(src)
     loaded = [_session(Path(s)) for s in sources]
     _, env0, sweep0 = loaded[0]
     keys0 = {r.get("config_key") for r in loaded[0][0]}

@@ -367,3 +367,46 @@ def test_a_torn_weights_file_with_a_matching_checksum_is_one_line(trained, tmp_p
     (ckpt / "config.json").write_text(json.dumps(config))
     with pytest.raises(checkpoint.CheckpointError, match="cannot load"):
         checkpoint.check_inference(ckpt)
+
+
+# -- the lead's three: a session pooled twice, a baseline's [gate] out of range ------------------
+
+
+def test_pool_refuses_one_session_given_twice(shared_sweep, tmp_path):
+    """The same folder twice (or through a symlink) would count one session's offset twice."""
+    alias = tmp_path / "alias"
+    alias.symlink_to(shared_sweep, target_is_directory=True)
+    before = snapshot(shared_sweep)
+    for second in (shared_sweep, alias):
+        dst = tmp_path / f"pooled-{second.name}"
+        result = run_command(("tool:pool",), dst, shared_sweep, second)
+        assert_refused(result, str(second), "the same session as", "give each session once")
+        assert not dst.exists()
+    assert snapshot(shared_sweep) == before
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("rtol", 5, "a fraction in [0, 1)"),
+        ("rtol", "x", "a fraction in [0, 1)"),
+        ("rtol", True, "a fraction in [0, 1)"),
+        ("efficiency_tol_pp", -1, "percentage points in [0, 100)"),
+    ],
+)
+def test_a_baseline_gate_out_of_range_names_its_file_not_an_option(
+    shared_sweep, tmp_path, key, value, allowed
+):
+    """A hand-edited baseline's [gate] is the file's fault: the line names sweep.json and the
+    field (it blamed `--rtol 5.0`, which nobody gave), and nothing falls back silently."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(shared_sweep, base)
+    doc = json.loads((base / "sweep.json").read_text())
+    doc.setdefault("spec", {})["gate"] = {key: value}
+    (base / "sweep.json").write_text(json.dumps(doc))
+    before = snapshot(tmp_path)
+    line = assert_refused(invoke("compare", base, shared_sweep), "sweep.json", f"spec.gate.{key}")
+    assert allowed in line and "--rtol" not in line
+    assert snapshot(tmp_path) == before
