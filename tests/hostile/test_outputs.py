@@ -130,6 +130,10 @@ def _writes(path: tuple[str, ...], sweep: Path, out: Path) -> list[list[str | Pa
     if name == "project":
         pure = ["--step-time-ms", "120", "--grad-mb", "255", "--gpus", "8,16", "-o", out]
         return [[*pure, "--format", f] for f in ("text", "markdown", "json")]
+    if name == "history report":
+        db = out.with_name("history.db")
+        assert invoke("history", "ingest", sweep, "--db", db).exit_code == 0
+        return [["--db", db, "-o", out]]
     return []
 
 
