@@ -39,6 +39,23 @@ The bandwidth NCCL's model assumes is not always what it reaches: the fabric tab
 *efficiency* (achieved / modelled bus bandwidth, from published measurements) that scales the
 bandwidth term of the chosen algorithm. NCCL picks by its model, not by the efficiency, and so
 does :func:`allreduce_plan`.
+
+**How many SMs an all-reduce occupies.** NCCL launches its kernel with one CTA (thread block)
+per channel (``src/enqueue.cc`` line 1758: ``dim3 grid = {(unsigned)nChannels, 1, 1}``), and an
+NCCL CTA holds its SM alone ("NCCL CTAs won't share an SM with compute kernels", NCCL's
+maintainer in NVIDIA/nccl#689). The channels a collective uses (:func:`launched_ctas`): the
+communicator's ``nChannels`` is the ring/tree graph's channels doubled (``src/graph/connect.cc``
+line 460, ``std::min(MAXCHANNELS, nChannels * 2)``; MAXCHANNELS = 64, ``device.h`` line 91),
+doubled again on Hopper and later across nodes when the ring's per-channel speed is above 45
+GB/s and fewer than 16 channels (``connect.cc`` lines 480-483); per call, a ring or tree drops
+channels while ``nBytes < nc * nThreads * threadThreshold`` (``enqueue.cc`` lines 2070-2096;
+threads per algorithm/protocol ``tuning.cc`` lines 244-256, ``device.h`` lines 93-114;
+thresholds ``comm.h`` lines 49-51 and ``tuning.cc`` lines 589-595); NVLS uses its own
+``nvlsChannels`` (16 on Hopper, 24 on one Blackwell node, 32 across Blackwell nodes:
+``src/transport/nvls.cc`` lines 155-157 and 210-214), across nodes at most ``nChannels``
+(``enqueue.cc`` lines 2084-2090). This is 16 SMs across DGX A100 nodes, as NCCL's maintainer
+says ("If you are on DGX with 8 NICs and a top speed of 190 GB/s, then it would use 16 SMs",
+NVIDIA/nccl#689).
 """
 
 from __future__ import annotations
@@ -120,6 +137,21 @@ SPEEDS_INTER_SM100 = (96.0, 86.0, 80.0, 48.0, 45.1, 42.0, 40.0, 30.0, 24.0, 22.0
 #: NVLS at most min(NCCL_MAX_NVLS_ARITY = 32, GPUs) (search.cc line 1127).
 MAX_RING_CHANNELS = 32
 MAX_NVLS_ARITY = 32
+#: The most channels a communicator has (device.h line 91).
+MAX_CHANNELS = 64
+#: nvlsChannels defaults (src/transport/nvls.cc lines 155-157): Hopper; Blackwell one node;
+#: Blackwell across nodes.
+NVLS_CHANNELS_SM90, NVLS_CHANNELS_SM100_NVL, NVLS_CHANNELS_SM100 = 16, 24, 32
+#: Threads per CTA (device.h lines 93-114: NCCL_MAX_NTHREADS 640, NCCL_SIMPLE_MAX_NTHREADS 512,
+#: NCCL_LL_MAX_NTHREADS 512, NCCL_LL128_MAX_NTHREADS 640) and PCI_BW (topo.h line 25), below
+#: which the ring's Simple protocol runs 256 threads (tuning.cc lines 244-245).
+MAX_NTHREADS, SIMPLE_MAX_NTHREADS, LL_MAX_NTHREADS, LL128_MAX_NTHREADS = 640, 512, 512, 640
+PCI_BW = 12.0
+#: Bytes per thread below which a ring/tree call drops a channel (comm.h lines 49-51:
+#: LL 8, LL128 8, Simple 64; tuning.cc line 593: the ring's LL threshold x nRanks; lines
+#: 594-595: CollNet 512).
+THREAD_THRESHOLD = (8, 8, 64)
+COLLNET_THREAD_THRESHOLD = 512
 #: Network post overhead per ring step (µs) by CPU vendor, times 3 for Simple (tuning.cc
 #: ``getNetOverhead``, lines 228-233 and 404-410).
 NET_OVERHEAD_US = {"intel": 1.0, "amd": 2.0}
@@ -315,6 +347,11 @@ class Tuning:
     """Across nodes: the node's NVLink/PCIe capacity for the ring over the ring's total (>= 1);
     a slower-than-modelled intra-node link becomes the bottleneck once its efficiency falls
     below 1 / headroom."""
+    comm_channels: int = 1
+    """The communicator's ``nChannels`` (the CTAs of a large ring/tree call; see the module
+    docstring)."""
+    nvls_channels: int = 0
+    ring_simple_threads: int = SIMPLE_MAX_NTHREADS
 
 
 def _log2i(n: int) -> int:
@@ -437,6 +474,16 @@ def tune(system: System, ranks: int) -> Tuning:
         else "nvls"
         for a in range(len(ALGOS))
     )
+    # The communicator's channels: the graph's doubled (connect.cc line 460), doubled again on
+    # Hopper+ across nodes for fast, few channels (connect.cc lines 480-483).
+    comm_channels = min(MAX_CHANNELS, 2 * ring.channels)
+    if system.sm >= 90 and nodes > 1 and ring.bw_intra > 45.0 and comm_channels < 16:
+        comm_channels = min(MAX_CHANNELS, 2 * comm_channels)
+    if system.sm >= 100:
+        nvls_channels = NVLS_CHANNELS_SM100 if nodes > 1 else NVLS_CHANNELS_SM100_NVL
+    else:
+        nvls_channels = NVLS_CHANNELS_SM90
+    ring_threads = 256 if ring.bw_intra * ring.channels <= PCI_BW else SIMPLE_MAX_NTHREADS
     headroom = math.inf
     if nodes > 1 and ppn > 1:
         headroom = system.intra_total_bw * ppn / (ppn - 1) / max(ring.total, 1e-12)
@@ -451,7 +498,45 @@ def tune(system: System, ranks: int) -> Tuning:
         ring_channels=ring.channels,
         cc=cc,
         intra_headroom=headroom,
+        comm_channels=comm_channels,
+        nvls_channels=nvls_channels if nvls is not None else 0,
+        ring_simple_threads=ring_threads,
     )
+
+
+def launched_ctas(t: Tuning, algo: np.ndarray, proto: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+    """CTAs (= channels = SMs) NCCL launches for each all-reduce (``enqueue.cc`` lines 2070-2114).
+
+    NVLS: ``nvlsChannels`` (across nodes at most the communicator's channels); CollNet Direct:
+    the communicator's channels (NCCL trims them for small calls by a rule that needs the
+    number of NVLS/CollNet heads, which we do not model: an upper bound); ring, tree, CollNet
+    Chain: the largest ``nc`` <= the communicator's channels with ``nBytes >= nc * nThreads *
+    threadThreshold``, at least 1.
+    """
+    algo = np.asarray(algo, dtype=int)
+    proto = np.asarray(proto, dtype=int)
+    b = np.asarray(nbytes, dtype=float)
+    threads = np.array(
+        [
+            [LL_MAX_NTHREADS, LL128_MAX_NTHREADS, SIMPLE_MAX_NTHREADS],  # tree
+            [LL_MAX_NTHREADS, LL128_MAX_NTHREADS, t.ring_simple_threads],  # ring
+            [MAX_NTHREADS] * 3,  # CollNet Direct (unused: see above)
+            [MAX_NTHREADS] * 3,  # CollNet Chain
+            [MAX_NTHREADS] * 3,  # NVLS
+            [MAX_NTHREADS] * 3,  # NVLS Tree
+        ],
+        dtype=float,
+    )
+    threshold = np.array([THREAD_THRESHOLD] * len(ALGOS), dtype=float)
+    threshold[RING, LL] *= t.ranks
+    threshold[COLLNET_DIRECT, SIMPLE] = threshold[COLLNET_CHAIN, SIMPLE] = COLLNET_THREAD_THRESHOLD
+    per_channel = threads[algo, proto] * threshold[algo, proto]
+    trimmed = np.clip(np.floor(b / per_channel), 1, t.comm_channels)
+    nvls = t.nvls_channels if t.nodes <= 1 else min(t.nvls_channels, t.comm_channels)
+    out = np.where(algo == NVLS, nvls, trimmed)
+    out = np.where(algo == NVLS_TREE, t.nvls_channels, out)
+    out = np.where(algo == COLLNET_DIRECT, t.comm_channels, out)
+    return out.astype(int)
 
 
 @dataclass(frozen=True)
@@ -469,6 +554,8 @@ class Plan:
     bytes_per_s: np.ndarray
     limited_by: tuple[str, ...]
     intra_headroom: float = math.inf
+    channels: np.ndarray | None = None
+    """CTAs NCCL launches for each message (:func:`launched_ctas`): the SMs it occupies."""
 
     def model_time_s(self, nbytes: np.ndarray) -> np.ndarray:
         return self.latency_s + np.asarray(nbytes, dtype=float) / self.bytes_per_s
@@ -524,6 +611,7 @@ def allreduce_plan(system: System, ranks: int, nbytes: np.ndarray) -> Plan:
         bytes_per_s=bw_out * 1e9,
         limited_by=t.limited_by,
         intra_headroom=t.intra_headroom,
+        channels=launched_ctas(t, algo, proto, b),
     )
 
 
