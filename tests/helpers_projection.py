@@ -11,7 +11,9 @@ measurements do not come from the model are the real-process runs and the publis
 
 A ``cpu`` plant is a gloo sweep (the projection uses the measured link: a ring of the planted
 bus bandwidth); a ``cuda`` plant an NCCL sweep on ``Plant.fabric`` (the measured bus bandwidth
-is NCCL's model times ``Plant.efficiency``).
+is NCCL's model times ``Plant.efficiency``), with SM contention as a GPU has it: backward slows
+beside each all-reduce by ``Plant.sm_contention`` x NCCL's CTAs / SMs, which is inside the
+measured step, exposure and backward time.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ class Plant:
     overhead_s: float = 0.0
     """Per-step synchronisation cost at N > 1 beyond the all-reduce (planted, recoverable)."""
     device: str = "cpu"
+    sm_contention: float = fabrics.SM_CONTENTION.nominal
+    """cuda plants: the share of NCCL's SM share backward loses (cpu plants: none)."""
     scaling: str = "weak"
     """strong: the global batch stays per_device_batch; each of N GPUs takes 1/N of it, and
     the compute step shrinks with it (no part of it fixed)."""
@@ -101,12 +105,15 @@ def planted_steps(plant: Plant, gpus) -> dict[str, np.ndarray]:
         link=planted_link(plant),
         host_s=np.array([plant.overhead_s]),
         scaling=plant.scaling,
+        sm_count=0 if plant.device == "cpu" else fabrics.resolve_fabric(plant.fabric).sm_count()[0],
+        sm_contention=np.array([plant.sm_contention]),
     )
     pred = predict_steps(model, list(gpus))
     return {
         "step_s": pred.step_s[0],
         "exposed_s": pred.exposed_comm_s[0],
         "allreduce_s": pred.allreduce_s[0],
+        "contention_s": pred.contention_s[0],
     }
 
 
@@ -145,7 +152,8 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
                 "grad_bytes": grad_bytes,
                 "bucket_count": len(plant.buckets),
             }
-            backward = plant.hide_share * compute
+            # The worker times backward beside the all-reduces: SM contention is inside it.
+            backward = plant.hide_share * compute + float(truth["contention_s"][i])
             if plant.readiness:
                 metrics["backward_time_s"] = backward
             if n > 1:

@@ -117,6 +117,43 @@ GPUS: dict[str, tuple[int, int, str]] = {
 }  # fmt: skip
 NVLINK_GENERATIONS = ("P100", "V100", "A100", "H100", "H200", "B200")
 
+#: Streaming multiprocessors per GPU (NVIDIA's published specifications): NCCL's CTAs take
+#: whole SMs away from the backward that runs beside them (see ``SM_CONTENTION``).
+SM_COUNT: dict[str, tuple[int, str]] = {
+    "P100": (56, "Tesla P100 SXM2: 56 SMs (NVIDIA Tesla P100 whitepaper, GP100)"),
+    "V100": (80, "Tesla V100 SXM2: 80 SMs (NVIDIA Tesla V100 GPU architecture whitepaper)"),
+    "A100": (108, "A100: 108 SMs (NVIDIA A100 Tensor Core GPU architecture whitepaper)"),
+    "H100": (132, "H100 SXM5: 132 SMs (NVIDIA H100 Tensor Core GPU architecture whitepaper)"),
+    "H200": (132, "H200: the H100 SXM5's GH100 with 132 SMs and more HBM (NVIDIA H200 "
+                  "datasheet: 'based on the NVIDIA Hopper architecture')"),
+    "B200": (148, "B200: 148 SMs (CUDA device query, 'Number of SMs: 148', pytorch/ao#4002)"),
+}  # fmt: skip
+#: The H100 PCIe card (the ``pcie-h100-hdr200`` preset) has fewer SMs than the SXM5 module.
+H100_PCIE_SM_COUNT = (114, "H100 PCIe: 114 SMs (NVIDIA H100 Tensor Core GPU architecture "
+                           "whitepaper)")  # fmt: skip
+
+#: How much of the SM share NCCL's CTAs take (channels / SMs) the compute running beside an
+#: all-reduce loses. Stated from first principles, before its effect on the published tables
+#: was looked at: 1 (the upper end) when the overlapped backward is SM-bound and spreads over
+#: every SM, since NCCL's CTAs hold their SMs alone ("NCCL CTAs won't share an SM with compute
+#: kernels", NVIDIA/nccl#689); 0.5 (the lower end) where the kernels beside it do not fill the
+#: GPU or wait on latency, so fewer SMs cost them less. The nominal value is the middle, as for
+#: every stated range. Memory-bandwidth contention (an all-reduce moves 2-3x its bus bandwidth
+#: through HBM, NVIDIA/nccl#1428; overlapped GEMMs 1.76x and attention 1.83x slower there, batch
+#: norm 2-4x in NVIDIA/nccl#338) is not modelled: this term is the SM part only.
+SM_CONTENTION = Range(
+    0.75,
+    0.5,
+    1.0,
+    "stated: overlapped backward slows by 0.5-1x the SM share NCCL's CTAs hold "
+    "(channels / SMs; one CTA per channel, enqueue.cc line 1758; CTAs hold their SMs alone, "
+    "NVIDIA/nccl#689); memory-bandwidth contention not modelled",
+)
+#: A guard: the first-order picture (compute on the SMs NCCL leaves) holds only while NCCL
+#: takes a minority of the SMs; no NCCL configuration of the GPUs above comes near (64 CTAs at
+#: most, on 132-148 SMs where that many channels are built).
+MAX_SM_SHARE = 0.9
+
 
 @dataclass(frozen=True)
 class IntraLink:
@@ -290,6 +327,12 @@ class Fabric:
             intra_busbw=self.intra_busbw,
             inter_busbw=self.inter_busbw,
         )
+
+    def sm_count(self) -> tuple[int, str]:
+        """The GPU's SMs and their source (an H100 on PCIe is the 114-SM card)."""
+        if self.gpu == "H100" and self.intra.kind == "pcie":
+            return H100_PCIE_SM_COUNT
+        return SM_COUNT[self.gpu]
 
     def efficiency_for(self, limited_by: str) -> Range:
         """The efficiency range of the link named by NCCL's plan ("intra", "inter", "nvls")."""

@@ -5,7 +5,8 @@ sample each input's uncertainty), so one call gives the prediction and its inter
 
 **The step.** Under DistributedDataParallel a step at N GPUs takes
 
-    step(N) = compute(N) + host(N) + exposed_comm(N) + straggler(N),   and at least the loader's
+    step(N) = compute(N) + contention(N) + host(N) + exposed_comm(N) + straggler(N),
+              and at least the loader's
 
 - ``compute``: the compute-only step (forward, backward, optimizer; no all-reduce). Weak scaling
   keeps it; strong scaling divides the per-sample part by N (``fixed_s`` stays: the optimizer
@@ -21,6 +22,13 @@ sample each input's uncertainty), so one call gives the prediction and its inter
   (:mod:`harness.projection.nccl`), its bandwidth scaled by the link's efficiency draw — or, for a
   link measured on a host NCCL's model does not describe (gloo), a ring with the measured
   latency per step and bus bandwidth.
+- ``contention`` (SM contention): a hidden all-reduce is not free. NCCL runs one CTA per channel
+  and each holds an SM alone (:mod:`harness.projection.nccl`, ``launched_ctas``), so while an
+  all-reduce is in flight beside backward, backward runs on the SMs left: at (1 − s) of its
+  speed, s = the stated contention factor x CTAs / SMs (:func:`contended_backward`, an exact
+  event walk of the per-bucket schedule). It is the time backward ends later than its window;
+  the exposure is then measured from that later end, so an all-reduce that was exposed anyway
+  absorbs part of it. 0 where no SMs are involved (a measured gloo ring on CPUs).
 - ``straggler``: every step waits for the slowest of N ranks. With a rank's step time varying
   with coefficient of variation σ (normal), the expected wait of the typical rank (the lower
   median) is compute · σ · :func:`gap_mean` (N): the mean gap between the largest and the lower
@@ -51,7 +59,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.projection import nccl
-from harness.projection.fabrics import Fabric
+from harness.projection.fabrics import MAX_SM_SHARE, Fabric
 
 #: Share of a compute step that backward spans when nothing better is known: backward does
 #: about twice the forward's FLOPs (C ≈ 6·params·tokens: 2 forward, 4 backward; Kaplan et al.
@@ -181,6 +189,106 @@ def exposed_comm_s(bucket_times: np.ndarray, window_s: np.ndarray, ready: np.nda
     return np.maximum(end - window, 0.0)
 
 
+def contended_backward(
+    bucket_times: np.ndarray, window_s: np.ndarray, ready: np.ndarray, share: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """When backward and the all-reduces end when compute slows while an all-reduce runs.
+
+    As :func:`exposed_comm_s` (buckets all-reduced one after another, bucket i once ready and
+    the previous one done), but backward — ``window_s`` seconds of compute — progresses at
+    (1 − ``share[..., i]``) of its speed while bucket i's all-reduce is in flight (NCCL's CTAs
+    hold that share of the SMs). Readiness is in compute progress: bucket i is ready once
+    ``window · ready[i]`` of backward's compute is done. An event walk, exact for piecewise
+    constant speeds: each step takes the draw's next event (a bucket ready, backward done, or
+    an all-reduce done); at most 2K + 1 of them. Returns (backward end, last all-reduce end) in
+    seconds from the window's start; with ``share`` 0 backward ends at ``window_s`` and the
+    exposure equals :func:`exposed_comm_s`.
+    """
+    times = np.asarray(bucket_times, dtype=float)
+    window = np.asarray(window_s, dtype=float)
+    k = times.shape[-1]
+    shape = np.broadcast_shapes(times.shape[:-1], window.shape, np.shape(share)[:-1])
+    times = np.broadcast_to(times, (*shape, k))
+    w = np.broadcast_to(window, shape)
+    share = np.broadcast_to(np.asarray(share, dtype=float), (*shape, k))
+    ready = np.broadcast_to(np.asarray(ready, dtype=float), (*shape, k))
+    # Index K is "backward done": its target is the whole window, no all-reduce behind it.
+    target = np.concatenate([w[..., None] * ready, w[..., None]], axis=-1)
+    dur = np.concatenate([times, np.zeros((*shape, 1))], axis=-1)
+    slow = np.concatenate([share, np.zeros((*shape, 1))], axis=-1)
+    after = np.cumsum(dur[..., ::-1], axis=-1)[..., ::-1]  # after[j]: all-reduces j.. in a row
+
+    def at(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(arr, idx[..., None], axis=-1)[..., 0]
+
+    t = np.zeros(shape)  # wall time
+    p = np.zeros(shape)  # backward compute done (s)
+    nxt_ready = np.zeros(shape, dtype=int)  # next bucket to become ready (K: backward's end)
+    run = np.zeros(shape, dtype=int)  # the all-reduce in flight, or the next to start
+    end = np.full(shape, np.inf)  # when the one in flight ends (inf: none in flight)
+    done = np.zeros(shape, dtype=bool)
+    back_end = np.zeros(shape)
+    for _ in range(2 * k + 1):
+        running = np.isfinite(end)
+        rate = np.where(running, 1.0 - at(slow, run), 1.0)
+        dt_ready = np.maximum(at(target, nxt_ready) - p, 0.0) / rate
+        dt_end = np.where(running, end - t, np.inf)
+        is_ready = dt_ready <= dt_end
+        dt = np.minimum(dt_ready, dt_end)
+        t_new = t + dt
+        p_new = np.where(is_ready, np.maximum(at(target, nxt_ready), p), p + rate * dt)
+        finished = is_ready & (nxt_ready == k)
+        ready_new = np.where(is_ready & (nxt_ready < k), nxt_ready + 1, nxt_ready)
+        run_new = np.where(is_ready, run, run + 1)
+        end_new = np.where(is_ready, end, np.inf)
+        start = ~np.isfinite(end_new) & (run_new < ready_new)
+        end_new = np.where(start, t_new + at(dur, np.minimum(run_new, k)), end_new)
+        live = ~done
+        back_end = np.where(live & finished, t_new, back_end)
+        t, p = np.where(live, t_new, t), np.where(live, p_new, p)
+        nxt_ready = np.where(live, ready_new, nxt_ready)
+        run, end = np.where(live, run_new, run), np.where(live, end_new, end)
+        done = done | finished
+        if done.all():
+            break
+    # Backward is done: every bucket is ready, the rest are all-reduced back to back.
+    running = np.isfinite(end)
+    last = np.where(running, end + at(after, np.minimum(run + 1, k)), back_end)
+    return back_end, np.maximum(last, back_end)
+
+
+def exposure(
+    bucket_times: np.ndarray, window_s: np.ndarray, ready: np.ndarray, share: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(exposed all-reduce, SM contention) in seconds: :func:`contended_backward` where NCCL's
+    CTAs take a share of the SMs, else :func:`exposed_comm_s` and no contention."""
+    if share is None or not np.any(np.asarray(share) > 0):
+        exposed = exposed_comm_s(bucket_times, window_s, ready)
+        return exposed, np.zeros_like(exposed)
+    back_end, last = contended_backward(bucket_times, window_s, ready, share)
+    return last - back_end, back_end - np.asarray(window_s, dtype=float)
+
+
+def window_from_backward(
+    bucket_times: np.ndarray, backward_s: np.ndarray, ready: np.ndarray, share: np.ndarray | None
+) -> np.ndarray:
+    """The backward compute (the hide window) whose contended run takes ``backward_s``.
+
+    A worker measures backward beside the all-reduces, so SM contention is in its figure;
+    the model's window is the compute alone. Backward's end grows with its compute, so a
+    bisection finds it; without contention it is ``backward_s`` itself.
+    """
+    backward = np.asarray(backward_s, dtype=float)
+    if share is None or not np.any(np.asarray(share) > 0):
+        return backward
+    lo, hi = np.zeros_like(backward), backward.copy()
+    for _ in range(40):  # 2^-40 of backward: far below any timing noise
+        mid = (lo + hi) / 2
+        long = contended_backward(bucket_times, mid, ready, share)[0] > backward
+        lo, hi = np.where(long, lo, mid), np.where(long, mid, hi)
+    return (lo + hi) / 2
+
+
 def fit_hide_share(
     bucket_times: np.ndarray,
     compute_s: np.ndarray,
@@ -188,6 +296,7 @@ def fit_hide_share(
     exposed_s: np.ndarray,
     ready: np.ndarray,
     prior: float = DEFAULT_HIDE_SHARE,
+    share: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The hide window (as a share of the compute step) that reproduces a measured exposure.
 
@@ -195,22 +304,27 @@ def fit_hide_share(
     Exposure only falls as the window grows, so bisection finds the smallest window that gives
     it. Once the window is long enough only the buckets finishing at the end of backward stay
     exposed: a measurement at that floor only says "at least this long", and the window is then
-    the larger of that bound and ``prior``. Returns the share (D,) and a bool (D,), True where
-    the measurement fell outside what the model can produce (then clamped to 1 or 0).
+    the larger of that bound and ``prior``. ``share``: the SM share NCCL's CTAs take from
+    backward at this N (see :func:`contended_backward`; None: no SM contention). Returns the
+    share (D,) and a bool (D,), True where the measurement fell outside what the model can
+    produce (then clamped to 1 or 0).
     """
     full = compute_s / grad_accum
     lo = np.zeros_like(full)
     hi = full.copy()
-    most = exposed_comm_s(bucket_times, lo, ready)
-    least = exposed_comm_s(bucket_times, hi, ready)
+    most = exposure(bucket_times, lo, ready, share)[0]
+    least = exposure(bucket_times, hi, ready, share)[0]
     tol = 1e-9 + 1e-6 * np.abs(exposed_s)
     for _ in range(24):  # 2^-24 of the step: far below any timing noise
         mid = (lo + hi) / 2
-        too_exposed = exposed_comm_s(bucket_times, mid, ready) > exposed_s + tol
+        too_exposed = exposure(bucket_times, mid, ready, share)[0] > exposed_s + tol
         lo = np.where(too_exposed, mid, lo)
         hi = np.where(too_exposed, hi, mid)
     share = hi / full
+    # A measurement as exposed as no window at all is fitted by no window (the bisection only
+    # tends to 0 from above; its 2^-24 leftover would hide a sliver it never measured).
     floor = exposed_s <= least + tol
+    share = np.where(~floor & (most <= exposed_s + tol), 0.0, share)
     share = np.where(floor, np.maximum(share, prior), share)
     clamped = (exposed_s < least - tol) | (exposed_s > most + tol)
     share = np.where(exposed_s >= most + tol, 0.0, np.minimum(share, 1.0))
@@ -383,6 +497,25 @@ def allreduce_times(
     return t, nccl.plan_label(plan, b), frozenset(used)
 
 
+def allreduce_ctas(link: NcclLink | MeasuredLink, n: int, wire_bytes: np.ndarray) -> np.ndarray:
+    """(K,) CTAs (= SMs held) NCCL launches for each message at ``n`` GPUs; 0 for a measured
+    ring (gloo on CPUs: no SMs)."""
+    b = np.asarray(wire_bytes, dtype=float)
+    if isinstance(link, MeasuredLink) or n <= 1 or b.size == 0:
+        return np.zeros(b.size, dtype=int)
+    plan = _plan(link.fabric.system(link.gpus_per_node, ranks=n), int(n),
+                 tuple(float(x) for x in b))  # fmt: skip
+    return np.zeros(b.size, dtype=int) if plan.channels is None else plan.channels
+
+
+def sm_share(ctas: np.ndarray, sm_count: int) -> np.ndarray:
+    """The share of a GPU's SMs NCCL's CTAs hold (capped at ``MAX_SM_SHARE``); 0 without SMs."""
+    c = np.asarray(ctas, dtype=float)
+    if sm_count <= 0:
+        return np.zeros(c.shape)
+    return np.minimum(c / sm_count, MAX_SM_SHARE)
+
+
 # -- the step -------------------------------------------------------------------------------
 
 
@@ -411,6 +544,11 @@ class StepModel:
     strong_by: str = "batch"
     samples_per_step: float | None = None
     loader_samples_per_s: np.ndarray | float | None = None
+    sm_count: int = 0
+    """SMs per GPU; 0 (CPUs, or no SM model) leaves out SM contention."""
+    sm_contention: np.ndarray | float = 0.0
+    """(D,) draws of the share of NCCL's SM share the overlapped backward loses
+    (``fabrics.SM_CONTENTION``)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -428,6 +566,10 @@ class StepPrediction:
     efficiency: np.ndarray
     algorithm: tuple[str, ...]
     links_used: tuple[frozenset[str], ...] = ()
+    contention_s: np.ndarray | None = None
+    """SM contention: how much later backward ends because NCCL's CTAs took SMs from it."""
+    ctas: tuple[int, ...] = ()
+    """NCCL's CTAs for the largest message at each GPU count (0: no SMs involved)."""
 
 
 def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
@@ -441,7 +583,10 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
     dense = np.asarray(model.bucket_bytes, dtype=float)
     wire = dense * model.wire_share / model.collectives_per_bucket
     ready = np.asarray(model.ready, dtype=float)
-    keys = ("step", "compute", "exposed", "allreduce", "straggler", "host", "loader", "eff")
+    keys = ("step", "compute", "exposed", "allreduce", "straggler", "host", "loader", "eff",
+            "contention")  # fmt: skip
+    scale = np.broadcast_to(np.asarray(model.sm_contention, dtype=float), (d,))
+    ctas_out: list[int] = []
     cols: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     labels = []
     links: list[frozenset[str]] = []
@@ -460,10 +605,16 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
         window = hide * micro
         times, label, used = allreduce_times(model.link, n, wire, d)
         times = times * model.collectives_per_bucket
-        exposed = exposed_comm_s(times, window, ready) if n > 1 else np.zeros(d)
+        ctas = allreduce_ctas(model.link, n, wire) if model.sm_count > 0 else np.zeros(0)
+        share = scale[:, None] * sm_share(ctas, model.sm_count)[None, :]
+        if n <= 1:
+            exposed, contention = np.zeros(d), np.zeros(d)
+        else:
+            exposed, contention = exposure(times, window, ready, share if share.size else None)
+        ctas_out.append(int(ctas[np.argmax(wire)]) if ctas.size else 0)
         stall = straggler_s(compute, jitter, np.array([n])) if n > 1 else np.zeros(d)
         h = host if n > 1 else np.zeros(d)
-        step = compute + h + exposed + stall
+        step = compute + contention + h + exposed + stall
         bound = np.zeros(d, dtype=bool)
         if model.loader_samples_per_s is not None and model.samples_per_step:
             per_gpu = model.samples_per_step / (n if model.scaling == "strong" else 1)
@@ -475,7 +626,7 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
         for key, value in (("step", step), ("compute", compute), ("exposed", exposed),
                            ("allreduce", times.sum(axis=-1)), ("straggler", stall),
                            ("host", np.broadcast_to(h, (d,))), ("loader", bound),
-                           ("eff", eff)):  # fmt: skip
+                           ("eff", eff), ("contention", contention)):  # fmt: skip
             cols[key].append(np.broadcast_to(value, (d,)))
         labels.append(label)
         links.append(used)
@@ -491,6 +642,8 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
         efficiency=stack["eff"],
         algorithm=tuple(labels),
         links_used=tuple(links),
+        contention_s=stack["contention"],
+        ctas=tuple(ctas_out),
     )
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from distrinews.errors import UserError
 from harness.projection import model as mdl
 from harness.projection import nccl
-from harness.projection.fabrics import Fabric, Range
+from harness.projection.fabrics import SM_CONTENTION, Fabric, Range
 from harness.projection.inputs import CurveInputs, Measured
 
 #: Monte Carlo draws per input: a stable 95% percentile interval (the 2.5% tails hold 10 draws
@@ -224,6 +224,13 @@ def project(
             k: {"nominal": v.nominal, "lo": v.lo, "hi": v.hi, "source": v.source}
             for k, v in fabric.efficiency.items()
         },
+        "sm_count": {"value": fabric.sm_count()[0], "source": fabric.sm_count()[1]},
+        "sm_contention": {
+            "nominal": SM_CONTENTION.nominal,
+            "lo": SM_CONTENTION.lo,
+            "hi": SM_CONTENTION.hi,
+            "source": SM_CONTENTION.source,
+        },
         "what_if": what_if,
     }
     return Projection(rows=rows, curves=infos, settings=settings, notes=notes)
@@ -286,6 +293,15 @@ def _evaluate(
     hide = np.concatenate([range_draws(first.hide, n_draws, rng) for _ in members])
     host = np.concatenate([range_draws(first.host, n_draws, rng) for _ in members])
     ready: np.ndarray = np.asarray(first.ready, dtype=float)
+    # SM contention: NCCL's CTAs take SMs from the backward beside them — on GPU fabrics only
+    # (a measured gloo ring runs on CPUs, whose contention the worker measures in the step).
+    # Drawn only there, so a CPU sweep's draws stay as they were.
+    sm_count = 0 if plan.link == "measured-ring" else fabric.sm_count()[0]
+    contention = (
+        np.concatenate([range_draws(SM_CONTENTION, n_draws, rng) for _ in members])
+        if sm_count
+        else np.zeros(len(compute))
+    )
     feed_ms = [next((x for x in inputs[ci].measured if x.gpus == plan.feed), None)
                for ci, _ in members]  # fmt: skip
     if plan.feed is not None and all(m is not None for m in feed_ms):
@@ -350,6 +366,12 @@ def _evaluate(
             exposed = np.concatenate([location_draws(m.exposed_comm_s, n_draws, rng) for m in ms])
             times, _, _ = mdl.allreduce_times(link, n_f, wire, len(compute))
             times = times * first.collectives_per_bucket
+            # The SM share NCCL took from backward at the feed: in its measured exposure and
+            # its measured backward, so the fits below take it out.
+            feed_share = None
+            if sm_count:
+                ctas = mdl.allreduce_ctas(link, n_f, wire)
+                feed_share = contention[:, None] * mdl.sm_share(ctas, sm_count)[None, :]
             # The hide window at the feed: its last micro-step's backward (strong scaling
             # shrinks the micro-step with N, or only the number of micro-steps).
             per_sample = compute - stacked["fixed"]
@@ -361,8 +383,10 @@ def _evaluate(
                 micro = compute / first.grad_accum
             backward = [m.backward_s for m in ms]
             if all(b is not None for b in backward) and ms[0].ready_share:
-                # The worker measured backward itself: the hide window is no longer a guess.
-                hide = np.concatenate([np.full(d, float(b)) for b in backward]) / micro
+                # The worker measured backward itself: the hide window is no longer a guess
+                # (less the SM contention inside the measured figure).
+                measured_back = np.concatenate([np.full(d, float(b)) for b in backward])
+                hide = mdl.window_from_backward(times, measured_back, ready, feed_share) / micro
                 hide = np.minimum(hide, 1.0)
                 clamped = np.zeros(len(compute), dtype=bool)
                 for used in used_all:
@@ -375,11 +399,12 @@ def _evaluate(
                     exposed,
                     ready,
                     first.hide.nominal,
+                    feed_share,
                 )
                 for used in used_all:
                     used["hide_source"] = f"fitted to the exposed all-reduce at N = {n_f}"
             window = micro * hide
-            beyond = np.maximum(exposed - mdl.exposed_comm_s(times, window, ready), 0.0)
+            beyond = np.maximum(exposed - mdl.exposure(times, window, ready, feed_share)[0], 0.0)
             waits = []
             for inp, m in zip((inputs[ci] for ci, _ in members), ms, strict=True):
                 extra = float(np.median(m.data_wait_s)) - inp.base_wait_s if m.data_wait_s else 0.0
@@ -413,6 +438,8 @@ def _evaluate(
         strong_by=first.strong_by,
         samples_per_step=first.samples_per_step,
         loader_samples_per_s=stacked["loader"] if first.loader is not None else None,
+        sm_count=sm_count,
+        sm_contention=contention,
     )
     base = np.concatenate([np.full(d, inputs[ci].base_wait_s) for ci, _ in members])
     pred = mdl.predict_steps(replace(model, compute_s=compute + base, fixed_s=stacked["fixed"]),
@@ -424,6 +451,8 @@ def _evaluate(
         "jitter": stacked["jitter"],
         "host overhead": np.broadcast_to(np.asarray(host, dtype=float), compute.shape),
     }
+    if sm_count:
+        named["SM contention"] = contention
     link_inputs: dict[str, tuple[str, np.ndarray]] = {}
     if isinstance(link, mdl.NcclLink):
         link_inputs = {
@@ -455,6 +484,13 @@ def _evaluate(
         used["hide_share"] = float(hide[sl][0])
         used["host_ms"] = 1e3 * float(np.asarray(host)[sl][0])
         used["jitter"] = float(stacked["jitter"][sl][0])
+        used["sm_count"] = sm_count
+        used["sm_contention"] = float(contention[sl][0])
+        used["sm_contention_source"] = (
+            f"{fabric.sm_count()[1]}; {SM_CONTENTION.source}"
+            if sm_count
+            else "none: a measured ring on CPUs (no SMs; the worker measures CPU contention)"
+        )
         infos[ci]["fits"].append(used)
         measured = {m.gpus: m for m in inp.measured}
         why = why_all[k]
@@ -588,6 +624,10 @@ def _row(
             "exposed_comm_ms": float(pred.exposed_comm_s[sl, j][0] * 1e3),
             "straggler_ms": float(pred.straggler_s[sl, j][0] * 1e3),
             "host_ms": float(pred.host_s[sl, j][0] * 1e3),
+            "sm_contention_ms": (
+                0.0 if pred.contention_s is None else float(pred.contention_s[sl, j][0] * 1e3)
+            ),
+            "nccl_ctas": int(pred.ctas[j]) if pred.ctas else 0,
             "loader_bound": bool(pred.loader_bound[sl, j][0]),
             "algorithm": algorithm or None,
             "inter_node_algorithm": (

@@ -28,6 +28,7 @@ TABLE_COLUMNS = (
     "samples/s",
     "efficiency [95% CI]",
     "exposed comm ms",
+    "SM contention ms",
     "NCCL",
     "measured",
     "error pp",
@@ -45,6 +46,7 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
                 "-" if r["samples_per_s"] is None else f"{r['samples_per_s']:,.0f}",
                 fmt.pct_ci(r["efficiency"], r["efficiency_ci"]),
                 fmt.ms_ci(r["exposed_comm_ms"]),
+                fmt.ms_ci(r.get("sm_contention_ms") or 0.0),
                 r.get("algorithm") or "",
                 fmt.pct_ci(r["measured_efficiency"], r.get("measured_efficiency_ci"))
                 if r["measured_efficiency"] is not None
@@ -92,7 +94,13 @@ def input_lines(result: Projection, curve: dict[str, Any]) -> list[str]:
             f"{fit['link_source']}; hide window {100 * fit['hide_share']:.0f}% of the compute "
             f"step ({fit['hide_source']}); step jitter {100 * fit['jitter']:.2f}% "
             f"({fit['jitter_source']}); host overhead {fit['host_ms']:.2f} ms per step at N > 1 "
-            f"({fit['host_source']})"
+            f"({fit['host_source']}); SM contention "
+            + (
+                f"x{fit['sm_contention']:.2f} of NCCL's CTAs / {fit['sm_count']} SMs "
+                f"({fit['sm_contention_source']})"
+                if fit.get("sm_count")
+                else f"0 ({fit.get('sm_contention_source', '')})"
+            )
             + ("; measurement outside the model's range, clamped" if fit.get("clamped") else "")
         )
     return lines
