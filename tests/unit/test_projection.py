@@ -213,6 +213,113 @@ def test_the_last_bucket_can_never_hide_and_buckets_queue_on_one_stream():
     assert huge[0] == pytest.approx(0.016)  # the two buckets ready at the end stay exposed
 
 
+# -- SM contention -----------------------------------------------------------------------------
+
+
+def test_nccl_launches_the_ctas_its_source_says():
+    big = np.array([256 * MIB])
+    # Across DGX A100 nodes: 8 graph channels x 24 GB/s, doubled by ncclTopoPostset: "If you
+    # are on DGX with 8 NICs and a top speed of 190 GB/s, then it would use 16 SMs" (nccl#689).
+    assert nccl.allreduce_plan(A100.system(ranks=32), 32, big).channels[0] == 16
+    # One DGX A100: 12 graph channels (6 x 40 GB/s split in two by ncclTopoDupChannels), doubled.
+    one = nccl.allreduce_plan(A100.system(ranks=8), 8, big)
+    assert nccl.ALGOS[one.algo[0]] == "ring" and one.channels[0] == 24
+    # NVLS on one H100 node: nvlsChannels = 16 (NVLS_NCHANNELS_SM90).
+    nvls = nccl.allreduce_plan(H100.system(ranks=8), 8, big)
+    assert nccl.ALGOS[nvls.algo[0]] == "nvls" and nvls.channels[0] == 16
+    # A small ring/Simple call drops channels while nBytes < nc x 512 threads x 64 bytes.
+    t = nccl.tune(A100.system(ranks=8), 8)
+    ctas = nccl.launched_ctas(t, np.array([nccl.RING]), np.array([nccl.SIMPLE]),
+                              np.array([5 * 512 * 64 + 1.0]))  # fmt: skip
+    assert ctas[0] == 5
+
+
+def test_sm_contention_stretches_the_overlapped_compute_by_the_sm_share():
+    # One bucket, ready at the start of a long backward: while its all-reduce runs (T), backward
+    # computes at (1 - s), so the compute overlapped with it, T (1 - s), takes T: stretched by
+    # SMs / (SMs - s SMs). Backward ends T s later; nothing is exposed.
+    link = mdl.NcclLink(A100, 8, {k: np.array([1.0]) for k in ("intra", "inter", "nvls")})
+    wire = np.array([100.0 * MIB])
+    t = float(mdl.allreduce_times(link, 8, wire, 1)[0][0, 0])
+    ctas = int(mdl.allreduce_ctas(link, 8, wire)[0])
+    assert ctas == 24
+    s = 0.75 * ctas / 108
+    compute = 10 * t / (2 / 3)  # backward (2/3 of it) is 10x the all-reduce
+    hand = compute + t * s  # no host, no jitter: the step is compute + contention
+
+    def step(sm_count: int) -> mdl.StepPrediction:
+        return mdl.predict_steps(
+            mdl.StepModel(
+                compute_s=np.array([compute]), bucket_bytes=(100.0 * MIB,), ready=np.array([0.0]),
+                hide_share=np.array([2 / 3]), jitter=np.array([0.0]), link=link,
+                sm_count=sm_count, sm_contention=np.array([0.75]),
+            ),
+            [8],
+        )  # fmt: skip
+
+    pred = step(108)
+    assert pred.contention_s[0, 0] == pytest.approx(t * s, rel=1e-9)
+    assert pred.exposed_comm_s[0, 0] == pytest.approx(0.0, abs=1e-12)
+    assert pred.step_s[0, 0] == pytest.approx(hand, rel=1e-9)
+    # The planted twin: the same model without the term misses the hand-computed step.
+    twin = step(0)
+    assert twin.contention_s[0, 0] == 0.0
+    assert abs(twin.step_s[0, 0] - hand) > 0.5 * t * s
+
+
+def test_sm_contention_is_zero_on_cpus_and_without_overlap_and_grows_with_ctas():
+    times = np.array([[0.004, 0.004, 0.004]])
+    ready = np.array([0.2, 0.6, 1.0])
+    # No SMs (share 0): the event walk is the plain schedule, backward ends on time.
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        k = int(rng.integers(1, 8))
+        tt, w, r = rng.uniform(0, 2, (3, k)), rng.uniform(0, 5, 3), rng.uniform(0, 1, k)
+        back, last = mdl.contended_backward(tt, w, r, np.zeros((3, k)))
+        assert back == pytest.approx(w)
+        assert np.maximum(last - back, 0) == pytest.approx(mdl.exposed_comm_s(tt, w, r))
+    # No overlap (a window of 0): nothing computes beside the all-reduce, nothing stretches.
+    exposed, contention = mdl.exposure(times, np.array([0.0]), ready, np.full((1, 3), 0.2))
+    assert contention[0] == 0.0 and exposed[0] == pytest.approx(0.012)
+    # More CTAs, more contention (a share of 0.1, 0.2, 0.4 of the SMs).
+    grown = [mdl.exposure(times, np.array([0.02]), ready, np.full((1, 3), s))[1][0]
+             for s in (0.1, 0.2, 0.4)]  # fmt: skip
+    assert 0 < grown[0] < grown[1] < grown[2]
+    assert mdl.sm_share(np.array([24, 200]), 108) == pytest.approx([24 / 108, 0.9])
+    assert mdl.sm_share(np.array([24]), 0) == pytest.approx([0.0])
+    # A measured gloo ring (a CPU sweep) launches no CTAs.
+    ring = mdl.MeasuredLink(0.0, 1.0, 8)
+    assert mdl.allreduce_ctas(ring, 8, np.array([25.0 * MIB])).tolist() == [0]
+
+
+def test_a_cpu_projection_has_no_sm_contention_and_a_gpu_one_names_it(tmp_path):
+    cpu = run_sweep(write_planted_sweep(tmp_path / "cpu", Plant(hide_share=0.6)), gpus="8")
+    assert all(r["sm_contention_ms"] == 0.0 and r["nccl_ctas"] == 0 for r in cpu.rows)
+    assert all(f["sm_count"] == 0 for f in cpu.curves[0]["fits"])
+    args = {"step_time_ms": "100", "grad_mb": 255, "bucket_mb": "25", "overlap": "0.9"}
+    gpu = project([pure_inputs(**args)], [8, 64], A100, 8, n_draws=50)
+    assert all(r["sm_contention_ms"] > 0 and r["nccl_ctas"] > 0 for r in gpu.rows)
+    body = json.loads(projection.render(gpu, "json"))
+    assert body["inputs"]["sm_count"]["value"] == 108
+    assert body["inputs"]["sm_contention"]["lo"] == 0.5
+    assert body["predictions"][0]["sm_contention_ms"] > 0
+    text = projection.render(gpu, "text")
+    assert "SM contention ms" in text and "of NCCL's CTAs / 108 SMs" in text
+
+
+def test_the_feed_takes_sm_contention_out_of_the_measured_backward(tmp_path):
+    # A GPU's measured backward holds the contention; the hide window is the compute alone.
+    plant = Plant(device="cuda", readiness=True, ready=(0.1, 0.5, 0.9, 1.0), efficiency=0.05)
+    truth = planted_steps(plant, [4])
+    assert truth["contention_s"][0] > 0.01 * plant.hide_share * plant.compute_s  # not a sliver
+    result = run_sweep(write_planted_sweep(tmp_path / "c", plant))
+    fit = next(f for f in result.curves[0]["fits"] if f["fed_by_gpus"] == 4)
+    assert fit["hide_share"] == pytest.approx(plant.hide_share, rel=1e-6)
+    # The planted twin: the measured backward taken as the window is a different, wrong one.
+    measured = plant.hide_share + truth["contention_s"][0] / plant.compute_s
+    assert abs(measured - fit["hide_share"]) > 0.01 * plant.hide_share
+
+
 def test_ddp_buckets_match_torchs_own_bucketing_in_ddps_order():
     """Against the function DDP itself buckets with, fed as DDP's rebuild feeds it; the order
     is compared as it is (overlap depends on it), and the reversed list must not pass."""
