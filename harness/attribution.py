@@ -258,18 +258,32 @@ def median_runs(frame: pd.DataFrame) -> pd.DataFrame:
     a point are those of its median run, whose step is the median step the efficiency uses.
     """
     ok = frame[(frame["status"] == "ok") & frame["samples_per_s"].notna()]
-    rows = []
-    for _key, runs in ok.groupby("config_key", sort=False):
-        ordered = runs.sort_values("samples_per_s", kind="stable")
-        n = len(ordered)
-        middle = ordered.iloc[[(n - 1) // 2, n // 2]]
-        row = middle.iloc[0].copy()
-        for col in middle.columns:
-            values = pd.to_numeric(middle[col], errors="coerce")
-            if values.notna().all() and not isinstance(row[col], str):
-                row[col] = float(values.mean())
-        rows.append(row)
-    return pd.DataFrame(rows).reset_index(drop=True) if rows else ok.iloc[0:0]
+    if ok.empty:
+        return ok.iloc[0:0]
+    # Whole columns at once (a cell-by-cell loop took 28 s for a 1,000-point sweep).
+    order = ok["config_key"].drop_duplicates()
+    ranked = ok.sort_values("samples_per_s", kind="stable")
+    group = ranked.groupby("config_key", sort=False)
+    n = group["samples_per_s"].transform("size").to_numpy()
+    pos = group.cumcount().to_numpy()
+    low = ranked[pos == (n - 1) // 2].set_index("config_key").loc[order]
+    high = ranked[pos == n // 2].set_index("config_key").loc[order]
+    out = low.copy()
+    for col in low.columns:
+        try:
+            a = pd.to_numeric(low[col], errors="coerce")
+            b = pd.to_numeric(high[col], errors="coerce")
+        except (TypeError, ValueError):  # lists or dicts in the column: the lower run's
+            continue
+        text = low[col].map(lambda v: isinstance(v, str)).to_numpy(bool)
+        both = a.notna().to_numpy() & b.notna().to_numpy() & ~text
+        if both.any():
+            mean = (a.to_numpy(float) + b.to_numpy(float)) / 2
+            column = out[col].astype(object).to_numpy(copy=True)
+            column[both] = mean[both]
+            out[col] = column
+    out = out.reset_index()
+    return out[list(ok.columns)].infer_objects().reset_index(drop=True)
 
 
 def decompose(

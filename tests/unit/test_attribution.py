@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from harness import analysis, attribution
@@ -295,3 +297,26 @@ def test_with_the_runs_each_point_is_its_median_run_whose_parts_add_up():
     assert abs(by_medians["unexplained_pp"]) > 3  # columns' medians come from different runs
     assert by_run["unexplained_pp"] == pytest.approx(0.0, abs=1e-9)  # one run's parts
     assert by_run["compute_pp"] == pytest.approx((0.110 - 0.095) / 0.130 * 100)
+
+
+def test_median_runs_picks_the_median_run_and_averages_the_two_middle_ones():
+    """Odd count: the run with the median throughput, whole. Even count: the mean of the two
+    middle runs for every number both have; text and lists from the lower one."""
+    frame = pd.DataFrame(
+        {
+            "config_key": ["a", "a", "a", "b", "b", "b", "b", "c"],
+            "status": ["ok"] * 7 + ["failed"],
+            "samples_per_s": [30.0, 10.0, 20.0, 4.0, 1.0, 3.0, 2.0, 9.0],
+            "step_work_s": [0.3, 0.1, 0.2, 0.04, 0.01, 0.03, 0.02, 0.9],
+            "note": ["x3", "x1", "x2", "y4", "y1", "y3", "y2", "z"],
+            "only_some": [1.0, 1.0, 5.0, np.nan, 1.0, 6.0, 2.0, 0.0],
+        }
+    )
+    runs = attribution.median_runs(frame).set_index("config_key")
+    assert list(runs.index) == ["a", "b"]  # first-seen order; the failed-only "c" is gone
+    assert runs.loc["a", "samples_per_s"] == 20.0 and runs.loc["a", "note"] == "x2"
+    assert runs.loc["a", "step_work_s"] == pytest.approx(0.2)
+    # b's middle runs are 2.0 and 3.0 samples/s
+    assert runs.loc["b", "samples_per_s"] == pytest.approx(2.5)
+    assert runs.loc["b", "step_work_s"] == pytest.approx(0.025)
+    assert runs.loc["b", "note"] == "y2" and runs.loc["b", "only_some"] == pytest.approx(4.0)
