@@ -20,14 +20,13 @@ import pytest
 import sqlalchemy as sa
 
 from harness.history import commands, ingest, schema
+from tests.bench.conftest import measuring
 from tests.helpers_results import fake_rows, thousand_point_sweep, write_ledger
 
 N_SERIES, N_NIGHTS, REPEATS = 1000, 40, 5
 
 
-def enabled(config) -> bool:
-    """Whether this run measures (--benchmark-enable) or only runs each body once."""
-    return not config.getoption("benchmark_disable") or config.getoption("benchmark_enable")
+enabled = measuring
 
 
 @pytest.fixture(scope="module")
