@@ -1,12 +1,14 @@
-"""The scaling projection held against real processes: fit from N <= 2, predict N = 4 and 8.
+"""The scaling projection held against real processes: fit from N <= 2, predict N = 8.
 
 On 2 shared cores, real compute on 8 ranks would fight for the cores and swamp the
 communication the model is about, so the model is the ``synthetic-sleep`` shape (labelled so in
 every row): each layer's forward and backward is a fixed sleep, while its parameters produce
 real gradients (0.75 MiB in six DDP buckets) that DDP all-reduces through gloo over loopback,
 overlapping with the sleeping backward. A real sweep (torchrun per point, the worker's "why"
-measurements) runs N = 1, 2, 4, 8; the projection sees only the N = 1 and N = 2 points, and its
-predictions at 4 and 8 are compared with what was measured there.
+measurements) runs N = 1, 2, 8; the projection sees only the N = 1 and N = 2 points, and its
+prediction at 8 -- four times the largest count it saw -- is compared with what was measured
+there. (N = 4 was measured too until the suite outgrew its five minutes: the 4-rank point cost
+about 25 s of the test's wall time, and the 8-rank one is the harder extrapolation.)
 
 The checks are stated against the measurement's own interval, so load from the suite's other
 tests (which slows a point's steps and widens their spread) widens what is accepted instead of
@@ -59,7 +61,7 @@ measured_steps = 6
 [run.ddp]
 bucket_cap_mb = 0.1
 [axes]
-gpus_per_node = [1, 2, 4, 8]
+gpus_per_node = [1, 2, 8]
 per_device_batch = [4]
 """
 
@@ -74,7 +76,7 @@ def _only(sweep_dir: Path, sizes: set[int], dest: Path) -> Path:
 
 
 @pytest.mark.slow(seconds=100)
-def test_projection_from_two_gpus_predicts_four_and_eight(tmp_path, monkeypatch):
+def test_projection_from_two_gpus_predicts_eight(tmp_path, monkeypatch):
     from harness import sweep as sweeps
     from harness.spec import resolve_sweep
 
@@ -86,13 +88,13 @@ def test_projection_from_two_gpus_predicts_four_and_eight(tmp_path, monkeypatch)
     result = sweeps.run_sweep(
         spec, sweeps.SweepOptions(results=tmp_path / "results", progress=False), echo=print
     )
-    assert result.statuses == {"ok": 4}, result.statuses
+    assert result.statuses == {"ok": 3}, result.statuses
     full = result.sweep_dir
 
-    # The prediction sees only N <= 2; the measured N = 4 and 8 come from the full sweep.
+    # The prediction sees only N <= 2; the measured N = 8 comes from the full sweep.
     fit = _only(full, {1, 2}, tmp_path / "fit")
     predicted = projection.run_project(
-        fit, gpus="4,8", gpus_per_node=8, fabric=None, busbw_gbps=None, pure=None
+        fit, gpus="8", gpus_per_node=8, fabric=None, busbw_gbps=None, pure=None
     )
     pred = {r["gpus"]: r for r in predicted.rows}
     print(projection.render(predicted, "text"))
@@ -100,7 +102,7 @@ def test_projection_from_two_gpus_predicts_four_and_eight(tmp_path, monkeypatch)
     assert all(r["model"] == MODEL for r in predicted.rows)
     assert len(info["bucket_bytes"]) >= 3  # DDP's real buckets, recorded by the worker
     base = _median_interval(_synced_steps(full, 1))
-    for n in (4, 8):
+    for n in (8,):
         p = pred[n]["efficiency"]
         assert pred[n]["fed_by_gpus"] == 2  # fitted from N <= 2 only
         step = _median_interval(_synced_steps(full, n))
