@@ -635,18 +635,9 @@ def _int(value: Any) -> int:
 
 def markdown(width: int = 98) -> str:
     """The definition bullets of docs/why.md (``python -m harness.attribution`` prints them)."""
-    import textwrap
+    from harness import definitions
 
-    lines: list[str] = []
-    for term, text in DEFINITIONS:
-        lines += textwrap.wrap(
-            f"**{term}**: {text}",
-            width=width,
-            initial_indent="- ",
-            subsequent_indent="  ",
-            break_on_hyphens=False,
-        )
-    return "\n".join(lines) + "\n"
+    return definitions.markdown(width, DEFINITIONS)
 
 
 if __name__ == "__main__":

@@ -191,12 +191,13 @@ SERVING_DEFINITIONS: tuple[tuple[str, str], ...] = (
 )
 
 
-def markdown(width: int = 98) -> str:
-    """The bullets of docs/metrics.md: ``- **term**: definition``, wrapped."""
+def markdown(width: int = 98, definitions: tuple[tuple[str, str], ...] | None = None) -> str:
+    """The bullets of docs/metrics.md: ``- **term**: definition``, wrapped (``definitions``:
+    another list of terms, e.g. the decomposition's for docs/why.md)."""
     import textwrap
 
     lines: list[str] = []
-    for term, text in DEFINITIONS:
+    for term, text in DEFINITIONS if definitions is None else definitions:
         lines += textwrap.wrap(
             f"**{term}**: {text}",
             width=width,
