@@ -282,7 +282,7 @@ def window_from_backward(
     if share is None or not np.any(np.asarray(share) > 0):
         return backward
     lo, hi = np.zeros_like(backward), backward.copy()
-    for _ in range(40):  # 2^-40 of backward: far below any timing noise
+    for _ in range(20):  # 2^-20 (one part in a million) of backward: far below timing noise
         mid = (lo + hi) / 2
         long = contended_backward(bucket_times, mid, ready, share)[0] > backward
         lo, hi = np.where(long, lo, mid), np.where(long, mid, hi)
@@ -315,14 +315,14 @@ def fit_hide_share(
     most = exposure(bucket_times, lo, ready, share)[0]
     least = exposure(bucket_times, hi, ready, share)[0]
     tol = 1e-9 + 1e-6 * np.abs(exposed_s)
-    for _ in range(24):  # 2^-24 of the step: far below any timing noise
+    for _ in range(18):  # 2^-18 (4 ppm) of the step: far below any timing noise (each walk costs)
         mid = (lo + hi) / 2
         too_exposed = exposure(bucket_times, mid, ready, share)[0] > exposed_s + tol
         lo = np.where(too_exposed, mid, lo)
         hi = np.where(too_exposed, hi, mid)
     share = hi / full
     # A measurement as exposed as no window at all is fitted by no window (the bisection only
-    # tends to 0 from above; its 2^-24 leftover would hide a sliver it never measured).
+    # tends to 0 from above; its 2^-18 leftover would hide a sliver it never measured).
     floor = exposed_s <= least + tol
     share = np.where(~floor & (most <= exposed_s + tol), 0.0, share)
     share = np.where(floor, np.maximum(share, prior), share)
