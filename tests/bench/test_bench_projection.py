@@ -1,5 +1,9 @@
 """Benchmark: project a 1,000-point sweep (250 weak curves x N = 1, 2, 4, 8; 3 repeats each)
-to 10 GPU counts. Target: under 2 s, reading the ledger included."""
+to 10 GPU counts. Target: under 2 s, reading the ledger included (missed since the SM
+contention term: 4.8 s, docs/projection.md).
+
+Without --benchmark-enable (the test suite) the sweep has 20 curves: the same paths, a
+twelfth of the time."""
 
 from __future__ import annotations
 
@@ -11,18 +15,25 @@ import pytest
 
 from distrinews.runspec import RunSpec
 from harness import projection, store
+from tests.bench.conftest import measuring
 from tests.helpers_projection import Plant, planted_busbw, planted_steps
 
 GPUS = "8,16,32,64,128,256,512,1024,2048,4096"
 
 
 @pytest.fixture(scope="module")
-def big_sweep(tmp_path_factory):
+def curves(pytestconfig) -> int:
+    """Weak-scaling curves in the sweep: 250 when measuring, 20 in the test suite."""
+    return 250 if measuring(pytestconfig) else 20
+
+
+@pytest.fixture(scope="module")
+def big_sweep(tmp_path_factory, curves):
     root = tmp_path_factory.mktemp("bench-project") / "big"
     root.mkdir()
     rng = np.random.default_rng(0)
     lines = []
-    for batch in range(1, 126):
+    for batch in range(1, curves // 2 + 1):
         for precision in ("bf16", "fp32"):
             plant = Plant(compute_s=0.02 + 0.002 * batch, efficiency=0.9, device="cuda")
             truth = planted_steps(plant, (1, 2, 4, 8))
@@ -57,7 +68,7 @@ def big_sweep(tmp_path_factory):
     return root
 
 
-def test_bench_project_thousand_points(benchmark, big_sweep, bench_report):
+def test_bench_project_thousand_points(benchmark, big_sweep, bench_report, curves):
     cpu: list[float] = []
 
     def run():
@@ -69,8 +80,8 @@ def test_bench_project_thousand_points(benchmark, big_sweep, bench_report):
         return result
 
     result = benchmark.pedantic(run, rounds=3, iterations=1)
-    assert len(result.curves) == 250
-    assert len(result.rows) == 250 * 12  # 10 targets + the measured N = 2 and 4 (8 is one)
+    assert len(result.curves) == curves
+    assert len(result.rows) == curves * 12  # 10 targets + the measured N = 2 and 4 (8 is one)
     if benchmark.stats:
         bench_report(benchmark, "project_1000_points_wall_s", benchmark.stats["median"], "s")
     # CPU time of this process: what the wall time is on a quiet core (a shared box inflates
