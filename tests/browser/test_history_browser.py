@@ -4,28 +4,12 @@ series first; nothing fetched from the network; no script error."""
 
 from __future__ import annotations
 
-import pytest
-
 from harness.history import commands
-from tests.browser.test_report_browser import ARGS, CHROMIUM, open_page
+from tests.browser.conftest import BROWSER_MARKS, open_page
 from tests.helpers_history import night_sweep
 from tests.helpers_results import FakeSweep
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.is_file(), reason=f"no chromium at {CHROMIUM} (apt-get install chromium)"
-    ),
-]
-sync_api = pytest.importorskip("playwright.sync_api", reason="python playwright not installed")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=60_000)
-        yield b
-        b.close()
+pytestmark = BROWSER_MARKS
 
 
 def test_history_page_draws_every_series_and_marks_the_changes(browser, tmp_path):
