@@ -119,9 +119,11 @@ def build_report(
     for note in _telemetry_notes(frame, telemetry):
         (quiet if note.startswith(CPU_RUN_NOTE) else notes).append(note)
     answer: list[str] = []
+    # One decomposition (of each point's median run) for the first screen's "Why" and the why
+    # section: computed twice, the first screen used column medians and could disagree.
+    decomp = attribution.decompose(summary, curves, frame) if n_ok else None
     if n_ok:
         answer.extend(how_well(curves, summary, unit))
-        decomp = attribution.decompose(summary, curves)
         why = why_sentence(decomp, summary) if len(decomp) else None
         answer.append(f"Why: {why}" if why else why_unknown(summary, curves, unit))
 
@@ -141,9 +143,9 @@ def build_report(
         sections.extend(scaling_sections(frame, summary, curves))
     sections.extend(energy)
     if n_ok:
-        why = why_section(summary, curves, frame)
-        if why is not None:
-            sections.append(why)
+        why_part = why_section(summary, curves, decomp, frame)
+        if why_part is not None:
+            sections.append(why_part)
         sections.extend(projection_sections(projection))
     sections.extend(s for s in cost_parts if s.id != "energy")
     if n_ok:

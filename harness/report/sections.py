@@ -200,9 +200,13 @@ def scaling_table(curves: pd.DataFrame) -> Table:
 
 
 def why_section(
-    summary: pd.DataFrame, curves: pd.DataFrame, frame: pd.DataFrame | None = None
+    summary: pd.DataFrame,
+    curves: pd.DataFrame,
+    decomp: pd.DataFrame,
+    frame: pd.DataFrame | None = None,
 ) -> Section | None:
-    decomp = attribution.decompose(summary, curves, frame)
+    """Why efficiency drops: ``decomp`` (:func:`harness.attribution.decompose`) as a sentence,
+    the stacked parts, DDP's all-reduce against its ceiling, and the failed checks."""
     if decomp.empty:
         return None
     sentence = why_sentence(decomp, summary) or ""

@@ -90,3 +90,28 @@ def test_a_check_that_fails_is_printed_beside_the_chart_and_marks_its_bar(tmp_pa
     )
     flagged = [r for r in body["decomposition"] if r["checks"]]
     assert flagged and all(r["world_size"] == 8 for r in flagged)
+
+
+def test_the_first_screen_the_why_section_and_the_json_say_the_same_why(tmp_path):
+    """One decomposition (each point's median run) behind all three: the first screen's used
+    the column medians and named other figures than the section beside it. Planted: at N = 8
+    the median-throughput run carries the largest exposed all-reduce, so a column median of it
+    differs from the median run's."""
+    sweep = write_sweep(tmp_path, FakeSweep(world_sizes=(1, 2, 4, 8), cv=0.1, failures=False))
+    ledger = sweep / "ledger.jsonl"
+    rows = [json.loads(line) for line in ledger.read_text().splitlines()]
+    by_key: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["world_size"] == 8 and row["status"] == "ok":
+            by_key.setdefault(row["config_key"], []).append(row)
+    for runs in by_key.values():
+        runs.sort(key=lambda r: r["samples_per_s"])
+        for i, run in enumerate(runs):  # the median run's exposure is 4x the others'
+            run["exposed_comm_s"] = 0.004 if i == len(runs) // 2 else 0.001
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rep = report.load_report(sweep)
+    (first,) = [a for a in rep.answer if a.startswith("Why: ")]
+    sentence = first.removeprefix("Why: ")
+    assert {s.id: s for s in rep.sections}["why"].intro.startswith(sentence)
+    body = json.loads(CliRunner().invoke(cli, ["report", str(sweep), "--format", "json"]).output)
+    assert body["headline"]["why"] == sentence
