@@ -202,10 +202,11 @@ def _sweep_gate(path: Path) -> dict[str, float]:
     return out
 
 
-#: The [gate] fields a baseline's sweep.json may set: (lowest, above the highest, in words).
+#: The [gate] fields a baseline's sweep.json may set: (lowest, above the highest, in words) --
+#: the bounds of the options that override them (--rtol, --efficiency-tol-pp).
 GATE_FIELDS = {
     "rtol": (0.0, 1.0, "a fraction in [0, 1), e.g. 0.18"),
-    "efficiency_tol_pp": (0.0, 100.0, "percentage points in [0, 100), e.g. 15"),
+    "efficiency_tol_pp": (0.0, math.inf, "percentage points >= 0, e.g. 15"),
 }
 
 

@@ -391,7 +391,8 @@ def test_pool_refuses_one_session_given_twice(shared_sweep, tmp_path):
         ("rtol", 5, "a fraction in [0, 1)"),
         ("rtol", "x", "a fraction in [0, 1)"),
         ("rtol", True, "a fraction in [0, 1)"),
-        ("efficiency_tol_pp", -1, "percentage points in [0, 100)"),
+        ("efficiency_tol_pp", -1, "percentage points >= 0"),
+        ("efficiency_tol_pp", "15", "percentage points >= 0"),
     ],
 )
 def test_a_baseline_gate_out_of_range_names_its_file_not_an_option(
