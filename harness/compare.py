@@ -303,12 +303,7 @@ def load_of(side: Side) -> dict[str, Any] | None:
         values = values[np.isfinite(values) & (values >= 0)]
         if len(values):
             return {"load_avg_1m": float(np.median(values)), "source": "runs"}
-    env = side.env if isinstance(side.env, dict) else {}
-    ends = [
-        v[0]
-        for v in (env.get("load_avg_start"), env.get("load_avg_end"))
-        if isinstance(v, list) and v and isinstance(v[0], (int, float)) and math.isfinite(v[0])
-    ]
+    ends = envinfo.sweep_loads(side.env if isinstance(side.env, dict) else {})
     if ends:
         return {"load_avg_1m": float(np.mean(ends)), "source": "sweep start and end"}
     return None

@@ -223,6 +223,22 @@ def machine_class(
     }
 
 
+def sweep_loads(env: dict[str, Any]) -> list[float]:
+    """The 1-minute load averages env.json recorded as the sweep started and ended (``[]``
+    where neither is there: older results, tables), finite numbers only."""
+    import math
+
+    return [
+        float(v[0])
+        for v in (env.get("load_avg_start"), env.get("load_avg_end"))
+        if isinstance(v, list)
+        and v
+        and isinstance(v[0], (int, float))
+        and not isinstance(v[0], bool)
+        and math.isfinite(v[0])
+    ]
+
+
 def load_average() -> list[float] | None:
     """The 1-, 5- and 15-minute load averages (processes running or waiting for a CPU), or
     None where the system has none."""

@@ -57,7 +57,7 @@ import numpy as np
 
 from distrinews import layout
 from distrinews.errors import UserError
-from harness import analysis, compare, store
+from harness import analysis, compare, envinfo, store
 from harness.cli import FiniteFloatRange, user_errors
 from harness.tools import perturb, pool
 
@@ -172,11 +172,7 @@ def quiet(sessions: list[Session], max_load: float | None) -> tuple[list[Session
         return sessions, []
     kept, dropped = [], []
     for s in sessions:
-        loads = [
-            v[0]
-            for v in (s.env.get("load_avg_start"), s.env.get("load_avg_end"))
-            if isinstance(v, list) and v and isinstance(v[0], (int, float))
-        ]
+        loads = envinfo.sweep_loads(s.env)
         if loads and max(loads) <= max_load:
             kept.append(s)
         else:
@@ -187,11 +183,7 @@ def quiet(sessions: list[Session], max_load: float | None) -> tuple[list[Session
 
 def _load(env: dict[str, Any]) -> float | None:
     """The sweep's load average (1-minute, mean of its start and end) from env.json."""
-    values = [
-        v[0]
-        for v in (env.get("load_avg_start"), env.get("load_avg_end"))
-        if isinstance(v, list) and v and isinstance(v[0], (int, float))
-    ]
+    values = envinfo.sweep_loads(env)
     return float(np.mean(values)) if values else None
 
 
