@@ -20,7 +20,6 @@ import click
 
 from distrinews.errors import UserError
 from distrinews.layout import LEDGER_NAME, SERVING_LEDGER
-from harness.outputs import OutputKind
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -981,17 +980,6 @@ def compare_cmd(
     sys.exit(1 if result.regressed else 0)
 
 
-def _is_projection(path: Path, head: bytes) -> bool:
-    """An earlier ``project`` output: every rendering starts with the projection's header."""
-    from harness.projection import written_by_us
-
-    return written_by_us(head)
-
-
-#: What ``project -o`` writes: an earlier projection may be replaced, nothing else.
-PROJECTION_KIND = OutputKind(name="projection", recognizes=_is_projection)
-
-
 @cli.command("project")
 @click.argument("results_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -1150,7 +1138,7 @@ PROJECTION_KIND = OutputKind(name="projection", recognizes=_is_projection)
 @click.option(
     "-o",
     "--output",
-    type=OutputFile(PROJECTION_KIND),
+    type=OutputFile("harness.projection.render:PROJECTION_KIND"),
     default=None,
     help="Write to this file (atomically) instead of stdout; never replaces a file this "
     "command did not write.",
@@ -1209,6 +1197,7 @@ def project_cmd(
     """
     from harness.outputs import write_output
     from harness.projection import render, run_project
+    from harness.projection.render import PROJECTION_KIND
 
     if validate_:
         if results_dir is not None or step_time_ms is not None or grad_mb is not None:

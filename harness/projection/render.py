@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness import fmt
+from harness.outputs import OutputKind
 from harness.projection.model import MIB
 from harness.projection.project import Projection
 
@@ -220,3 +221,7 @@ def written_by_us(head: bytes) -> bool:
     """Whether a file's first bytes are a projection this command wrote (``-o`` may replace
     it); anything else is refused (harness.outputs.check_output)."""
     return HEADER.encode() in head[:200]
+
+
+#: What ``project -o`` writes: an earlier projection may be replaced, nothing else.
+PROJECTION_KIND = OutputKind(name="projection", recognizes=lambda _path, head: written_by_us(head))
