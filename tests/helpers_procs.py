@@ -74,3 +74,29 @@ def _kernel_address(hexed: str) -> str:
     raw = bytes.fromhex(hexed)
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
     return str(ipaddress.ip_address(words))
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """A folder ``make(folder)`` fills once per test run, for every test that reads it.
+
+    Module- and session-scoped fixtures are per pytest-xdist worker: two workers that each ran
+    one test of a shared launch would each launch it (a 2-rank DDP launch is about 10 s of CPU
+    on the 2-core box). The folder lives in the run's base temporary directory, which every
+    worker shares; an exclusive lock makes the first worker to ask build it while the others
+    wait, and a marker file says it is complete (a failed build is retried by the next test).
+    """
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # .../pytest-N/popen-gwK -> .../pytest-N, shared by the workers
+    folder, done = base / f"once-{name}", base / f"once-{name}.done"
+    with open(base / f"once-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder

@@ -3,8 +3,8 @@
 After one step, both ranks hold the same gradients, equal to one process's gradients on the two
 ranks' batches concatenated — for the default knobs and each DDP knob, within float tolerance
 where a communication hook compresses. Many knob settings run inside one launch to keep the
-process start-up cost (importing torch twice) paid once. A second launch checks that a 2-rank
-fine-tuning run resumes bit for bit.
+process start-up cost (importing torch and transformers in each rank) paid once; the same launch
+then checks that a 2-rank fine-tuning run resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from distrinews.errors import UserError
 from distrinews.model import NewsClassifier, build_config
 from distrinews.runspec import DDPKnobs, RunSpec
 from distrinews.train import BatchStream, FitSpec, Trainer, fit, wrap_ddp
+from tests.helpers_procs import made_once
 
 pytestmark = pytest.mark.slow
 
@@ -114,11 +115,27 @@ def _spawn(fn, *args) -> None:
     mp.start_processes(fn, args=args, nprocs=WORLD, start_method="spawn", join=True)
 
 
+def _both_worker(rank: int, init: str, out: str) -> None:
+    """Every knob's gradients, then the resume run, in one pair of rank processes."""
+    _knob_worker(rank, init, out)
+    _resume_worker(rank, init + "-resume", out)
+
+
 @pytest.fixture(scope="module")
-def knob_grads(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ddp-knobs")
-    _spawn(_knob_worker, f"file://{tmp / 'rendezvous'}", str(tmp))
-    return {name: [torch.load(tmp / f"{name}-rank{r}.pt") for r in range(WORLD)] for name in CASES}
+def launched(tmp_path_factory) -> Path:
+    """The one 2-rank launch of this module, shared by its tests on every xdist worker."""
+    return made_once(
+        tmp_path_factory,
+        "ddp",
+        lambda tmp: _spawn(_both_worker, f"file://{tmp / 'rendezvous'}", str(tmp)),
+    )
+
+
+@pytest.fixture(scope="module")
+def knob_grads(launched):
+    return {
+        name: [torch.load(launched / f"{name}-rank{r}.pt") for r in range(WORLD)] for name in CASES
+    }
 
 
 # Tolerances: fp32 all-reduce only reorders a sum; fp16 keeps ~11 significant bits.
@@ -146,8 +163,8 @@ def _mismatch(name: str, grads: list[dict]) -> str | None:
 
 
 def test_ddp_gradients_match_single_process_for_every_knob(knob_grads):
-    # One test, not one per knob: under pytest-xdist each worker that ran one of them would
-    # launch the two ranks again (the module fixture is per worker), 17 s of CPU each time.
+    # One test, not one per knob: fewer tests to read the one launch (tests/helpers_procs.py
+    # made_once keeps it to one launch however pytest-xdist spreads them).
     wrong = {name: why for name in CASES if (why := _mismatch(name, knob_grads[name]))}
     assert not wrong, wrong
 
@@ -206,8 +223,8 @@ def _resume_worker(rank: int, init: str, out: str) -> None:
     (root / f"result-rank{rank}.json").write_text(json.dumps(results))
 
 
-def test_two_rank_resume_is_bit_exact(tmp_path):
-    _spawn(_resume_worker, f"file://{tmp_path / 'rendezvous'}", str(tmp_path))
+def test_two_rank_resume_is_bit_exact(launched):
+    tmp_path = launched
     for rank in range(WORLD):
         res = json.loads((tmp_path / f"result-rank{rank}.json").read_text())
         full = [tuple(x) for x in res["full"]]

@@ -33,12 +33,19 @@ def full_sweep(tmp_path_factory):
     return write_sweep(tmp_path_factory.mktemp("full"), FULL)
 
 
+@pytest.fixture(scope="module")
+def full_report(full_sweep):
+    """The full sweep's report, loaded once for the tests that only read it (about a second of
+    CPU each time: the projection section's draws)."""
+    return report.load_report(full_sweep)
+
+
 def section_ids(rep: report.Report) -> list[str]:
     return [s.id for s in rep.sections]
 
 
-def test_full_sweep_has_every_section(full_sweep):
-    rep = report.load_report(full_sweep)
+def test_full_sweep_has_every_section(full_report):
+    rep = full_report
     assert section_ids(rep) == [
         "scaling",
         "why",
@@ -68,15 +75,14 @@ def test_full_sweep_has_every_section(full_sweep):
     assert all(r[4].startswith("points/") and r[4].endswith("/logs/") for r in failures.rows)
 
 
-def test_html_is_self_contained_with_plotly_once(full_sweep, tmp_path):
+def test_html_is_self_contained_with_plotly_once(full_sweep, full_report, tmp_path):
     out = report.render_report(full_sweep, tmp_path / "r.html")
     text = out.read_text()
     signature = plotly.offline.get_plotlyjs()[:300]
     assert text.count(signature) == 1
     assert not re.search(r"<script[^>]+src=", text)  # nothing loaded from anywhere
     assert not re.search(r"<link[^>]+href=", text)
-    rep = report.load_report(full_sweep)
-    n_figs = sum(len(s.figures) for s in rep.sections)
+    n_figs = sum(len(s.figures) for s in full_report.sections)
     assert text.count('class="plotly-graph-div"') == n_figs
     for term, _ in DEFINITIONS:
         assert term in text
@@ -268,20 +274,20 @@ def _cpu_sweep(tmp_path, **kw):
     return sweep
 
 
-def test_every_log_axis_says_so(full_sweep):
-    figs = [f for fs in _figures(report.load_report(full_sweep)).values() for f in fs]
+def test_every_log_axis_says_so(full_report):
+    figs = [f for fs in _figures(full_report).values() for f in fs]
     log_axes = [a for f in figs for a in _axes(f) if a.type == "log"]
     assert len(log_axes) >= 3  # throughput and efficiency device counts, batch ...
     assert all("log scale" in (a.title.text or "") for a in log_axes)
-    (throughput, _) = _figures(report.load_report(full_sweep))["scaling"]
+    (throughput, _) = _figures(full_report)["scaling"]
     assert throughput.layout.xaxis.type == "log"
     assert "log scale" in throughput.layout.xaxis.title.text
     lin = [a for f in figs for a in _axes(f) if a.type != "log"]
     assert not any("log scale" in (a.title.text or "") for a in lin)
 
 
-def test_straggler_boxes_and_token_bars_have_category_labels(full_sweep):
-    figs = _figures(report.load_report(full_sweep))
+def test_straggler_boxes_and_token_bars_have_category_labels(full_report):
+    figs = _figures(full_report)
     (stragglers,) = figs["stragglers"]
     boxes = [t for t in stragglers.data if t.type == "box"]
     # One code, one meaning: S1.. are the runs with the widest rank spread, F1.. the fastest
