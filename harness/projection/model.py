@@ -13,7 +13,8 @@ sample each input's uncertainty), so one call gives the prediction and its inter
   step and whatever does not shrink with the batch).
 - ``host``: per-step cost of synchronising that exists only at N > 1 and is not the all-reduce
   (DDP's autograd hooks, bucket copies, stream waits; measured from a sweep as exposure no
-  all-reduce explains, else a stated range).
+  all-reduce explains, else a stated range plus, on GPUs, DDP's bucket copies through HBM:
+  :func:`ddp_copy_s`).
 - ``exposed_comm``: the part of the gradient all-reduce backward could not hide. DDP cuts the
   gradient into *buckets* (bucket 0 ready first in backward) and all-reduces each as soon as it
   is ready, one after another on one stream. Bucket i is ready at ``ready[i]`` of the hide
@@ -22,13 +23,15 @@ sample each input's uncertainty), so one call gives the prediction and its inter
   (:mod:`harness.projection.nccl`), its bandwidth scaled by the link's efficiency draw — or, for a
   link measured on a host NCCL's model does not describe (gloo), a ring with the measured
   latency per step and bus bandwidth.
-- ``contention`` (SM contention): a hidden all-reduce is not free. NCCL runs one CTA per channel
-  and each holds an SM alone (:mod:`harness.projection.nccl`, ``launched_ctas``), so while an
-  all-reduce is in flight beside backward, backward runs on the SMs left: at (1 − s) of its
-  speed, s = the stated contention factor x CTAs / SMs (:func:`contended_backward`: the
-  per-bucket schedule, exactly, bucket by bucket). It is the time backward ends later than its
-  window; the exposure is then measured from that later end, so an all-reduce that was exposed
-  anyway absorbs part of it. 0 where no SMs are involved (a measured gloo ring on CPUs).
+- ``contention`` (SM and HBM contention): a hidden all-reduce is not free. NCCL runs one CTA
+  per channel and each holds an SM alone (:mod:`harness.projection.nccl`, ``launched_ctas``),
+  and it streams 2-3x its bus bandwidth through HBM, so while an all-reduce is in flight beside
+  backward, backward runs on the SMs and the memory bandwidth left: at (1 − s) of its speed,
+  s = k_sm x CTAs / SMs + k_hbm x bus bandwidth / HBM bandwidth (:func:`contention_share`;
+  :func:`contended_backward`: the per-bucket schedule, exactly, bucket by bucket). It is the
+  time backward ends later than its window; the exposure is then measured from that later
+  end, so an all-reduce that was exposed anyway absorbs part of it. 0 where no SMs are
+  involved (a measured gloo ring on CPUs).
 - ``straggler``: every step waits for the slowest of N ranks. With a rank's step time varying
   with coefficient of variation σ (normal), the expected wait of the typical rank (the lower
   median) is compute · σ · :func:`gap_mean` (N): the mean gap between the largest and the lower
@@ -631,6 +634,46 @@ def allreduce_ctas(link: NcclLink | MeasuredLink, n: int, wire_bytes: np.ndarray
     return np.zeros(b.size, dtype=int) if plan.channels is None else plan.channels
 
 
+def contention_share(
+    link: NcclLink | MeasuredLink,
+    n: int,
+    wire_bytes: np.ndarray,
+    times_s: np.ndarray,
+    sm_count: int,
+    sm_contention: np.ndarray,
+    hbm_gbps: float = 0.0,
+    hbm_contention: np.ndarray | float = 0.0,
+) -> np.ndarray | None:
+    """(D, K): the share of its speed overlapped backward loses while each bucket's all-reduce
+    is in flight — SMs and HBM bandwidth — or None where no GPU is involved.
+
+    SMs: ``sm_contention`` x NCCL's CTAs / SMs. HBM: ``hbm_contention`` x the all-reduce's bus
+    bandwidth (wire bytes x 2(N−1)/N over its time ``times_s``, per draw) / the HBM bandwidth
+    (see ``fabrics.SM_CONTENTION``, ``fabrics.HBM_CONTENTION``). Capped at ``MAX_SM_SHARE``.
+    """
+    if sm_count <= 0 or n <= 1:
+        return None
+    b = np.asarray(wire_bytes, dtype=float)
+    d = np.shape(times_s)[0]
+    k_sm = np.broadcast_to(np.asarray(sm_contention, dtype=float), (d,))
+    share = k_sm[:, None] * sm_share(allreduce_ctas(link, n, b), sm_count)[None, :]
+    if hbm_gbps > 0:
+        k_hbm = np.broadcast_to(np.asarray(hbm_contention, dtype=float), (d,))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            busbw = np.where(times_s > 0, b[None, :] * 2 * (n - 1) / n / times_s, 0.0)
+        share = share + k_hbm[:, None] * busbw / (hbm_gbps * 1e9)
+    return np.minimum(share, MAX_SM_SHARE)
+
+
+def ddp_copy_s(grad_bytes: float, hbm_gbps: float, efficiency: np.ndarray) -> np.ndarray:
+    """DDP's bucket copies per step at N > 1: 4 x the gradient's bytes through HBM (into the
+    buckets and back, ``fabrics.COPY_EFFICIENCY``) at the achieved share of its bandwidth."""
+    eff = np.asarray(efficiency, dtype=float)
+    if hbm_gbps <= 0:
+        return np.zeros(eff.shape)
+    return 4.0 * float(grad_bytes) / (hbm_gbps * 1e9 * eff)
+
+
 def sm_share(ctas: np.ndarray, sm_count: int) -> np.ndarray:
     """The share of a GPU's SMs NCCL's CTAs hold (capped at ``MAX_SM_SHARE``); 0 without SMs."""
     c = np.asarray(ctas, dtype=float)
@@ -672,6 +715,11 @@ class StepModel:
     sm_contention: np.ndarray | float = 0.0
     """(D,) draws of the share of NCCL's SM share the overlapped backward loses
     (``fabrics.SM_CONTENTION``)."""
+    hbm_gbps: float = 0.0
+    """The GPU's HBM bandwidth; 0 leaves out HBM contention."""
+    hbm_contention: np.ndarray | float = 0.0
+    """(D,) draws of the HBM share the overlapped backward loses per unit of bus bandwidth /
+    HBM bandwidth (``fabrics.HBM_CONTENTION``)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -729,11 +777,14 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
         times, label, used = allreduce_times(model.link, n, wire, d)
         times = times * model.collectives_per_bucket
         ctas = allreduce_ctas(model.link, n, wire) if model.sm_count > 0 else np.zeros(0)
-        share = scale[:, None] * sm_share(ctas, model.sm_count)[None, :]
         if n <= 1:
             exposed, contention = np.zeros(d), np.zeros(d)
         else:
-            exposed, contention = exposure(times, window, ready, share if share.size else None)
+            share = contention_share(
+                model.link, n, wire, times / model.collectives_per_bucket, model.sm_count,
+                scale, model.hbm_gbps, model.hbm_contention,
+            )  # fmt: skip
+            exposed, contention = exposure(times, window, ready, share)
         ctas_out.append(int(ctas[np.argmax(wire)]) if ctas.size else 0)
         stall = straggler_s(compute, jitter, np.array([n])) if n > 1 else np.zeros(d)
         h = host if n > 1 else np.zeros(d)
