@@ -12,11 +12,16 @@ Every input carries its uncertainty, and where it came from:
   ============== ============================== ==================================================
   hide window    2/3 of the step [0.55, 0.75]   backward ≈ 2x forward FLOPs (Kaplan et al. 2020);
                                                 non-matmul work and the optimizer move it
-  jitter σ       1% [0.3%, 3%]                  a rank's step-time coefficient of variation; no
+  jitter σ       1.65% [0.3%, 3%]               a rank's step-time coefficient of variation; no
                                                 GPU measurement of our own yet: a wide range
-  host overhead  0.5 ms [0, 2 ms] per step       DDP's per-step bookkeeping at N > 1 (autograd
-                                                hooks, bucket copies); stated, not measured
+                                                (Sinha et al. SC22: ~1.2% among a cluster's GPUs)
+  host overhead  1 ms [0, 2 ms] per step         DDP's per-step bookkeeping at N > 1 (autograd
+                                                hooks, stream waits); stated, not measured. On
+                                                GPUs DDP's bucket copies come on top (4 x the
+                                                gradient through HBM, ``fabrics.COPY_EFFICIENCY``)
   ============== ============================== ==================================================
+
+  Each nominal value is its range's middle, so the point estimate sits inside its interval.
 
   A user's value replaces the default: ``0.6`` is exact, ``0.5:0.7`` a range.
 

@@ -738,7 +738,8 @@ class StepPrediction:
     algorithm: tuple[str, ...]
     links_used: tuple[frozenset[str], ...] = ()
     contention_s: np.ndarray | None = None
-    """SM contention: how much later backward ends because NCCL's CTAs took SMs from it."""
+    """Contention: how much later backward ends because NCCL's CTAs took SMs from it and its
+    traffic took HBM bandwidth."""
     ctas: tuple[int, ...] = ()
     """NCCL's CTAs for the largest message at each GPU count (0: no SMs involved)."""
 

@@ -297,9 +297,9 @@ def _evaluate(
     hide = np.concatenate([range_draws(first.hide, n_draws, rng) for _ in members])
     host = np.concatenate([range_draws(first.host, n_draws, rng) for _ in members])
     ready: np.ndarray = np.asarray(first.ready, dtype=float)
-    # SM contention: NCCL's CTAs take SMs from the backward beside them — on GPU fabrics only
-    # (a measured gloo ring runs on CPUs, whose contention the worker measures in the step).
-    # Drawn only there, so a CPU sweep's draws stay as they were.
+    # Contention: NCCL's CTAs take SMs (and its traffic HBM bandwidth) from the backward beside
+    # them — on GPU fabrics only (a measured gloo ring runs on CPUs, whose contention the worker
+    # measures in the step). Drawn only there, so a CPU sweep's draws stay as they were.
     sm_count = 0 if plan.link == "measured-ring" else fabric.sm_count()[0]
     hbm_gbps = fabric.hbm_gbps()[0] if sm_count else 0.0
 

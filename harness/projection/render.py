@@ -30,7 +30,7 @@ TABLE_COLUMNS = (
     "samples/s",
     "efficiency [95% CI]",
     "exposed comm ms",
-    "SM contention ms",
+    "SM+HBM contention ms",
     "NCCL",
     "measured",
     "error pp",

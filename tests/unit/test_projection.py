@@ -304,7 +304,7 @@ def test_a_cpu_projection_has_no_sm_contention_and_a_gpu_one_names_it(tmp_path):
     assert body["inputs"]["sm_contention"]["lo"] == 0.5
     assert body["predictions"][0]["sm_contention_ms"] > 0
     text = projection.render(gpu, "text")
-    assert "SM contention ms" in text and "of NCCL's CTAs / 108 SMs" in text
+    assert "SM+HBM contention ms" in text and "of NCCL's CTAs / 108 SMs" in text
 
 
 def test_the_feed_takes_sm_contention_out_of_the_measured_backward(tmp_path):
