@@ -219,8 +219,9 @@ def contended_backward(
     where P_j is the compute done when all-reduce j starts (each interval stretches the
     (1 − s_j)·T_j of compute inside it by 1/(1 − s_j)). Bucket i is ready at t(its target),
     starts at max(that, E_{i−1}); backward ends at t(window). Intervals every draw has passed
-    are summed once (``passed``), so a bucket costs a few array operations over the intervals
-    still open, not an event walk over all of them.
+    are summed once (``passed``) and those no draw has started are skipped (``top``), so a
+    bucket costs a few array operations over the intervals still open, not an event walk over
+    all of them.
 
     With ``slopes`` it also returns the derivatives of both ends by ``window_s`` (every time
     here is piecewise linear in the window; the derivative on the piece the window is on), for
@@ -250,6 +251,7 @@ def contended_backward(
     end = np.zeros(m)  # E_{i-1}: the last all-reduce's end so far
     c = np.zeros(m)  # the compute target (a bucket never ready before the one ahead of it)
     passed = 0  # intervals 0..passed-1 lie before every draw's target
+    top = 0  # intervals top.. start after every draw's target (a queue waiting on the network)
     at = np.zeros(m)
     # Derivatives by the window (slopes only): of c, at, end and each P_j.
     dc = np.zeros(m) if slopes else None
@@ -263,20 +265,27 @@ def contended_backward(
         c = c_new
         while passed < i and bool(np.all(done[passed] <= c)):
             passed += 1
+        # Each draw's intervals start in order, so those starting after its target are a
+        # tail; past the last one any draw has started, none adds anything (this keeps a
+        # long queue of buckets, all-reduces slower than backward, from costing K^2).
+        top = max(top, passed)
+        while top < i and bool(np.any(begin[top] <= c)):
+            top += 1
         at = c + taken_before[passed]
         if slopes:
             dat = dc
-        if passed < i:
-            into = c - begin[passed:i]
-            part = np.minimum(np.maximum(into, 0.0), inside[passed:i])
-            at = at + np.einsum("jm,jm->m", stretch[passed:i], part)
+        if passed < top:
+            open_ = slice(passed, top)
+            into = c - begin[open_]
+            part = np.minimum(np.maximum(into, 0.0), inside[open_])
+            at = at + np.einsum("jm,jm->m", stretch[open_], part)
             if slopes:
-                rise = dc - dbegin[passed:i]
-                full = inside[passed:i]
+                rise = dc - dbegin[open_]
+                full = inside[open_]
                 inner = ((into > 0) | ((into == 0) & (rise > 0))) & (
                     (into < full) | ((into == full) & (rise < 0))
                 )
-                dat = dat + (stretch[passed:i] * inner * rise).sum(axis=0)
+                dat = dat + (stretch[open_] * inner * rise).sum(axis=0)
         if i == k:
             break
         start = np.maximum(at, end)
@@ -327,7 +336,9 @@ def rising_root(
     bisection. The model's functions of the window are piecewise linear and bend one way
     (exposure falls steeply, then flattens at its floor), so Newton from the left end
     (``slope_lo``: g's slope at lo, when known) lands on the crossing in a step or two where
-    bisection needs 20 for one part in a million.
+    bisection needs 20 for one part in a million. A row is done only when its bracket is
+    within ``xtol`` (a Newton step under it is followed by one step of ``xtol`` towards the
+    bracket's other end, which closes it), so a wrong slope costs rounds, never accuracy.
     """
     x = np.where(g_lo >= 0, lo, hi).astype(float)
     open_ = np.flatnonzero((g_lo < 0) & (g_hi >= 0) & (hi - lo > xtol))
@@ -345,6 +356,12 @@ def rising_root(
         gx, slope = g(at, open_)
         low = gx < 0
         a, b = np.where(low, at, a), np.where(low, b, at)
+        done = b - a <= tol
+        if done.any():
+            x[open_[done]] = b[done]
+            keep = ~done
+            open_, a, b, tol, at = open_[keep], a[keep], b[keep], tol[keep], at[keep]
+            gx, slope, low, last_step = gx[keep], slope[keep], low[keep], last_step[keep]
         with np.errstate(divide="ignore", invalid="ignore"):
             newton = at - gx / slope
         bisect = (
@@ -354,13 +371,11 @@ def rising_root(
             | (2 * np.abs(gx) > np.abs(last_step * slope))
         )
         nxt = np.where(bisect, 0.5 * (a + b), newton)
+        # A Newton step under the tolerance has found the crossing if the slope is right: a
+        # step of the tolerance towards the other end closes the bracket and proves it.
+        small = ~bisect & (np.abs(nxt - at) <= tol)
+        nxt = np.clip(np.where(small, np.where(low, at + tol, at - tol), nxt), a, b)
         last_step = np.abs(nxt - at)
-        done = (last_step <= tol) | (b - a <= tol)
-        if done.any():
-            x[open_[done]] = np.where(b - a <= tol, b, nxt)[done]
-            keep = ~done
-            open_, a, b, tol = open_[keep], a[keep], b[keep], tol[keep]
-            nxt, last_step = nxt[keep], last_step[keep]
         at = nxt
     x[open_] = b  # not reached in practice: the rounds allow 2^-100 of the bracket
     return x

@@ -84,6 +84,15 @@ def test_the_bucket_by_bucket_walk_matches_the_scalar_event_walk():
             r = ready[i] if ready.ndim == 2 else ready
             want = scalar_walk(times[i], window[i], r, share[i])
             assert (back[i], last[i]) == pytest.approx(want, rel=1e-12, abs=1e-15)
+    # A queue: all-reduces far slower than backward, most buckets waiting on the network
+    # (the intervals that have not started yet are skipped, and must not be missed).
+    times = rng.uniform(0.5e-3, 1.5e-3, (12, 40))
+    window = rng.uniform(2e-3, 8e-3, 12)
+    ready, share = np.linspace(0.0, 1.0, 40), rng.uniform(0.0, 0.5, (12, 40))
+    back, last = mdl.contended_backward(times, window, ready, share)
+    for i in range(12):
+        want = scalar_walk(times[i], window[i], ready, share[i])
+        assert (back[i], last[i]) == pytest.approx(want, rel=1e-12, abs=1e-15)
     # A planted wrong walk (no slowdown at all) fails the same comparison.
     times, ready, share = random_case(rng, 12, 4, per_draw_ready=False)
     share[:] = 0.3
