@@ -12,7 +12,8 @@ measurements do not come from the model are the real-process runs and the publis
 A ``cpu`` plant is a gloo sweep (the projection uses the measured link: a ring of the planted
 bus bandwidth); a ``cuda`` plant an NCCL sweep on ``Plant.fabric`` (the measured bus bandwidth
 is NCCL's model times ``Plant.efficiency``), with SM contention as a GPU has it: backward slows
-beside each all-reduce by ``Plant.sm_contention`` x NCCL's CTAs / SMs, which is inside the
+beside each all-reduce by ``Plant.sm_contention`` x NCCL's CTAs / SMs plus
+``Plant.hbm_contention`` x its bus bandwidth / HBM bandwidth, which is inside the
 measured step, exposure and backward time.
 """
 
@@ -66,6 +67,8 @@ class Plant:
     device: str = "cpu"
     sm_contention: float = fabrics.SM_CONTENTION.nominal
     """cuda plants: the share of NCCL's SM share backward loses (cpu plants: none)."""
+    hbm_contention: float = fabrics.HBM_CONTENTION.nominal
+    """cuda plants: the HBM share backward loses per bus bandwidth / HBM bandwidth."""
     scaling: str = "weak"
     """strong: the global batch stays per_device_batch; each of N GPUs takes 1/N of it, and
     the compute step shrinks with it (no part of it fixed)."""
@@ -96,6 +99,7 @@ def planted_busbw(plant: Plant, n: int) -> float:
 
 
 def planted_steps(plant: Plant, gpus) -> dict[str, np.ndarray]:
+    gpu = None if plant.device == "cpu" else fabrics.resolve_fabric(plant.fabric)
     model = StepModel(
         compute_s=np.array([plant.compute_s]),
         bucket_bytes=plant.buckets,
@@ -105,8 +109,10 @@ def planted_steps(plant: Plant, gpus) -> dict[str, np.ndarray]:
         link=planted_link(plant),
         host_s=np.array([plant.overhead_s]),
         scaling=plant.scaling,
-        sm_count=0 if plant.device == "cpu" else fabrics.resolve_fabric(plant.fabric).sm_count()[0],
+        sm_count=0 if gpu is None else gpu.sm_count()[0],
         sm_contention=np.array([plant.sm_contention]),
+        hbm_gbps=0.0 if gpu is None else gpu.hbm_gbps()[0],
+        hbm_contention=np.array([plant.hbm_contention]),
     )
     pred = predict_steps(model, list(gpus))
     return {

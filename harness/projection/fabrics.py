@@ -132,22 +132,72 @@ SM_COUNT: dict[str, tuple[int, str]] = {
 H100_PCIE_SM_COUNT = (114, "H100 PCIe: 114 SMs (NVIDIA H100 Tensor Core GPU architecture "
                            "whitepaper)")  # fmt: skip
 
+#: HBM bandwidth per GPU, GB/s (NVIDIA's datasheets): what DDP's bucket copies stream through,
+#: and what an all-reduce beside backward takes a share of (``HBM_CONTENTION``).
+HBM_GBPS: dict[str, tuple[float, str]] = {
+    "P100": (732.0, "Tesla P100 SXM2: 732 GB/s HBM2 (NVIDIA Tesla P100 datasheet)"),
+    "V100": (900.0, "Tesla V100 SXM2/SXM3: 900 GB/s HBM2 (NVIDIA V100 datasheet)"),
+    "A100": (1555.0, "A100 40GB SXM4: 1,555 GB/s HBM2 (NVIDIA A100 datasheet; the 80GB "
+                     "card's 2,039 would make both HBM terms ~25% smaller)"),
+    "H100": (3350.0, "H100 SXM5: 3.35 TB/s HBM3 (NVIDIA H100 datasheet)"),
+    "H200": (4800.0, "H200 SXM: 4.8 TB/s HBM3e (NVIDIA H200 datasheet)"),
+    "B200": (8000.0, "B200: 8 TB/s HBM3e (NVIDIA DGX B200 datasheet)"),
+}  # fmt: skip
+H100_PCIE_HBM_GBPS = (2000.0, "H100 PCIe: 2 TB/s HBM2e (NVIDIA H100 datasheet)")
+
+#: DDP's bucket copies at N > 1, per step: each gradient is copied into its bucket (scaled by
+#: 1/N on the way: ``at::mul_out(bucket_view, grad, 1/N)`` in torch's
+#: torch/csrc/distributed/c10d/reducer.cpp, ``mark_variable_ready_dense``), and the reduced
+#: bucket is copied back into the gradients after the all-reduce (``copy_bucket_to_grad`` in
+#: ``finalize_bucket_dense``, unless ``gradient_as_bucket_view``): 2 reads + 2 writes of the
+#: gradient's bytes through HBM, on the compute stream (nothing hides them). At N = 1 there is
+#: no DDP and no copy. The copy kernels reach a share of the datasheet bandwidth:
+COPY_EFFICIENCY = Range(
+    0.8,
+    0.65,
+    0.95,
+    "stated: a device-to-device copy reaches 65-95% of the datasheet HBM bandwidth (no "
+    "measurement of our own at hand: a wide range); 4 x gradient bytes per step at N > 1 "
+    "(torch reducer.cpp: mul_out into the bucket, copy_bucket_to_grad back)",
+)
+#: HBM bytes an NCCL all-reduce moves per byte of bus bandwidth: "300GB/s needs to be
+#: multiplied by at least 2x for memory bandwidth, as we need to store to memory, then read back
+#: from it. If you add reading from or writing to user data, it can be 3x" (NCCL's maintainer,
+#: NVIDIA/nccl#1428): 2-3.
+HBM_BYTES_PER_BUS_BYTE = (2.0, 3.0)
+
 #: How much of the SM share NCCL's CTAs take (channels / SMs) the compute running beside an
 #: all-reduce loses. Stated from first principles, before its effect on the published tables
 #: was looked at: 1 (the upper end) when the overlapped backward is SM-bound and spreads over
 #: every SM, since NCCL's CTAs hold their SMs alone ("NCCL CTAs won't share an SM with compute
 #: kernels", NVIDIA/nccl#689); 0.5 (the lower end) where the kernels beside it do not fill the
 #: GPU or wait on latency, so fewer SMs cost them less. The nominal value is the middle, as for
-#: every stated range. Memory-bandwidth contention (an all-reduce moves 2-3x its bus bandwidth
-#: through HBM, NVIDIA/nccl#1428; overlapped GEMMs 1.76x and attention 1.83x slower there, batch
-#: norm 2-4x in NVIDIA/nccl#338) is not modelled: this term is the SM part only.
+#: every stated range. This term is the SM part only; memory bandwidth is ``HBM_CONTENTION``.
 SM_CONTENTION = Range(
     0.75,
     0.5,
     1.0,
     "stated: overlapped backward slows by 0.5-1x the SM share NCCL's CTAs hold "
     "(channels / SMs; one CTA per channel, enqueue.cc line 1758; CTAs hold their SMs alone, "
-    "NVIDIA/nccl#689); memory-bandwidth contention not modelled",
+    "NVIDIA/nccl#689); HBM contention is its own term (HBM_CONTENTION)",
+)
+#: Memory-bandwidth contention, the other half of what a hidden all-reduce costs the backward
+#: beside it: the all-reduce streams H x its bus bandwidth through HBM (H = 2-3,
+#: ``HBM_BYTES_PER_BUS_BYTE``), and the overlapped kernels lose 0.5-1x that share of the HBM
+#: bandwidth (1 when they are memory-bound, 0.5 when they mostly are not: the same reasoning as
+#: ``SM_CONTENTION``). The drawn factor is the product, 1-3 (nominal 2: the middle), times
+#: bus bandwidth / HBM bandwidth. Set from those sources before its effect on the published
+#: tables was looked at; it and the SM share together put a compute kernel beside an NVLink
+#: all-reduce at about 1.5-2x slower, as measured: GEMM 1.76x, attention 1.83x, elementwise
+#: 2.5x on A100-SXM4-80GB beside an all-gather (NVIDIA/nccl#1428); a CUTLASS GEMM 2.24x on 8x
+#: V100 beside a 24-channel ring all-reduce (parasailteam/coconet#6; tests/unit check both).
+HBM_CONTENTION = Range(
+    2.0,
+    1.0,
+    3.0,
+    "stated: overlapped backward loses 0.5-1x the HBM share an all-reduce takes, which "
+    "streams 2-3x its bus bandwidth through HBM (NVIDIA/nccl#1428): 1-3 x bus bandwidth / "
+    "HBM bandwidth",
 )
 #: A guard: the first-order picture (compute on the SMs NCCL leaves) holds only while NCCL
 #: takes a minority of the SMs; no NCCL configuration of the GPUs above comes near (64 CTAs at
@@ -333,6 +383,12 @@ class Fabric:
         if self.gpu == "H100" and self.intra.kind == "pcie":
             return H100_PCIE_SM_COUNT
         return SM_COUNT[self.gpu]
+
+    def hbm_gbps(self) -> tuple[float, str]:
+        """The GPU's HBM bandwidth (GB/s) and its source (an H100 on PCIe has HBM2e)."""
+        if self.gpu == "H100" and self.intra.kind == "pcie":
+            return H100_PCIE_HBM_GBPS
+        return HBM_GBPS[self.gpu]
 
     def efficiency_for(self, limited_by: str) -> Range:
         """The efficiency range of the link named by NCCL's plan ("intra", "inter", "nvls")."""

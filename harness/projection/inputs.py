@@ -12,11 +12,16 @@ Every input carries its uncertainty, and where it came from:
   ============== ============================== ==================================================
   hide window    2/3 of the step [0.55, 0.75]   backward ≈ 2x forward FLOPs (Kaplan et al. 2020);
                                                 non-matmul work and the optimizer move it
-  jitter σ       1% [0.3%, 3%]                  a rank's step-time coefficient of variation; no
+  jitter σ       1.65% [0.3%, 3%]               a rank's step-time coefficient of variation; no
                                                 GPU measurement of our own yet: a wide range
-  host overhead  0.5 ms [0, 2 ms] per step       DDP's per-step bookkeeping at N > 1 (autograd
-                                                hooks, bucket copies); stated, not measured
+                                                (Sinha et al. SC22: ~1.2% among a cluster's GPUs)
+  host overhead  1 ms [0, 2 ms] per step         DDP's per-step bookkeeping at N > 1 (autograd
+                                                hooks, stream waits); stated, not measured. On
+                                                GPUs DDP's bucket copies come on top (4 x the
+                                                gradient through HBM, ``fabrics.COPY_EFFICIENCY``)
   ============== ============================== ==================================================
+
+  Each nominal value is its range's middle, so the point estimate sits inside its interval.
 
   A user's value replaces the default: ``0.6`` is exact, ``0.5:0.7`` a range.
 
@@ -65,18 +70,22 @@ HIDE_DEFAULT = Range(
     "default: backward is about 2x the forward's FLOPs (Kaplan et al. 2020), so 2/3 of the "
     "step; non-matmul work and the optimizer move it: stated range 0.55-0.75",
 )
+#: The nominal value of a stated range is its middle (as ``fabrics``' ranges): the point
+#: estimate then sits inside the interval its draws make, not at one edge of it.
 JITTER_DEFAULT = Range(
-    0.01,
+    0.0165,
     0.003,
     0.03,
-    "default: a rank's step-time coefficient of variation; no GPU measurement of this "
-    "project's yet, so a wide stated range 0.3%-3%",
+    "default: a rank's step-time coefficient of variation, stated 0.3%-3%; no GPU measurement "
+    "of this project's yet. Identical GPUs of one cluster differ by '8% (max 22%) average "
+    "performance variation' (Sinha et al., SC22, arXiv:2208.11035): read as the range of "
+    "thousands of GPUs (~6.5 standard deviations), a CV of ~1.2% (at most ~3.4%)",
 )
 HOST_DEFAULT = Range(
-    0.0005,
+    0.001,
     0.0,
     0.002,
-    "default: DDP's per-step bookkeeping at N > 1 (autograd hooks, bucket copies), stated 0-2 ms",
+    "default: DDP's per-step bookkeeping at N > 1 (autograd hooks, stream waits), stated 0-2 ms",
 )
 FIXED_DEFAULT = Range(0.0, 0.0, 0.0, "default: no per-step cost that does not shrink with N")
 

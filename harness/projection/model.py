@@ -13,7 +13,8 @@ sample each input's uncertainty), so one call gives the prediction and its inter
   step and whatever does not shrink with the batch).
 - ``host``: per-step cost of synchronising that exists only at N > 1 and is not the all-reduce
   (DDP's autograd hooks, bucket copies, stream waits; measured from a sweep as exposure no
-  all-reduce explains, else a stated range).
+  all-reduce explains, else a stated range plus, on GPUs, DDP's bucket copies through HBM:
+  :func:`ddp_copy_s`).
 - ``exposed_comm``: the part of the gradient all-reduce backward could not hide. DDP cuts the
   gradient into *buckets* (bucket 0 ready first in backward) and all-reduces each as soon as it
   is ready, one after another on one stream. Bucket i is ready at ``ready[i]`` of the hide
@@ -22,13 +23,15 @@ sample each input's uncertainty), so one call gives the prediction and its inter
   (:mod:`harness.projection.nccl`), its bandwidth scaled by the link's efficiency draw — or, for a
   link measured on a host NCCL's model does not describe (gloo), a ring with the measured
   latency per step and bus bandwidth.
-- ``contention`` (SM contention): a hidden all-reduce is not free. NCCL runs one CTA per channel
-  and each holds an SM alone (:mod:`harness.projection.nccl`, ``launched_ctas``), so while an
-  all-reduce is in flight beside backward, backward runs on the SMs left: at (1 − s) of its
-  speed, s = the stated contention factor x CTAs / SMs (:func:`contended_backward`, an exact
-  event walk of the per-bucket schedule). It is the time backward ends later than its window;
-  the exposure is then measured from that later end, so an all-reduce that was exposed anyway
-  absorbs part of it. 0 where no SMs are involved (a measured gloo ring on CPUs).
+- ``contention`` (SM and HBM contention): a hidden all-reduce is not free. NCCL runs one CTA
+  per channel and each holds an SM alone (:mod:`harness.projection.nccl`, ``launched_ctas``),
+  and it streams 2-3x its bus bandwidth through HBM, so while an all-reduce is in flight beside
+  backward, backward runs on the SMs and the memory bandwidth left: at (1 − s) of its speed,
+  s = k_sm x CTAs / SMs + k_hbm x bus bandwidth / HBM bandwidth (:func:`contention_share`;
+  :func:`contended_backward`: the per-bucket schedule, exactly, bucket by bucket). It is the
+  time backward ends later than its window; the exposure is then measured from that later
+  end, so an all-reduce that was exposed anyway absorbs part of it. 0 where no SMs are
+  involved (a measured gloo ring on CPUs).
 - ``straggler``: every step waits for the slowest of N ranks. With a rank's step time varying
   with coefficient of variation σ (normal), the expected wait of the typical rank (the lower
   median) is compute · σ · :func:`gap_mean` (N): the mean gap between the largest and the lower
@@ -53,7 +56,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,71 +193,115 @@ def exposed_comm_s(bucket_times: np.ndarray, window_s: np.ndarray, ready: np.nda
 
 
 def contended_backward(
-    bucket_times: np.ndarray, window_s: np.ndarray, ready: np.ndarray, share: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+    bucket_times: np.ndarray,
+    window_s: np.ndarray,
+    ready: np.ndarray,
+    share: np.ndarray,
+    slopes: bool = False,
+) -> tuple[np.ndarray, ...]:
     """When backward and the all-reduces end when compute slows while an all-reduce runs.
 
     As :func:`exposed_comm_s` (buckets all-reduced one after another, bucket i once ready and
     the previous one done), but backward — ``window_s`` seconds of compute — progresses at
     (1 − ``share[..., i]``) of its speed while bucket i's all-reduce is in flight (NCCL's CTAs
     hold that share of the SMs). Readiness is in compute progress: bucket i is ready once
-    ``window · ready[i]`` of backward's compute is done. An event walk, exact for piecewise
-    constant speeds: each step takes the draw's next event (a bucket ready, backward done, or
-    an all-reduce done); at most 2K + 1 of them. Returns (backward end, last all-reduce end) in
-    seconds from the window's start; with ``share`` 0 backward ends at ``window_s`` and the
-    exposure equals :func:`exposed_comm_s`.
+    ``window · ready[i]`` of backward's compute is done (or once bucket i − 1 is, if later).
+    Returns (backward end, last all-reduce end) in seconds from the window's start; with
+    ``share`` 0 backward ends at ``window_s`` and the exposure equals :func:`exposed_comm_s`.
+
+    Exact for piecewise constant speeds, bucket by bucket. The all-reduces run one after
+    another, so their intervals [S_j, E_j] never overlap, and each bucket's is known before the
+    next is ready. Backward's compute done by wall time t is t less what the intervals before t
+    took from it, so it reaches c at
+
+        t(c) = c + Σ_j s_j/(1 − s_j) · clip(c − P_j, 0, (1 − s_j)·T_j)
+
+    where P_j is the compute done when all-reduce j starts (each interval stretches the
+    (1 − s_j)·T_j of compute inside it by 1/(1 − s_j)). Bucket i is ready at t(its target),
+    starts at max(that, E_{i−1}); backward ends at t(window). Intervals every draw has passed
+    are summed once (``passed``) and those no draw has started are skipped (``top``), so a
+    bucket costs a few array operations over the intervals still open, not an event walk over
+    all of them.
+
+    With ``slopes`` it also returns the derivatives of both ends by ``window_s`` (every time
+    here is piecewise linear in the window; the derivative on the piece the window is on), for
+    the Newton steps of :func:`rising_root`.
     """
     times = np.asarray(bucket_times, dtype=float)
     window = np.asarray(window_s, dtype=float)
     k = times.shape[-1]
     shape = np.broadcast_shapes(times.shape[:-1], window.shape, np.shape(share)[:-1])
-    times = np.broadcast_to(times, (*shape, k))
-    w = np.broadcast_to(window, shape)
-    share = np.broadcast_to(np.asarray(share, dtype=float), (*shape, k))
-    ready = np.broadcast_to(np.asarray(ready, dtype=float), (*shape, k))
-    # Index K is "backward done": its target is the whole window, no all-reduce behind it.
-    target = np.concatenate([w[..., None] * ready, w[..., None]], axis=-1)
-    dur = np.concatenate([times, np.zeros((*shape, 1))], axis=-1)
-    slow = np.concatenate([share, np.zeros((*shape, 1))], axis=-1)
-    after = np.cumsum(dur[..., ::-1], axis=-1)[..., ::-1]  # after[j]: all-reduces j.. in a row
+    m = math.prod(shape)
+    # One row per bucket, one column per draw: each step below reads whole buckets.
+    w = np.broadcast_to(window, shape).reshape(m)
 
-    def at(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(arr, idx[..., None], axis=-1)[..., 0]
+    def by_bucket(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(a, (*shape, k)).reshape(m, k).T)
 
-    t = np.zeros(shape)  # wall time
-    p = np.zeros(shape)  # backward compute done (s)
-    nxt_ready = np.zeros(shape, dtype=int)  # next bucket to become ready (K: backward's end)
-    run = np.zeros(shape, dtype=int)  # the all-reduce in flight, or the next to start
-    end = np.full(shape, np.inf)  # when the one in flight ends (inf: none in flight)
-    done = np.zeros(shape, dtype=bool)
-    back_end = np.zeros(shape)
-    for _ in range(2 * k + 1):
-        running = np.isfinite(end)
-        rate = np.where(running, 1.0 - at(slow, run), 1.0)
-        dt_ready = np.maximum(at(target, nxt_ready) - p, 0.0) / rate
-        dt_end = np.where(running, end - t, np.inf)
-        is_ready = dt_ready <= dt_end
-        dt = np.minimum(dt_ready, dt_end)
-        t_new = t + dt
-        p_new = np.where(is_ready, np.maximum(at(target, nxt_ready), p), p + rate * dt)
-        finished = is_ready & (nxt_ready == k)
-        ready_new = np.where(is_ready & (nxt_ready < k), nxt_ready + 1, nxt_ready)
-        run_new = np.where(is_ready, run, run + 1)
-        end_new = np.where(is_ready, end, np.inf)
-        start = ~np.isfinite(end_new) & (run_new < ready_new)
-        end_new = np.where(start, t_new + at(dur, np.minimum(run_new, k)), end_new)
-        live = ~done
-        back_end = np.where(live & finished, t_new, back_end)
-        t, p = np.where(live, t_new, t), np.where(live, p_new, p)
-        nxt_ready = np.where(live, ready_new, nxt_ready)
-        run, end = np.where(live, run_new, run), np.where(live, end_new, end)
-        done = done | finished
-        if done.all():
+    dur = by_bucket(times)
+    s = by_bucket(np.asarray(share, dtype=float))
+    ready = np.asarray(ready, dtype=float)
+    rdy = ready if ready.ndim == 1 else by_bucket(ready)  # (K,): one readiness for all draws
+    stretch = s / (1.0 - s)  # extra wall time per compute second inside interval j
+    inside = (1.0 - s) * dur  # compute done inside interval j
+    begin = np.zeros((k, m))  # P_j: compute done when all-reduce j starts
+    done = np.zeros((k, m))  # P_j + inside_j: compute done when it ends
+    taken = np.zeros(m)  # compute time the intervals so far took, in all
+    taken_before = np.zeros((k + 1, m))  # ... the intervals before j (their sum, by j)
+    end = np.zeros(m)  # E_{i-1}: the last all-reduce's end so far
+    c = np.zeros(m)  # the compute target (a bucket never ready before the one ahead of it)
+    passed = 0  # intervals 0..passed-1 lie before every draw's target
+    top = 0  # intervals top.. start after every draw's target (a queue waiting on the network)
+    at = np.zeros(m)
+    # Derivatives by the window (slopes only): of c, at, end and each P_j.
+    dc = np.zeros(m) if slopes else None
+    dat = dend = dc
+    dbegin = np.zeros((k, m)) if slopes else None
+    for i in range(k + 1):
+        r = rdy[i] if i < k else 1.0  # K: backward done, the whole window
+        c_new = np.maximum(c, w * r)
+        if slopes:  # right derivatives (a tie takes the steeper side): Newton starts at 0
+            dc = np.where(w * r > c, r, np.where(w * r == c, np.maximum(r, dc), dc))
+        c = c_new
+        while passed < i and bool(np.all(done[passed] <= c)):
+            passed += 1
+        # Each draw's intervals start in order, so those starting after its target are a
+        # tail; past the last one any draw has started, none adds anything (this keeps a
+        # long queue of buckets, all-reduces slower than backward, from costing K^2).
+        top = max(top, passed)
+        while top < i and bool(np.any(begin[top] <= c)):
+            top += 1
+        at = c + taken_before[passed]
+        if slopes:
+            dat = dc
+        if passed < top:
+            open_ = slice(passed, top)
+            into = c - begin[open_]
+            part = np.minimum(np.maximum(into, 0.0), inside[open_])
+            at = at + np.einsum("jm,jm->m", stretch[open_], part)
+            if slopes:
+                rise = dc - dbegin[open_]
+                full = inside[open_]
+                inner = ((into > 0) | ((into == 0) & (rise > 0))) & (
+                    (into < full) | ((into == full) & (rise < 0))
+                )
+                dat = dat + (stretch[open_] * inner * rise).sum(axis=0)
+        if i == k:
             break
-    # Backward is done: every bucket is ready, the rest are all-reduced back to back.
-    running = np.isfinite(end)
-    last = np.where(running, end + at(after, np.minimum(run + 1, k)), back_end)
-    return back_end, np.maximum(last, back_end)
+        start = np.maximum(at, end)
+        if slopes:
+            dend = np.where(at > end, dat, np.where(at == end, np.maximum(dat, dend), dend))
+            dbegin[i] = dend
+        end = start + dur[i]
+        begin[i] = start - taken  # every interval before it ended before it started
+        done[i] = begin[i] + inside[i]
+        taken = taken + s[i] * dur[i]
+        taken_before[i + 1] = taken
+    last = np.maximum(end, at)
+    if not slopes:
+        return at.reshape(shape), last.reshape(shape)
+    dlast = np.where(end > at, dend, np.where(end == at, np.maximum(dend, dat), dat))
+    return at.reshape(shape), last.reshape(shape), dat.reshape(shape), dlast.reshape(shape)
 
 
 def exposure(
@@ -269,24 +316,107 @@ def exposure(
     return last - back_end, back_end - np.asarray(window_s, dtype=float)
 
 
+def rising_root(
+    g: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    g_lo: np.ndarray,
+    g_hi: np.ndarray,
+    xtol: np.ndarray,
+    slope_lo: np.ndarray | None = None,
+    rounds: int = 200,
+) -> np.ndarray:
+    """Per row, the x in [lo, hi] where a non-decreasing g crosses zero, to ``xtol`` (lo where
+    g(lo) ≥ 0; hi where g(hi) < 0).
+
+    ``g(x, rows)`` gives g and its slope at x for the rows ``rows`` (indices into lo), so a
+    round costs only the rows still open. Newton steps kept inside the bracket (Numerical
+    Recipes' ``rtsafe``): a bisection wherever the step would leave the bracket, the slope is
+    0, or the step is not half the one before, so it never takes many more rounds than
+    bisection. The model's functions of the window are piecewise linear and bend one way
+    (exposure falls steeply, then flattens at its floor), so Newton from the left end
+    (``slope_lo``: g's slope at lo, when known) lands on the crossing in a step or two where
+    bisection needs 20 for one part in a million. A row is done only when its bracket is
+    within ``xtol`` (a Newton step under it is followed by one step of ``xtol`` towards the
+    bracket's other end, which closes it), so a wrong slope costs rounds, never accuracy.
+    """
+    x = np.where(g_lo >= 0, lo, hi).astype(float)
+    open_ = np.flatnonzero((g_lo < 0) & (g_hi >= 0) & (hi - lo > xtol))
+    a, b, tol = lo[open_].astype(float), hi[open_].astype(float), xtol[open_]
+    ga, gb = g_lo[open_].astype(float), g_hi[open_].astype(float)
+    at = a - ga * ((b - a) / (gb - ga))  # the false position (gb - ga > 0), unless ...
+    if slope_lo is not None:  # ... Newton from the left end lands inside the bracket
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = a - ga / slope_lo[open_]
+        at = np.where((newton > a) & (newton < b), newton, at)
+    last_step = b - a
+    for _ in range(rounds):
+        if open_.size == 0:
+            break
+        gx, slope = g(at, open_)
+        low = gx < 0
+        a, b = np.where(low, at, a), np.where(low, b, at)
+        done = b - a <= tol
+        if done.any():
+            x[open_[done]] = b[done]
+            keep = ~done
+            open_, a, b, tol, at = open_[keep], a[keep], b[keep], tol[keep], at[keep]
+            gx, slope, low, last_step = gx[keep], slope[keep], low[keep], last_step[keep]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = at - gx / slope
+        bisect = (
+            ~(slope > 0)
+            | ~(newton >= a)
+            | ~(newton <= b)
+            | (2 * np.abs(gx) > np.abs(last_step * slope))
+        )
+        nxt = np.where(bisect, 0.5 * (a + b), newton)
+        # A Newton step under the tolerance has found the crossing if the slope is right: a
+        # step of the tolerance towards the other end closes the bracket and proves it.
+        small = ~bisect & (np.abs(nxt - at) <= tol)
+        nxt = np.clip(np.where(small, np.where(low, at + tol, at - tol), nxt), a, b)
+        last_step = np.abs(nxt - at)
+        at = nxt
+    x[open_] = b  # not reached in practice: the rounds allow 2^-100 of the bracket
+    return x
+
+
+def _rows(a: np.ndarray | None, rows: np.ndarray, d: int) -> np.ndarray | None:
+    """The draws ``rows`` of a per-draw array (D, ...); an array shared by all draws as is."""
+    if a is None:
+        return None
+    a = np.asarray(a)
+    return a[rows] if a.ndim >= 2 and a.shape[0] == d else a
+
+
 def window_from_backward(
     bucket_times: np.ndarray, backward_s: np.ndarray, ready: np.ndarray, share: np.ndarray | None
 ) -> np.ndarray:
     """The backward compute (the hide window) whose contended run takes ``backward_s``.
 
     A worker measures backward beside the all-reduces, so SM contention is in its figure;
-    the model's window is the compute alone. Backward's end grows with its compute, so a
-    bisection finds it; without contention it is ``backward_s`` itself.
+    the model's window is the compute alone. Backward's end grows with its compute, so
+    :func:`rising_root` finds it (to 2^-30 of backward); without contention it is
+    ``backward_s`` itself.
     """
     backward = np.asarray(backward_s, dtype=float)
     if share is None or not np.any(np.asarray(share) > 0):
         return backward
-    lo, hi = np.zeros_like(backward), backward.copy()
-    for _ in range(20):  # 2^-20 (one part in a million) of backward: far below timing noise
-        mid = (lo + hi) / 2
-        long = contended_backward(bucket_times, mid, ready, share)[0] > backward
-        lo, hi = np.where(long, lo, mid), np.where(long, mid, hi)
-    return (lo + hi) / 2
+    times = np.asarray(bucket_times, dtype=float)
+    d = backward.shape[0]
+
+    def late(w: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t, r, s = _rows(times, rows, d), _rows(ready, rows, d), _rows(share, rows, d)
+        back_end, _, slope, _ = contended_backward(t, w, r, s, slopes=True)
+        return back_end - backward[rows], slope
+
+    lo = np.zeros_like(backward)
+    # A window of 0 ends at once (g = -backward), and backward runs at full speed until the
+    # first all-reduce starts (slope 1); the measured figure itself is long enough.
+    g_hi = contended_backward(times, backward, ready, share)[0] - backward
+    return rising_root(
+        late, lo, backward, -backward, g_hi, 2.0**-30 * backward, slope_lo=np.ones_like(lo)
+    )
 
 
 def fit_hide_share(
@@ -301,30 +431,41 @@ def fit_hide_share(
     """The hide window (as a share of the compute step) that reproduces a measured exposure.
 
     ``bucket_times`` (D, K) at the measured GPU count, ``compute_s`` and ``exposed_s`` (D,).
-    Exposure only falls as the window grows, so bisection finds the smallest window that gives
-    it. Once the window is long enough only the buckets finishing at the end of backward stay
-    exposed: a measurement at that floor only says "at least this long", and the window is then
-    the larger of that bound and ``prior``. ``share``: the SM share NCCL's CTAs take from
-    backward at this N (see :func:`contended_backward`; None: no SM contention). Returns the
-    share (D,) and a bool (D,), True where the measurement fell outside what the model can
-    produce (then clamped to 1 or 0).
+    Exposure only falls as the window grows, so :func:`rising_root` finds the smallest window
+    that gives it (to 2^-30 of the step). Once the window is long enough only the buckets
+    finishing at the end of backward stay exposed: a measurement at that floor only says "at
+    least this long", and the window is then the larger of that bound and ``prior``.
+    ``share``: the SM share NCCL's CTAs take from backward at this N (see
+    :func:`contended_backward`; None: no SM contention). Returns the share (D,) and a bool
+    (D,), True where the measurement fell outside what the model can produce (then clamped to
+    1 or 0).
     """
-    full = compute_s / grad_accum
+    full = np.asarray(compute_s, dtype=float) / grad_accum
+    exposed_s = np.asarray(exposed_s, dtype=float)
+    times = np.asarray(bucket_times, dtype=float)
+    d = full.shape[0]
     lo = np.zeros_like(full)
-    hi = full.copy()
-    most = exposure(bucket_times, lo, ready, share)[0]
-    least = exposure(bucket_times, hi, ready, share)[0]
+    # Without SM contention the walk with a share of 0 is the plain schedule (and has slopes).
+    walk_share = np.zeros(times.shape[-1]) if share is None else share
+    back0, last0, d_back0, d_last0 = contended_backward(times, lo, ready, walk_share, True)
+    most = last0 - back0
+    least = exposure(times, full, ready, share)[0]
     tol = 1e-9 + 1e-6 * np.abs(exposed_s)
-    for _ in range(18):  # 2^-18 (4 ppm) of the step: far below any timing noise (each walk costs)
-        mid = (lo + hi) / 2
-        too_exposed = exposure(bucket_times, mid, ready, share)[0] > exposed_s + tol
-        lo = np.where(too_exposed, mid, lo)
-        hi = np.where(too_exposed, hi, mid)
+
+    def hidden(w: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # >= 0 once the window hides enough: the exposure is at most the measured one.
+        t, r, s = _rows(times, rows, d), _rows(ready, rows, d), _rows(walk_share, rows, d)
+        back_end, last, d_back, d_last = contended_backward(t, w, r, s, slopes=True)
+        return exposed_s[rows] + tol[rows] - (last - back_end), d_back - d_last
+
+    hi = rising_root(
+        hidden, lo, full, exposed_s + tol - most, exposed_s + tol - least, 2.0**-30 * full,
+        slope_lo=d_back0 - d_last0,
+    )  # fmt: skip
     share = hi / full
-    # A measurement as exposed as no window at all is fitted by no window (the bisection only
-    # tends to 0 from above; its 2^-18 leftover would hide a sliver it never measured).
+    # A measurement as exposed as no window at all is fitted by no window (rising_root gives
+    # lo = 0 there), unless it is also at the floor (then it only says "at least 0").
     floor = exposed_s <= least + tol
-    share = np.where(~floor & (most <= exposed_s + tol), 0.0, share)
     share = np.where(floor, np.maximum(share, prior), share)
     clamped = (exposed_s < least - tol) | (exposed_s > most + tol)
     share = np.where(exposed_s >= most + tol, 0.0, np.minimum(share, 1.0))
@@ -508,6 +649,46 @@ def allreduce_ctas(link: NcclLink | MeasuredLink, n: int, wire_bytes: np.ndarray
     return np.zeros(b.size, dtype=int) if plan.channels is None else plan.channels
 
 
+def contention_share(
+    link: NcclLink | MeasuredLink,
+    n: int,
+    wire_bytes: np.ndarray,
+    times_s: np.ndarray,
+    sm_count: int,
+    sm_contention: np.ndarray,
+    hbm_gbps: float = 0.0,
+    hbm_contention: np.ndarray | float = 0.0,
+) -> np.ndarray | None:
+    """(D, K): the share of its speed overlapped backward loses while each bucket's all-reduce
+    is in flight — SMs and HBM bandwidth — or None where no GPU is involved.
+
+    SMs: ``sm_contention`` x NCCL's CTAs / SMs. HBM: ``hbm_contention`` x the all-reduce's bus
+    bandwidth (wire bytes x 2(N−1)/N over its time ``times_s``, per draw) / the HBM bandwidth
+    (see ``fabrics.SM_CONTENTION``, ``fabrics.HBM_CONTENTION``). Capped at ``MAX_SM_SHARE``.
+    """
+    if sm_count <= 0 or n <= 1:
+        return None
+    b = np.asarray(wire_bytes, dtype=float)
+    d = np.shape(times_s)[0]
+    k_sm = np.broadcast_to(np.asarray(sm_contention, dtype=float), (d,))
+    share = k_sm[:, None] * sm_share(allreduce_ctas(link, n, b), sm_count)[None, :]
+    if hbm_gbps > 0:
+        k_hbm = np.broadcast_to(np.asarray(hbm_contention, dtype=float), (d,))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            busbw = np.where(times_s > 0, b[None, :] * 2 * (n - 1) / n / times_s, 0.0)
+        share = share + k_hbm[:, None] * busbw / (hbm_gbps * 1e9)
+    return np.minimum(share, MAX_SM_SHARE)
+
+
+def ddp_copy_s(grad_bytes: float, hbm_gbps: float, efficiency: np.ndarray) -> np.ndarray:
+    """DDP's bucket copies per step at N > 1: 4 x the gradient's bytes through HBM (into the
+    buckets and back, ``fabrics.COPY_EFFICIENCY``) at the achieved share of its bandwidth."""
+    eff = np.asarray(efficiency, dtype=float)
+    if hbm_gbps <= 0:
+        return np.zeros(eff.shape)
+    return 4.0 * float(grad_bytes) / (hbm_gbps * 1e9 * eff)
+
+
 def sm_share(ctas: np.ndarray, sm_count: int) -> np.ndarray:
     """The share of a GPU's SMs NCCL's CTAs hold (capped at ``MAX_SM_SHARE``); 0 without SMs."""
     c = np.asarray(ctas, dtype=float)
@@ -549,6 +730,11 @@ class StepModel:
     sm_contention: np.ndarray | float = 0.0
     """(D,) draws of the share of NCCL's SM share the overlapped backward loses
     (``fabrics.SM_CONTENTION``)."""
+    hbm_gbps: float = 0.0
+    """The GPU's HBM bandwidth; 0 leaves out HBM contention."""
+    hbm_contention: np.ndarray | float = 0.0
+    """(D,) draws of the HBM share the overlapped backward loses per unit of bus bandwidth /
+    HBM bandwidth (``fabrics.HBM_CONTENTION``)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -567,7 +753,8 @@ class StepPrediction:
     algorithm: tuple[str, ...]
     links_used: tuple[frozenset[str], ...] = ()
     contention_s: np.ndarray | None = None
-    """SM contention: how much later backward ends because NCCL's CTAs took SMs from it."""
+    """Contention: how much later backward ends because NCCL's CTAs took SMs from it and its
+    traffic took HBM bandwidth."""
     ctas: tuple[int, ...] = ()
     """NCCL's CTAs for the largest message at each GPU count (0: no SMs involved)."""
 
@@ -606,11 +793,14 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
         times, label, used = allreduce_times(model.link, n, wire, d)
         times = times * model.collectives_per_bucket
         ctas = allreduce_ctas(model.link, n, wire) if model.sm_count > 0 else np.zeros(0)
-        share = scale[:, None] * sm_share(ctas, model.sm_count)[None, :]
         if n <= 1:
             exposed, contention = np.zeros(d), np.zeros(d)
         else:
-            exposed, contention = exposure(times, window, ready, share if share.size else None)
+            share = contention_share(
+                model.link, n, wire, times / model.collectives_per_bucket, model.sm_count,
+                scale, model.hbm_gbps, model.hbm_contention,
+            )  # fmt: skip
+            exposed, contention = exposure(times, window, ready, share)
         ctas_out.append(int(ctas[np.argmax(wire)]) if ctas.size else 0)
         stall = straggler_s(compute, jitter, np.array([n])) if n > 1 else np.zeros(d)
         h = host if n > 1 else np.zeros(d)

@@ -33,7 +33,13 @@ import numpy as np
 from distrinews.errors import UserError
 from harness.projection import model as mdl
 from harness.projection import nccl
-from harness.projection.fabrics import SM_CONTENTION, Fabric, Range
+from harness.projection.fabrics import (
+    COPY_EFFICIENCY,
+    HBM_CONTENTION,
+    SM_CONTENTION,
+    Fabric,
+    Range,
+)
 from harness.projection.inputs import CurveInputs, Measured
 
 #: Monte Carlo draws per input: a stable 95% percentile interval (the 2.5% tails hold 10 draws
@@ -225,12 +231,10 @@ def project(
             for k, v in fabric.efficiency.items()
         },
         "sm_count": {"value": fabric.sm_count()[0], "source": fabric.sm_count()[1]},
-        "sm_contention": {
-            "nominal": SM_CONTENTION.nominal,
-            "lo": SM_CONTENTION.lo,
-            "hi": SM_CONTENTION.hi,
-            "source": SM_CONTENTION.source,
-        },
+        "sm_contention": _range_json(SM_CONTENTION),
+        "hbm_gbps": {"value": fabric.hbm_gbps()[0], "source": fabric.hbm_gbps()[1]},
+        "hbm_contention": _range_json(HBM_CONTENTION),
+        "ddp_copy_efficiency": _range_json(COPY_EFFICIENCY),
         "what_if": what_if,
     }
     return Projection(rows=rows, curves=infos, settings=settings, notes=notes)
@@ -293,15 +297,22 @@ def _evaluate(
     hide = np.concatenate([range_draws(first.hide, n_draws, rng) for _ in members])
     host = np.concatenate([range_draws(first.host, n_draws, rng) for _ in members])
     ready: np.ndarray = np.asarray(first.ready, dtype=float)
-    # SM contention: NCCL's CTAs take SMs from the backward beside them — on GPU fabrics only
-    # (a measured gloo ring runs on CPUs, whose contention the worker measures in the step).
-    # Drawn only there, so a CPU sweep's draws stay as they were.
+    # Contention: NCCL's CTAs take SMs (and its traffic HBM bandwidth) from the backward beside
+    # them — on GPU fabrics only (a measured gloo ring runs on CPUs, whose contention the worker
+    # measures in the step). Drawn only there, so a CPU sweep's draws stay as they were.
     sm_count = 0 if plan.link == "measured-ring" else fabric.sm_count()[0]
-    contention = (
-        np.concatenate([range_draws(SM_CONTENTION, n_draws, rng) for _ in members])
-        if sm_count
-        else np.zeros(len(compute))
-    )
+    hbm_gbps = fabric.hbm_gbps()[0] if sm_count else 0.0
+
+    def drawn(r: Range) -> np.ndarray:
+        return np.concatenate([range_draws(r, n_draws, rng) for _ in members])
+
+    contention = drawn(SM_CONTENTION) if sm_count else np.zeros(len(compute))
+    hbm_contention = drawn(HBM_CONTENTION) if sm_count else np.zeros(len(compute))
+    # DDP's bucket copies through HBM at N > 1 (GPUs): part of the stated host overhead where
+    # nothing measured it; a feed's measured host overhead below holds them already.
+    copy_eff = drawn(COPY_EFFICIENCY) if sm_count else np.ones(len(compute))
+    copies = mdl.ddp_copy_s(float(np.sum(first.bucket_bytes)), hbm_gbps, copy_eff)
+    host = host + copies
     feed_ms = [next((x for x in inputs[ci].measured if x.gpus == plan.feed), None)
                for ci, _ in members]  # fmt: skip
     if plan.feed is not None and all(m is not None for m in feed_ms):
@@ -368,10 +379,10 @@ def _evaluate(
             times = times * first.collectives_per_bucket
             # The SM share NCCL took from backward at the feed: in its measured exposure and
             # its measured backward, so the fits below take it out.
-            feed_share = None
-            if sm_count:
-                ctas = mdl.allreduce_ctas(link, n_f, wire)
-                feed_share = contention[:, None] * mdl.sm_share(ctas, sm_count)[None, :]
+            feed_share = mdl.contention_share(
+                link, n_f, wire, times / first.collectives_per_bucket, sm_count, contention,
+                hbm_gbps, hbm_contention,
+            )  # fmt: skip
             # The hide window at the feed: its last micro-step's backward (strong scaling
             # shrinks the micro-step with N, or only the number of micro-steps).
             per_sample = compute - stacked["fixed"]
@@ -410,6 +421,7 @@ def _evaluate(
                 extra = float(np.median(m.data_wait_s)) - inp.base_wait_s if m.data_wait_s else 0.0
                 waits.append(np.full(d, max(extra, 0.0)))
             host = beyond + np.concatenate(waits)
+            copies = np.zeros_like(copies)  # measured: inside ``beyond``
             for k, used in enumerate(used_all):
                 used["exposed_comm_s"] = float(exposed[k * d])
                 used["clamped"] = bool(clamped[k * d])
@@ -420,7 +432,17 @@ def _evaluate(
                 )
     for used in used_all:
         used.setdefault("hide_source", first.hide.source)
-        used.setdefault("host_source", first.host.source)
+        used.setdefault(
+            "host_source",
+            first.host.source
+            + (
+                f"; plus DDP's bucket copies, 4 x {float(np.sum(first.bucket_bytes)) / 1e6:.4g}"
+                f" MB through {hbm_gbps:g} GB/s of HBM x {COPY_EFFICIENCY.text()} "
+                "(fabrics.COPY_EFFICIENCY)"
+                if sm_count
+                else ""
+            ),
+        )
         used.setdefault("link_source", f"fabric {fabric.name} (NCCL's model x stated efficiency)")
     model = mdl.StepModel(
         compute_s=compute,
@@ -440,6 +462,8 @@ def _evaluate(
         loader_samples_per_s=stacked["loader"] if first.loader is not None else None,
         sm_count=sm_count,
         sm_contention=contention,
+        hbm_gbps=hbm_gbps,
+        hbm_contention=hbm_contention,
     )
     base = np.concatenate([np.full(d, inputs[ci].base_wait_s) for ci, _ in members])
     pred = mdl.predict_steps(replace(model, compute_s=compute + base, fixed_s=stacked["fixed"]),
@@ -453,6 +477,7 @@ def _evaluate(
     }
     if sm_count:
         named["SM contention"] = contention
+        named["HBM contention"] = hbm_contention
     link_inputs: dict[str, tuple[str, np.ndarray]] = {}
     if isinstance(link, mdl.NcclLink):
         link_inputs = {
@@ -486,6 +511,9 @@ def _evaluate(
         used["jitter"] = float(stacked["jitter"][sl][0])
         used["sm_count"] = sm_count
         used["sm_contention"] = float(contention[sl][0])
+        used["hbm_gbps"] = hbm_gbps
+        used["hbm_contention"] = float(hbm_contention[sl][0])
+        used["ddp_copy_ms"] = 1e3 * float(copies[sl][0])
         used["sm_contention_source"] = (
             f"{fabric.sm_count()[1]}; {SM_CONTENTION.source}"
             if sm_count

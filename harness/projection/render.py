@@ -16,6 +16,7 @@ import numpy as np
 
 from harness import fmt
 from harness.outputs import OutputKind
+from harness.projection import fabrics
 from harness.projection.model import MIB
 from harness.projection.project import Projection
 
@@ -29,7 +30,7 @@ TABLE_COLUMNS = (
     "samples/s",
     "efficiency [95% CI]",
     "exposed comm ms",
-    "SM contention ms",
+    "SM+HBM contention ms",
     "NCCL",
     "measured",
     "error pp",
@@ -98,7 +99,9 @@ def input_lines(result: Projection, curve: dict[str, Any]) -> list[str]:
             f"({fit['host_source']}); SM contention "
             + (
                 f"x{fit['sm_contention']:.2f} of NCCL's CTAs / {fit['sm_count']} SMs "
-                f"({fit['sm_contention_source']})"
+                f"({fit['sm_contention_source']}); HBM contention "
+                f"x{fit.get('hbm_contention', 0.0):.2f} of bus bandwidth / "
+                f"{fit.get('hbm_gbps', 0.0):g} GB/s of HBM ({fabrics.HBM_CONTENTION.source})"
                 if fit.get("sm_count")
                 else f"0 ({fit.get('sm_contention_source', '')})"
             )

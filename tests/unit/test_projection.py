@@ -28,7 +28,7 @@ from harness import projection
 from harness.cli import cli
 from harness.projection import fabrics, nccl, validate
 from harness.projection import model as mdl
-from harness.projection.inputs import pure_inputs
+from harness.projection.inputs import HOST_DEFAULT, pure_inputs
 from harness.projection.project import location_draws, project
 from tests.helpers_projection import MIB, Plant, planted_steps, write_planted_sweep
 
@@ -304,7 +304,7 @@ def test_a_cpu_projection_has_no_sm_contention_and_a_gpu_one_names_it(tmp_path):
     assert body["inputs"]["sm_contention"]["lo"] == 0.5
     assert body["predictions"][0]["sm_contention_ms"] > 0
     text = projection.render(gpu, "text")
-    assert "SM contention ms" in text and "of NCCL's CTAs / 108 SMs" in text
+    assert "SM+HBM contention ms" in text and "of NCCL's CTAs / 108 SMs" in text
 
 
 def test_the_feed_takes_sm_contention_out_of_the_measured_backward(tmp_path):
@@ -633,3 +633,47 @@ def test_report_has_a_projection_section_with_band_measured_points_and_verdicts(
     assert "sits on the curve" not in section.intro
     html = report.render_html(rep)
     assert 'id="projection"' in html
+
+
+def test_sm_and_hbm_contention_hold_the_published_slowdowns_beside_nccl():
+    # Independent numbers: compute kernels timed with and without an NCCL collective beside
+    # them. NVIDIA/nccl#1428 (A100-SXM4-80GB, 2,039 GB/s HBM, an 8-GPU NVSwitch collective):
+    # GEMM 1.18 -> 2.08 ms, attention 0.18 -> 0.33 ms. parasailteam/coconet#6 (8x V100, a ring
+    # all-reduce with NCCL_MIN_NCHANNELS=24): a CUTLASS GEMM 48.98 -> 109.83 ms.
+    def share_range(fabric, n, ctas, sm_count, hbm_gbps):
+        size = np.array([256.0 * MIB])
+        ends = []
+        for e, k_sm, k_hbm in (
+            (fabrics.EFFICIENCY["nvlink"].lo, fabrics.SM_CONTENTION.lo, fabrics.HBM_CONTENTION.lo),
+            (fabrics.EFFICIENCY["nvlink"].hi, fabrics.SM_CONTENTION.hi, fabrics.HBM_CONTENTION.hi),
+        ):
+            link = mdl.NcclLink(fabric, 8, {"intra": np.array([e])})
+            t, _, _ = mdl.allreduce_times(link, n, size, 1)
+            busbw = size[0] * 2 * (n - 1) / n / t[0, 0]
+            ends.append(k_sm * ctas / sm_count + k_hbm * busbw / (hbm_gbps * 1e9))
+        return ends
+
+    a100_ctas = int(mdl.allreduce_ctas(mdl.NcclLink(A100, 8, {}), 8, np.array([256.0 * MIB]))[0])
+    lo, hi = share_range(A100, 8, a100_ctas, 108, 2039.0)
+    for before, after in ((1.18, 2.08), (0.18, 0.33)):
+        assert lo <= 1 - before / after <= hi, (lo, 1 - before / after, hi)
+    lo, hi = share_range(fabrics.resolve_fabric("dgx-1"), 8, 24, 80, 900.0)
+    assert lo <= 1 - 48.98 / 109.83 <= hi, (lo, hi)
+    # The SM share alone (the model before the HBM term) could not reach either measurement.
+    assert fabrics.SM_CONTENTION.hi * a100_ctas / 108 < 1 - 1.18 / 2.08
+    assert fabrics.SM_CONTENTION.hi * 24 / 80 < 1 - 48.98 / 109.83
+
+
+def test_ddp_bucket_copies_are_four_gradients_through_hbm_and_only_on_gpus():
+    # 768 MB of fp32 gradients on an A100 (1,555 GB/s) at the nominal copy efficiency.
+    copy = mdl.ddp_copy_s(768e6, 1555.0, np.array([fabrics.COPY_EFFICIENCY.nominal]))
+    assert copy[0] == pytest.approx(4 * 768e6 / (1555e9 * fabrics.COPY_EFFICIENCY.nominal))
+    args = {"step_time_ms": "100", "grad_mb": 768e6 / MIB, "bucket_mb": "25"}
+    gpu = project([pure_inputs(**args)], [2], A100, 8, n_draws=50)
+    fit = gpu.curves[0]["fits"][0]
+    assert fit["ddp_copy_ms"] == pytest.approx(1e3 * copy[0])
+    assert "DDP's bucket copies" in fit["host_source"]
+    assert gpu.rows[0]["host_ms"] == pytest.approx(fit["host_ms"])
+    assert fit["host_ms"] == pytest.approx(1e3 * (copy[0] + HOST_DEFAULT.nominal))
+    # A CPU sweep's measured ring has no HBM and no bucket-copy term.
+    assert mdl.ddp_copy_s(768e6, 0.0, np.array([1.0])).tolist() == [0.0]
