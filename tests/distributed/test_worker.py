@@ -20,6 +20,7 @@ import pytest
 
 from distrinews.metrics import RECORD_METRIC_KEYS
 from distrinews.runspec import RunSpec
+from harness import attribution
 from tests.helpers_procs import LAUNCH_MODEL, processes_mentioning
 
 pytestmark = pytest.mark.slow
@@ -135,8 +136,12 @@ def test_two_rank_record_schema(tmp_path):
     # measured, not against ranges the code clamps to:
     inst = rec["instrumented"]
     assert inst["steps"] == 6 and len(inst["marks"]) == 2  # the window's own steps
-    # the probe timed the window's steps: its typical rank's mean step is the window's
-    assert m["step_time_instrumented_s"] == pytest.approx(m["measured_time_s"] / 6, rel=0.05)
+    # the probe timed the window's steps: its typical rank's mean step is the window's, within
+    # the bound the report's own check holds it to (5% failed once beside the parallel suite:
+    # 154 vs 163 ms, the window's barriers and the probe's bookkeeping stretched by the load)
+    assert m["step_time_instrumented_s"] == pytest.approx(
+        m["measured_time_s"] / 6, rel=attribution.PROBE_STEP_REL
+    )
     # DDP's buckets (50 kB cap: several beside the 3.9 MB embedding) become ready in its
     # order, inside the step
     ready = [b["ready_s"] for b in rec["buckets"]]
@@ -272,16 +277,6 @@ def _train_cli(*args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_train_command_on_two_ranks(tmp_path):
-    proc = _train_cli("--data", "synthetic:320", "--epochs", "1", "--out", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 rank(s)" in proc.stdout and "epoch 0: held-out accuracy" in proc.stdout
-    result = json.loads((tmp_path / "fit_result.json").read_text())
-    assert len(result["losses"]) == 288 // (2 * 16)
-    config = json.loads((tmp_path / "checkpoints" / "step-00000009" / "config.json").read_text())
-    assert config["world_size"] == 2 and config["epoch"] == 1
-
-
 def test_train_command_bad_data_on_two_ranks_is_one_line(tmp_path):
     missing = tmp_path / "missing.csv"
     proc = _train_cli("--data", str(missing), "--out", str(tmp_path / "out"))
@@ -289,7 +284,7 @@ def test_train_command_bad_data_on_two_ranks_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == f"error: {missing}: data file not found"
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=40)
 def test_train_on_two_ranks_interrupted_or_killed_leaves_nothing_running_and_resumes(tmp_path):
     """Ctrl-C, or a SIGKILL of the train command itself, takes torchrun and its ranks along
     (launch.run_process: own process group, SIGTERM on the parent's death), and the train
@@ -333,3 +328,20 @@ def test_train_on_two_ranks_interrupted_or_killed_leaves_nothing_running_and_res
         wait_for(lambda: not processes_mentioning(str(out)), "the ranks to exit", 30)
     # The second run picked up where the interrupted first one had checkpointed last.
     assert resumed == [[], [str(out / "checkpoints" / before[-1])]]
+
+    # The same command to the end of its second epoch: it resumes once more and finishes on
+    # two ranks, and its results and last checkpoint say so. (A fresh 2-rank train was a test
+    # of its own, one more launch of three processes, each importing torch and transformers.)
+    last = checkpoints()[-1]
+    finish = subprocess.run(
+        [*args, "--epochs", "2"], capture_output=True, text=True, timeout=240, env=_env()
+    )
+    assert finish.returncode == 0, finish.stderr[-3000:]
+    assert f"resumed from {out / 'checkpoints' / last}" in finish.stderr + finish.stdout
+    assert "2 rank(s)" in finish.stdout and "epoch 1: held-out accuracy" in finish.stdout
+    result = json.loads((out / "fit_result.json").read_text())
+    # 288 training items / (2 ranks x 16) = 9 steps an epoch: this call ran the rest of 18
+    start = int(last.removeprefix("step-"))
+    assert [step for step, _ in result["losses"]] == list(range(start + 1, 19))
+    config = json.loads((out / "checkpoints" / "step-00000018" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["epoch"] == 2
