@@ -21,9 +21,11 @@ def install(session: nox.Session, extras: str = "serve,gpu,test") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite, slow tests included (CI runs the same)."""
+    """The whole test suite as CI runs it: the README's test command, then the scenarios."""
     install(session)
-    session.run("python", "-m", "pytest", "-q", "-n", "3", "--dist", "worksteal", *session.posargs)
+    xdist = ("-n", "3", "--dist", "worksteal")
+    session.run("python", "-m", "pytest", "-q", *xdist, "-m", "not scenario", *session.posargs)
+    session.run("python", "-m", "pytest", "-q", *xdist, "-m", "scenario", *session.posargs)
 
 
 @nox.session

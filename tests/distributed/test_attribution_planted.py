@@ -26,7 +26,7 @@ import pytest
 from distrinews.runspec import RunSpec
 from harness import analysis, attribution, store
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 MODEL = "synthetic-sleep:layers=2,layer_mb=0.5,embed_mb=0.5,fwd_ms=5,bwd_ms=10"
 DELAY_MS = 400.0

@@ -47,6 +47,7 @@ def sampler_for(_spec, _env):
     return telemetry.make_sampler(visible="0", count=1, interval_s=0.01, nvml=nvml)
 
 
+@pytest.mark.scenario
 @pytest.mark.slow(seconds=40)
 def test_max_batch_search_hits_real_oom_and_the_point_gets_its_energy(tmp_path, monkeypatch):
     # Each rank may map 0.45 GiB beyond its start-up size: about 360 samples of the tiny

@@ -24,6 +24,8 @@ from harness import sweep as sw
 from harness.cli import cli
 from tests.helpers_procs import LAUNCH_MODEL
 
+pytestmark = pytest.mark.scenario
+
 SWEEP = """
 name = "nightly"
 repeats = 1

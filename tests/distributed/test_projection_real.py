@@ -33,7 +33,7 @@ import pytest
 from harness import projection, store
 from harness.projection.inputs import rank_lists
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 # Sleeps of about a second per step dwarf the few ms of real CPU work per rank (Python,
 # optimizer, gloo), which 8 ranks on 2 shared cores would otherwise turn into contention: with

@@ -222,6 +222,7 @@ def test_second_sweep_into_a_locked_folder_is_refused_with_one_line(tmp_path):
 # -- real launches -----------------------------------------------------------------------------
 
 
+@pytest.mark.scenario
 @pytest.mark.slow(seconds=50)
 def test_every_failure_class_through_a_real_torchrun(tmp_path):
     """Each planted failure, launched as a sweep launches it, down to the ledger row, and the
@@ -370,6 +371,7 @@ def test_two_node_rendezvous_on_loopback_runs_the_real_worker(tmp_path):
     assert len(list((pdir / "logs").glob("t2n_*"))) == 2  # one log tree per agent
 
 
+@pytest.mark.scenario
 @pytest.mark.slow(seconds=40)
 def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_path):
     # The CPU default, with enough measured steps that the second point is still running when
@@ -454,9 +456,12 @@ def test_sweep_resumes_after_sigkill_and_sigint_without_loss_or_duplicates(tmp_p
     for row in rows:
         assert row["telemetry_available"] is False  # CPU points: no GPU to sample
 
-    # 4. Nothing left to do: no launch, no new rows.
-    again = _cli("sweep", str(path), "--results", str(results), "--no-progress")
-    assert again.returncode == 0 and "ran 0 point(s)" in again.stdout
+    # 4. Nothing left to do: no launch, no new rows. (In-process: nothing is launched, so a
+    # process of its own would only cost this test another import of torch.)
+    again = CliRunner().invoke(
+        cli, ["sweep", str(path), "--results", str(results), "--no-progress"]
+    )
+    assert again.exit_code == 0 and "ran 0 point(s)" in again.stdout, again.output
     # Its first line says so, and how to measure again (a quick look that does nothing must
     # not look like one that ran).
     first = again.stdout.splitlines()[0]
@@ -494,8 +499,8 @@ def test_default_sweep_end_to_end_prints_results_and_report(tmp_path):
     ]
     assert 0 < explain_s < 0.10 * two["duration_s"], (explain_s, two["duration_s"])
     table = tmp_path / "all.parquet"
-    out = _cli("export", str(results), "-o", str(table))
-    assert out.returncode == 0, out.stderr
+    out = CliRunner().invoke(cli, ["export", str(results), "-o", str(table)])
+    assert out.exit_code == 0, out.output
     frame = pd.read_parquet(table)
     assert len(frame) == len(rows) and set(frame["status"]) == {"ok"}
     # A clean end leaves no lock file behind.

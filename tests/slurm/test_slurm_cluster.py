@@ -165,6 +165,7 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
+@pytest.mark.scenario
 @pytest.mark.slow(seconds=50)
 def test_sweep_inside_salloc_runs_srun_torchrun_per_point_and_classifies_failures_as_locally(
     slurm_cluster, scancel_after, tmp_path
