@@ -17,13 +17,19 @@ import torch.multiprocessing as mp
 from distrinews import explain
 from distrinews.distributed import process_group
 
-# A measurement: the ratio of two timings taken on the same box at the same moment, which the
-# suite's load still moves (1.69 beside four pytest workers; within 0.87-1.04 beside fewer), so it
-# runs with the scenarios, apart from the README's test command.
+# A measurement: two timings of the same bytes on a shared box, so it runs with the scenarios,
+# apart from the README's test command. A load burst can land on either timing: with five rounds
+# the median of the rounds' ratios read 0.69 and 1.69 beside other tests (0.87-1.04 beside
+# fewer), and the fastest rounds disagree by 15-35% even on a quiet box (the ceiling's median of
+# its own repeats against the independent one's). So: nine rounds, the ratio of the two medians,
+# held within a factor of 1.5 -- a ceiling that timed the wrong thing (a whole window, the
+# buffer's allocation, ms as s) is off by more.
 pytestmark = [pytest.mark.slow, pytest.mark.scenario]
 
 #: Big enough that one all-reduce takes milliseconds on gloo: timer noise is small next to it.
 NBYTES = 8 * 2**20
+#: Rounds of each timing: enough that a load burst moves neither median far.
+ROUNDS = 9
 
 
 def _independent(nbytes: int, reps: int) -> float:
@@ -44,10 +50,10 @@ def _rank(rank: int, init: str, out: str) -> None:
     with process_group(
         device="cpu", backend="gloo", rank=rank, world_size=2, init_method=init
     ) as ctx:
-        # Many short rounds, alternating which goes first; each round's ratio compares the two
-        # under the same load on this shared box, and the median ratio ignores load bursts.
+        # Many short rounds, alternating which goes first, so that neither always runs in the
+        # other's wake.
         ours, theirs = [], []
-        for i in range(5):
+        for i in range(ROUNDS):
             if i % 2:
                 theirs.append(_independent(NBYTES, reps=10))
                 ours.append(explain.allreduce_time_s(NBYTES, torch.float32, ctx))
@@ -63,9 +69,9 @@ def test_allreduce_ceiling_agrees_with_an_independent_timing(tmp_path):
     mp.spawn(_rank, args=(f"file://{tmp_path / 'rdzv'}", str(out)), nprocs=2, join=True)
     times = json.loads(out.read_text())
     ours, theirs = statistics.median(times["ours"]), statistics.median(times["theirs"])
-    ratio = statistics.median(a / b for a, b in zip(times["ours"], times["theirs"], strict=True))
+    ratio = ours / theirs
     print(
-        f"\nall-reduce of {NBYTES} bytes on 2 gloo ranks: explain {ours * 1e3:.2f} ms, "
-        f"independent dist.all_reduce {theirs * 1e3:.2f} ms, median ratio {ratio:.3f}"
+        f"\nall-reduce of {NBYTES} bytes on 2 gloo ranks, median of {ROUNDS} rounds: explain "
+        f"{ours * 1e3:.2f} ms, independent dist.all_reduce {theirs * 1e3:.2f} ms, ratio {ratio:.3f}"
     )
-    assert ratio == pytest.approx(1.0, rel=0.20)
+    assert 1 / 1.5 <= ratio <= 1.5, ratio
