@@ -790,15 +790,15 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
         else:
             micro = compute / model.grad_accum
         window = hide * micro
-        times, label, used = allreduce_times(model.link, n, wire, d)
-        times = times * model.collectives_per_bucket
+        one, label, used = allreduce_times(model.link, n, wire, d)  # one collective a bucket
+        times = one * model.collectives_per_bucket
         ctas = allreduce_ctas(model.link, n, wire) if model.sm_count > 0 else np.zeros(0)
         if n <= 1:
             exposed, contention = np.zeros(d), np.zeros(d)
         else:
             share = contention_share(
-                model.link, n, wire, times / model.collectives_per_bucket, model.sm_count,
-                scale, model.hbm_gbps, model.hbm_contention,
+                model.link, n, wire, one, model.sm_count, scale, model.hbm_gbps,
+                model.hbm_contention,
             )  # fmt: skip
             exposed, contention = exposure(times, window, ready, share)
         ctas_out.append(int(ctas[np.argmax(wire)]) if ctas.size else 0)

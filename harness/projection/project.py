@@ -311,7 +311,8 @@ def _evaluate(
     # DDP's bucket copies through HBM at N > 1 (GPUs): part of the stated host overhead where
     # nothing measured it; a feed's measured host overhead below holds them already.
     copy_eff = drawn(COPY_EFFICIENCY) if sm_count else np.ones(len(compute))
-    copies = mdl.ddp_copy_s(float(np.sum(first.bucket_bytes)), hbm_gbps, copy_eff)
+    grad_bytes = float(np.sum(first.bucket_bytes))
+    copies = mdl.ddp_copy_s(grad_bytes, hbm_gbps, copy_eff)
     host = host + copies
     feed_ms = [next((x for x in inputs[ci].measured if x.gpus == plan.feed), None)
                for ci, _ in members]  # fmt: skip
@@ -375,14 +376,13 @@ def _evaluate(
             ready = np.asarray(ms[0].ready_share, dtype=float)
         if all(m.exposed_comm_s for m in ms):
             exposed = np.concatenate([location_draws(m.exposed_comm_s, n_draws, rng) for m in ms])
-            times, _, _ = mdl.allreduce_times(link, n_f, wire, len(compute))
-            times = times * first.collectives_per_bucket
+            one, _, _ = mdl.allreduce_times(link, n_f, wire, len(compute))
+            times = one * first.collectives_per_bucket
             # The SM share NCCL took from backward at the feed: in its measured exposure and
             # its measured backward, so the fits below take it out.
             feed_share = mdl.contention_share(
-                link, n_f, wire, times / first.collectives_per_bucket, sm_count, contention,
-                hbm_gbps, hbm_contention,
-            )  # fmt: skip
+                link, n_f, wire, one, sm_count, contention, hbm_gbps, hbm_contention
+            )
             # The hide window at the feed: its last micro-step's backward (strong scaling
             # shrinks the micro-step with N, or only the number of micro-steps).
             per_sample = compute - stacked["fixed"]
@@ -436,7 +436,7 @@ def _evaluate(
             "host_source",
             first.host.source
             + (
-                f"; plus DDP's bucket copies, 4 x {float(np.sum(first.bucket_bytes)) / 1e6:.4g}"
+                f"; plus DDP's bucket copies, 4 x {grad_bytes / 1e6:.4g}"
                 f" MB through {hbm_gbps:g} GB/s of HBM x {COPY_EFFICIENCY.text()} "
                 "(fabrics.COPY_EFFICIENCY)"
                 if sm_count
