@@ -1,6 +1,6 @@
 """The scaling projection: predict a DDP training step at 8...1024 GPUs, with honest intervals.
 
-One room, five modules, imported in this order:
+One room, its modules, imported in this order:
 
 - :mod:`~harness.projection.nccl` — NCCL's own cost model of an all-reduce (algorithm and
   protocol choice, latency and bandwidth terms), transcribed from NVIDIA/nccl's
@@ -9,6 +9,8 @@ One room, five modules, imported in this order:
   Ethernet, cloud instances), every value with its source, and the stated efficiency ranges;
 - :mod:`~harness.projection.model` — the DDP step: compute + host + exposed all-reduce +
   straggler, bucket readiness, order statistics (pure numpy, vectorised over draws);
+- :mod:`~harness.projection.model_error` — the model's own error, measured on the published
+  tables, as one more drawn input of every interval;
 - :mod:`~harness.projection.inputs` and :mod:`~harness.projection.project` — inputs from plain
   numbers or from a sweep (each with its uncertainty and source), the Monte Carlo over them, the
   no-peeking feeds, the verdicts;

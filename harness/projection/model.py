@@ -41,6 +41,9 @@ sample each input's uncertainty), so one call gives the prediction and its inter
   at N = 2).
 - the loader: a node's input pipeline delivers at most ``loader_samples_per_s``; a step is never
   shorter than the node's samples over that rate.
+- the model's own error: at N > 1 everything beyond compute is multiplied by a drawn factor
+  (``model_error``; 1 in draw 0), so the interval carries how far this model misses published
+  runs (:mod:`harness.projection.model_error`).
 
 **Readiness** (when each bucket may start): measured by the worker (``ready_s`` per bucket over
 ``backward_time_s``), else an assumption the output prints: :func:`ready_by_bytes` (reverse layer
@@ -61,7 +64,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.projection import nccl
+from harness.projection import model_error, nccl
 from harness.projection.fabrics import MAX_SM_SHARE, Fabric
 
 #: Share of a compute step that backward spans when nothing better is known: backward does
@@ -735,6 +738,9 @@ class StepModel:
     hbm_contention: np.ndarray | float = 0.0
     """(D,) draws of the HBM share the overlapped backward loses per unit of bus bandwidth /
     HBM bandwidth (``fabrics.HBM_CONTENTION``)."""
+    model_error: np.ndarray | float = 1.0
+    """(D,) factors on the overhead beyond compute at N > 1: the model's own error
+    (:mod:`harness.projection.model_error`; 1 leaves it out)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -773,6 +779,7 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
     keys = ("step", "compute", "exposed", "allreduce", "straggler", "host", "loader", "eff",
             "contention")  # fmt: skip
     scale = np.broadcast_to(np.asarray(model.sm_contention, dtype=float), (d,))
+    error = np.broadcast_to(np.asarray(model.model_error, dtype=float), (d,))
     ctas_out: list[int] = []
     cols: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     labels = []
@@ -812,6 +819,8 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
             floor = per_gpu * on_node / np.asarray(model.loader_samples_per_s, dtype=float)
             bound = floor > step
             step = np.maximum(step, floor)
+        if n > 1:
+            step = model_error.apply(step, compute, error)
         eff = compute1 / step if model.scaling == "weak" else compute1 / (n * step)
         for key, value in (("step", step), ("compute", compute), ("exposed", exposed),
                            ("allreduce", times.sum(axis=-1)), ("straggler", stall),

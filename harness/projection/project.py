@@ -32,7 +32,7 @@ import numpy as np
 
 from distrinews.errors import UserError
 from harness.projection import model as mdl
-from harness.projection import nccl
+from harness.projection import model_error, nccl
 from harness.projection.fabrics import (
     COPY_EFFICIENCY,
     HBM_CONTENTION,
@@ -166,14 +166,20 @@ def project(
     notes: Sequence[str] = (),
     what_if: bool = False,
     keep_draws: bool = False,
+    model_error_sigma: float = model_error.SIGMA,
 ) -> Projection:
     """Predict every curve at ``gpus`` and at each N it measured (validation, no peeking).
 
     Curves whose predictions share a plan (bucket layout, feed, link) are evaluated together,
-    their draws stacked: that keeps a 1,000-point sweep fast.
+    their draws stacked: that keeps a 1,000-point sweep fast. ``model_error_sigma``: the
+    model's own error (:mod:`harness.projection.model_error`); 0 leaves it out (validation
+    does, to measure it).
     """
     notes = list(notes)
     rng = np.random.default_rng(seed)
+    # The model error's factors from a stream of their own: the other inputs' draws stay the
+    # same draws with it on or off.
+    error_rng = np.random.default_rng([seed, 1])
     groups: dict[tuple, list[tuple[int, list[int]]]] = {}
     infos = [_curve_info(inp) for inp in inputs]
     for ci, inp in enumerate(inputs):
@@ -208,7 +214,8 @@ def project(
     for key, members in groups.items():
         plan, ns = key[0], list(key[-1])
         rows.extend(_evaluate(inputs, infos, members, plan, ns, fabric, gpus_per_node,
-                              n_draws, rng, keep_draws))  # fmt: skip
+                              n_draws, rng, keep_draws, error_rng,
+                              model_error_sigma))  # fmt: skip
     rows.sort(key=lambda r: (r.get("curve") or "", r["gpus"]))
     if not rows:
         raise UserError(
@@ -223,8 +230,13 @@ def project(
         "draws": n_draws,
         "interval": (
             f"{LEVEL:.0%} Monte Carlo interval over every input ({n_draws} draws: measured "
-            "spreads and stated ranges)"
+            "spreads, stated ranges"
+            + (", and the model's own error)" if model_error_sigma > 0 else ")")
         ),
+        "model_error": {
+            "sigma": model_error_sigma,
+            "source": model_error.SOURCE.format(sigma=model_error_sigma),
+        },
         "nccl_source": nccl.NCCL_SOURCE,
         "efficiency": {
             k: {"nominal": v.nominal, "lo": v.lo, "hi": v.hi, "source": v.source}
@@ -254,6 +266,8 @@ def _evaluate(
     n_draws: int,
     rng: np.random.Generator,
     keep_draws: bool = False,
+    error_rng: np.random.Generator | None = None,
+    error_sigma: float = 0.0,
 ) -> list[dict[str, Any]]:
     d = n_draws + 1
     first = inputs[members[0][0]]
@@ -466,8 +480,13 @@ def _evaluate(
         hbm_contention=hbm_contention,
     )
     base = np.concatenate([np.full(d, inputs[ci].base_wait_s) for ci, _ in members])
-    pred = mdl.predict_steps(replace(model, compute_s=compute + base, fixed_s=stacked["fixed"]),
-                             ns)  # fmt: skip
+    if error_sigma > 0:
+        gen = error_rng if error_rng is not None else rng
+        error = np.concatenate([model_error.factors(error_sigma, n_draws, gen) for _ in members])
+    else:
+        error = np.ones(len(compute))
+    pred = mdl.predict_steps(replace(model, compute_s=compute + base, fixed_s=stacked["fixed"],
+                                     model_error=error), ns)  # fmt: skip
     # Which inputs moved the efficiency: every drawn input, by its rank correlation.
     named = {
         "compute step": compute,
@@ -491,6 +510,8 @@ def _evaluate(
             np.asarray(np.broadcast_to(link.busbw_gbps, compute.shape), dtype=float))}  # fmt: skip
     if first.loader is not None:
         named["loader ceiling"] = stacked["loader"]
+    if error_sigma > 0:
+        named["model error"] = error
     # Intervals of every (curve, N) of the group at once: (C, G) lows and highs.
     c_steps = pred.step_s.reshape(c, d, len(ns))
     c_effs = pred.efficiency.reshape(c, d, len(ns))
@@ -530,6 +551,7 @@ def _evaluate(
             row = _row(inp, n, g, pred, sl, j, measured.get(n), plan, why[j], bands)
             if keep_draws:  # for validation: the step's draws (never rendered)
                 row["_step_draws"] = pred.step_s[sl, j].copy()
+                row["_compute_draws"] = pred.compute_s[sl, j].copy()
             rows.append(row)
     return rows
 

@@ -9,6 +9,7 @@ prediction held its own measurement, in words that never call a miss a hit.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,6 +121,13 @@ def fabric_lines(result: Projection) -> list[str]:
     )
     lines.append(f"all-reduce cost: NCCL's own model ({s['nccl_source']}, src/graph/tuning.cc)")
     lines.append(f"interval: {s['interval']}")
+    err = s.get("model_error") or {}
+    if err.get("sigma"):
+        lines.append(
+            f"{err['source']}: a factor {math.exp(-1.96 * err['sigma']):.2f}-"
+            f"{math.exp(1.96 * err['sigma']):.2f} on the overhead holds 95%; the point estimate "
+            "is the model's own"
+        )
     return lines
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.projection import fabrics, nccl
+from harness.projection import fabrics, model_error, nccl
 from harness.projection.fabrics import Fabric
 from harness.projection.inputs import pure_inputs
 from harness.projection.project import LEVEL, N_DRAWS, project
@@ -59,6 +59,8 @@ class Validation:
     busbw: list[dict[str, Any]]
     summary_largest: dict[str, float]
     summary_all: dict[str, float]
+    model_error_sigma: float = math.nan
+    """σ of the model's own error measured on the whole table (model_error.estimate)."""
 
 
 def load(path: Path = DATA) -> dict[str, Any]:
@@ -99,11 +101,16 @@ def _observed_step_s(case: dict[str, Any], n: int, throughput: float) -> float:
     return case["samples_per_step"] * n / throughput
 
 
-def _steps(case, layout, fab, step_ms, gpus, n_draws, seed=0) -> dict[int, np.ndarray]:
+def _draws(case, layout, fab, step_ms, gpus, n_draws, seed=0) -> dict[int, tuple]:
+    """Per GPU count, the (step, compute) draws with the model's own error left out."""
     inp = pure_inputs(**_pure(case, layout, step_ms))
     result = project([inp], gpus, fab, fab.gpus_per_node, n_draws=n_draws, seed=seed,
-                     keep_draws=True)  # fmt: skip
-    return {r["gpus"]: r["_step_draws"] for r in result.rows}
+                     keep_draws=True, model_error_sigma=0.0)  # fmt: skip
+    return {r["gpus"]: (r["_step_draws"], r["_compute_draws"]) for r in result.rows}
+
+
+def _steps(case, layout, fab, step_ms, gpus, n_draws, seed=0) -> dict[int, np.ndarray]:
+    return {n: v[0] for n, v in _draws(case, layout, fab, step_ms, gpus, n_draws, seed).items()}
 
 
 def _calibrated_step_ms(case, layout, fab, n0: int, observed_s: float) -> float:
@@ -124,25 +131,66 @@ def _calibrated_step_ms(case, layout, fab, n0: int, observed_s: float) -> float:
     return 1e3 * math.exp((lo + hi) / 2)
 
 
-def run_case(case: dict[str, Any], layouts: dict[str, Any], n_draws: int = N_DRAWS) -> CaseResult:
+@dataclass(frozen=True)
+class RawCase:
+    """A case projected with the model's own error left out: its draws, to score at any σ."""
+
+    case: dict[str, Any]
+    draws: dict[int, tuple[np.ndarray, np.ndarray]]  # gpus -> (step, compute) draws
+    z: np.ndarray  # the model error's standard normals (z[0] = 0: the point estimate)
+
+    def log_ratios(self) -> list[float]:
+        """ln(published loss / predicted loss) at every published N above the base."""
+        return [model_error.log_ratio(p, q) for p, q in self._nominal()]
+
+    def _nominal(self) -> list[tuple[float, float]]:
+        gpus, xs = self.case["gpus"], self.case["throughput"]
+        n0, x0 = int(gpus[0]), float(xs[0])
+        strong = self.case.get("scaling", "weak") == "strong"
+        out = []
+        for n, x in zip(gpus[1:], xs[1:], strict=True):
+            b, s = float(self.draws[n0][0][0]), float(self.draws[int(n)][0][0])
+            rel = b * n0 / (s * int(n)) if strong else b / s
+            out.append(((float(x) / x0) / (int(n) / n0), rel))
+        return out
+
+
+def project_case(case: dict[str, Any], layouts: dict[str, Any], n_draws: int = N_DRAWS) -> RawCase:
+    """Project one case from its base count, the model's own error left out."""
     layout = layouts[case["layout"]]
     fab = _fabric(case)
     gpus = [int(g) for g in case["gpus"]]
-    xs = [float(x) for x in case["throughput"]]
-    n0, x0 = gpus[0], xs[0]
-    strong = case.get("scaling", "weak") == "strong"
+    n0, x0 = gpus[0], float(case["throughput"][0])
     observed0 = _observed_step_s(case, n0, x0)
     if n0 == 1:
         step_ms = 1e3 * observed0
     else:
         step_ms = _calibrated_step_ms(case, layout, fab, n0, observed0)
-    draws = _steps(case, layout, fab, step_ms, gpus, n_draws)
-    base = draws[n0]
+    draws = _draws(case, layout, fab, step_ms, gpus, n_draws)
+    # The model error's normals, fixed per case (its id), so a rerun scores the same draws.
+    z = np.random.default_rng(list(case["id"].encode())).standard_normal(n_draws + 1)
+    z[0] = 0.0
+    return RawCase(case=case, draws=draws, z=z)
+
+
+def score_case(raw: RawCase, sigma: float) -> CaseResult:
+    """Predictions and 95% intervals of one case with the model's error at ``sigma``."""
+    case = raw.case
+    factor = np.exp(sigma * raw.z)
+    gpus = [int(g) for g in case["gpus"]]
+    xs = [float(x) for x in case["throughput"]]
+    n0, x0 = gpus[0], xs[0]
+    strong = case.get("scaling", "weak") == "strong"
+
+    def step(n: int) -> np.ndarray:
+        s, c = raw.draws[n]
+        return model_error.apply(s, c, factor) if n > 1 else s
+
+    base = step(n0)
     points = []
     tail = (1 - LEVEL) / 2 * 100
     for n, x in zip(gpus[1:], xs[1:], strict=True):
-        # Efficiency relative to the base count, per draw.
-        rel = base * n0 / (draws[n] * n) if strong else base / draws[n]
+        rel = base * n0 / (step(n) * n) if strong else base / step(n)
         published = (x / x0) / (n / n0)
         lo, hi = np.percentile(rel[1:], [tail, 100 - tail])
         points.append(
@@ -153,6 +201,7 @@ def run_case(case: dict[str, Any], layouts: dict[str, Any], n_draws: int = N_DRA
                 "ci": [float(lo), float(hi)],
                 "error_pp": 100 * (float(rel[0]) - published),
                 "covered": bool(lo <= published <= hi),
+                "model_error_sigma": sigma,
             }
         )
     return CaseResult(
@@ -165,6 +214,16 @@ def run_case(case: dict[str, Any], layouts: dict[str, Any], n_draws: int = N_DRA
         quoted=case["quoted"],
         estimated=list(case.get("estimated", [])),
     )
+
+
+def run_case(
+    case: dict[str, Any],
+    layouts: dict[str, Any],
+    n_draws: int = N_DRAWS,
+    sigma: float = model_error.SIGMA,
+) -> CaseResult:
+    """One case scored with the model error at ``sigma`` (default: the projection's own)."""
+    return score_case(project_case(case, layouts, n_draws), sigma)
 
 
 def run_busbw(row: dict[str, Any]) -> dict[str, Any]:
@@ -211,11 +270,20 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, float]:
 
 def validate(path: Path = DATA, n_draws: int = N_DRAWS) -> Validation:
     data = load(path)
-    cases = [run_case(c, data["layouts"], n_draws) for c in data.get("case", [])]
+    raws = [project_case(c, data["layouts"], n_draws) for c in data.get("case", [])]
+    ratios = [r.log_ratios() for r in raws]
+
+    # Each case is scored with σ measured on the other cases only (leave one case out): the
+    # coverage printed is that of intervals the case itself did not shape.
+    def others(i: int) -> list[float]:
+        return [x for j, rs in enumerate(ratios) if j != i for x in rs]
+
+    cases = [score_case(raw, model_error.estimate(others(i))) for i, raw in enumerate(raws)]
     busbw = [run_busbw(r) for r in data.get("busbw", [])]
     largest = [c.points[-1] for c in cases if c.points]
     every = [p for c in cases for p in c.points]
-    return Validation(cases, busbw, summarize(largest), summarize(every))
+    sigma = model_error.estimate([x for rs in ratios for x in rs])
+    return Validation(cases, busbw, summarize(largest), summarize(every), sigma)
 
 
 def _summary_lines(name: str, s: dict[str, float]) -> list[str]:
@@ -247,6 +315,11 @@ def render(v: Validation) -> str:
     out.extend(_summary_lines("at each case's largest published N", v.summary_largest))
     out.extend(_summary_lines("at every published N above the base", v.summary_all))
     out.append("targets: " + "; ".join(f"{k} {t}" for k, t in TARGETS.items()))
+    out.append(
+        f"model error: σ = {v.model_error_sigma:.2f} from the whole table (the projection uses "
+        f"{model_error.SIGMA:.2f}); each case's interval above uses σ measured on the other "
+        "cases only (leave one case out), so its coverage is out of sample"
+    )
     out.append("")
     out.append("nccl-tests bus bandwidths (NCCL's cost model x the stated efficiency):")
     for b in v.busbw:

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from distrinews.errors import UserError
 from harness import projection
 from harness.cli import cli
-from harness.projection import fabrics, nccl, validate
+from harness.projection import fabrics, model_error, nccl, validate
 from harness.projection import model as mdl
 from harness.projection.inputs import HOST_DEFAULT, pure_inputs
 from harness.projection.project import location_draws, project
@@ -540,6 +540,50 @@ def test_nccls_model_holds_the_maintainers_bus_bandwidths():
     for key in ("h100x8-ring", "h100x8-nvls", "h200x8-nvls", "dgxa100-multinode",
                 "hgxa100-4hdr-2nodes"):  # fmt: skip
         assert abs(rows[key]["error_pct"]) <= 10, rows[key]
+
+
+def test_model_error_sigma_is_the_tables_own_and_validation_scores_out_of_sample():
+    """The model's own error (model_error.SIGMA) is what the published table measures, and each
+    case is scored with σ measured on the other cases only: a case that the model misses badly
+    widens everyone's interval but its own."""
+    v = validate.validate(n_draws=20)
+    assert abs(model_error.SIGMA - v.model_error_sigma) < 0.01, v.model_error_sigma
+    data = validate.load()
+    raws = {c["id"]: validate.project_case(c, data["layouts"], n_draws=4) for c in data["case"]}
+    for case in v.cases:
+        others = [x for k, r in raws.items() if k != case.id for x in r.log_ratios()]
+        assert case.points[0]["model_error_sigma"] == pytest.approx(model_error.estimate(others))
+    worst = max(v.cases, key=lambda c: max(abs(p["error_pp"]) for p in c.points))
+    assert worst.points[0]["model_error_sigma"] < v.model_error_sigma
+
+
+def test_model_error_widens_the_interval_and_leaves_the_point_estimate():
+    inp = pure_inputs(step_time_ms="100", grad_mb=255.0)
+    fab = fabrics.resolve_fabric("dgx-h100")
+
+    def rows(sigma):
+        return project([inp], [16, 256], fab, 8, n_draws=200, model_error_sigma=sigma).rows
+
+    off, on = rows(0.0), rows(model_error.SIGMA)
+    for a, b in zip(off, on, strict=True):
+        assert b["efficiency"] == pytest.approx(a["efficiency"])  # draw 0: factor 1
+        assert b["efficiency_ci"][0] < a["efficiency_ci"][0]
+        assert b["efficiency_ci"][1] - b["efficiency_ci"][0] > a["efficiency_ci"][1] - a[
+            "efficiency_ci"][0]  # fmt: skip
+    named = [name for name, _ in on[-1]["interval_drivers"]]
+    assert "model error" in named and "model error" not in [n for n, _ in off[-1][
+        "interval_drivers"]]  # fmt: skip
+
+
+def test_model_error_counts_a_bias_and_floors_tiny_losses():
+    # A model that always misses by the same factor has σ = that factor's logarithm.
+    assert model_error.estimate([math.log(1.5)] * 5) == pytest.approx(math.log(1.5))
+    assert model_error.estimate([]) == 0.0
+    # 100.9% published (a measurement's noise) against 99.4% predicted: both under a point.
+    assert model_error.log_ratio(1.009, 0.994) == 0.0
+    assert model_error.log_ratio(0.80, 0.90) == pytest.approx(math.log(2.0))
+    step, compute = np.array([[1.2, 1.5]]), np.array([[1.0, 1.0]])
+    assert model_error.apply(step, compute, np.array([[2.0]])).tolist() == [[1.4, 2.0]]
 
 
 # -- the command ---------------------------------------------------------------------------------
