@@ -37,7 +37,8 @@ full definitions, one home, are harness/attribution.py DEFINITIONS, printed in d
   summed: DDP's all-reduce as DDP issues it (bucket by bucket), at the ceiling.
 * :func:`step_figures` — inside the window's steps (distrinews/timing.py's step probe):
   **step_work_s** (the typical rank's own work), **run_queue_wait_s** (its waiting for a
-  core), **straggler_wait_s** (its waiting for the last rank), **exposed_comm_s** (the last
+  core), **straggler_wait_s** (its waiting for the last rank, less **straggler_run_queue_s**:
+  what the last rank spent waiting for a core beyond its own), **exposed_comm_s** (the last
   rank's waiting for the all-reduce, up to what the buckets expose at their ceiling) and
   **comm_contention_s** (the rest of that wait), **backward_time_s**, and per bucket
   ``ready_s`` and ``step_allreduce_s``. Measured at one rank too: DDP runs its reducer over a
@@ -217,7 +218,13 @@ class RunMetrics:
     """1 − exposed_comm_s / allreduce_bucketed_time_s (allreduce_time_s without bucket
     times), clamped to 0..1."""
     straggler_wait_s: float | None = _metric("straggler", explain=True)
-    """Per step, how long the typical rank waits for the last rank (s; the window's steps)."""
+    """Per step, how long the typical rank waits for the last rank, less what the last rank
+    spent waiting for a core beyond the typical rank's own wait (``straggler_run_queue_s``)
+    (s; the window's steps)."""
+    straggler_run_queue_s: float | None = _metric("contention", explain=True)
+    """Per step, the part of the typical rank's wait for the last rank that the last rank spent
+    waiting for a core, beyond the typical rank's own run-queue wait (s; CPU with schedstat,
+    else None)."""
     comm_contention_s: float | None = _metric("contention", explain=True)
     """Per step, the exposed all-reduce beyond what it exposes at the ceiling: the all-reduce
     running slower inside the step than alone (s)."""
@@ -518,7 +525,8 @@ def step_figures(
         else None
     )
     rq_known = all(s["run_queue_s"] is not None for r in per_rank for s in r[:steps])
-    names = ("step", "data", "work", "rq", "straggler", "exposed", "comm_contention", "inflight")
+    names = ("step", "data", "work", "rq", "straggler", "straggler_rq", "exposed",
+             "comm_contention", "inflight")  # fmt: skip
     cols: dict[str, list[float]] = {k: [] for k in names}
     work_by_rank: list[list[float]] = [[] for _ in range(world)]
     for i in range(steps):
@@ -548,7 +556,14 @@ def step_figures(
         cols["data"].append(m["data_s"])
         cols["work"].append(work[typ])
         cols["rq"].append(rq[typ])
-        cols["straggler"].append(waits[typ] - exposed)
+        # The typical rank waits for the last one; the part of that lead the last rank spent
+        # waiting for a core (beyond the typical rank's own wait for one) is contention that
+        # reached everyone through the synchronous step, not a slow rank (a busy neighbour on
+        # one rank's core shows here, not as that rank's work).
+        lead = waits[typ] - exposed
+        behind = min(max(rq[last] - rq[typ], 0.0), max(lead, 0.0))
+        cols["straggler"].append(lead - behind)
+        cols["straggler_rq"].append(behind)
         cols["exposed"].append(within)
         cols["comm_contention"].append(exposed - within)
         cols["inflight"].append(union_length([(b[0], b[0] + b[1]) for b in m["buckets"]]))
@@ -576,6 +591,7 @@ def step_figures(
             "exposed_comm_s": _mean(cols["exposed"]),
             "comm_contention_s": _mean(cols["comm_contention"]) if ceiling is not None else None,
             "straggler_wait_s": _mean(cols["straggler"]),
+            "straggler_run_queue_s": _mean(cols["straggler_rq"]) if rq_known else None,
             "allreduce_step_time_s": _mean(cols["inflight"]) if n_buckets else None,
             "instrumented_steps": steps,
         },

@@ -39,14 +39,14 @@ COMPONENTS = ("compute", "contention", "exposed_comm", "data_wait", "straggler",
 #: contention also trade the GPU's clock-throttling loss (:func:`part_seconds`).
 SOURCES = {
     "compute": ("step_work_s",),
-    "contention": ("run_queue_wait_s", "comm_contention_s"),
+    "contention": ("run_queue_wait_s", "comm_contention_s", "straggler_run_queue_s"),
     "exposed_comm": ("exposed_comm_s",),
     "data_wait": ("data_wait_s",),
     "straggler": ("straggler_wait_s",),
 }
 #: Metrics a part may lack and still be measured: absent counters (no schedstat, a CUDA
 #: run's host thread, one rank without a ceiling) mean that time sits in compute instead.
-OPTIONAL = ("run_queue_wait_s", "comm_contention_s")
+OPTIONAL = ("run_queue_wait_s", "comm_contention_s", "straggler_run_queue_s")
 #: Parts that are zero by definition at one rank (nobody to wait for): a null there is 0.
 ZERO_AT_ONE_RANK = ("exposed_comm", "straggler")
 #: The telemetry column with the GPU's clock-throttling loss (harness.telemetry).
@@ -121,7 +121,10 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
         "CUDA, and that time then stays in compute) + comm_contention_s (the last rank's wait "
         "for the buckets beyond what they expose at their uncontended ceiling: the all-reduce "
         "running slower inside the step, beside backward, the other ranks and whatever else "
-        "wants the cores, than alone on free cores) + on a GPU "
+        "wants the cores, than alone on free cores) + straggler_run_queue_s (per step, the "
+        "part of the typical rank's wait for the last rank that the last rank spent waiting "
+        "for a core beyond the typical rank's own wait: a busy core slows one rank and, "
+        "through the synchronous step, everyone) + on a GPU "
         "step_work_s × gpu_clock_loss_share. The report names the evidence beside it.",
     ),
     (
@@ -146,7 +149,8 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     (
         "straggler",
         "straggler_wait_s: per step, the typical rank's waits minus the last rank's: how long "
-        "it waits for the slowest (a slower rank's longer data wait counts here too); mean "
+        "it waits for the slowest (a slower rank's longer data wait counts here too), less "
+        "the slowest rank's extra wait for a core (that is contention, above); mean "
         "over the window's steps. step_work_s_rank_spread = the slowest rank's mean work "
         "per step / the typical rank's: the spread the straggler wait must agree with.",
     ),
@@ -565,6 +569,10 @@ def contention_cause(point: dict[str, Any]) -> str:
     rq = point.get("run_queue_wait_s")
     if _finite(rq) and rq > 0:
         bits.append(f"the training thread waited {rq * ms:.1f} ms per step for a core")
+    behind = point.get("straggler_run_queue_s")
+    if _finite(behind) and behind > 0:
+        bits.append(f"the ranks waited {behind * ms:.1f} ms per step for a last rank that was "
+                    "waiting for a core")  # fmt: skip
     comm = point.get("comm_contention_s")
     if _finite(comm) and comm > 0:
         bits.append(f"the all-reduce ran {comm * ms:.1f} ms longer inside the step than alone")

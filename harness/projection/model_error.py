@@ -17,7 +17,7 @@ not move. σ is measured, not chosen: the spread of ``ln(published loss / predic
 ``published.toml`` (:func:`estimate`, the root mean square: a bias counts as error too).
 ``project --validate`` re-estimates σ leaving each case out in turn and reports the coverage of
 those cross-validated intervals, so the table never judges an interval that was fitted to it;
-``tests/unit/test_projection_model_error.py`` holds :data:`SIGMA` to the table's estimate, so
+``tests/unit/test_projection.py`` holds :data:`SIGMA` to the table's estimate, so
 the constant cannot drift from its evidence when the model or the table changes.
 
 Losses under :data:`LOSS_FLOOR` count as the floor: a published efficiency of 100.9% (a

@@ -42,7 +42,8 @@ METRIC_KEYS = {
     "allreduce_bucketed_time_s", "grad_bytes", "bucket_count", "exposed_comm_s",
     "overlap_share", "straggler_wait_s", "explain_time_s",
     # ... measured inside the synchronised step (distrinews/timing.py)
-    "comm_contention_s", "run_queue_wait_s", "step_work_s", "step_work_s_rank_spread",
+    "comm_contention_s", "run_queue_wait_s", "straggler_run_queue_s", "step_work_s",
+    "step_work_s_rank_spread",
     "step_time_instrumented_s", "backward_time_s", "allreduce_step_time_s",
 }  # fmt: skip
 ENV_KEYS = {"torch", "cuda", "nccl", "gpu_name", "hostname", "python", "backend", "world_size",

@@ -205,6 +205,28 @@ def test_contention_is_named_in_words_with_what_to_do():
     assert attribution.contention_sentence({**row, "contention_pp": 0.5}, point) is None
 
 
+def test_waiting_for_a_last_rank_that_waited_for_a_core_is_contention():
+    # N=2: 20 ms of the typical rank's wait for the last one was the last rank waiting for a
+    # core (straggler_run_queue_s): contention, named in words; the straggler keeps 10 ms.
+    frame = runs(
+        [
+            _point(1, 0.100, work=0.095, data=0.005, cpu_cores=2, cpu_oversubscription=0.5),
+            _point(2, 0.140, work=0.095, data=0.005, straggler=0.010, exposed=0.010,
+                   straggler_run_queue_s=0.020, cpu_cores=2, cpu_oversubscription=1.0),
+        ]
+    )  # fmt: skip
+    frame.loc[frame["world_size"] == 2, "step_time_instrumented_s"] = 0.140
+    decomp, summary = _decompose(frame)
+    row = decomp.iloc[0]
+    assert row["contention_pp"] == pytest.approx(20 / 140 * 100)
+    assert row["straggler_pp"] == pytest.approx(10 / 140 * 100)
+    assert abs(row["unexplained_pp"]) < 1e-9
+    point = summary.set_index("config_key").loc[row["config_key"]].to_dict()
+    assert "waited 20.0 ms per step for a last rank that was waiting for a core" in (
+        attribution.contention_cause(point)
+    )
+
+
 def test_gpu_clock_throttling_moves_work_from_compute_to_contention():
     frame = runs(
         [

@@ -105,6 +105,36 @@ def test_a_slow_rank_is_straggler_wait_and_the_last_ranks_wait_is_exposed():
     assert parts + m["comm_contention_s"] + m["run_queue_wait_s"] == pytest.approx(0.108)
 
 
+def test_the_last_ranks_wait_for_a_core_is_contention_not_a_slow_rank():
+    # A busy neighbour on rank 1's core: rank 1 waits 25 ms for its core and works as long as
+    # rank 0; rank 0 waits for rank 1 those 25 ms. That is contention reaching everyone, not a
+    # straggler; its own wait for a core (2 ms) stays run_queue_wait_s.
+    typical = [_mark(0.108, comm=0.031, rq=0.002) for _ in range(4)]
+    busy = [_mark(0.108, comm=0.006, rq=0.027) for _ in range(4)]
+    m = step_figures([typical, busy], ceiling_buckets_s=[0.004, 0.006])["metrics"]
+    assert m["straggler_run_queue_s"] == pytest.approx(0.025)
+    assert m["straggler_wait_s"] == pytest.approx(0.0)
+    assert m["run_queue_wait_s"] == pytest.approx(0.002)
+    parts = m["step_work_s"] + 0.002 + m["exposed_comm_s"] + m["run_queue_wait_s"]
+    assert parts + m["straggler_wait_s"] + m["straggler_run_queue_s"] == pytest.approx(0.108)
+    # A rank that is slow at its own work (a sleep: not waiting for a core) stays a straggler,
+    # even when the typical rank waits for a core more than it does.
+    typical = [_mark(0.108, comm=0.036, rq=0.003) for _ in range(4)]
+    slow = [_mark(0.108, comm=0.006, rq=0.0) for _ in range(4)]
+    m = step_figures([typical, slow], ceiling_buckets_s=[0.004, 0.006])["metrics"]
+    assert m["straggler_run_queue_s"] == 0.0 and m["straggler_wait_s"] == pytest.approx(0.030)
+    # Never more than the wait itself: three ranks, the last one waited 35 ms longer for a
+    # core than the typical one but arrived only 10 ms after it (it works less): 10 ms move.
+    ranks = [
+        [_mark(0.108, comm=0.016) for _ in range(4)],
+        [_mark(0.108, comm=0.016, rq=0.005) for _ in range(4)],  # the typical rank
+        [_mark(0.108, comm=0.006, rq=0.040) for _ in range(4)],  # the last
+    ]
+    m = step_figures(ranks, ceiling_buckets_s=[0.004, 0.006])["metrics"]
+    assert m["straggler_run_queue_s"] == pytest.approx(0.010)
+    assert m["straggler_wait_s"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_an_all_reduce_slower_in_the_step_than_alone_is_contention_not_exposure():
     # Both ranks wait 16 ms for the last bucket, whose ceiling is 6 ms: 10 ms is contention.
     ranks = [[_mark(0.100, comm=0.016, rq=0.004) for _ in range(3)] for _ in range(2)]
