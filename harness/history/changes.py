@@ -16,6 +16,7 @@ overlap_share), up for everything else (times, memory, energy).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,21 @@ MAX_NIGHTS = 1000
 #: env.json fields left out of what_changed: derived from others (the fingerprint) or spelled
 #: out below (each GPU's UUID instead of the list of GPU records).
 _ENV_SKIP = ("fingerprint", "fingerprint_fields", "gpus")
+#: env.json fields whose change is an upgrade of the software or hardware under a series: a
+#: night where one of them changed is a candidate change point (detect.find_change_points).
+#: Not the commit (every night has a new one), the host or the GPUs' serial numbers (a series
+#: moves between nodes of its class), nor the fingerprint (derived).
+STACK_FIELDS = (
+    "platform", "python", "torch", "cuda", "nccl", "transformers", "nvidia_ml_py", "driver",
+    "gpu_names", "gpu_count", "cuda_device_count", "topology", "cpu_count",
+)  # fmt: skip
+
+
+def stack_of(env: Any) -> str:
+    """The stack signature of one sweep's env.json (a canonical JSON of STACK_FIELDS)."""
+    if not isinstance(env, dict):
+        return ""
+    return json.dumps({k: env.get(k) for k in STACK_FIELDS}, sort_keys=True, default=str)
 
 
 def higher_is_better(metric: str) -> bool:
@@ -66,6 +82,9 @@ class Night:
     """The metric of each ok run, in run order."""
     median: float
     """The median of ``values`` (what a table shows; the detector uses the mean of the logs)."""
+    stack: str = ""
+    """The sweep's software and hardware (:data:`STACK_FIELDS` of its env.json): a night whose
+    stack differs from the night before is an upgrade, a candidate for a change."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +191,7 @@ def load_series(
     with st.read() as conn:
         rows = conn.execute(query).all()
         info = {r.id: r for r in conn.execute(meta_query)}
+        stacks = {r.id: stack_of(r.env) for r in conn.execute(sa.select(sweeps.c.id, sweeps.c.env))}
     if not rows:
         return []
     sids, wids, vals = zip(*rows, strict=True)  # columns, at C speed
@@ -203,7 +223,10 @@ def load_series(
                 nights=[],
             )
             out.append(current)
-        current.nights.append(Night(sweep_id=int(wid[a]), values=val[a:b], median=medians[i]))
+        w = int(wid[a])
+        current.nights.append(
+            Night(sweep_id=w, values=val[a:b], median=medians[i], stack=stacks.get(w, ""))
+        )
     return out
 
 
@@ -253,7 +276,15 @@ def series_changes(
     better_up = higher_is_better(metric)
     out = []
     floor = detect.run_floor(nights)
-    for cp in detect.find_change_points(y, max_pvalue=max_pvalue, floor=floor):
+    # Upgrades: nights whose stack differs from the night before (both known).
+    upgrades = [
+        i
+        for i in range(1, len(series.nights))
+        if series.nights[i].stack and series.nights[i - 1].stack
+        and series.nights[i].stack != series.nights[i - 1].stack
+    ]  # fmt: skip
+    found = detect.find_change_points(y, max_pvalue=max_pvalue, floor=floor, candidates=upgrades)
+    for cp in found:
         w = detect.SIZE_WINDOW_NIGHTS
         before = nights[max(cp.before[0], cp.index - w) : cp.index]
         after = nights[cp.index : min(cp.after[1], cp.index + w)]

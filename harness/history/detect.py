@@ -48,6 +48,11 @@ import numpy as np
 
 #: Default significance level of a change (Otava's default).
 MAX_PVALUE = 0.001
+#: Significance level of a change at a night where the software or hardware changed (a
+#: *candidate*: torch, CUDA, NCCL, the driver, the GPUs). One test at a night named in advance,
+#: not a search over every night, so it needs no correction for the search: a plain 1% test.
+#: At most one false change per 100 upgrades of a series.
+CANDIDATE_PVALUE = 0.01
 #: The weak pass of the split step keeps candidates up to this multiple of ``max_pvalue``.
 WEAK_FACTOR = 10.0
 #: Nights on each side of a change whose runs the size estimate uses (the nearest ones).
@@ -218,10 +223,19 @@ def find_change_points(
     *,
     max_pvalue: float = MAX_PVALUE,
     floor: tuple[float, float] | None = None,
+    candidates: Sequence[int] = (),
+    candidate_pvalue: float = CANDIDATE_PVALUE,
 ) -> list[ChangePoint]:
     """The change points of one series of night values (the mean of each night's log runs), in
     index order. ``floor`` = (variance, degrees of freedom): what the runs inside the nights
-    say a night value's variance is (:func:`run_floor`); the t-tests never assume less."""
+    say a night value's variance is (:func:`run_floor`); the t-tests never assume less.
+
+    ``candidates``: nights whose software or hardware differs from the night before (an
+    upgrade). The blind search must find a change among all nights, so it holds it to
+    ``max_pvalue``; a change at a candidate was named before the data was looked at, so it is
+    held to ``candidate_pvalue`` (one test, not a search). A blind change found one night
+    from a candidate moves onto it (a 10% step in this box's noise is placed within a night,
+    and the upgrade says which)."""
     y = np.asarray(y, dtype=float)
     n = len(y)
     if n < 2:
@@ -239,15 +253,33 @@ def find_change_points(
         if tau < 0 or spans.t_test(s0, tau, tau, kappa) > weak:
             break
         cuts = sorted([*cuts, tau])
+    named: set[int] = set()  # cuts at candidates: held to candidate_pvalue
+    for c in sorted({int(i) for i in candidates if 0 < int(i) < n}):
+        near = [b for b in cuts if abs(b - c) <= 1 and b not in named]
+        if near:  # the blind search found this change: it sits at the upgrade
+            cuts = sorted({*(b for b in cuts if b != near[0]), c})
+            named.add(c)
+            continue
+        s0, s1 = next(seg for seg in _segments(cuts, n) if seg[0] < c < seg[1])
+        if spans.t_test(s0, c, c, s1) <= min(candidate_pvalue * WEAK_FACTOR, 0.5):
+            cuts = sorted([*cuts, c])
+            named.add(c)
 
     def pvalues() -> list[float]:
         segs = _segments(cuts, n)
         return [spans.t_test(*segs[i], *segs[i + 1]) for i in range(len(cuts))]
 
-    while cuts:  # merge: drop the weakest cut while it fails the real level
-        p = pvalues()
-        worst = int(np.argmax(p))
-        if p[worst] <= max_pvalue:
+    def excess(p: list[float]) -> list[float]:
+        # How far each cut's p-value is past its own level (named cuts have a looser one).
+        return [
+            pv / (candidate_pvalue if c in named else max_pvalue)
+            for c, pv in zip(cuts, p, strict=True)
+        ]
+
+    while cuts:  # merge: drop the weakest cut while it fails its level
+        ratio = excess(pvalues())
+        worst = int(np.argmax(ratio))
+        if ratio[worst] <= 1.0:
             break
         del cuts[worst]
     segs = _segments(cuts, n)

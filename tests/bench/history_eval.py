@@ -59,7 +59,7 @@ def sessions(folder: Path) -> list[dict[int, np.ndarray]]:
     return out
 
 
-def series_of(nights: list[np.ndarray]) -> changes.Series:
+def series_of(nights: list[np.ndarray], stacks: list[str] | None = None) -> changes.Series:
     return changes.Series(
         id=0,
         key="eval",
@@ -67,13 +67,29 @@ def series_of(nights: list[np.ndarray]) -> changes.Series:
         config={},
         machine={},
         nights=[
-            changes.Night(sweep_id=i, values=v, median=float(np.median(v)))
+            changes.Night(
+                sweep_id=i,
+                values=v,
+                median=float(np.median(v)),
+                stack=(stacks or [""] * len(nights))[i],
+            )
             for i, v in enumerate(nights)
         ],
     )
 
 
-def run_cell(pool, size, before, after, trials, rng):
+def stacks_of(before: int, after: int, size: float, rate: float, rng) -> list[str]:
+    """Each night's software stack: an upgrade at the planted night (when a step is planted)
+    and, at every other night, with probability ``rate``, an upgrade that changes nothing."""
+    version, out = 0, []
+    for i in range(before + after):
+        if i > 0 and ((i == before and size > 0) or rng.random() < rate):
+            version += 1
+        out.append(f"torch 2.{version}")
+    return out
+
+
+def run_cell(pool, size, before, after, trials, rng, upgrade_rate=None):
     hits = near = false = oracle = 0
     sizes, covered = [], 0
     n_series = 0
@@ -86,7 +102,10 @@ def run_cell(pool, size, before, after, trials, rng):
                 rng.choice(sess[p], size=len(sess[p])) * (1.0 - size if i >= before else 1.0)
                 for i, p in enumerate(picks)
             ]
-            found = changes.series_changes(series_of(nights), "samples_per_s")
+            stacks = (
+                None if upgrade_rate is None else stacks_of(before, after, size, upgrade_rate, rng)
+            )
+            found = changes.series_changes(series_of(nights, stacks), "samples_per_s")
             # What any test of the nights could do: a t-test at the planted night itself.
             y = np.array([np.log(v).mean() for v in nights])
             oracle += detect.t_test(y[:before], y[before:]) <= detect.MAX_PVALUE
@@ -124,6 +143,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=200, help="series per configuration/cell")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
+    parser.add_argument(
+        "--upgrades", type=float, default=None, metavar="RATE",
+        help="plant each step with a software upgrade at its night (the stack changes), and "
+        "upgrades that change nothing at RATE of the other nights (e.g. 0.1)",
+    )  # fmt: skip
     args = parser.parse_args()
     pool: dict[int, list[np.ndarray]] = {}
     folders = [BASELINE, *args.folders]
@@ -147,7 +171,7 @@ def main() -> None:
     rows = []
     t0 = time.perf_counter()
     for (before, after), size in itertools.product(LAYOUTS, SIZES):
-        rows.append(run_cell(pool, size, before, after, args.trials, rng))
+        rows.append(run_cell(pool, size, before, after, args.trials, rng, args.upgrades))
     elapsed = time.perf_counter() - t0
     print(
         "| step | nights before/after | series | recall (exact) | recall (±1 night) | "

@@ -42,7 +42,7 @@ def _spec(**kw) -> RunSpec:
     return RunSpec(**{**base, **kw})
 
 
-def _run(tmp_path: Path, spec: RunSpec) -> dict:
+def _run(tmp_path: Path, spec: RunSpec, cores: set[int] | None = None) -> dict:
     folder = tmp_path / spec.run_id
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(spec.to_json())
@@ -55,6 +55,8 @@ def _run(tmp_path: Path, spec: RunSpec) -> dict:
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=240,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # torchrun, its ranks and a busy_cores fault's busy processes inherit the mask.
+        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((folder / "record.json").read_text())
@@ -110,6 +112,35 @@ def test_each_planted_cause_is_attributed_to_its_part(tmp_path):
         if not RIGHT[0] <= shares[part] <= RIGHT[1] or wrong:
             failures.append((fault, f"{part} {shares[part]:.0%}", wrong))
     assert not failures, f"misattributed: {failures}"
+
+
+@pytest.mark.slow(seconds=40)
+def test_a_busy_core_is_attributed_to_contention(tmp_path):
+    """A busy process pinned to the ranks' core (the ``busy_cores`` fault) must land in the
+    contention part: the ranks' own waits for the core, and their waits for a last rank that
+    was waiting for it. The layers burn their time as CPU (``busy=1``), so the work competes
+    for the core; the ranks run on one core only, so the busy process leaves the suite's other
+    core alone."""
+    core = {max(os.sched_getaffinity(0))}
+    one = _spec(model=MODEL + ",busy=1", measured_steps=8)
+    one_record = _run(tmp_path, one, core)
+    rows = []
+    for kw in ({}, {"fault": "busy_cores", "fault_ms": 10.0}):  # busy 10 ms of every 10 ms
+        base = dataclasses.replace(one, **kw)
+        rows.append(_row(base, {**one_record, "spec": base.to_dict()}))
+        two = dataclasses.replace(base, nproc_per_node=2)
+        rows.append(_row(two, _run(tmp_path, two, core)))
+    frame = analysis.frame_from_rows(rows)
+    summary = analysis.per_configuration(frame)
+    decomp = attribution.decompose(summary, analysis.scaling(frame, summary=summary))
+    fault_of = summary.set_index("config_key")["fault"]
+    by_fault = {fault_of[r["config_key"]]: r for r in decomp.to_dict("records")}
+    shares = attribution.extra_loss_shares(by_fault["none"], by_fault["busy_cores"])
+    extra_ms = (by_fault["busy_cores"]["excess_step_s"] - by_fault["none"]["excess_step_s"]) * 1e3
+    print(f"\nbusy_cores: {extra_ms:.0f} ms more per step; "
+          + ", ".join(f"{c} {v:+.0%}" for c, v in shares.items()))  # fmt: skip
+    wrong = [c for c, v in shares.items() if c != "contention" and abs(v) > OTHER_MAX]
+    assert RIGHT[0] <= shares["contention"] <= RIGHT[1] and not wrong, shares
 
 
 def _shares(**parts: float) -> dict[str, float]:

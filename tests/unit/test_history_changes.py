@@ -68,6 +68,34 @@ def test_a_planted_step_is_found_at_its_night_and_noise_alone_is_not():
     assert false <= 3  # <= 1 per 100 series of 20 nights
 
 
+def test_an_upgrade_night_needs_one_test_not_a_search():
+    # A 10% step at night 10 in noise that leaves it at p ~ 0.007: too weak for the blind
+    # search (0.001: it must find the place among all nights), enough at a night where the
+    # software changed (one test at 1%). The same upgrade night without a step is no change.
+    noise = np.tile([0.07, -0.07], 10)
+    y = noise.copy()
+    y[10:] -= 0.10
+    spans = detect._Spans(y)
+    p = spans.t_test(0, 10, 10, 20)
+    assert detect.MAX_PVALUE < p < detect.CANDIDATE_PVALUE
+    assert detect.find_change_points(y) == []
+    (cp,) = detect.find_change_points(y, candidates=[10])
+    assert cp.index == 10 and cp.pvalue == pytest.approx(p)
+    assert detect.find_change_points(noise, candidates=[10]) == []
+    # A change the blind search places one night off moves onto the upgrade beside it.
+    step = np.r_[np.zeros(10), np.full(10, -0.3)] + np.random.default_rng(3).normal(0, 0.01, 20)
+    assert [c.index for c in detect.find_change_points(step)] == [10]
+    assert [c.index for c in detect.find_change_points(step, candidates=[9])] == [9]
+    assert [c.index for c in detect.find_change_points(step, candidates=[14])] == [10]
+    # Upgrades alone never make changes in noise: at most ~1 per 100 upgrades.
+    rng = np.random.default_rng(5)
+    false = sum(
+        len(detect.find_change_points(rng.normal(0, 0.03, 20), candidates=[5, 10, 15]))
+        for _ in range(200)
+    )
+    assert false <= 12  # 600 upgrades at a 1% level: 6 expected
+
+
 def test_two_changes_and_a_change_at_the_newest_night():
     y = np.r_[np.zeros(8), np.full(8, -0.2), np.full(6, 0.1)]
     y += np.random.default_rng(1).normal(0, 0.02, len(y))
@@ -132,6 +160,28 @@ def test_a_slowdown_is_found_at_its_sweep_with_its_size_and_what_changed(slowed)
     keys = {"metric", "git_sha", "started_at", "sweep_dir", "change_pct", "change_pct_ci",
             "what_changed", "world_size", "precision", "per_device_batch"}  # fmt: skip
     assert keys <= set(found[0])
+
+
+def test_a_small_slowdown_that_comes_with_an_upgrade_is_found_at_it(tmp_path):
+    """The store gives the detector its upgrade nights: a 1.5% slowdown from the night torch
+    changed is found there, and the same 1.5% with no upgrade is not (too close to this fake's
+    night-to-night noise for a blind search)."""
+
+    def store_with(upgrade: bool) -> list:
+        root = tmp_path / ("up" if upgrade else "blind")
+        folders = [
+            night_sweep(root, n, scale=0.985 if n >= 10 else 1.0,
+                        env={"torch": "2.14.0"} if (upgrade and n >= 10) else None)
+            for n in range(20)
+        ]  # fmt: skip
+        db = str(root / "history.db")
+        commands.ingest(db, folders)
+        return json.loads(commands.changes(db, metric="samples_per_s", fmt="json"))["changes"]
+
+    found = store_with(True)
+    assert found and all(c["what_changed"]["torch"][1] == "2.14.0" for c in found)
+    assert all(c["started_at"].startswith("2026-01-11") for c in found)
+    assert store_with(False) == []
 
 
 def test_text_and_markdown_name_the_change(slowed):
