@@ -98,8 +98,10 @@ DEFINITIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         "Typical rank",
-        "In each step, the rank whose work (below) is the lower median: with two "
-        "ranks the faster one. Its waits are what a synchronous step costs everybody else.",
+        "The rank whose mean work (below) over the measured window is the lower median of the "
+        "ranks' (with two ranks, the one that worked less on average): one rank for the whole "
+        "window, so its work per step is one rank's, not the least of N noisy draws. Its "
+        "waits are what a synchronous step costs everybody else.",
     ),
     (
         "compute",
