@@ -127,6 +127,26 @@ def tokenizer(vocab_txt):
 
 
 @pytest.fixture(autouse=True)
+def _scenario_box_share(request, tmp_path_factory):
+    """Scenario tests share the box with each other (a shared lock); one marked
+    ``box_alone`` (it loads every core on purpose: a planted busy neighbour) takes it alone, so
+    its load moves no other scenario's timing and theirs do not move its own. The lock lives
+    in the run's base temporary directory, which every xdist worker shares."""
+    if request.node.get_closest_marker("scenario") is None:
+        yield
+        return
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    alone = request.node.get_closest_marker("box_alone") is not None
+    with open(base / "scenario-box.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _destroy_leftover_process_group():
     """A failing test must not leave a process group behind for the next one."""
     yield

@@ -42,7 +42,7 @@ def _spec(**kw) -> RunSpec:
     return RunSpec(**{**base, **kw})
 
 
-def _run(tmp_path: Path, spec: RunSpec, cores: set[int] | None = None) -> dict:
+def _run(tmp_path: Path, spec: RunSpec) -> dict:
     folder = tmp_path / spec.run_id
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(spec.to_json())
@@ -55,8 +55,6 @@ def _run(tmp_path: Path, spec: RunSpec, cores: set[int] | None = None) -> dict:
     proc = subprocess.run(
         argv, capture_output=True, text=True, timeout=240,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-        # torchrun, its ranks and a busy_cores fault's busy processes inherit the mask.
-        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((folder / "record.json").read_text())
@@ -114,22 +112,22 @@ def test_each_planted_cause_is_attributed_to_its_part(tmp_path):
     assert not failures, f"misattributed: {failures}"
 
 
+@pytest.mark.box_alone
 @pytest.mark.slow(seconds=40)
 def test_a_busy_core_is_attributed_to_contention(tmp_path):
-    """A busy process pinned to the ranks' core (the ``busy_cores`` fault) must land in the
-    contention part: the ranks' own waits for the core, and their waits for a last rank that
-    was waiting for it. The layers burn their time as CPU (``busy=1``), so the work competes
-    for the core; the ranks run on one core only, so the busy process leaves the suite's other
-    core alone."""
-    core = {max(os.sched_getaffinity(0))}
+    """A busy process pinned to each of the ranks' cores (the ``busy_cores`` fault) must land
+    in the contention part: the ranks' own waits for a core, and their waits for a last rank
+    that was waiting for one. The layers burn their time as CPU (``busy=1``), so the work
+    competes for the cores. It loads every core, so it runs with the box to itself among the
+    scenarios (``box_alone``)."""
     one = _spec(model=MODEL + ",busy=1", measured_steps=8)
-    one_record = _run(tmp_path, one, core)
+    one_record = _run(tmp_path, one)
     rows = []
     for kw in ({}, {"fault": "busy_cores", "fault_ms": 10.0}):  # busy 10 ms of every 10 ms
         base = dataclasses.replace(one, **kw)
         rows.append(_row(base, {**one_record, "spec": base.to_dict()}))
         two = dataclasses.replace(base, nproc_per_node=2)
-        rows.append(_row(two, _run(tmp_path, two, core)))
+        rows.append(_row(two, _run(tmp_path, two)))
     frame = analysis.frame_from_rows(rows)
     summary = analysis.per_configuration(frame)
     decomp = attribution.decompose(summary, analysis.scaling(frame, summary=summary))
