@@ -68,13 +68,12 @@ def _row(spec: RunSpec, record: dict) -> dict:
     )  # fmt: skip
 
 
-@pytest.mark.slow(seconds=55)
-def test_each_planted_cause_is_attributed_to_its_part(tmp_path):
-    one = _spec()
+def _by_fault(tmp_path: Path, one: RunSpec, faults: list[dict]) -> dict[str, dict]:
+    """The N = 1 run once (every fault acts only at N > 1), then N = 2 with each fault's
+    fields (``{}``: none); the decomposition rows by fault."""
     one_record = _run(tmp_path, one)
     rows = []
-    for fault in ("none", *PLANTED):
-        kw = {} if fault == "none" else {"fault": fault, "fault_ms": DELAY_MS}
+    for kw in faults:
         base = dataclasses.replace(one, **kw)
         rows.append(_row(base, {**one_record, "spec": base.to_dict()}))
         two = dataclasses.replace(base, nproc_per_node=2)
@@ -83,10 +82,14 @@ def test_each_planted_cause_is_attributed_to_its_part(tmp_path):
     summary = analysis.per_configuration(frame)
     decomp = attribution.decompose(summary, analysis.scaling(frame, summary=summary))
     fault_of = summary.set_index("config_key")["fault"]
-    by_fault = {fault_of[r["config_key"]]: r for r in decomp.to_dict("records")}
-    assert set(by_fault) == {"none", *PLANTED} and all(
-        r["explained"] for r in decomp.to_dict("records")
-    )
+    return {fault_of[r["config_key"]]: r for r in decomp.to_dict("records")}
+
+
+@pytest.mark.slow(seconds=55)
+def test_each_planted_cause_is_attributed_to_its_part(tmp_path):
+    faults = [{}, *({"fault": f, "fault_ms": DELAY_MS} for f in PLANTED)]
+    by_fault = _by_fault(tmp_path, _spec(), faults)
+    assert set(by_fault) == {"none", *PLANTED} and all(r["explained"] for r in by_fault.values())
 
     clean = by_fault["none"]
     print(f"\nno fault: {clean['loss_pp']:.1f} pp lost at N=2: " + ", ".join(
@@ -121,18 +124,8 @@ def test_a_busy_core_is_attributed_to_contention(tmp_path):
     competes for the cores. It loads every core, so it runs with the box to itself among the
     scenarios (``box_alone``)."""
     one = _spec(model=MODEL + ",busy=1", measured_steps=8)
-    one_record = _run(tmp_path, one)
-    rows = []
-    for kw in ({}, {"fault": "busy_cores", "fault_ms": 10.0}):  # busy 10 ms of every 10 ms
-        base = dataclasses.replace(one, **kw)
-        rows.append(_row(base, {**one_record, "spec": base.to_dict()}))
-        two = dataclasses.replace(base, nproc_per_node=2)
-        rows.append(_row(two, _run(tmp_path, two)))
-    frame = analysis.frame_from_rows(rows)
-    summary = analysis.per_configuration(frame)
-    decomp = attribution.decompose(summary, analysis.scaling(frame, summary=summary))
-    fault_of = summary.set_index("config_key")["fault"]
-    by_fault = {fault_of[r["config_key"]]: r for r in decomp.to_dict("records")}
+    busy = {"fault": "busy_cores", "fault_ms": 10.0}  # busy 10 ms of every 10 ms
+    by_fault = _by_fault(tmp_path, one, [{}, busy])
     shares = attribution.extra_loss_shares(by_fault["none"], by_fault["busy_cores"])
     extra_ms = (by_fault["busy_cores"]["excess_step_s"] - by_fault["none"]["excess_step_s"]) * 1e3
     print(f"\nbusy_cores: {extra_ms:.0f} ms more per step; "

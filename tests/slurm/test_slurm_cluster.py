@@ -100,7 +100,15 @@ def test_sbatch_script_as_generated_runs_the_cpu_sweep_on_both_nodes_and_resumes
     t_first_row = time.monotonic() - t0
     (row1,) = store.read_ledger(sweep_dir)
     assert row1["status"] == "ok" and row1["nodes"] == 1, row1
-    two_node = next(p for p in (sweep_dir / "points").iterdir() if p.name != row1["run_id"])
+
+    def next_point() -> Path | None:
+        # The sweep makes the next point's folder a moment after it files the first row.
+        points = (sweep_dir / "points").iterdir()
+        return next((p for p in points if p.name != row1["run_id"]), None)
+
+    wait_for(lambda: next_point() is not None, 60, "the two-node point's folder")
+    two_node = next_point()
+    assert two_node is not None
     wait_for(lambda: (two_node / "run.json").is_file(), 60, "the two-node point to start")
     subprocess.run(["scancel", first_job], check=True, timeout=30)
     assert wait_job_gone(first_job, timeout=90) == "CANCELLED"
