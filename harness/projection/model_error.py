@@ -60,11 +60,16 @@ def estimate(ratios: Sequence[float]) -> float:
     return float(np.sqrt(np.mean(r**2)))
 
 
-def factors(sigma: float, n_draws: int, rng: np.random.Generator) -> np.ndarray:
-    """``1 + n_draws`` factors: draw 0 is 1 (the point estimate), the rest exp(σ·z)."""
+def normals(n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``1 + n_draws`` standard normals z, z[0] = 0 (the point estimate)."""
     z = rng.standard_normal(n_draws + 1)
     z[0] = 0.0
-    return np.exp(sigma * z)
+    return z
+
+
+def factors(sigma: float, n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``1 + n_draws`` factors: draw 0 is 1 (the point estimate), the rest exp(σ·z)."""
+    return np.exp(sigma * normals(n_draws, rng))
 
 
 def apply(step_s: np.ndarray, compute_s: np.ndarray, factor: np.ndarray) -> np.ndarray:

@@ -265,9 +265,9 @@ def _evaluate(
     g: int,
     n_draws: int,
     rng: np.random.Generator,
-    keep_draws: bool = False,
-    error_rng: np.random.Generator | None = None,
-    error_sigma: float = 0.0,
+    keep_draws: bool,
+    error_rng: np.random.Generator,
+    error_sigma: float,
 ) -> list[dict[str, Any]]:
     d = n_draws + 1
     first = inputs[members[0][0]]
@@ -481,8 +481,9 @@ def _evaluate(
     )
     base = np.concatenate([np.full(d, inputs[ci].base_wait_s) for ci, _ in members])
     if error_sigma > 0:
-        gen = error_rng if error_rng is not None else rng
-        error = np.concatenate([model_error.factors(error_sigma, n_draws, gen) for _ in members])
+        error = np.concatenate(
+            [model_error.factors(error_sigma, n_draws, error_rng) for _ in members]
+        )
     else:
         error = np.ones(len(compute))
     pred = mdl.predict_steps(replace(model, compute_s=compute + base, fixed_s=stacked["fixed"],

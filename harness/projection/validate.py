@@ -140,19 +140,12 @@ class RawCase:
     z: np.ndarray  # the model error's standard normals (z[0] = 0: the point estimate)
 
     def log_ratios(self) -> list[float]:
-        """ln(published loss / predicted loss) at every published N above the base."""
-        return [model_error.log_ratio(p, q) for p, q in self._nominal()]
-
-    def _nominal(self) -> list[tuple[float, float]]:
-        gpus, xs = self.case["gpus"], self.case["throughput"]
-        n0, x0 = int(gpus[0]), float(xs[0])
-        strong = self.case.get("scaling", "weak") == "strong"
-        out = []
-        for n, x in zip(gpus[1:], xs[1:], strict=True):
-            b, s = float(self.draws[n0][0][0]), float(self.draws[int(n)][0][0])
-            rel = b * n0 / (s * int(n)) if strong else b / s
-            out.append(((float(x) / x0) / (int(n) / n0), rel))
-        return out
+        """ln(published loss / predicted loss) at every published N above the base (the point
+        estimate, draw 0, does not depend on σ)."""
+        return [
+            model_error.log_ratio(p["published"], p["predicted"])
+            for p in score_case(self, 0.0).points
+        ]
 
 
 def project_case(case: dict[str, Any], layouts: dict[str, Any], n_draws: int = N_DRAWS) -> RawCase:
@@ -168,8 +161,7 @@ def project_case(case: dict[str, Any], layouts: dict[str, Any], n_draws: int = N
         step_ms = _calibrated_step_ms(case, layout, fab, n0, observed0)
     draws = _draws(case, layout, fab, step_ms, gpus, n_draws)
     # The model error's normals, fixed per case (its id), so a rerun scores the same draws.
-    z = np.random.default_rng(list(case["id"].encode())).standard_normal(n_draws + 1)
-    z[0] = 0.0
+    z = model_error.normals(n_draws, np.random.default_rng(list(case["id"].encode())))
     return RawCase(case=case, draws=draws, z=z)
 
 
@@ -214,16 +206,6 @@ def score_case(raw: RawCase, sigma: float) -> CaseResult:
         quoted=case["quoted"],
         estimated=list(case.get("estimated", [])),
     )
-
-
-def run_case(
-    case: dict[str, Any],
-    layouts: dict[str, Any],
-    n_draws: int = N_DRAWS,
-    sigma: float = model_error.SIGMA,
-) -> CaseResult:
-    """One case scored with the model error at ``sigma`` (default: the projection's own)."""
-    return score_case(project_case(case, layouts, n_draws), sigma)
 
 
 def run_busbw(row: dict[str, Any]) -> dict[str, Any]:
