@@ -191,7 +191,11 @@ def load_series(
     with st.read() as conn:
         rows = conn.execute(query).all()
         info = {r.id: r for r in conn.execute(meta_query)}
-        stacks = {r.id: stack_of(r.env) for r in conn.execute(sa.select(sweeps.c.id, sweeps.c.env))}
+        # Each night's stack, read only for the sweeps these series have (history check asks
+        # for one sweep's series; the store may hold years of sweeps).
+        night_sweeps = sorted({r[1] for r in rows})
+        env_query = sa.select(sweeps.c.id, sweeps.c.env).where(sweeps.c.id.in_(night_sweeps))
+        stacks = {r.id: stack_of(r.env) for r in conn.execute(env_query)} if rows else {}
     if not rows:
         return []
     sids, wids, vals = zip(*rows, strict=True)  # columns, at C speed
