@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distrinews.errors import UserError
-from harness.projection import fabrics
+from harness.projection import fabrics, model_error
 from harness.projection.fabrics import Fabric
 from harness.projection.inputs import (
     MAX_TARGETS,
@@ -79,8 +79,11 @@ def run_project(
     link_efficiency: str | None = None,
     what_if: bool = False,
     seed: int = 0,
+    model_error_sigma: float = model_error.SIGMA,
 ) -> Projection:
-    """What the command does, minus writing: the fabric, the inputs, then the projection."""
+    """What the command does, minus writing: the fabric, the inputs, then the projection.
+    ``model_error_sigma`` is the model's own error (0 leaves it out: tests of the fit's
+    mechanics, where the planted truth is the model's)."""
     if isinstance(n_draws, bool) or not isinstance(n_draws, int) or not 10 <= n_draws <= MAX_DRAWS:
         raise UserError(f"--draws = {n_draws!r} is not allowed; expected 10 to {MAX_DRAWS:,}")
     options = dict(fabric_options or {})
@@ -119,4 +122,4 @@ def run_project(
         if n > g and n % g:
             raise UserError(f"GPU count {n} is not a multiple of --gpus-per-node {g}; pass --gpus")
     return project(inputs, targets, fab, g, n_draws=n_draws, notes=notes, what_if=what_if,
-                   seed=seed)  # fmt: skip
+                   seed=seed, model_error_sigma=model_error_sigma)  # fmt: skip

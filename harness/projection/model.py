@@ -1,7 +1,8 @@
 """The DDP step model: a training step at N GPUs, for thousands of draws of its inputs at once.
 
-Pure numpy, no I/O. Every input is an array of *draws* (draw 0 is the point estimate, the others
-sample each input's uncertainty), so one call gives the prediction and its interval.
+Pure numpy, no I/O. Every input is an array of *draws* (draw 0 has every input at its nominal
+value, the others sample each input's uncertainty), so one call gives the prediction — the
+expected step over the draws, :func:`expected` — and its interval.
 
 **The step.** Under DistributedDataParallel a step at N GPUs takes
 
@@ -42,8 +43,8 @@ sample each input's uncertainty), so one call gives the prediction and its inter
 - the loader: a node's input pipeline delivers at most ``loader_samples_per_s``; a step is never
   shorter than the node's samples over that rate.
 - the model's own error: at N > 1 everything beyond compute is multiplied by a drawn factor
-  (``model_error``; 1 in draw 0), so the interval carries how far this model misses published
-  runs (:mod:`harness.projection.model_error`).
+  (``model_error``; 1 in draw 0), so the interval — and the expected step — carry how far
+  this model misses published runs (:mod:`harness.projection.model_error`).
 
 **Readiness** (when each bucket may start): measured by the worker (``ready_s`` per bucket over
 ``backward_time_s``), else an assumption the output prints: :func:`ready_by_bytes` (reverse layer
@@ -763,6 +764,29 @@ class StepPrediction:
     traffic took HBM bandwidth."""
     ctas: tuple[int, ...] = ()
     """NCCL's CTAs for the largest message at each GPU count (0: no SMs involved)."""
+    overhead_factor: np.ndarray | None = None
+    """(D,) the model error's factor of each draw (``StepModel.model_error``): the parts above
+    (exposed, straggler, host, contention) are the model's, before it; the step is after it."""
+
+
+def expected(values: np.ndarray) -> float:
+    """The point estimate of a drawn quantity: its mean over the draws (draws 1..D), or draw 0
+    (every input at its nominal value) where there are fewer than two draws.
+
+    The mean, not draw 0: the inputs' uncertainty is not symmetric in its effect (a loss can
+    double more easily than vanish: the model error is log-normal, exposure grows faster as
+    the hide window shrinks than it falls as it grows), so the step with every input at its
+    nominal value is shorter than the step to expect. Expectation is linear, so the expected
+    parts add up to the expected step, and samples/s over a long run is samples over the mean
+    step; efficiencies are therefore ratios of expected steps (:func:`expected_ratio`)."""
+    v = np.asarray(values, dtype=float)
+    return float(v[0]) if v.size <= 2 else float(np.mean(v[1:]))
+
+
+def expected_ratio(numerator: np.ndarray, step: np.ndarray) -> float:
+    """An efficiency's point estimate: expected numerator over expected step (see
+    :func:`expected`)."""
+    return expected(numerator) / expected(step)
 
 
 def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
@@ -843,6 +867,7 @@ def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:
         links_used=tuple(links),
         contention_s=stack["contention"],
         ctas=tuple(ctas_out),
+        overhead_factor=np.array(error, dtype=float),
     )
 
 

@@ -1,12 +1,14 @@
 """From inputs to predictions with honest intervals: draws, feeds, bands, verdicts.
 
-**Draws.** Every input becomes ``1 + n_draws`` values (draw 0 is the point estimate): a measured
+**Draws.** Every input becomes ``1 + n_draws`` values (draw 0 its nominal value): a measured
 sample its median's sampling distribution (:func:`location_draws`: a bootstrap of the median
 with many values; with 2-9 repeats, where a bootstrap of the median covers far less than its
 label — [min, max] of 3 values holds the median 75% of the time — the mean's Student-t
 distribution, wider and honest for roughly normal repeats), a stated range a uniform draw
 (:func:`range_draws`). All of them go through the model together (a Monte Carlo over the
-inputs), so the 95% interval carries every input's uncertainty, and the rank correlation of
+inputs), so the 95% interval carries every input's uncertainty, the point estimate is the
+expected step over the draws (``model.expected``: the nominal inputs' step is shorter than the
+one to expect, since a loss can double more easily than vanish), and the rank correlation of
 each input's draws with the efficiency's says which inputs dominate its width.
 
 **Feeds: no peeking.** The prediction at N uses only what was measured at fewer GPUs: the
@@ -647,14 +649,29 @@ def _row(
         row["curve"] = ("what-if: " if plan.what_if else "") + (inp.curve or "")
         row.update(inp.config)
     nodes = 1 if n <= g else n // g
-    step = pred.step_s[sl, j]
-    eff = pred.efficiency[sl, j]
+    step_draws = pred.step_s[sl, j]
+    # The point estimate is the expected step over the draws (mdl.expected: the inputs'
+    # uncertainty is skewed, so the nominal inputs' step is shorter than the one to expect);
+    # its parts are expected too, each with the model error's factor, so they add up to it.
+    factor = (
+        pred.overhead_factor[sl]
+        if pred.overhead_factor is not None and n > 1
+        else np.ones(step_draws.shape)
+    )
+    step = mdl.expected(step_draws)
+    # eff x step is the numerator of each draw's efficiency (the N = 1 compute step, over N
+    # under strong scaling): the efficiency's point estimate is their expectations' ratio.
+    eff = mdl.expected_ratio(pred.efficiency[sl, j] * step_draws, step_draws)
+
+    def part_ms(values: np.ndarray | None) -> float:
+        return 0.0 if values is None else 1e3 * mdl.expected(values[sl, j] * factor)
+
     step_ci, eff_ci = bands
     per_step = inp.samples_per_step
     samples = samples_ci = None
     if per_step:
         global_samples = per_step * (n if inp.scaling == "weak" else 1)
-        samples = global_samples / float(step[0])
+        samples = global_samples / step
         if step_ci is not None:  # samples/s falls as the step grows: flip the ends
             samples_ci = [global_samples / step_ci[1], global_samples / step_ci[0]]
     algorithm = pred.algorithm[j]
@@ -663,23 +680,24 @@ def _row(
             "gpus": int(n),
             "nodes": int(nodes),
             "scaling_mode": inp.scaling,
-            "step_time_ms": float(step[0]) * 1e3,
+            "step_time_ms": step * 1e3,
             "step_time_ms_ci": None if step_ci is None else [v * 1e3 for v in step_ci],
             "samples_per_s": samples,
             "samples_per_s_ci": samples_ci,
-            "speedup": n * float(eff[0]),
+            "speedup": n * eff,
             "speedup_ci": None if eff_ci is None else [v * n for v in eff_ci],
-            "efficiency": float(eff[0]),
+            "efficiency": eff,
             "efficiency_ci": eff_ci,
-            "allreduce_ms": float(pred.allreduce_s[sl, j][0] * 1e3),
-            "exposed_comm_ms": float(pred.exposed_comm_s[sl, j][0] * 1e3),
-            "straggler_ms": float(pred.straggler_s[sl, j][0] * 1e3),
-            "host_ms": float(pred.host_s[sl, j][0] * 1e3),
-            "sm_contention_ms": (
-                0.0 if pred.contention_s is None else float(pred.contention_s[sl, j][0] * 1e3)
-            ),
+            # The all-reduce's own time (not a part of the step: exposure is), without the
+            # model error's factor.
+            "allreduce_ms": 1e3 * mdl.expected(pred.allreduce_s[sl, j]),
+            "exposed_comm_ms": part_ms(pred.exposed_comm_s),
+            "straggler_ms": part_ms(pred.straggler_s),
+            "host_ms": part_ms(pred.host_s),
+            "sm_contention_ms": part_ms(pred.contention_s),
             "nccl_ctas": int(pred.ctas[j]) if pred.ctas else 0,
-            "loader_bound": bool(pred.loader_bound[sl, j][0]),
+            # Loader-bound where most draws are (their floor then sets the step).
+            "loader_bound": bool(mdl.expected(pred.loader_bound[sl, j].astype(float)) >= 0.5),
             "algorithm": algorithm or None,
             "inter_node_algorithm": (
                 None if nodes == 1 or not algorithm else algorithm.split("/")[0]
@@ -698,8 +716,8 @@ def _row(
         row["measured_efficiency"] = m
         if measured.efficiency_lo is not None and measured.efficiency_hi is not None:
             row["measured_efficiency_ci"] = [measured.efficiency_lo, measured.efficiency_hi]
-        row["error_pp"] = (float(eff[0]) - m) * 100.0
-        row["verdict"] = verdict(float(eff[0]), eff_ci, m, row["measured_efficiency_ci"])
+        row["error_pp"] = (eff - m) * 100.0
+        row["verdict"] = verdict(eff, eff_ci, m, row["measured_efficiency_ci"])
     return row
 
 
@@ -710,14 +728,16 @@ def verdict(
     measured_ci: Sequence[float] | None = None,
 ) -> str:
     """Words for a prediction against its own measurement (they never call a miss a hit): it
-    holds when either interval holds the other's point (or, with no interval at all, when
-    they agree to 0.1 pp)."""
+    holds when either interval holds the other's point (or, where the prediction has no
+    interval, when they agree to 0.1 pp)."""
     err = (predicted - measured) * 100.0
     if ci is not None and ci[0] <= measured <= ci[1]:
         return f"within the prediction's 95% interval (error {err:+.1f} pp)"
     if measured_ci is not None and measured_ci[0] <= predicted <= measured_ci[1]:
         return f"within the measurement's own interval (error {err:+.1f} pp)"
-    if ci is None and measured_ci is None and abs(err) < 0.1:
+    if ci is None and abs(err) < 0.1:
+        # No spread in the prediction's inputs: agreement to the printed resolution is a hit
+        # (a degenerate measured interval [x, x] would otherwise call a 1e-16 difference a miss).
         return f"within 0.1 pp of the measurement (no interval: no spread measured; {err:+.1f})"
     where = "no interval" if ci is None else "outside the prediction's 95% interval"
     return f"misses its own measurement by {err:+.1f} pp ({where})"

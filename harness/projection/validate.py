@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from harness.projection import fabrics, model_error, nccl
+from harness.projection import model as mdl
 from harness.projection.fabrics import Fabric
 from harness.projection.inputs import pure_inputs
 from harness.projection.project import LEVEL, N_DRAWS, project
@@ -114,7 +115,7 @@ def _steps(case, layout, fab, step_ms, gpus, n_draws, seed=0) -> dict[int, np.nd
 
 
 def _calibrated_step_ms(case, layout, fab, n0: int, observed_s: float) -> float:
-    """The N = 1 compute step that makes the model's point estimate at ``n0`` match the
+    """The N = 1 compute step that makes the model's nominal step (draw 0) at ``n0`` match the
     published base throughput (bisection on a log scale; the step grows with it)."""
     strong = case.get("scaling", "weak") == "strong"
     lo, hi = (
@@ -137,11 +138,11 @@ class RawCase:
 
     case: dict[str, Any]
     draws: dict[int, tuple[np.ndarray, np.ndarray]]  # gpus -> (step, compute) draws
-    z: np.ndarray  # the model error's standard normals (z[0] = 0: the point estimate)
+    z: np.ndarray  # the model error's standard normals (z[0] = 0: the nominal draw)
 
     def log_ratios(self) -> list[float]:
-        """ln(published loss / predicted loss) at every published N above the base (the point
-        estimate, draw 0, does not depend on σ)."""
+        """ln(published loss / predicted loss) at every published N above the base, the
+        prediction with the model's own error off (σ = 0: the inputs' draws alone)."""
         return [
             model_error.log_ratio(p["published"], p["predicted"])
             for p in score_case(self, 0.0).points
@@ -182,16 +183,19 @@ def score_case(raw: RawCase, sigma: float) -> CaseResult:
     points = []
     tail = (1 - LEVEL) / 2 * 100
     for n, x in zip(gpus[1:], xs[1:], strict=True):
-        rel = base * n0 / (step(n) * n) if strong else base / step(n)
+        num, den = (base * n0, step(n) * n) if strong else (base, step(n))
+        rel = num / den
+        # The point estimate as project's rows give it: the ratio of expected steps.
+        predicted = mdl.expected_ratio(num, den)
         published = (x / x0) / (n / n0)
         lo, hi = np.percentile(rel[1:], [tail, 100 - tail])
         points.append(
             {
                 "gpus": n,
                 "published": published,
-                "predicted": float(rel[0]),
+                "predicted": predicted,
                 "ci": [float(lo), float(hi)],
-                "error_pp": 100 * (float(rel[0]) - published),
+                "error_pp": 100 * (predicted - published),
                 "covered": bool(lo <= published <= hi),
                 "model_error_sigma": sigma,
             }

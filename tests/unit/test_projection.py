@@ -179,10 +179,12 @@ def test_a_sweeps_straggler_gaps_feed_the_allowance(tmp_path):
     measured = Measured(gpus=2, nodes=1, busbw_gbps=(300.0,), straggler_gaps_s=gaps,
                         gaps_are_steps=True)  # fmt: skip
     inp = replace(inp, measured=(measured,), device="cuda")
-    result = project([inp], [256], A100, 8, n_draws=200)
+    result = project([inp], [256], A100, 8, n_draws=200, model_error_sigma=0.0)
     row = next(r for r in result.rows if r["gpus"] == 256)
     expected = 100 * float(np.median(gaps)) / (0.1 * mdl.gap_median(2)) * mdl.gap_mean(256)
-    assert row["straggler_ms"] == pytest.approx(expected, rel=1e-6)
+    # The row is the expectation over the draws of the gaps' median (their bootstrap), which
+    # sits within a percent of the sample's median at 400 gaps.
+    assert row["straggler_ms"] == pytest.approx(expected, rel=1e-2)
 
 
 # -- readiness and overlap ---------------------------------------------------------------------
@@ -367,7 +369,7 @@ def test_a_loader_ceiling_represents_a_single_node_loss_that_is_not_communicatio
     # 2,560, so a step takes at least 8 x 32 / 1600 = 160 ms: efficiency 62.5%.
     inp = pure_inputs(step_time_ms="100", grad_mb=1, per_device_batch=32,
                       loader_samples_per_s="1600", jitter="0", host_overhead_ms="0")  # fmt: skip
-    row = project([inp], [8], H100, 8, n_draws=20).rows[0]
+    row = project([inp], [8], H100, 8, n_draws=20, model_error_sigma=0.0).rows[0]
     assert row["loader_bound"]
     assert row["efficiency"] == pytest.approx(100 / 160, rel=1e-3)
 
@@ -386,8 +388,11 @@ def test_strong_scaling_divides_the_per_sample_work_and_keeps_the_fixed_part():
 
 
 def run_sweep(sweep, **kw):
+    """The projection of a planted sweep with the model's own error off: the planted truth is
+    the model's, so its fit must recover it exactly (the error's factor would move the expected
+    step by its mean, exp(σ²/2))."""
     args = {"gpus": "8", "gpus_per_node": None, "fabric": "dgx-a100", "busbw_gbps": None,
-            "pure": None, **kw}  # fmt: skip
+            "pure": None, "model_error_sigma": 0.0, **kw}  # fmt: skip
     return projection.run_project(sweep, **args)
 
 
@@ -400,7 +405,10 @@ def test_projection_from_a_planted_sweep_recovers_the_measured_efficiencies(tmp_
     for n, step in zip((4, 8), truth["step_s"][1:], strict=True):
         assert rows[n]["fed_by_gpus"] < n  # no peeking
         assert rows[n]["measured_efficiency"] == pytest.approx(plant.compute_s / step, rel=1e-6)
-        assert abs(rows[n]["error_pp"]) < 1e-3  # (the hide window is bisected to 2^-24)
+        # The hide window is bisected to 2^-24; the point estimate is the expectation over the
+        # draws (the stated contention ranges, the measured inputs' location draws), which their
+        # nonlinearity moves by hundredths of a point from the nominal draw's exact fit.
+        assert abs(rows[n]["error_pp"]) < 0.1
     info = result.curves[0]
     assert info["bucket_bytes"][-1] == 40 * MIB
     assert "recorded by the worker" in info["sources"]["buckets"]
@@ -414,7 +422,7 @@ def test_a_strong_scaling_sweep_is_projected_too(tmp_path):
     for n, step in zip((4, 8), truth["step_s"], strict=True):
         assert rows[n]["scaling_mode"] == "strong"
         assert rows[n]["measured_efficiency"] == pytest.approx(plant.compute_s / (n * step))
-        assert abs(rows[n]["error_pp"]) < 1e-3
+        assert abs(rows[n]["error_pp"]) < 0.1  # (the expectation over draws, as above)
     assert "fitted: compute(N) = 0.00 ms" in result.curves[0]["sources"]["fixed"]
     assert rows[16]["efficiency"] < rows[8]["efficiency"]
 
@@ -429,7 +437,7 @@ def test_measured_readiness_replaces_the_assumption_and_the_hide_window(tmp_path
     assert fit["hide_share"] == pytest.approx(plant.hide_share)
     assert "backward measured" in fit["hide_source"]
     rows = {r["gpus"]: r for r in result.rows}
-    assert abs(rows[8]["error_pp"]) < 1e-6
+    assert abs(rows[8]["error_pp"]) < 0.1  # (the expectation over draws, as above)
 
 
 def test_a_planted_sync_overhead_beyond_the_all_reduce_is_carried(tmp_path):
@@ -549,7 +557,8 @@ def test_model_error_sigma_is_the_tables_own_and_validation_scores_out_of_sample
     v = validate.validate(n_draws=20)
     assert abs(model_error.SIGMA - v.model_error_sigma) < 0.01, v.model_error_sigma
     data = validate.load()
-    raws = {c["id"]: validate.project_case(c, data["layouts"], n_draws=4) for c in data["case"]}
+    # The same draws as validate's: the point estimate is the expectation over them.
+    raws = {c["id"]: validate.project_case(c, data["layouts"], n_draws=20) for c in data["case"]}
     for case in v.cases:
         others = [x for k, r in raws.items() if k != case.id for x in r.log_ratios()]
         assert case.points[0]["model_error_sigma"] == pytest.approx(model_error.estimate(others))
@@ -557,16 +566,23 @@ def test_model_error_sigma_is_the_tables_own_and_validation_scores_out_of_sample
     assert worst.points[0]["model_error_sigma"] < v.model_error_sigma
 
 
-def test_model_error_widens_the_interval_and_leaves_the_point_estimate():
+def test_model_error_widens_the_interval_and_moves_the_point_estimate_by_its_mean():
     inp = pure_inputs(step_time_ms="100", grad_mb=255.0)
     fab = fabrics.resolve_fabric("dgx-h100")
 
     def rows(sigma):
-        return project([inp], [16, 256], fab, 8, n_draws=200, model_error_sigma=sigma).rows
+        return project([inp], [16, 256], fab, 8, n_draws=2000, model_error_sigma=sigma).rows
 
     off, on = rows(0.0), rows(model_error.SIGMA)
     for a, b in zip(off, on, strict=True):
-        assert b["efficiency"] == pytest.approx(a["efficiency"])  # draw 0: factor 1
+        # The expected step's overhead beyond compute grows by the factor's mean, exp(σ²/2)
+        # (within the Monte Carlo's error at 2,000 draws); the parts grow with it.
+        grow = math.exp(model_error.SIGMA**2 / 2)
+        over = [r["step_time_ms"] - 100.0 for r in (a, b)]
+        assert over[1] == pytest.approx(over[0] * grow, rel=0.05), (over, grow)
+        assert b["exposed_comm_ms"] == pytest.approx(a["exposed_comm_ms"] * grow, rel=0.05)
+        assert b["efficiency"] < a["efficiency"]
+        assert b["efficiency_ci"][0] < b["efficiency"] < b["efficiency_ci"][1]
         assert b["efficiency_ci"][0] < a["efficiency_ci"][0]
         assert b["efficiency_ci"][1] - b["efficiency_ci"][0] > a["efficiency_ci"][1] - a[
             "efficiency_ci"][0]  # fmt: skip
@@ -713,11 +729,12 @@ def test_ddp_bucket_copies_are_four_gradients_through_hbm_and_only_on_gpus():
     copy = mdl.ddp_copy_s(768e6, 1555.0, np.array([fabrics.COPY_EFFICIENCY.nominal]))
     assert copy[0] == pytest.approx(4 * 768e6 / (1555e9 * fabrics.COPY_EFFICIENCY.nominal))
     args = {"step_time_ms": "100", "grad_mb": 768e6 / MIB, "bucket_mb": "25"}
-    gpu = project([pure_inputs(**args)], [2], A100, 8, n_draws=50)
+    gpu = project([pure_inputs(**args)], [2], A100, 8, n_draws=50, model_error_sigma=0.0)
     fit = gpu.curves[0]["fits"][0]
     assert fit["ddp_copy_ms"] == pytest.approx(1e3 * copy[0])
     assert "DDP's bucket copies" in fit["host_source"]
-    assert gpu.rows[0]["host_ms"] == pytest.approx(fit["host_ms"])
+    # The row: the host term expected over the copy efficiency's and the host range's draws.
+    assert gpu.rows[0]["host_ms"] == pytest.approx(fit["host_ms"], rel=0.1)
     assert fit["host_ms"] == pytest.approx(1e3 * (copy[0] + HOST_DEFAULT.nominal))
     # A CPU sweep's measured ring has no HBM and no bucket-copy term.
     assert mdl.ddp_copy_s(768e6, 0.0, np.array([1.0])).tolist() == [0.0]
