@@ -498,6 +498,47 @@ def fit_latency_bandwidth(
     return float(intercept / steps), float(steps / gpus / slope / 1e9)
 
 
+def fit_latency_from_whole(
+    bucket_bytes: Sequence[float],
+    bucket_times_s: Sequence[float],
+    whole_bytes: float,
+    whole_time_s: float,
+    gpus: int,
+) -> tuple[float, float] | None:
+    """Per-step latency α (s) and bus bandwidth (GB/s) from the same gradient all-reduced
+    twice: whole, in one message, and in its K buckets one by one (the worker's two ceilings).
+
+    Where the buckets are all about one size, :func:`fit_latency_bandwidth` has no line to fit,
+    and a bandwidth from the whole gradient alone folds one message's latency into the
+    bandwidth, so K small messages at N ranks would be priced as bytes only: on gloo, whose
+    hops cost about a millisecond each on loopback, that under-stated N = 8's bucketed
+    all-reduce 20-fold. The two measurements differ by (K − 1) messages' latencies at the same
+    bytes:
+
+        Σ t_i  = K · 2(N−1) · α + 2(N−1)/N · Σ b_i / busbw
+        T_whole =     2(N−1) · α + 2(N−1)/N · B / busbw
+
+    two equations, two unknowns. None when K < 2 or the solution is not physical (the buckets
+    took no longer than the whole: no latency to see)."""
+    b = np.asarray(bucket_bytes, dtype=float)
+    t = np.asarray(bucket_times_s, dtype=float)
+    ok = np.isfinite(b) & np.isfinite(t)
+    b, t = b[ok], t[ok]
+    k = b.size
+    measured_whole = np.isfinite(whole_time_s) and whole_time_s > 0 and whole_bytes > 0
+    if gpus < 2 or k < 2 or not measured_whole:
+        return None
+    steps = 2.0 * (gpus - 1)
+    a = np.array([[k * steps, steps / gpus * b.sum()], [steps, steps / gpus * whole_bytes]])
+    try:
+        alpha, inv_bw = np.linalg.solve(a, np.array([t.sum(), whole_time_s]))
+    except np.linalg.LinAlgError:
+        return None
+    if not (np.isfinite(alpha) and np.isfinite(inv_bw)) or alpha <= 0 or inv_bw <= 0:
+        return None
+    return float(alpha), float(1.0 / inv_bw / 1e9)
+
+
 # -- DDP's buckets and hooks ----------------------------------------------------------------
 
 

@@ -14,13 +14,14 @@ straggler, and the loader's floor) is multiplied by a factor drawn log-normally 
 ``exp(σ·z)``; draw 0 (every input nominal) keeps factor 1. The point estimate is the expected
 step over the draws (``model.expected``), so the factor moves it as well as the interval: its
 mean is exp(σ²/2) ≈ 1.1, because a model that misses by a factor 2 is as likely to miss low as
-high, and a doubled loss costs more than a halved one gains. σ is measured, not chosen: the spread of ``ln(published loss / predicted loss)``
-(loss = 1 − efficiency, relative to each case's base GPU count) over every published point of
-``published.toml`` (:func:`estimate`, the root mean square: a bias counts as error too).
-``project --validate`` re-estimates σ leaving each case out in turn and reports the coverage of
-those cross-validated intervals, so the table never judges an interval that was fitted to it;
-``tests/unit/test_projection.py`` holds :data:`SIGMA` to the table's estimate, so
-the constant cannot drift from its evidence when the model or the table changes.
+high, and a doubled loss costs more than a halved one gains. σ is measured, not chosen: the
+spread of ``ln(published loss / predicted loss)`` (loss = 1 − efficiency, relative to each
+case's base GPU count) over every published point of ``published.toml`` (:func:`estimate`,
+the root mean square: a bias counts as error too). ``project --validate`` re-estimates σ
+leaving each case out in turn and reports the coverage of those cross-validated intervals, so
+the table never judges an interval that was fitted to it; ``tests/unit/test_projection.py``
+holds :data:`SIGMA` to the table's estimate, so the constant cannot drift from its evidence
+when the model or the table changes.
 
 Losses under :data:`LOSS_FLOOR` count as the floor: a published efficiency of 100.9% (a
 measurement's own noise; some published points sit above 100%) has no logarithm, and under a

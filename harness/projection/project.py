@@ -343,13 +343,24 @@ def _evaluate(
                 sizes, times = zip(*m0.bucket_times, strict=True)
                 fit = mdl.fit_latency_bandwidth(sizes, times, n_f)
             busbw = location_draws(m0.busbw_gbps, n_draws, rng) if m0.busbw_gbps else None
+            how = f"fitted to {len(m0.bucket_times)} bucket all-reduces at N = {n_f}"
+            if fit is None and m0.bucket_times and busbw is not None and busbw[0] > 0:
+                # Buckets of one size: the latency is what K messages cost beyond one message
+                # of the same bytes (the whole gradient's ceiling, from its bus bandwidth).
+                sizes, times = zip(*m0.bucket_times, strict=True)
+                whole = float(np.sum(sizes))
+                t_whole = 2 * (n_f - 1) / n_f * whole / (float(busbw[0]) * 1e9)
+                fit = mdl.fit_latency_from_whole(sizes, times, whole, t_whole, n_f)
+                how = (
+                    f"fitted to the whole gradient's all-reduce and its {len(sizes)} buckets' "
+                    f"at N = {n_f}"
+                )
             if fit is not None:
                 alpha, fitted_bw = fit
                 scale = busbw / busbw[0] if busbw is not None and busbw[0] > 0 else 1.0
                 link = mdl.MeasuredLink(alpha, fitted_bw * scale, g)
                 used_all[0]["link_source"] = (
-                    f"fitted to {len(m0.bucket_times)} bucket all-reduces at N = {n_f}: "
-                    f"{1e6 * alpha:.0f} µs per ring step, {fitted_bw:.3g} GB/s bus bandwidth"
+                    f"{how}: {1e6 * alpha:.0f} µs per ring step, {fitted_bw:.3g} GB/s bus bandwidth"
                 )
             elif busbw is not None:
                 link = mdl.MeasuredLink(0.0, busbw, g)

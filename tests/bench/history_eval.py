@@ -1,9 +1,12 @@
 """Precision and recall of the history's change detection on real run rows of this machine.
 
     python tests/bench/history_eval.py [SWEEP_FOLDER ...] [--trials 200] [--seed 0]
+                                       [--no-baseline] [--upgrades RATE]
 
 Every real cpu-smoke session given (a sweep folder; a pooled baseline's pool.json splits it
-back into its sessions; results/baselines/cpu-smoke is always included) contributes, per
+back into its sessions; results/baselines/cpu-smoke is included unless ``--no-baseline``:
+its sessions change when the baseline is re-pooled, so a table in the docs names the
+sessions it came from) contributes, per
 configuration (1 and 2 CPU ranks), one *night*: its five runs, with this shared 2-core box's
 bimodal noise inside the session and its drift between sessions. A series is built by drawing
 nights at random: a session (with replacement), then that session's runs with replacement (so
@@ -149,9 +152,15 @@ def main() -> None:
         help="plant each step with a software upgrade at its night (the stack changes), and "
         "upgrades that change nothing at RATE of the other nights (e.g. 0.1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-baseline", action="store_true",
+        help="only the folders given, not the committed baseline's sessions",
+    )  # fmt: skip
     args = parser.parse_args()
     pool: dict[int, list[np.ndarray]] = {}
-    folders = [BASELINE, *args.folders]
+    folders = [*([] if args.no_baseline else [BASELINE]), *args.folders]
+    if not folders:
+        parser.error("--no-baseline needs at least one SWEEP_FOLDER")
     for folder in folders:
         for sess in sessions(folder):
             for world, values in sess.items():

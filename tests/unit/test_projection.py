@@ -449,6 +449,35 @@ def test_a_planted_sync_overhead_beyond_the_all_reduce_is_carried(tmp_path):
     assert fit["host_ms"] == pytest.approx(20.0, rel=1e-3)
 
 
+def test_a_measured_ring_of_equal_buckets_gets_its_latency_from_the_whole_gradient():
+    """Buckets of one size leave no line to fit: the latency comes from what K messages cost
+    beyond one message of the same bytes (the worker's whole-gradient ceiling)."""
+    alpha, bw, n = 900e-6, 0.7, 2  # gloo on loopback: about a millisecond a hop
+
+    def ring(b, ranks=n):
+        return 2 * (ranks - 1) * alpha + 2 * (ranks - 1) / ranks * b / (bw * 1e9)
+
+    sizes = [131072.0] * 6
+    times = [ring(b) for b in sizes]
+    whole = sum(sizes)
+    assert mdl.fit_latency_bandwidth(sizes, times, n) is None  # one size: no line
+    fit = mdl.fit_latency_from_whole(sizes, times, whole, ring(whole), n)
+    assert fit == pytest.approx((alpha, bw), rel=1e-9)
+    # At 8 ranks the fitted ring pays 14 latencies a bucket: what the bandwidth alone, with the
+    # latency folded into it, under-states several-fold.
+    link = mdl.MeasuredLink(fit[0], fit[1], 8)
+    t8, _, _ = mdl.allreduce_times(link, 8, np.array(sizes), 1)
+    assert t8.sum() == pytest.approx(sum(ring(b, 8) for b in sizes), rel=1e-9)
+    folded = 2 * (n - 1) / n * whole / ring(whole) / 1e9  # GB/s, latency included
+    naive, _, _ = mdl.allreduce_times(mdl.MeasuredLink(0.0, folded, 8), 8, np.array(sizes), 1)
+    assert t8.sum() > 5 * naive.sum()
+    # No latency to see (the buckets took no longer than the whole), or one bucket: no fit.
+    flat = [2 * (n - 1) / n * b / (bw * 1e9) for b in sizes]
+    assert mdl.fit_latency_from_whole(sizes, flat, whole, whole / (bw * 1e9), n) is None
+    assert mdl.fit_latency_from_whole(sizes[:1], times[:1], whole, ring(whole), n) is None
+    assert mdl.fit_latency_from_whole(sizes, times, whole, math.nan, n) is None
+
+
 def test_a_stated_bus_bandwidth_replaces_the_measured_one_and_the_fits_stay(tmp_path):
     sweep = write_planted_sweep(tmp_path / "b", Plant(device="cuda"))
     result = run_sweep(sweep, gpus="8,16", busbw_gbps="50,20")
