@@ -112,10 +112,17 @@ class Measured:
     all repeats), else the ledger's per-repeat ``straggler_wait_s`` (each a median over steps)."""
     gaps_are_steps: bool = False
     bucket_times: tuple[tuple[float, float], ...] = ()
-    """(bytes, seconds) of all-reduces of DDP's buckets at this N (record.json ``buckets``;
-    ``step_allreduce_s``, the in-step duration, where the worker measured it)."""
+    """(bytes, seconds) of all-reduces of DDP's buckets at this N (record.json ``buckets``:
+    ``allreduce_time_s``, each alone at its ceiling; ``step_allreduce_s``, the in-step
+    duration, only where no ceiling was measured)."""
     ready_share: tuple[float, ...] = ()
     """Each bucket's readiness (``ready_s`` / ``backward_time_s``), when the worker measured it."""
+    ring_ceilings: tuple[tuple[float, float, int, float], ...] = ()
+    """Per repeat, the worker's two all-reduce ceilings of the same gradient: (whole gradient in
+    one message s, its buckets one by one s, bucket count, gradient bytes) — ledger
+    ``allreduce_time_s``, ``allreduce_bucketed_time_s``, ``bucket_count``, ``grad_bytes``."""
+    cpu_cores: int | None = None
+    """The host's CPU cores where this N ran (ledger ``cpu_cores``)."""
     backward_s: float | None = None
     data_wait_s: tuple[float, ...] = ()
     compute_step_s: tuple[float, ...] = ()
@@ -130,7 +137,7 @@ class CurveInputs:
     """Everything the model needs for one configuration, with where each value came from."""
 
     compute_step_s: tuple[float, ...]
-    """Samples of the compute-only step time at N = 1 (their median is the point estimate)."""
+    """Samples of the compute-only step time at N = 1 (their median is its nominal value)."""
     bucket_bytes: tuple[float, ...]
     """Dense gradient bytes per DDP bucket, bucket 0 first ready in backward."""
     ready: tuple[float, ...]
@@ -759,14 +766,28 @@ def _measured(
         record = _record(sweep_dir, r.get("point_dir"))
         for b in _buckets(record):
             size = _number(b.get("bytes"))
-            t = _number(b.get("step_allreduce_s"))
+            # The bucket's ceiling (alone, after the window): its duration inside the step runs
+            # from the hook call, so it holds the wait behind earlier buckets, which the step
+            # model's own queue adds again (a 16-byte last bucket read 4.4 ms in the step, 0.5
+            # ms alone), and a ring fitted to it priced each hop at 2.5x its cost.
+            t = _number(b.get("allreduce_time_s"))
             if t is None:
-                t = _number(b.get("allreduce_time_s"))
+                t = _number(b.get("step_allreduce_s"))
             if size and t and size > 0 and t > 0:
                 timed.append((size, t))
         gaps.extend(step_gaps(record))
         if not ready:
             ready, backward = _ready_share(record)
+    ceilings = []
+    for r in at_n:
+        whole, bucketed = (
+            _number(r.get("allreduce_time_s")),
+            _number(r.get("allreduce_bucketed_time_s")),
+        )
+        count, grad = _number(r.get("bucket_count")), _number(r.get("grad_bytes"))
+        if whole and bucketed and count and grad and min(whole, bucketed, count, grad) > 0:
+            ceilings.append((whole, bucketed, int(count), grad))
+    cores = _number(first_value(at_n, "cpu_cores"))
     e, lo, hi = eff.get(at_n[0]["config_key"], (None, None, None))
     batch = _number(first_value(at_n, "per_device_batch"))
     accum = _number(first_value(at_n, "grad_accum")) or 1
@@ -779,6 +800,8 @@ def _measured(
         gaps_are_steps=bool(gaps),
         bucket_times=tuple(timed),
         ready_share=tuple(ready),
+        ring_ceilings=tuple(ceilings),
+        cpu_cores=int(cores) if cores and cores >= 1 else None,
         backward_s=backward,
         data_wait_s=_values(at_n, "data_wait_s"),
         compute_step_s=_values(at_n, "compute_step_time_s"),

@@ -1,8 +1,7 @@
 """The DDP step model: a training step at N GPUs, for thousands of draws of its inputs at once.
 
-Pure numpy, no I/O. Every input is an array of *draws* (draw 0 has every input at its nominal
-value, the others sample each input's uncertainty), so one call gives the prediction — the
-expected step over the draws, :func:`expected` — and its interval.
+Pure numpy, no I/O. Every input is an array of *draws* (draw 0 is the point estimate, the others
+sample each input's uncertainty), so one call gives the prediction and its interval.
 
 **The step.** Under DistributedDataParallel a step at N GPUs takes
 
@@ -43,8 +42,8 @@ expected step over the draws, :func:`expected` — and its interval.
 - the loader: a node's input pipeline delivers at most ``loader_samples_per_s``; a step is never
   shorter than the node's samples over that rate.
 - the model's own error: at N > 1 everything beyond compute is multiplied by a drawn factor
-  (``model_error``; 1 in draw 0), so the interval — and the expected step — carry how far
-  this model misses published runs (:mod:`harness.projection.model_error`).
+  (``model_error``; its mean, exp(σ²/2), in draw 0), so the point estimate and the interval
+  carry how far this model misses published runs (:mod:`harness.projection.model_error`).
 
 **Readiness** (when each bucket may start): measured by the worker (``ready_s`` per bucket over
 ``backward_time_s``), else an assumption the output prints: :func:`ready_by_bytes` (reverse layer
@@ -499,44 +498,37 @@ def fit_latency_bandwidth(
 
 
 def fit_latency_from_whole(
-    bucket_bytes: Sequence[float],
-    bucket_times_s: Sequence[float],
+    bucket_count: int,
+    bucketed_time_s: float,
     whole_bytes: float,
     whole_time_s: float,
     gpus: int,
 ) -> tuple[float, float] | None:
     """Per-step latency α (s) and bus bandwidth (GB/s) from the same gradient all-reduced
-    twice: whole, in one message, and in its K buckets one by one (the worker's two ceilings).
+    twice at the ceiling: whole, in one message (``allreduce_time_s``), and in its K buckets one
+    by one (``allreduce_bucketed_time_s``, their sum) — the worker's two ceilings of a run.
 
     Where the buckets are all about one size, :func:`fit_latency_bandwidth` has no line to fit,
     and a bandwidth from the whole gradient alone folds one message's latency into the
     bandwidth, so K small messages at N ranks would be priced as bytes only: on gloo, whose
-    hops cost about a millisecond each on loopback, that under-stated N = 8's bucketed
-    all-reduce 20-fold. The two measurements differ by (K − 1) messages' latencies at the same
-    bytes:
+    hops cost about half a millisecond each on loopback, that under-stated 8 ranks' bucketed
+    all-reduce 20-fold. The two ceilings differ by K − 1 messages' latencies at the same bytes
+    (DDP's buckets hold the whole gradient):
 
-        Σ t_i  = K · 2(N−1) · α + 2(N−1)/N · Σ b_i / busbw
-        T_whole =     2(N−1) · α + 2(N−1)/N · B / busbw
+        T_buckets = K · 2(N−1) · α + 2(N−1)/N · B / busbw
+        T_whole   =     2(N−1) · α + 2(N−1)/N · B / busbw
 
-    two equations, two unknowns. None when K < 2 or the solution is not physical (the buckets
-    took no longer than the whole: no latency to see)."""
-    b = np.asarray(bucket_bytes, dtype=float)
-    t = np.asarray(bucket_times_s, dtype=float)
-    ok = np.isfinite(b) & np.isfinite(t)
-    b, t = b[ok], t[ok]
-    k = b.size
-    measured_whole = np.isfinite(whole_time_s) and whole_time_s > 0 and whole_bytes > 0
-    if gpus < 2 or k < 2 or not measured_whole:
+    None when K < 2, a time is missing, or the solution is not physical (the buckets took no
+    longer than the whole: no latency to see; or the latency alone exceeds the whole)."""
+    values = (bucketed_time_s, whole_bytes, whole_time_s)
+    if gpus < 2 or bucket_count < 2 or not all(np.isfinite(v) and v > 0 for v in values):
         return None
     steps = 2.0 * (gpus - 1)
-    a = np.array([[k * steps, steps / gpus * b.sum()], [steps, steps / gpus * whole_bytes]])
-    try:
-        alpha, inv_bw = np.linalg.solve(a, np.array([t.sum(), whole_time_s]))
-    except np.linalg.LinAlgError:
+    alpha = (bucketed_time_s - whole_time_s) / ((bucket_count - 1) * steps)
+    wire_s = whole_time_s - steps * alpha  # the whole gradient's bytes on the wire
+    if alpha <= 0 or wire_s <= 0:
         return None
-    if not (np.isfinite(alpha) and np.isfinite(inv_bw)) or alpha <= 0 or inv_bw <= 0:
-        return None
-    return float(alpha), float(1.0 / inv_bw / 1e9)
+    return float(alpha), float(steps / gpus * whole_bytes / wire_s / 1e9)
 
 
 # -- DDP's buckets and hooks ----------------------------------------------------------------
@@ -633,11 +625,28 @@ class NcclLink:
 @dataclass(frozen=True)
 class MeasuredLink:
     """A link measured on the sweep's own host where NCCL's model does not apply (gloo on CPU):
-    a ring of 2(N−1) steps of ``alpha_s`` each plus 2(N−1)/N · bytes / busbw. Arrays are (D,)."""
+    a ring of 2(N−1) steps of ``alpha_s`` each plus 2(N−1)/N · bytes / busbw. Arrays are (D,).
+
+    ``cores``: the host's CPU cores, and ``fed_ranks``: the rank count the link was measured at
+    (0: unknown, no scaling). gloo on one host is CPU work at every hop (the reduction, the
+    copies, loopback's system calls) on every rank at once, so once the ranks outnumber the
+    cores each hop waits for its turn on one: the ring's time grows by max(1, N / cores) over
+    what it was at the measured count (:func:`oversubscription`)."""
 
     alpha_s: np.ndarray | float
     busbw_gbps: np.ndarray | float
     gpus_per_node: int
+    cores: int = 0
+    fed_ranks: int = 0
+
+
+def oversubscription(ranks: int, cores: int, fed_ranks: int) -> float:
+    """How much longer a measured CPU ring's hops take at ``ranks`` than at ``fed_ranks`` on a
+    host of ``cores``: each hop is CPU work on every rank, and R ranks on C < R cores take R / C
+    turns (1 where either count is unknown)."""
+    if cores <= 0 or fed_ranks <= 0:
+        return 1.0
+    return max(1.0, ranks / cores) / max(1.0, fed_ranks / cores)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -661,6 +670,7 @@ def allreduce_times(
         alpha = np.broadcast_to(np.asarray(link.alpha_s, dtype=float), (draws,))[:, None]
         bw = np.broadcast_to(np.asarray(link.busbw_gbps, dtype=float), (draws,))[:, None] * 1e9
         t = 2 * (n - 1) * alpha + 2 * (n - 1) / n * b[None, :] / bw
+        t = t * oversubscription(n, link.cores, link.fed_ranks)
         return t, "measured ring", frozenset({"measured"})
     system = link.fabric.system(link.gpus_per_node, ranks=n)
     plan = _plan(system, int(n), tuple(float(x) for x in b))
@@ -808,26 +818,6 @@ class StepPrediction:
     overhead_factor: np.ndarray | None = None
     """(D,) the model error's factor of each draw (``StepModel.model_error``): the parts above
     (exposed, straggler, host, contention) are the model's, before it; the step is after it."""
-
-
-def expected(values: np.ndarray) -> float:
-    """The point estimate of a drawn quantity: its mean over the draws (draws 1..D), or draw 0
-    (every input at its nominal value) where there are fewer than two draws.
-
-    The mean, not draw 0: the inputs' uncertainty is not symmetric in its effect (a loss can
-    double more easily than vanish: the model error is log-normal, exposure grows faster as
-    the hide window shrinks than it falls as it grows), so the step with every input at its
-    nominal value is shorter than the step to expect. Expectation is linear, so the expected
-    parts add up to the expected step, and samples/s over a long run is samples over the mean
-    step; efficiencies are therefore ratios of expected steps (:func:`expected_ratio`)."""
-    v = np.asarray(values, dtype=float)
-    return float(v[0]) if v.size <= 2 else float(np.mean(v[1:]))
-
-
-def expected_ratio(numerator: np.ndarray, step: np.ndarray) -> float:
-    """An efficiency's point estimate: expected numerator over expected step (see
-    :func:`expected`)."""
-    return expected(numerator) / expected(step)
 
 
 def predict_steps(model: StepModel, gpus: Sequence[int]) -> StepPrediction:

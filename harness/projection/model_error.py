@@ -11,10 +11,12 @@ claiming 95%.
 
 So the step's overhead beyond compute at N > 1 (contention + host + exposed all-reduce +
 straggler, and the loader's floor) is multiplied by a factor drawn log-normally around 1,
-``exp(σ·z)``; draw 0 (every input nominal) keeps factor 1. The point estimate is the expected
-step over the draws (``model.expected``), so the factor moves it as well as the interval: its
-mean is exp(σ²/2) ≈ 1.1, because a model that misses by a factor 2 is as likely to miss low as
-high, and a doubled loss costs more than a halved one gains. σ is measured, not chosen: the
+``exp(σ·z)``. Draw 0, the point estimate, takes the factor's mean, exp(σ²/2) ≈ 1.1 (:func:`mean`):
+a model that misses by a factor 2 misses low as often as high, and a doubled loss costs more than
+a halved one gains, so the loss to expect is the model's times that mean, not the model's; with
+every other input at its nominal value the point estimate stays deterministic (a mean over the
+draws is not: with 2-3 repeats a measured input's Student-t draws have tails that a percentile
+interval ignores and a mean does not). σ is measured, not chosen: the
 spread of ``ln(published loss / predicted loss)`` (loss = 1 − efficiency, relative to each
 case's base GPU count) over every published point of ``published.toml`` (:func:`estimate`,
 the root mean square: a bias counts as error too). ``project --validate`` re-estimates σ
@@ -36,8 +38,8 @@ import numpy as np
 
 #: σ of ln(published loss / predicted loss) over published.toml (every point above each case's
 #: base count, with this module's factor off): :func:`estimate` of ``project --validate``'s
-#: points. A factor of exp(±1.96·σ) = 0.43-2.3 on the overhead covers 95%.
-SIGMA = 0.43
+#: points. A factor of exp(±1.96·σ) = 0.42-2.4 on the overhead covers 95%.
+SIGMA = 0.44
 #: Losses below one point count as one point (see the module docstring).
 LOSS_FLOOR = 0.01
 SOURCE = (
@@ -64,15 +66,29 @@ def estimate(ratios: Sequence[float]) -> float:
 
 
 def normals(n_draws: int, rng: np.random.Generator) -> np.ndarray:
-    """``1 + n_draws`` standard normals z, z[0] = 0 (the nominal draw)."""
+    """``1 + n_draws`` standard normals z, z[0] = 0 (draw 0's place; :func:`from_normals`)."""
     z = rng.standard_normal(n_draws + 1)
     z[0] = 0.0
     return z
 
 
+def mean(sigma: float) -> float:
+    """The mean of the factor exp(σ·z), z standard normal: exp(σ²/2)."""
+    return float(np.exp(sigma**2 / 2))
+
+
+def from_normals(sigma: float, z: np.ndarray) -> np.ndarray:
+    """Factors for normals ``z`` (z[0] = 0, :func:`normals`): draw 0, the point estimate, the
+    factor's mean; the others exp(σ·z)."""
+    out = np.exp(sigma * np.asarray(z, dtype=float))
+    out[0] = mean(sigma)
+    return out
+
+
 def factors(sigma: float, n_draws: int, rng: np.random.Generator) -> np.ndarray:
-    """``1 + n_draws`` factors: draw 0 is 1 (the nominal draw), the rest exp(σ·z)."""
-    return np.exp(sigma * normals(n_draws, rng))
+    """``1 + n_draws`` factors: draw 0 (the point estimate) the factor's mean, the rest
+    exp(σ·z)."""
+    return from_normals(sigma, normals(n_draws, rng))
 
 
 def apply(step_s: np.ndarray, compute_s: np.ndarray, factor: np.ndarray) -> np.ndarray:

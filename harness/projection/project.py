@@ -6,10 +6,9 @@ with many values; with 2-9 repeats, where a bootstrap of the median covers far l
 label — [min, max] of 3 values holds the median 75% of the time — the mean's Student-t
 distribution, wider and honest for roughly normal repeats), a stated range a uniform draw
 (:func:`range_draws`). All of them go through the model together (a Monte Carlo over the
-inputs), so the 95% interval carries every input's uncertainty, the point estimate is the
-expected step over the draws (``model.expected``: the nominal inputs' step is shorter than the
-one to expect, since a loss can double more easily than vanish), and the rank correlation of
-each input's draws with the efficiency's says which inputs dominate its width.
+inputs), so the 95% interval carries every input's uncertainty, and the rank correlation of
+each input's draws with the efficiency's says which inputs dominate its width. Draw 0 is the
+point estimate: every input nominal, the model's own error at its mean (``model_error``).
 
 **Feeds: no peeking.** The prediction at N uses only what was measured at fewer GPUs: the
 largest single-node N below it that measured the all-reduce (its bus bandwidth calibrates the
@@ -344,33 +343,46 @@ def _evaluate(
                 fit = mdl.fit_latency_bandwidth(sizes, times, n_f)
             busbw = location_draws(m0.busbw_gbps, n_draws, rng) if m0.busbw_gbps else None
             how = f"fitted to {len(m0.bucket_times)} bucket all-reduces at N = {n_f}"
-            if fit is None and m0.bucket_times and busbw is not None and busbw[0] > 0:
+            if fit is None and m0.ring_ceilings:
                 # Buckets of one size: the latency is what K messages cost beyond one message
-                # of the same bytes (the whole gradient's ceiling, from its bus bandwidth).
-                sizes, times = zip(*m0.bucket_times, strict=True)
-                whole = float(np.sum(sizes))
-                t_whole = 2 * (n_f - 1) / n_f * whole / (float(busbw[0]) * 1e9)
-                fit = mdl.fit_latency_from_whole(sizes, times, whole, t_whole, n_f)
-                how = (
-                    f"fitted to the whole gradient's all-reduce and its {len(sizes)} buckets' "
-                    f"at N = {n_f}"
-                )
+                # of the same bytes (the two ceilings of each repeat; the median of their fits).
+                fits = [
+                    f
+                    for f in (
+                        mdl.fit_latency_from_whole(k, bucketed, grad, whole, n_f)
+                        for whole, bucketed, k, grad in m0.ring_ceilings
+                    )
+                    if f is not None
+                ]
+                if fits:
+                    fit = (float(np.median([f[0] for f in fits])),
+                           float(np.median([f[1] for f in fits])))  # fmt: skip
+                    how = (
+                        f"fitted to the whole gradient's and its buckets' all-reduce ceilings "
+                        f"at N = {n_f} ({len(fits)} run(s))"
+                    )
+            cores = m0.cpu_cores or 0
             if fit is not None:
                 alpha, fitted_bw = fit
                 scale = busbw / busbw[0] if busbw is not None and busbw[0] > 0 else 1.0
-                link = mdl.MeasuredLink(alpha, fitted_bw * scale, g)
+                link = mdl.MeasuredLink(alpha, fitted_bw * scale, g, cores, n_f)
                 used_all[0]["link_source"] = (
                     f"{how}: {1e6 * alpha:.0f} µs per ring step, {fitted_bw:.3g} GB/s bus bandwidth"
                 )
             elif busbw is not None:
-                link = mdl.MeasuredLink(0.0, busbw, g)
+                link = mdl.MeasuredLink(0.0, busbw, g, cores, n_f)
                 used_all[0]["link_source"] = (
                     f"bus bandwidth measured at N = {n_f} ({len(m0.busbw_gbps)} run(s)), "
                     "latency included"
                 )
             else:  # stated by --busbw-gbps
-                link = mdl.MeasuredLink(0.0, float(fabric.intra_busbw or 0.0), g)
+                link = mdl.MeasuredLink(0.0, float(fabric.intra_busbw or 0.0), g, cores, n_f)
                 used_all[0]["link_source"] = "bus bandwidth stated by --busbw-gbps"
+            if cores:
+                used_all[0]["link_source"] += (
+                    f"; on this host's {cores} cores every hop is CPU work of every rank, so "
+                    f"beyond {cores} ranks a hop takes N / {cores} turns (model.oversubscription)"
+                )
         elif not all(m.busbw_gbps for m in ms):
             what = (
                 "the bus bandwidth stated by --busbw-gbps"
@@ -660,22 +672,16 @@ def _row(
         row["curve"] = ("what-if: " if plan.what_if else "") + (inp.curve or "")
         row.update(inp.config)
     nodes = 1 if n <= g else n // g
-    step_draws = pred.step_s[sl, j]
-    # The point estimate is the expected step over the draws (mdl.expected: the inputs'
-    # uncertainty is skewed, so the nominal inputs' step is shorter than the one to expect);
-    # its parts are expected too, each with the model error's factor, so they add up to it.
+    # The point estimate is draw 0: every input at its nominal value and the model's own error
+    # at its mean (model_error.factors). Its parts carry that factor too, so they add up to it.
     factor = (
-        pred.overhead_factor[sl]
-        if pred.overhead_factor is not None and n > 1
-        else np.ones(step_draws.shape)
+        float(pred.overhead_factor[sl][0]) if pred.overhead_factor is not None and n > 1 else 1.0
     )
-    step = mdl.expected(step_draws)
-    # eff x step is the numerator of each draw's efficiency (the N = 1 compute step, over N
-    # under strong scaling): the efficiency's point estimate is their expectations' ratio.
-    eff = mdl.expected_ratio(pred.efficiency[sl, j] * step_draws, step_draws)
+    step = float(pred.step_s[sl, j][0])
+    eff = float(pred.efficiency[sl, j][0])
 
     def part_ms(values: np.ndarray | None) -> float:
-        return 0.0 if values is None else 1e3 * mdl.expected(values[sl, j] * factor)
+        return 0.0 if values is None else 1e3 * float(values[sl, j][0]) * factor
 
     step_ci, eff_ci = bands
     per_step = inp.samples_per_step
@@ -701,14 +707,13 @@ def _row(
             "efficiency_ci": eff_ci,
             # The all-reduce's own time (not a part of the step: exposure is), without the
             # model error's factor.
-            "allreduce_ms": 1e3 * mdl.expected(pred.allreduce_s[sl, j]),
+            "allreduce_ms": 1e3 * float(pred.allreduce_s[sl, j][0]),
             "exposed_comm_ms": part_ms(pred.exposed_comm_s),
             "straggler_ms": part_ms(pred.straggler_s),
             "host_ms": part_ms(pred.host_s),
             "sm_contention_ms": part_ms(pred.contention_s),
             "nccl_ctas": int(pred.ctas[j]) if pred.ctas else 0,
-            # Loader-bound where most draws are (their floor then sets the step).
-            "loader_bound": bool(mdl.expected(pred.loader_bound[sl, j].astype(float)) >= 0.5),
+            "loader_bound": bool(pred.loader_bound[sl, j][0]),
             "algorithm": algorithm or None,
             "inter_node_algorithm": (
                 None if nodes == 1 or not algorithm else algorithm.split("/")[0]

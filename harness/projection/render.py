@@ -126,8 +126,8 @@ def fabric_lines(result: Projection) -> list[str]:
         lines.append(
             f"{err['source']}: a factor {math.exp(-1.96 * err['sigma']):.2f}-"
             f"{math.exp(1.96 * err['sigma']):.2f} on the overhead holds 95%; the point estimate "
-            "is the expected step over every draw, this factor included (mean "
-            f"{math.exp(err['sigma'] ** 2 / 2):.2f})"
+            f"takes its mean, {math.exp(err['sigma'] ** 2 / 2):.2f}, with every other input "
+            "nominal"
         )
     return lines
 

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from harness.projection import fabrics, model_error, nccl
-from harness.projection import model as mdl
 from harness.projection.fabrics import Fabric
 from harness.projection.inputs import pure_inputs
 from harness.projection.project import LEVEL, N_DRAWS, project
@@ -115,8 +114,9 @@ def _steps(case, layout, fab, step_ms, gpus, n_draws, seed=0) -> dict[int, np.nd
 
 
 def _calibrated_step_ms(case, layout, fab, n0: int, observed_s: float) -> float:
-    """The N = 1 compute step that makes the model's nominal step (draw 0) at ``n0`` match the
-    published base throughput (bisection on a log scale; the step grows with it)."""
+    """The N = 1 compute step that makes the model's step at ``n0`` (draw 0, the model's own
+    error left out) match the published base throughput (bisection on a log scale; the step
+    grows with it)."""
     strong = case.get("scaling", "weak") == "strong"
     lo, hi = (
         math.log(observed_s * (n0 * 0.2 if strong else 0.2)),
@@ -138,11 +138,11 @@ class RawCase:
 
     case: dict[str, Any]
     draws: dict[int, tuple[np.ndarray, np.ndarray]]  # gpus -> (step, compute) draws
-    z: np.ndarray  # the model error's standard normals (z[0] = 0: the nominal draw)
+    z: np.ndarray  # the model error's standard normals (z[0] = 0: draw 0's place)
 
     def log_ratios(self) -> list[float]:
         """ln(published loss / predicted loss) at every published N above the base, the
-        prediction with the model's own error off (σ = 0: the inputs' draws alone)."""
+        prediction with the model's own error off (σ = 0: factor 1 in draw 0)."""
         return [
             model_error.log_ratio(p["published"], p["predicted"])
             for p in score_case(self, 0.0).points
@@ -169,7 +169,7 @@ def project_case(case: dict[str, Any], layouts: dict[str, Any], n_draws: int = N
 def score_case(raw: RawCase, sigma: float) -> CaseResult:
     """Predictions and 95% intervals of one case with the model's error at ``sigma``."""
     case = raw.case
-    factor = np.exp(sigma * raw.z)
+    factor = model_error.from_normals(sigma, raw.z)
     gpus = [int(g) for g in case["gpus"]]
     xs = [float(x) for x in case["throughput"]]
     n0, x0 = gpus[0], xs[0]
@@ -183,10 +183,8 @@ def score_case(raw: RawCase, sigma: float) -> CaseResult:
     points = []
     tail = (1 - LEVEL) / 2 * 100
     for n, x in zip(gpus[1:], xs[1:], strict=True):
-        num, den = (base * n0, step(n) * n) if strong else (base, step(n))
-        rel = num / den
-        # The point estimate as project's rows give it: the ratio of expected steps.
-        predicted = mdl.expected_ratio(num, den)
+        rel = base * n0 / (step(n) * n) if strong else base / step(n)
+        predicted = float(rel[0])  # draw 0, as project's rows give it
         published = (x / x0) / (n / n0)
         lo, hi = np.percentile(rel[1:], [tail, 100 - tail])
         points.append(
