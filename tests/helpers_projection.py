@@ -55,6 +55,8 @@ class Plant:
     """Each bucket's readiness (share of backward); None: the sweep rule (embedding last)."""
     readiness: bool = False
     """Write the worker's readiness fields (ready_s, step_allreduce_s, backward_time_s)."""
+    cpu_cores: int | None = None
+    """The host's cores written to the ledger (``cpu_cores``); None writes none."""
     world_sizes: tuple[int, ...] = (1, 2, 4, 8)
     repeats: int = 3
     per_device_batch: int = 32
@@ -158,6 +160,8 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
                 "grad_bytes": grad_bytes,
                 "bucket_count": len(plant.buckets),
             }
+            if plant.cpu_cores is not None:
+                metrics["cpu_cores"] = plant.cpu_cores
             # The worker times backward beside the all-reduces: SM contention is inside it.
             backward = plant.hide_share * compute + float(truth["contention_s"][i])
             if plant.readiness:

@@ -134,6 +134,7 @@ def _feed_plan(
     )
     plans: dict[int, _Plan] = {}
     skipped: list[int] = []
+    unfed: list[int] = []
     for n in targets:
         below = [x for x in usable if x < n]
         feed = below[-1] if below else None
@@ -142,11 +143,19 @@ def _feed_plan(
                 plans[n] = _Plan(feed, False, "measured-ring")
             elif what_if:
                 plans[n] = _Plan(None, True, "fabric")
+            elif n <= g:
+                unfed.append(n)  # on its own host, but nothing below it measured the ring
             else:
                 skipped.append(n)
             continue
         beyond = n > max(usable, default=1)
         plans[n] = _Plan(feed, foreign and beyond, "measured-nccl" if feed else "fabric")
+    if unfed:
+        notes.append(
+            f"{inp.curve or 'curve'}: N = {', '.join(map(str, unfed))} not projected: no "
+            f"smaller N of this {inp.device} sweep measured the all-reduce its ring is fitted to "
+            "(it is measured, not predicted)"
+        )
     if skipped:
         notes.append(
             f"{inp.curve or 'curve'}: N = {', '.join(map(str, skipped))} not projected: this is "
@@ -154,6 +163,12 @@ def _feed_plan(
             "(--what-if shows it, labelled)"
         )
     return plans, notes
+
+
+def _feed_cores(inp: CurveInputs, feed: int | None) -> int | None:
+    """The CPU cores of the host where the feeding point ran (ledger ``cpu_cores``)."""
+    m = next((x for x in inp.measured if x.gpus == feed), None)
+    return None if m is None else m.cpu_cores
 
 
 def project(
@@ -190,6 +205,20 @@ def project(
         by_plan: dict[_Plan, list[int]] = {}
         for n, plan in plans.items():
             by_plan.setdefault(plan, []).append(n)
+        past = sorted(
+            n
+            for n, plan in plans.items()
+            if plan.link == "measured-ring" and (c := _feed_cores(inp, plan.feed)) and n > c
+        )
+        if past:
+            cores = _feed_cores(inp, plans[past[0]].feed)
+            notes.append(
+                f"{inp.curve or 'curve'}: N = {', '.join(map(str, past))} exceed this host's "
+                f"{cores} cores: the measured ring's hops are scaled for it "
+                "(model.oversubscription), the compute step is not — a compute step that is "
+                f"CPU work would take up to N / {cores} times as long there, the efficiency "
+                f"at most {cores} / N"
+            )
         for plan, ns in by_plan.items():
             m = next((x for x in inp.measured if x.gpus == plan.feed), None)
             key = (

@@ -553,6 +553,22 @@ def test_a_cpu_sweep_is_not_projected_onto_a_gpu_fabric_unless_asked(tmp_path):
     assert "(what-if)" in projection.render(what_if, "text")
 
 
+def test_a_cpu_sweep_past_its_cores_scales_the_rings_hops_and_says_the_compute_is_not(tmp_path):
+    def rows(plant):
+        result = run_sweep(write_planted_sweep(tmp_path / str(plant.cpu_cores), plant), gpus="8")
+        return {r["gpus"]: r for r in result.rows}, result.notes
+
+    free, free_notes = rows(Plant(device="cpu"))
+    busy, notes = rows(Plant(device="cpu", cpu_cores=2))
+    # N = 8 is fed by N = 4, already 2 ranks a core: each hop takes 2 turns more there.
+    assert busy[8]["allreduce_ms"] == pytest.approx(2 * free[8]["allreduce_ms"], rel=1e-9)
+    assert busy[4]["allreduce_ms"] == pytest.approx(2 * free[4]["allreduce_ms"], rel=1e-9)
+    said = [n for n in notes if "exceed this host's 2 cores" in n]
+    assert said and "the compute step is not" in said[0] and "at most 2 / N" in said[0]
+    assert not any("exceed this host" in n for n in free_notes)
+    assert any("N = 2 not projected: no smaller N" in n for n in notes)
+
+
 def test_a_gpu_sweep_on_another_gpus_fabric_is_labelled_what_if(tmp_path):
     sweep = write_planted_sweep(tmp_path / "g", Plant(device="cuda"))
     (sweep / "env.json").write_text(json.dumps({"gpu_names": ["NVIDIA H100 80GB HBM3"]}))
