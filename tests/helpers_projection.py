@@ -55,6 +55,11 @@ class Plant:
     """Each bucket's readiness (share of backward); None: the sweep rule (embedding last)."""
     readiness: bool = False
     """Write the worker's readiness fields (ready_s, step_allreduce_s, backward_time_s)."""
+    alpha_s: float = 0.0
+    """cpu plants: the ring's latency per hop. Above 0 the worker's two ceilings are written
+    as it writes them: each bucket alone (``buckets[i].allreduce_time_s``), the whole gradient
+    in one message (``allreduce_time_s``, its bus bandwidth from it) and the buckets' sum
+    (``allreduce_bucketed_time_s``)."""
     cpu_cores: int | None = None
     """The host's cores written to the ledger (``cpu_cores``); None writes none."""
     world_sizes: tuple[int, ...] = (1, 2, 4, 8)
@@ -84,7 +89,7 @@ def planted_ready(plant: Plant) -> np.ndarray:
 
 def planted_link(plant: Plant) -> NcclLink | MeasuredLink:
     if plant.device == "cpu":
-        return MeasuredLink(0.0, plant.busbw_gbps, 8)
+        return MeasuredLink(plant.alpha_s, plant.busbw_gbps, 8)
     fab = fabrics.resolve_fabric(plant.fabric)
     eff = {k: np.array([plant.efficiency]) for k in ("intra", "inter", "nvls")}
     return NcclLink(fab, fab.gpus_per_node, eff)
@@ -93,11 +98,19 @@ def planted_link(plant: Plant) -> NcclLink | MeasuredLink:
 def planted_busbw(plant: Plant, n: int) -> float:
     """The bus bandwidth the worker would measure for the whole gradient at N."""
     if plant.device == "cpu" or n <= 1:
-        return plant.busbw_gbps
+        if n <= 1 or plant.alpha_s <= 0:
+            return plant.busbw_gbps
+        whole = float(sum(plant.buckets))
+        return 2 * (n - 1) / n * whole / _ring_s(plant, n, whole) / 1e9
     fab = fabrics.resolve_fabric(plant.fabric)
     grad = np.array([float(sum(plant.buckets))])
     plan = nccl.allreduce_plan(fab.system(ranks=n), n, grad)
     return float(plan.busbw_gbps(grad, n)[0]) * plant.efficiency
+
+
+def _ring_s(plant: Plant, n: int, size: float) -> float:
+    """A cpu plant's ring all-reduce of ``size`` bytes at N (its latency and bandwidth)."""
+    return 2 * (n - 1) * plant.alpha_s + 2 * (n - 1) / n * size / (plant.busbw_gbps * 1e9)
 
 
 def planted_steps(plant: Plant, gpus) -> dict[str, np.ndarray]:
@@ -171,6 +184,14 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
                     {
                         "allreduce_time_s": allreduce,
                         "allreduce_busbw_gbps": busbw,
+                        **(
+                            {
+                                "allreduce_time_s": _ring_s(plant, n, float(grad_bytes)),
+                                "allreduce_bucketed_time_s": allreduce,
+                            }
+                            if plant.alpha_s > 0
+                            else {}
+                        ),
                         "allreduce_algbw_gbps": busbw * n / (2 * (n - 1)),
                         "exposed_comm_s": exposed,
                         "overlap_share": 1 - exposed / allreduce,
@@ -178,7 +199,8 @@ def write_planted_sweep(root: Path, plant: Plant) -> Path:
                 )
             buckets = []
             for k, b in enumerate(plant.buckets):
-                entry = {"bytes": int(b), "allreduce_time_s": None}
+                alone = _ring_s(plant, n, float(b)) if plant.alpha_s > 0 and n > 1 else None
+                entry = {"bytes": int(b), "allreduce_time_s": alone}
                 if plant.readiness:
                     entry["ready_s"] = float(ready[k]) * backward
                     entry["step_allreduce_s"] = None

@@ -13,7 +13,7 @@ So the step's overhead beyond compute at N > 1 (contention + host + exposed all-
 straggler, and the loader's floor) is multiplied by a factor drawn log-normally around 1,
 ``exp(σ·z)``. Draw 0, the point estimate, takes the factor's mean, exp(σ²/2) ≈ 1.1 (:func:`mean`):
 a model that misses by a factor 2 misses low as often as high, and a doubled loss costs more than
-a halved one gains, so the loss to expect is the model's times that mean, not the model's; with
+a halved one gains, so the overhead to expect is the model's times that mean; with
 every other input at its nominal value the point estimate stays deterministic (a mean over the
 draws is not: with 2-3 repeats a measured input's Student-t draws have tails that a percentile
 interval ignores and a mean does not). σ is measured, not chosen: the

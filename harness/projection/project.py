@@ -151,10 +151,11 @@ def _feed_plan(
         beyond = n > max(usable, default=1)
         plans[n] = _Plan(feed, foreign and beyond, "measured-nccl" if feed else "fabric")
     if unfed:
+        measured = {m.gpus for m in inp.measured} | {1}
         notes.append(
             f"{inp.curve or 'curve'}: N = {', '.join(map(str, unfed))} not projected: no "
-            f"smaller N of this {inp.device} sweep measured the all-reduce its ring is fitted to "
-            "(it is measured, not predicted)"
+            f"smaller N of this {inp.device} sweep measured the all-reduce its ring is fitted to"
+            + (" (the sweep measured it)" if set(unfed) <= measured else "")
         )
     if skipped:
         notes.append(
@@ -213,7 +214,8 @@ def project(
         if past:
             cores = _feed_cores(inp, plans[past[0]].feed)
             notes.append(
-                f"{inp.curve or 'curve'}: N = {', '.join(map(str, past))} exceed this host's "
+                f"{inp.curve or 'curve'}: N = {', '.join(map(str, past))} "
+                f"{'exceeds' if len(past) == 1 else 'exceed'} this host's "
                 f"{cores} cores: the measured ring's hops are scaled for it "
                 "(model.oversubscription), the compute step is not — a compute step that is "
                 f"CPU work would take up to N / {cores} times as long there, the efficiency "
@@ -371,6 +373,11 @@ def _evaluate(
                 sizes, times = zip(*m0.bucket_times, strict=True)
                 fit = mdl.fit_latency_bandwidth(sizes, times, n_f)
             busbw = location_draws(m0.busbw_gbps, n_draws, rng) if m0.busbw_gbps else None
+            if busbw is not None and busbw[0] > 0:
+                # A bandwidth is positive: the Student-t draws of 2-3 repeats (t(1) at two)
+                # reach below zero, which would make ring times negative; floor them at a
+                # tenth of the measured median.
+                busbw = np.maximum(busbw, busbw[0] / 10)
             how = f"fitted to {len(m0.bucket_times)} bucket all-reduces at N = {n_f}"
             if fit is None and m0.ring_ceilings:
                 # Buckets of one size: the latency is what K messages cost beyond one message
@@ -702,7 +709,8 @@ def _row(
         row.update(inp.config)
     nodes = 1 if n <= g else n // g
     # The point estimate is draw 0: every input at its nominal value and the model's own error
-    # at its mean (model_error.factors). Its parts carry that factor too, so they add up to it.
+    # at its mean (model_error.factors). Its parts carry that factor too, so they add up to it
+    # (unless the loader's floor sets the step: loader_bound).
     factor = (
         float(pred.overhead_factor[sl][0]) if pred.overhead_factor is not None and n > 1 else 1.0
     )

@@ -116,7 +116,8 @@ def _steps(case, layout, fab, step_ms, gpus, n_draws, seed=0) -> dict[int, np.nd
 def _calibrated_step_ms(case, layout, fab, n0: int, observed_s: float) -> float:
     """The N = 1 compute step that makes the model's step at ``n0`` (draw 0, the model's own
     error left out) match the published base throughput (bisection on a log scale; the step
-    grows with it)."""
+    grows with it). It sets the compute step's scale only: efficiencies are scored against the
+    model's own base step, which at n0 > 1 carries the error's mean like every other count."""
     strong = case.get("scaling", "weak") == "strong"
     lo, hi = (
         math.log(observed_s * (n0 * 0.2 if strong else 0.2)),
