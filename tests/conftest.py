@@ -129,8 +129,9 @@ def tokenizer(vocab_txt):
 @pytest.fixture(autouse=True)
 def _scenario_box_share(request, tmp_path_factory):
     """Scenario tests share the box with each other (a shared lock); one marked
-    ``box_alone`` (it loads every core on purpose: a planted busy neighbour) takes it alone, so
-    its load moves no other scenario's timing and theirs do not move its own. The lock lives
+    ``box_alone`` (it loads every core on purpose, a planted busy neighbour, or it compares two
+    timings that the others' load would skew) takes it alone, so its load moves no other
+    scenario's timing and theirs do not move its own. The lock lives
     in the run's base temporary directory, which every xdist worker shares."""
     if request.node.get_closest_marker("scenario") is None:
         yield
