@@ -77,6 +77,16 @@ def location_draws(values: Sequence[float], n_draws: int, rng: np.random.Generat
     return out
 
 
+def bandwidth_draws(values: Sequence[float], n_draws: int, rng: np.random.Generator) -> np.ndarray:
+    """:func:`location_draws` of a measured bus bandwidth, floored at a tenth of its median: a
+    bandwidth is positive, and the Student-t draws of 2-3 repeats (t(1) at two) reach below
+    zero, which would make ring times or a link's calibrated efficiency negative."""
+    out = location_draws(values, n_draws, rng)
+    if np.isfinite(out[0]) and out[0] > 0:
+        out = np.maximum(out, out[0] / 10)
+    return out
+
+
 def range_draws(r: Range, n_draws: int, rng: np.random.Generator) -> np.ndarray:
     """(1 + n_draws,): the nominal value, then uniform draws over the stated range."""
     out = np.empty(n_draws + 1)
@@ -372,12 +382,7 @@ def _evaluate(
             if m0.bucket_times:
                 sizes, times = zip(*m0.bucket_times, strict=True)
                 fit = mdl.fit_latency_bandwidth(sizes, times, n_f)
-            busbw = location_draws(m0.busbw_gbps, n_draws, rng) if m0.busbw_gbps else None
-            if busbw is not None and busbw[0] > 0:
-                # A bandwidth is positive: the Student-t draws of 2-3 repeats (t(1) at two)
-                # reach below zero, which would make ring times negative; floor them at a
-                # tenth of the measured median.
-                busbw = np.maximum(busbw, busbw[0] / 10)
+            busbw = bandwidth_draws(m0.busbw_gbps, n_draws, rng) if m0.busbw_gbps else None
             how = f"fitted to {len(m0.bucket_times)} bucket all-reduces at N = {n_f}"
             if fit is None and m0.ring_ceilings:
                 # Buckets of one size: the latency is what K messages cost beyond one message
@@ -437,7 +442,7 @@ def _evaluate(
             p = nccl.allreduce_plan(system, n_f, grad)
             kind = p.limited_by[int(p.algo[0])]
             model_bw = float(p.busbw_gbps(grad, n_f)[0])
-            measured_bw = np.concatenate([location_draws(m.busbw_gbps, n_draws, rng) for m in ms])
+            measured_bw = np.concatenate([bandwidth_draws(m.busbw_gbps, n_draws, rng) for m in ms])
             effs = dict(effs)
             effs[kind] = measured_bw / model_bw
             link = mdl.NcclLink(fabric, g, effs)

@@ -29,7 +29,7 @@ from harness.cli import cli
 from harness.projection import fabrics, model_error, nccl, validate
 from harness.projection import model as mdl
 from harness.projection.inputs import HOST_DEFAULT, pure_inputs
-from harness.projection.project import location_draws, project
+from harness.projection.project import bandwidth_draws, location_draws, project
 from tests.helpers_projection import MIB, Plant, planted_steps, write_planted_sweep
 
 H100 = fabrics.resolve_fabric("dgx-h100")
@@ -474,6 +474,17 @@ def test_a_measured_ring_of_equal_buckets_gets_its_latency_from_the_whole_gradie
     assert mdl.fit_latency_from_whole(6, sum(times), whole, math.nan, n) is None
     assert mdl.fit_latency_from_whole(6, math.inf, whole, ring(whole), n) is None
     assert mdl.fit_latency_from_whole(6, 100.0, whole, ring(whole), n) is None
+
+
+def test_measured_bandwidth_draws_stay_positive_at_two_repeats():
+    """Two repeats give Student-t(1) draws of the median, which reach below zero; a bandwidth
+    cannot, so both link paths (a CPU ring, a GPU link's calibrated efficiency) floor them at a
+    tenth of the median and leave every other draw as it was."""
+    raw = location_draws([1.0, 3.0], 2000, np.random.default_rng(0))
+    floored = bandwidth_draws([1.0, 3.0], 2000, np.random.default_rng(0))
+    assert raw.min() < 0 and floored.min() == pytest.approx(0.2)
+    keep = raw >= 0.2
+    assert floored[0] == 2.0 and np.array_equal(floored[keep], raw[keep])
 
 
 def test_a_cpu_rings_hops_take_turns_once_the_ranks_outnumber_the_cores():
