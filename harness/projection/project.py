@@ -173,13 +173,25 @@ def _feed_plan(
             f"a {inp.device} sweep, and a GPU fabric ({fabric.name}) would be a what-if "
             "(--what-if shows it, labelled)"
         )
+    # Past the cores of the host its feed ran on (ledger cpu_cores), a CPU ring's hops are
+    # scaled (model.oversubscription); its compute step cannot be, so the words say so.
+    cores_at = {m.gpus: m.cpu_cores for m in inp.measured}
+    past = [
+        (n, c)
+        for n, plan in sorted(plans.items())
+        if plan.link == "measured-ring" and (c := cores_at.get(plan.feed)) and n > c
+    ]
+    if past:
+        cores = past[0][1]
+        notes.append(
+            f"{inp.curve or 'curve'}: N = {', '.join(str(n) for n, _ in past)} "
+            f"{'exceeds' if len(past) == 1 else 'exceed'} this host's "
+            f"{cores} cores: the measured ring's hops are scaled for it "
+            "(model.oversubscription), the compute step is not — a compute step that is "
+            f"CPU work would take up to N / {cores} times as long there, the efficiency "
+            f"at most {cores} / N"
+        )
     return plans, notes
-
-
-def _feed_cores(inp: CurveInputs, feed: int | None) -> int | None:
-    """The CPU cores of the host where the feeding point ran (ledger ``cpu_cores``)."""
-    m = next((x for x in inp.measured if x.gpus == feed), None)
-    return None if m is None else m.cpu_cores
 
 
 def project(
@@ -216,21 +228,6 @@ def project(
         by_plan: dict[_Plan, list[int]] = {}
         for n, plan in plans.items():
             by_plan.setdefault(plan, []).append(n)
-        past = sorted(
-            n
-            for n, plan in plans.items()
-            if plan.link == "measured-ring" and (c := _feed_cores(inp, plan.feed)) and n > c
-        )
-        if past:
-            cores = _feed_cores(inp, plans[past[0]].feed)
-            notes.append(
-                f"{inp.curve or 'curve'}: N = {', '.join(map(str, past))} "
-                f"{'exceeds' if len(past) == 1 else 'exceed'} this host's "
-                f"{cores} cores: the measured ring's hops are scaled for it "
-                "(model.oversubscription), the compute step is not — a compute step that is "
-                f"CPU work would take up to N / {cores} times as long there, the efficiency "
-                f"at most {cores} / N"
-            )
         for plan, ns in by_plan.items():
             m = next((x for x in inp.measured if x.gpus == plan.feed), None)
             key = (
