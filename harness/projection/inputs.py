@@ -97,6 +97,7 @@ MAX_GPU_COUNT = 1_000_000
 MAX_TARGETS = 1_000
 MAX_HOST_MS = 3_600_000.0  # an hour per step
 MAX_LOADER = 1e12  # samples/s per node
+MAX_CORES = 1_000_000  # CPU cores of one host, read from a ledger: far past any machine
 
 
 @dataclass(frozen=True)
@@ -408,6 +409,12 @@ def _number(v: Any) -> float | None:
         return None
     f = float(v)
     return f if math.isfinite(f) else None
+
+
+def _whole(v: Any, hi: int) -> int | None:
+    """A ledger's count (cores, buckets): a whole number in 1..``hi``, else None (untrusted)."""
+    f = _number(v)
+    return int(f) if f is not None and f.is_integer() and 1 <= f <= hi else None
 
 
 def _values(rows: Sequence[dict[str, Any]], column: str) -> tuple[float, ...]:
@@ -784,10 +791,10 @@ def _measured(
             _number(r.get("allreduce_time_s")),
             _number(r.get("allreduce_bucketed_time_s")),
         )
-        count, grad = _number(r.get("bucket_count")), _number(r.get("grad_bytes"))
-        if whole and bucketed and count and grad and min(whole, bucketed, count, grad) > 0:
-            ceilings.append((whole, bucketed, int(count), grad))
-    cores = _number(first_value(at_n, "cpu_cores"))
+        count, grad = _whole(r.get("bucket_count"), MAX_BUCKETS), _number(r.get("grad_bytes"))
+        if whole and bucketed and count and grad and min(whole, bucketed, grad) > 0:
+            ceilings.append((whole, bucketed, count, grad))
+    cores = _whole(first_value(at_n, "cpu_cores"), MAX_CORES)
     e, lo, hi = eff.get(at_n[0]["config_key"], (None, None, None))
     batch = _number(first_value(at_n, "per_device_batch"))
     accum = _number(first_value(at_n, "grad_accum")) or 1
@@ -801,7 +808,7 @@ def _measured(
         bucket_times=tuple(timed),
         ready_share=tuple(ready),
         ring_ceilings=tuple(ceilings),
-        cpu_cores=int(cores) if cores and cores >= 1 else None,
+        cpu_cores=cores,
         backward_s=backward,
         data_wait_s=_values(at_n, "data_wait_s"),
         compute_step_s=_values(at_n, "compute_step_time_s"),

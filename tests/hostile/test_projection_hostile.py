@@ -202,6 +202,26 @@ def test_a_record_with_hostile_readiness_falls_back_to_the_assumption(tmp_path):
     assert info["sources"]["ready"].startswith("assumed")
 
 
+@pytest.mark.parametrize("bad", ["two", -2, 0, 2.5, 1e300, None, [2], {"n": 2}])
+def test_hostile_cores_and_ceilings_in_a_ledger_are_not_trusted(tmp_path, bad):
+    """A ledger's cpu_cores, bucket_count and allreduce_bucketed_time_s that are text, not
+    whole, non-positive or absurd are left out (no scaling by the host's cores, no latency fit
+    from the ceilings): the projection runs, says which link it used, and writes nothing."""
+    plant = Plant(device="cpu", alpha_s=4e-4, busbw_gbps=2.0, buckets=(8 * 2**20,) * 4,
+                  cpu_cores=2, repeats=1)  # fmt: skip
+    sweep = write_planted_sweep(tmp_path / "s", plant)
+    rows = [json.loads(x) for x in (sweep / "ledger.jsonl").read_text().splitlines()]
+    for r in rows:
+        r["cpu_cores"] = r["bucket_count"] = r["allreduce_bucketed_time_s"] = bad
+    (sweep / "ledger.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = snapshot(tmp_path)
+    res = invoke("project", sweep, "--gpus", "8", "--format", "json", "--draws", "10")
+    assert res.exit_code == 0, res.output
+    source = json.loads(res.output)["inputs"]["curves"][0]["fits"][0]["link_source"]
+    assert "cores" not in source and "ceilings" not in source, source
+    assert snapshot(tmp_path) == before
+
+
 def test_a_cpu_sweep_past_its_host_is_refused_with_the_reason(tmp_path):
     sweep = write_planted_sweep(tmp_path / "s", Plant(world_sizes=(1, 2), repeats=1))
     before = snapshot(tmp_path)
